@@ -1,0 +1,1 @@
+"""Model code shipped with mega2bart."""

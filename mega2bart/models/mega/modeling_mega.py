@@ -1,0 +1,767 @@
+"""MEGA (Moving Average Equipped Gated Attention) for transformers 5.
+
+A from-scratch re-implementation of the transformers 4.x MEGA port (removed in transformers 5):
+same attribute names (so 4.x checkpoints load unchanged), same numbers (parity tests against
+fixtures made by transformers 4.57.1), and faster:
+
+- the EMA kernel sum_n c[d,n] q[d,n]^l is built as a batched matmul of two small exponential
+  tables (no (2H, N, L) intermediate is kept for backward);
+- the bidirectional EMA convolution uses one circular FFT of length >= L + K - 1 (2L, not 4L - 2);
+- softmax attention goes through `scaled_dot_product_attention` with an additive bias;
+- any sequence length works (padded to a multiple of `chunk_size` inside, sliced back);
+- gradient checkpointing per block; no eval-mode kernel cache that could go stale.
+
+This folder imports only torch, transformers and its sibling config, so it can be shipped as
+`trust_remote_code` code next to a checkpoint.
+
+Notation in shape comments: B batch, L length, H hidden_size, Z shared_representation_size,
+E intermediate_size, F nffn_hidden_size, N ema_projection_size, D EMA kernel rows (2H if
+bidirectional else H), C chunk length, n_chunks = L / C.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
+
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.generation import GenerationMixin
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPoolingAndCrossAttentions,
+    CausalLMOutputWithCrossAttentions,
+    MaskedLMOutput,
+    MultipleChoiceModelOutput,
+    QuestionAnsweringModelOutput,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
+)
+from transformers.modeling_utils import PreTrainedModel
+from transformers.utils import logging
+from transformers.utils.generic import can_return_tuple
+
+from .configuration_mega import MegaConfig
+
+logger = logging.get_logger(__name__)
+
+
+# ----------------------------------------------------------------------------------------------
+# small building blocks
+# ----------------------------------------------------------------------------------------------
+
+
+def _fast_fft_length(minimum: int) -> int:
+    """Smallest 2^a * 3^b * 5^c >= minimum (FFT sizes with small prime factors are fast)."""
+    best = 1 << max(0, (minimum - 1).bit_length())
+    power5 = 1
+    while power5 < best:
+        power35 = power5
+        while power35 < best:
+            candidate = power35
+            while candidate < minimum:
+                candidate *= 2
+            best = min(best, candidate)
+            power35 *= 3
+        power5 *= 5
+    return best
+
+
+class MegaDropout(nn.Module):
+    """Element-wise dropout, or channel-wise ("feature") dropout with one mask per (batch, channel).
+
+    Inputs are batch-first (B, ..., channels). Unlike the 4.x port, feature dropout on chunked
+    values drops channels, not whole chunks (the port's quirk, MEGA_SPEC §3.7).
+    """
+
+    def __init__(self, p: float, is_featurewise: bool = False):
+        super().__init__()
+        self.p = p
+        self.is_featurewise = is_featurewise
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if not self.is_featurewise:
+            return F.dropout(x, p=self.p, training=True)
+        # one keep/drop decision per (batch, channel), shared by every position
+        mask_shape = (x.shape[0],) + (1,) * (x.dim() - 2) + (x.shape[-1],)
+        keep = torch.empty(mask_shape, device=x.device, dtype=x.dtype).bernoulli_(1 - self.p)
+        return x * keep / (1 - self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, is_featurewise={self.is_featurewise}"
+
+
+class MegaScaleNorm(nn.Module):
+    """y = s * x / sqrt(mean(x^2) + eps), one learnable scalar s (`scalar`)."""
+
+    def __init__(self, eps: float = 1e-5, affine: bool = True):
+        super().__init__()
+        self.eps = eps
+        self.scalar = nn.Parameter(torch.ones(1)) if affine else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean_square = x.float().pow(2).mean(dim=-1, keepdim=True)
+        if self.scalar is not None:
+            x = self.scalar * x
+        return (x * torch.rsqrt(mean_square + self.eps)).to(x.dtype)
+
+
+class MegaRMSNorm(nn.Module):
+    """RMSNorm with a per-channel `weight`.
+
+    The 4.x port computes the normalisation and discards it, returning `x * weight` (MEGA_SPEC §3.5).
+    `legacy=True` keeps that behaviour, so checkpoints trained with it give the same numbers;
+    `legacy=False` normalises: y = x * weight / sqrt(mean(x^2) + eps).
+    """
+
+    def __init__(self, hidden_size: int, eps: float = 1e-5, affine: bool = True, legacy: bool = True):
+        super().__init__()
+        self.eps = eps
+        self.legacy = legacy
+        self.weight = nn.Parameter(torch.ones(hidden_size)) if affine else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.legacy:
+            x = (x.float() * torch.rsqrt(x.float().pow(2).mean(dim=-1, keepdim=True) + self.eps)).to(x.dtype)
+        if self.weight is not None:
+            x = x * self.weight
+        return x
+
+    def extra_repr(self) -> str:
+        return f"eps={self.eps}, legacy={self.legacy}"
+
+
+class MegaSequenceNorm(nn.Module):
+    """Picks the norm named by `config.normalization_type`; the inner module is `.norm` (state-dict keys)."""
+
+    def __init__(self, config: MegaConfig):
+        super().__init__()
+        kind, hidden, eps, affine = config.normalization_type, config.hidden_size, 1e-5, config.norm_affine
+        if kind == "scalenorm":
+            self.norm = MegaScaleNorm(eps=eps, affine=affine)
+        elif kind == "layernorm":
+            self.norm = nn.LayerNorm(hidden, eps=eps, elementwise_affine=affine)
+        elif kind == "rmsnorm":
+            self.norm = MegaRMSNorm(hidden, eps=eps, affine=affine, legacy=config.legacy_rmsnorm)
+        elif kind == "batchnorm":
+            self.norm = nn.BatchNorm1d(hidden, eps=eps, affine=affine)
+        elif kind == "syncbatchnorm":
+            self.norm = nn.SyncBatchNorm(hidden, eps=eps, affine=affine)
+        else:  # guarded by MegaConfig validation
+            raise ValueError(f"unknown normalization_type {kind!r}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.norm, nn.modules.batchnorm._BatchNorm):
+            # (B, L, H) -> (B, H, L) -> BatchNorm over channels H -> (B, L, H)
+            return self.norm(x.transpose(1, 2)).transpose(1, 2)
+        return self.norm(x)
+
+
+class MegaEmbeddings(nn.Module):
+    """Word embeddings plus optional token-type embeddings; no positions, norm or dropout (as 4.x)."""
+
+    def __init__(self, config: MegaConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.use_token_types = config.add_token_type_embeddings
+        if self.use_token_types:
+            self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if inputs_embeds is None:
+            inputs_embeds = self.word_embeddings(input_ids)  # (B, L, H)
+        if not self.use_token_types:
+            return inputs_embeds
+        if token_type_ids is None:
+            # 4.x adds token type 0 everywhere; no length cap here (the port's buffer capped L at max_positions)
+            return inputs_embeds + self.token_type_embeddings.weight[0]
+        return inputs_embeds + self.token_type_embeddings(token_type_ids)
+
+
+class MegaSimpleRelativePositionalBias(nn.Module):
+    """B[i, j] = w[base - 1 + (j - i)] with base = chunk_size if chunk_size >= 0 else max_positions."""
+
+    def __init__(self, config: MegaConfig):
+        super().__init__()
+        self.max_positions = config.chunk_size if config.chunk_size >= 0 else config.max_positions
+        self.rel_pos_bias = nn.Parameter(torch.zeros(2 * config.max_positions - 1))
+
+    def forward(self, seq_len: int) -> torch.Tensor:
+        if seq_len > self.max_positions:
+            raise ValueError(
+                f"attention block length {seq_len} exceeds the simple relative bias range {self.max_positions}: "
+                "enable use_chunking (with chunk_size <= that range) or shorten the input"
+            )
+        positions = torch.arange(seq_len, device=self.rel_pos_bias.device)
+        index = (self.max_positions - 1) + positions[None, :] - positions[:, None]  # (L, L): base-1+j-i
+        return self.rel_pos_bias[index]
+
+
+class MegaRotaryRelativePositionalBias(nn.Module):
+    """B = rot(alpha) rot(beta)^T with sinusoidal rotation by position (base 10000, Z/2 frequencies)."""
+
+    def __init__(self, config: MegaConfig):
+        super().__init__()
+        self.embed_dim = config.shared_representation_size
+        self.alpha = nn.Parameter(torch.zeros(1, self.embed_dim))
+        self.b_param = nn.Parameter(torch.zeros(1, self.embed_dim))  # beta in the paper
+        self.register_buffer("_float_tensor", torch.zeros(1))  # persistent in 4.x checkpoints
+
+    def _rotate(self, x: torch.Tensor, seq_len: int) -> torch.Tensor:
+        half = self.embed_dim // 2
+        inv_freq = torch.exp(
+            torch.arange(half, dtype=torch.float32, device=x.device) * -(math.log(10000) / half)
+        )  # (Z/2,)
+        angles = torch.arange(seq_len, dtype=torch.float32, device=x.device)[:, None] * inv_freq[None, :]  # (L, Z/2)
+        sin, cos = angles.sin().to(x.dtype), angles.cos().to(x.dtype)
+        first, second = x.expand(seq_len, self.embed_dim).chunk(2, dim=-1)  # 2 x (L, Z/2)
+        return torch.cat([first * cos - second * sin, second * cos + first * sin], dim=-1)  # (L, Z)
+
+    def forward(self, seq_len: int) -> torch.Tensor:
+        return self._rotate(self.alpha, seq_len) @ self._rotate(self.b_param, seq_len).T  # (L, L)
+
+
+# ----------------------------------------------------------------------------------------------
+# the multi-dimensional damped EMA
+# ----------------------------------------------------------------------------------------------
+
+
+class MegaMultiDimensionDampedEma(nn.Module):
+    """Bidirectional (or causal) multi-dimensional damped EMA, applied as a long convolution.
+
+    Per kernel row d (channel d, or channel d - H for the backward direction) and component n:
+        p = sigmoid(damping_factor)            # alpha in the paper: input weight
+        q = 1 - p * sigmoid(decay_factor)      # previous-step weight (delta is sigmoid(decay_factor))
+        K[d, l] = N^-1/2 * sum_n eta[d,n] * p[d,n] * beta[d,n] * q[d,n]^l,   l = 0..K-1
+    and y[t] = sum_j K_f[j] x[t-j] + sum_i K_b[i] x[t+i] (lag 0 counted in both sums, as 4.x),
+    output SiLU(y + omega * x) with the masked x in y and the unmasked x in the omega term.
+    """
+
+    def __init__(self, config: MegaConfig):
+        super().__init__()
+        self.hidden_size = config.hidden_size
+        self.ndim = config.ema_projection_size
+        self.bidirectional = config.bidirectional
+        self.truncation = config.truncation
+        self.scale = math.sqrt(1.0 / self.ndim)
+        rows = 2 * config.hidden_size if self.bidirectional else config.hidden_size
+        self.damping_factor = nn.Parameter(torch.zeros(rows, self.ndim, 1))  # alpha (paper), via sigmoid
+        self.decay_factor = nn.Parameter(torch.zeros(rows, self.ndim, 1))  # delta (paper), via sigmoid
+        self.ema_expansion_matrix = nn.Parameter(torch.zeros(rows, self.ndim, 1))  # beta (paper)
+        self.kernel_projection_matrix = nn.Parameter(torch.zeros(rows, self.ndim))  # eta (paper)
+        self.residual_weight = nn.Parameter(torch.zeros(config.hidden_size))  # omega (paper)
+
+    def coefficients(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Float32 (p*beta, q, eta*N^-1/2), each (D, N)."""
+        p = torch.sigmoid(self.damping_factor.float())  # (D, N, 1)
+        q = 1.0 - p * torch.sigmoid(self.decay_factor.float())  # (D, N, 1)
+        p_beta = (p * self.ema_expansion_matrix.float()).squeeze(-1)  # (D, N)
+        eta = self.kernel_projection_matrix.float() * self.scale  # (D, N)
+        return p_beta, q.squeeze(-1), eta
+
+    def kernel_size(self, length: int) -> int:
+        return length if self.truncation is None else min(self.truncation, length)
+
+    def compute_kernel(self, length: int) -> torch.Tensor:
+        """The EMA kernel K (D, kernel_size(length)) in float32.
+
+        q^l is factored as q^(block*b) * q^j, so the sum over n becomes a batched matmul of
+        (D, blocks, N) by (D, N, b) tables: O(D*N*(blocks + b)) exponentials instead of O(D*N*L),
+        and autograd keeps only those two small tables.
+        """
+        size = self.kernel_size(length)
+        p_beta, q, eta = self.coefficients()
+        log_q = torch.log(q)  # (D, N)
+        block = 1 << max(0, math.ceil(math.log2(math.sqrt(size))))
+        n_blocks = -(-size // block)
+        lags = torch.arange(block, dtype=torch.float32, device=q.device)  # (b,)
+        starts = torch.arange(n_blocks, dtype=torch.float32, device=q.device) * block  # (blocks,)
+        inner = torch.exp(log_q[:, :, None] * lags)  # (D, N, b): q^j
+        outer = (p_beta * eta)[:, None, :] * torch.exp(starts[None, :, None] * log_q[:, None, :])  # (D, blocks, N)
+        kernel = torch.bmm(outer, inner)  # (D, blocks, b)
+        return kernel.reshape(kernel.shape[0], n_blocks * block)[:, :size]  # (D, K)
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, L, H); keep (B, L) bool or None. Returns SiLU(EMA(x) + omega * x), (B, L, H)."""
+        batch, length, hidden = x.shape
+        kernel = self.compute_kernel(length)  # (D, K) float32
+        size = kernel.shape[-1]
+        n_fft = _fast_fft_length(length + size - 1)
+        if self.bidirectional:
+            forward_k, backward_k = kernel.split(hidden, dim=0)  # 2 x (H, K)
+            # circular layout: index m < K holds K_f[m] (+ K_b[0] at m = 0), index n_fft - i holds K_b[i]
+            pieces = [forward_k[:, :1] + backward_k[:, :1], forward_k[:, 1:]]
+            pieces.append(kernel.new_zeros(hidden, n_fft - 2 * size + 1))
+            pieces.append(backward_k[:, 1:].flip(-1))
+            circular = torch.cat(pieces, dim=-1)  # (H, n_fft)
+        else:
+            circular = F.pad(kernel, (0, n_fft - size))  # (H, n_fft)
+        signal = x.float()
+        if keep is not None:
+            signal = signal * keep[:, :, None]
+        signal = signal.transpose(1, 2)  # (B, H, L)
+        spectrum = torch.fft.rfft(signal, n=n_fft) * torch.fft.rfft(circular, n=n_fft)  # (B, H, n_fft/2+1)
+        y = torch.fft.irfft(spectrum, n=n_fft)[..., :length].transpose(1, 2)  # (B, L, H)
+        return F.silu(y.to(x.dtype) + x * self.residual_weight)
+
+
+# ----------------------------------------------------------------------------------------------
+# gated attention, NFFN, block
+# ----------------------------------------------------------------------------------------------
+
+
+def _laplace(x: torch.Tensor, mu: float = 0.707107, sigma: float = 0.282095) -> torch.Tensor:
+    return 0.5 * (1.0 + torch.erf((x - mu) / (sigma * math.sqrt(2.0))))
+
+
+class MegaMovingAverageGatedAttention(nn.Module):
+    """The MEGA sublayer: EMA -> gates -> single-head (chunked) attention -> gated residual."""
+
+    def __init__(self, config: MegaConfig):
+        super().__init__()
+        self.config = config
+        hidden, z_dim, e_dim = config.hidden_size, config.shared_representation_size, config.intermediate_size
+        self.activation = ACT2FN[config.activation]
+        self.scaling = z_dim**-0.5 if config.attention_activation == "softmax" else None
+        self.dropout = MegaDropout(config.dropout_prob, config.use_feature_dropout)
+        self.hidden_dropout = MegaDropout(config.hidden_dropout_prob, config.use_feature_dropout)
+        self.attention_dropout = config.attention_probs_dropout_prob  # plain dropout on probabilities
+        self.norm = MegaSequenceNorm(config)
+        self.ema_gate = MegaMultiDimensionDampedEma(config)
+        self.v_proj = nn.Linear(hidden, e_dim)
+        # rows: [u (H, phi in the paper) | z (Z) | r (E, gamma in the paper) | hx (H)]
+        self.mx_proj = nn.Linear(hidden, 2 * hidden + z_dim + e_dim)
+        self.h_proj = nn.Linear(e_dim, hidden)
+        self.qk_weight = nn.Parameter(torch.zeros(2, z_dim))  # kappa in the paper
+        self.qk_bias = nn.Parameter(torch.zeros(2, z_dim))  # mu in the paper
+        if config.relative_positional_bias == "simple":
+            self.rel_pos_bias = MegaSimpleRelativePositionalBias(config)
+        else:
+            self.rel_pos_bias = MegaRotaryRelativePositionalBias(config)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        keep: torch.Tensor | None = None,
+        causal: bool = False,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x (B, L, H) residual stream; keep (B, L) bool. Returns (out (B, L, H), attention or None)."""
+        config = self.config
+        residual = x
+        if config.normalize_before_mega:
+            x = self.norm(x)
+        value = self.activation(self.v_proj(x))  # (B, L, E)
+        ema_out = self.dropout(self.ema_gate(x, keep))  # (B, L, H)
+        base = self.mx_proj(ema_out)  # (B, L, 2H + Z + E)
+        u, zr, hx = base.split(
+            [config.hidden_size, config.shared_representation_size + config.intermediate_size, config.hidden_size],
+            dim=-1,
+        )
+        u = torch.sigmoid(u)  # (B, L, H) update gate
+        z, r = F.silu(zr).split([config.shared_representation_size, config.intermediate_size], dim=-1)
+        qk = z.unsqueeze(2) * self.qk_weight + self.qk_bias  # (B, L, 2, Z)
+        query, key = qk.unbind(dim=2)  # 2 x (B, L, Z)
+        value = self.hidden_dropout(value)
+
+        attended, weights = self._attend(query, key, value, keep, causal, output_attentions)  # (B, L, E)
+
+        h = self.activation(hx + self.h_proj(attended * r))  # (B, L, H)
+        h = self.dropout(h)
+        out = torch.addcmul(residual, u, h - residual)  # (1 - u) * residual + u * h
+        if not config.normalize_before_mega:
+            out = self.norm(out)
+        return out, weights
+
+    # -- attention ------------------------------------------------------------------------------
+
+    def _blocks(self, length: int) -> int:
+        """Attention block length for a sequence of `length` tokens."""
+        chunk = self.config.chunk_size
+        if self.config.use_chunking and length > chunk:
+            if length % chunk:
+                raise ValueError(
+                    f"sequence length {length} is not a multiple of chunk_size {chunk}; MegaModel pads inputs itself, "
+                    "so call the model rather than its layers, or pad to a multiple of chunk_size"
+                )
+            return chunk
+        return length
+
+    def _attend(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        keep: torch.Tensor | None,
+        causal: bool,
+        output_attentions: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch, length, _ = query.shape
+        block = self._blocks(length)
+        n_chunks = length // block
+        q = query.reshape(batch, n_chunks, block, -1)  # (B, n_chunks, C, Z)
+        k = key.reshape(batch, n_chunks, block, -1)  # (B, n_chunks, C, Z)
+        v = value.reshape(batch, n_chunks, block, -1)  # (B, n_chunks, C, E)
+        keep_chunks = keep.reshape(batch, n_chunks, block) if keep is not None else None  # (B, n_chunks, C)
+        bias = self.rel_pos_bias(block).to(q.dtype)  # (C, C)
+        causal_keep = (
+            torch.ones(block, block, dtype=torch.bool, device=q.device).tril() if causal else None
+        )  # (C, C)
+
+        if self.config.attention_activation == "softmax":
+            mask = bias
+            if causal_keep is not None:
+                mask = mask.masked_fill(~causal_keep, float("-inf"))
+            if keep_chunks is not None:
+                # pad keys -> -inf, except in chunks whose keys are all padding (left unmasked: no NaN, as 4.x)
+                masked_keys = ~keep_chunks & keep_chunks.any(dim=-1, keepdim=True)  # (B, n_chunks, C)
+                key_bias = torch.zeros(masked_keys.shape, dtype=q.dtype, device=q.device)
+                key_bias = key_bias.masked_fill(masked_keys, float("-inf"))
+                mask = mask + key_bias[:, :, None, :]  # (B, n_chunks, C, C)
+            if output_attentions:
+                scores = (q * self.scaling) @ k.transpose(-1, -2) + mask  # (B, n_chunks, C, C)
+                weights = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+                probs = F.dropout(weights, p=self.attention_dropout, training=self.training)
+                out = probs @ v
+            else:
+                weights = None
+                out = F.scaled_dot_product_attention(
+                    q,
+                    k,
+                    v,
+                    attn_mask=mask.expand(batch, n_chunks, block, block) if mask.dim() == 4 else mask,
+                    dropout_p=self.attention_dropout if self.training else 0.0,
+                    scale=self.scaling,
+                )  # (B, n_chunks, C, E)
+        else:
+            # element attention: act(q k^T / n + bias) * key mask (* causal), n = real keys per chunk
+            if causal_keep is not None:
+                lengths = causal_keep.sum(-1, keepdim=True).to(q.dtype)  # (C, 1): i + 1 for row i
+            elif keep_chunks is not None:
+                lengths = keep_chunks.sum(-1, keepdim=True).clamp(min=1).to(q.dtype)[..., None]  # (B, n_chunks, 1, 1)
+            else:
+                lengths = float(block)
+            scores = (q @ k.transpose(-1, -2)) / lengths + bias  # (B, n_chunks, C, C)
+            if self.config.attention_activation == "laplace":
+                weights = _laplace(scores)
+            else:
+                weights = F.relu(scores).square()
+            if keep_chunks is not None:
+                weights = weights * keep_chunks[:, :, None, :].to(weights.dtype)
+            if causal_keep is not None:
+                weights = weights * causal_keep.to(weights.dtype)
+            out = F.dropout(weights, p=self.attention_dropout, training=self.training) @ v
+            weights = weights if output_attentions else None
+        return out.reshape(batch, length, -1), weights  # (B, L, E)
+
+
+class MegaNormalizedFeedForwardNetwork(nn.Module):
+    """Y = fc2(dropout(act(fc1(norm?(X))))) + X, then norm if post-norm."""
+
+    def __init__(self, config: MegaConfig):
+        super().__init__()
+        self.prenorm = config.normalize_before_ffn
+        self.activation = ACT2FN[config.activation]
+        self.dropout = MegaDropout(config.dropout_prob, config.use_feature_dropout)
+        self.hidden_dropout = MegaDropout(config.nffn_activation_dropout_prob, config.use_feature_dropout)
+        self.norm = MegaSequenceNorm(config)
+        self.fc1 = nn.Linear(config.hidden_size, config.nffn_hidden_size)
+        self.fc2 = nn.Linear(config.nffn_hidden_size, config.hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        residual = x
+        if self.prenorm:
+            x = self.norm(x)
+        x = self.dropout(self.fc2(self.hidden_dropout(self.activation(self.fc1(x)))))  # (B, L, H)
+        x = x + residual
+        return x if self.prenorm else self.norm(x)
+
+
+class MegaBlock(GradientCheckpointingLayer):
+    """MEGA sublayer then (optionally) the normalised FFN."""
+
+    def __init__(self, config: MegaConfig):
+        super().__init__()
+        self.mega_layer = MegaMovingAverageGatedAttention(config)
+        self.nffn = MegaNormalizedFeedForwardNetwork(config) if config.use_normalized_ffn else None
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        keep: torch.Tensor | None = None,
+        causal: bool = False,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        hidden_states, weights = self.mega_layer(hidden_states, keep, causal=causal, output_attentions=output_attentions)
+        if self.nffn is not None:
+            hidden_states = self.nffn(hidden_states)
+        return hidden_states, weights
+
+
+class MegaPooler(nn.Module):
+    """tanh(Dense(h[:, 0]))."""
+
+    def __init__(self, config: MegaConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.activation = nn.Tanh()
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.dense(hidden_states[:, 0]))
+
+
+# ----------------------------------------------------------------------------------------------
+# pretrained model classes
+# ----------------------------------------------------------------------------------------------
+
+
+class MegaPreTrainedModel(PreTrainedModel):
+    config_class = MegaConfig
+    config: MegaConfig
+    base_model_prefix = "mega"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["MegaBlock"]
+    _keys_to_ignore_on_load_unexpected = [r"embedding_layer\.token_type_ids"]
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """The 4.x init (MEGA_SPEC §3.9)."""
+        config = self.config
+        if isinstance(module, MegaMultiDimensionDampedEma):
+            init.normal_(module.damping_factor, mean=0.0, std=config.ema_delta_alpha_range)
+            init.normal_(module.decay_factor, mean=0.0, std=config.ema_delta_alpha_range)
+            # beta: [1, -1, 1, -1, ...] over components plus noise
+            pattern = torch.ones(config.ema_projection_size, 1)
+            pattern[1::2] = -1.0
+            noise = torch.empty_like(module.ema_expansion_matrix).normal_(0.0, config.ema_beta_range)
+            init.copy_(module.ema_expansion_matrix, noise + pattern.to(noise))
+            init.normal_(module.kernel_projection_matrix, mean=0.0, std=config.ema_gamma_omega_range)
+            init.normal_(module.residual_weight, mean=0.0, std=config.ema_gamma_omega_range)
+        elif isinstance(module, MegaSimpleRelativePositionalBias):
+            init.normal_(module.rel_pos_bias, mean=0.0, std=config.initializer_range)
+        elif isinstance(module, MegaRotaryRelativePositionalBias):
+            init.normal_(module.alpha, mean=0.0, std=config.initializer_range)
+            init.normal_(module.b_param, mean=0.0, std=config.initializer_range)
+            init.zeros_(module._float_tensor)
+        elif isinstance(module, MegaScaleNorm):
+            if module.scalar is not None:
+                init.ones_(module.scalar)
+        elif isinstance(module, MegaRMSNorm):
+            if module.weight is not None:
+                init.ones_(module.weight)
+        elif isinstance(module, MegaMovingAverageGatedAttention):
+            init.normal_(module.qk_weight, mean=0.0, std=config.initializer_range)
+            init.zeros_(module.qk_bias)
+        elif isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=config.initializer_range)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=config.initializer_range)
+            if module.padding_idx is not None and not getattr(module.weight, "_is_hf_initialized", False):
+                init.zeros_(module.weight[module.padding_idx])
+        elif isinstance(module, nn.LayerNorm):
+            if module.weight is not None:
+                init.ones_(module.weight)
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+            if module.weight is not None:
+                init.ones_(module.weight)
+                init.zeros_(module.bias)
+            if module.running_mean is not None:
+                init.zeros_(module.running_mean)
+                init.ones_(module.running_var)
+                init.zeros_(module.num_batches_tracked)
+
+
+def _to_keep_mask(attention_mask: torch.Tensor | None, shape: tuple[int, int], device: torch.device) -> torch.Tensor | None:
+    """Any 1 = keep / 0 = pad mask (bool, int or float) -> bool (B, L), or None when nothing is padded."""
+    if attention_mask is None:
+        return None
+    if tuple(attention_mask.shape) != tuple(shape):
+        raise ValueError(
+            f"attention_mask has shape {tuple(attention_mask.shape)} but the input has shape {tuple(shape)}; "
+            "pass a (batch, length) mask with 1 for tokens to keep and 0 for padding"
+        )
+    keep = attention_mask.to(device=device) != 0
+    return None if bool(keep.all()) else keep
+
+
+class MegaModel(MegaPreTrainedModel):
+    """The bare MEGA encoder (or causal decoder when `config.is_decoder`), outputting hidden states.
+
+    Inputs of any length work: with chunking, a length above `chunk_size` that is not a multiple of
+    it is right-padded (pad id, mask 0) to the next multiple, and every output is sliced back.
+    Attention maps (`output_attentions`) keep the padded shape (B, n_chunks, C, C).
+    """
+
+    def __init__(self, config: MegaConfig, add_pooling_layer: bool = True):
+        super().__init__(config)
+        if config.add_cross_attention:
+            raise NotImplementedError(
+                "MEGA's own gated cross-attention decoder is not implemented in mega2bart: "
+                "use MEGA as the encoder of an EncoderDecoderModel (mega2bart.build_mega2bart) instead"
+            )
+        self.embedding_layer = MegaEmbeddings(config)
+        self.layers = nn.ModuleList([MegaBlock(config) for _ in range(config.num_hidden_layers)])
+        self.pooler = MegaPooler(config) if add_pooling_layer else None
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embedding_layer.word_embeddings
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embedding_layer.word_embeddings = value
+
+    def _pad_to_chunks(
+        self,
+        input_ids: torch.Tensor | None,
+        inputs_embeds: torch.Tensor | None,
+        keep: torch.Tensor | None,
+        token_type_ids: torch.Tensor | None,
+        length: int,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, int]:
+        chunk = self.config.chunk_size
+        if not self.config.use_chunking or length <= chunk or length % chunk == 0:
+            return input_ids, inputs_embeds, keep, token_type_ids, 0
+        extra = chunk - length % chunk
+        reference = input_ids if input_ids is not None else inputs_embeds
+        batch = reference.shape[0]
+        if keep is None:
+            keep = torch.ones(batch, length, dtype=torch.bool, device=reference.device)
+        keep = F.pad(keep, (0, extra), value=False)
+        if input_ids is not None:
+            input_ids = F.pad(input_ids, (0, extra), value=self.config.pad_token_id)
+        if inputs_embeds is not None:
+            inputs_embeds = F.pad(inputs_embeds, (0, 0, 0, extra))
+        if token_type_ids is not None:
+            token_type_ids = F.pad(token_type_ids, (0, extra), value=0)
+        return input_ids, inputs_embeds, keep, token_type_ids, extra
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPoolingAndCrossAttentions:
+        config = self.config
+        output_attentions = output_attentions if output_attentions is not None else config.output_attentions
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else config.output_hidden_states
+        )
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        shape = tuple(input_ids.shape) if input_ids is not None else tuple(inputs_embeds.shape[:-1])
+        if len(shape) != 2:
+            raise ValueError(f"expected (batch, length) inputs, got shape {shape}")
+        device = input_ids.device if input_ids is not None else inputs_embeds.device
+        length = shape[1]
+        keep = _to_keep_mask(attention_mask, shape, device)
+        input_ids, inputs_embeds, keep, token_type_ids, extra = self._pad_to_chunks(
+            input_ids, inputs_embeds, keep, token_type_ids, length
+        )
+
+        hidden_states = self.embedding_layer(input_ids, token_type_ids, inputs_embeds)  # (B, L', H)
+        all_hidden = (hidden_states,) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        for layer in self.layers:
+            hidden_states, weights = layer(
+                hidden_states, keep, causal=config.is_decoder, output_attentions=output_attentions
+            )
+            if output_hidden_states:
+                all_hidden += (hidden_states,)
+            if output_attentions:
+                all_attentions += (weights,)
+
+        if extra:
+            hidden_states = hidden_states[:, :length]
+            if all_hidden is not None:
+                all_hidden = tuple(h[:, :length] for h in all_hidden)
+        pooled = self.pooler(hidden_states) if self.pooler is not None else None
+        return BaseModelOutputWithPoolingAndCrossAttentions(
+            last_hidden_state=hidden_states,
+            pooler_output=pooled,
+            hidden_states=all_hidden,
+            attentions=all_attentions,
+        )
+
+
+class MegaForMaskedLM(MegaPreTrainedModel):
+    """MEGA with the MLM head: logits = [tanh(Dense(h))] W_emb^T + b, W tied to the word embeddings."""
+
+    _tied_weights_keys = {"mlm_head.weight": "mega.embedding_layer.word_embeddings.weight"}
+
+    def __init__(self, config: MegaConfig):
+        super().__init__(config)
+        if config.is_decoder:
+            logger.warning("MegaForMaskedLM expects a bidirectional encoder; config.is_decoder=True makes it causal")
+        self.mega = MegaModel(config, add_pooling_layer=False)
+        if config.add_lm_hidden_dense_layer:
+            self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+            self.hidden_activation = nn.Tanh()
+        else:
+            self.dense = None
+            self.hidden_activation = None
+        self.mlm_head = nn.Linear(config.hidden_size, config.vocab_size)
+        self.post_init()
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.mlm_head
+
+    def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
+        self.mlm_head = new_embeddings
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> MaskedLMOutput:
+        outputs = self.mega(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            inputs_embeds=inputs_embeds,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
+        hidden = outputs.last_hidden_state
+        if self.dense is not None:
+            hidden = self.hidden_activation(self.dense(hidden))
+        logits = self.mlm_head(hidden)  # (B, L, V)
+        loss = None
+        if labels is not None:
+            loss = CrossEntropyLoss()(logits.view(-1, self.config.vocab_size), labels.to(logits.device).view(-1))
+        return MaskedLMOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+__all__ = [
+    "MegaForMaskedLM",
+    "MegaModel",
+    "MegaPreTrainedModel",
+]
