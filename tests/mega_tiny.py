@@ -1,0 +1,33 @@
+"""Tiny MEGA configurations shared by the MEGA tests."""
+
+from __future__ import annotations
+
+from mega2bart.models.mega import MegaConfig
+
+SEED_LIKE = dict(
+    # the seed checkpoint's options (MEGA_SPEC §1.2) at toy sizes
+    vocab_size=128,
+    hidden_size=32,
+    num_hidden_layers=2,
+    intermediate_size=96,
+    nffn_hidden_size=96,
+    shared_representation_size=8,
+    ema_projection_size=4,
+    use_chunking=True,
+    chunk_size=16,
+    max_positions=64,
+    relative_positional_bias="simple",
+    normalization_type="scalenorm",
+    normalize_before_mega=False,
+    normalize_before_ffn=False,
+    add_token_type_embeddings=True,
+    add_lm_hidden_dense_layer=False,
+    dropout_prob=0.0,
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+    nffn_activation_dropout_prob=0.0,
+)
+
+
+def tiny_config(**overrides) -> MegaConfig:
+    return MegaConfig(**{**SEED_LIKE, **overrides})
