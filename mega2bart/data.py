@@ -1,0 +1,496 @@
+"""Long-document summarisation data: load, validate, tokenize, and collate.
+
+Three steps, each usable alone:
+
+1. `load_summarization_dataset(source)` -> (`DatasetDict` with columns "id"/"document"/"summary",
+   `LoadStats`). `source` is a Hugging Face Hub name, local json/jsonl/csv/parquet file(s), or
+   the built-in offline set "aclsum" (250 ACL papers from the PyPI package `aclsum==0.1.2`).
+2. `tokenize_dataset(ds, tokenizer, max_source_length, max_target_length)` -> (tokenized data
+   with input_ids/attention_mask/labels/length, per-split `TokenizationStats` with truncation
+   counts and length percentiles).
+3. `SummarizationCollator`: `DataCollatorForSeq2Seq` that pads encoder inputs to a multiple of
+   the MEGA `chunk_size` (`pad_to_multiple_of`) but labels only to `label_pad_to_multiple_of`
+   (a 200-token summary is not padded to 1024), labels with -100, and adds `decoder_input_ids`
+   from `model.prepare_decoder_input_ids_from_labels` when a model is given (label smoothing
+   needs them: transformers PR #9844).
+
+Batches grouped by length: `Seq2SeqTrainingArguments(train_sampling_strategy="group_by_length")`
+(transformers 5; the 4.x flag was `group_by_length=True`) makes the Trainer build a
+`LengthGroupedSampler`. It reads the `length` column that `tokenize_dataset` adds (the
+truncated input length) when `remove_unused_columns=False`; with the default
+`remove_unused_columns=True` the Trainer drops that column first and the sampler measures
+`len(input_ids)` of every row itself, which gives the same lengths, only slower on big sets.
+`SummarizationCollator` ignores non-model columns, so `remove_unused_columns=False` is safe.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from datasets import Dataset, DatasetDict, load_dataset
+from transformers import DataCollatorForSeq2Seq, PreTrainedTokenizerBase
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "test")
+_SPLIT_ALIASES = {"val": "validation", "valid": "validation", "dev": "validation"}
+_FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+_ID_COLUMNS = ("id", "doc_id", "article_id", "paper_id", "gem_id", "bid")
+_MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids", "labels")
+ACLSUM_NAME = "aclsum"
+
+# Hub name (lower case) -> (document column candidates, summary column candidates); the first
+# candidate present in the data wins, so a renamed column in one revision still resolves.
+KNOWN_COLUMNS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "scientific_papers": (("article",), ("abstract",)),  # configs "arxiv" and "pubmed"
+    "armanc/scientific_papers": (("article",), ("abstract",)),
+    "ccdv/arxiv-summarization": (("article",), ("abstract",)),
+    "ccdv/pubmed-summarization": (("article",), ("abstract",)),
+    "ccdv/govreport-summarization": (("report",), ("summary",)),
+    "launch/gov_report": (("document", "report"), ("summary",)),
+    "kmfoda/booksum": (("chapter",), ("summary_text",)),
+    "billsum": (("text",), ("summary",)),
+    "fiscalnote/billsum": (("text",), ("summary",)),
+    "cnn_dailymail": (("article",), ("highlights",)),
+    "abisee/cnn_dailymail": (("article",), ("highlights",)),
+}
+_DEFAULT_COLUMNS = (("document",), ("summary",))
+
+
+@dataclass
+class LoadStats:
+    """What `load_summarization_dataset` read and what it dropped."""
+
+    source: str
+    text_column: str
+    summary_column: str
+    rows: dict[str, int] = field(default_factory=dict)
+    """Rows kept per split."""
+    dropped_empty: dict[str, int] = field(default_factory=dict)
+    """Rows dropped per split because the document or the summary was empty or whitespace."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TokenizationStats:
+    """Token counts of one split before truncation, and how many rows truncation cut."""
+
+    num_examples: int
+    max_source_length: int
+    max_target_length: int
+    inputs_truncated: int
+    targets_truncated: int
+    source_length_percentiles: dict[str, float]
+    """Untruncated document length in tokens (specials included): mean, p50, p90, p95, p99, max."""
+    target_length_percentiles: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_summarization_dataset(
+    source: str | Path | Mapping[str, str | Path],
+    config: str | None = None,
+    *,
+    text_column: str | None = None,
+    summary_column: str | None = None,
+    max_samples: int | None = None,
+    cache_dir: str | None = None,
+) -> tuple[DatasetDict, LoadStats]:
+    """Load summarisation data as a `DatasetDict` with columns "id", "document", "summary".
+
+    Args:
+        source: one of
+            - "aclsum": the offline ACL papers (full body text -> abstract), splits 100/50/100;
+            - a local .json/.jsonl/.csv/.parquet file (loaded as split "train") or a mapping
+              split -> file ("val"/"valid"/"dev" are renamed "validation");
+            - a Hugging Face Hub name such as "ccdv/arxiv-summarization" (needs the network).
+        config: the Hub configuration ("arxiv"/"pubmed" for "scientific_papers").
+        text_column / summary_column: the source columns to use; the defaults come from
+            `KNOWN_COLUMNS` for known Hub names, else "document"/"summary".
+        max_samples: keep at most this many rows per split (after dropping empty ones).
+        cache_dir: the `datasets` cache for Hub and local-file loading.
+
+    Returns:
+        The data and a `LoadStats`. Rows whose document or summary is empty or whitespace are
+        dropped, counted per split and logged.
+
+    Raises:
+        ValueError: a column is missing (the message lists the columns present), an unknown
+            file extension, or mixed extensions.
+        FileNotFoundError: a local file does not exist.
+        RuntimeError: a Hub dataset could not be loaded (offline, wrong name, ...).
+        ImportError: "aclsum" without the `aclsum` package.
+    """
+    if max_samples is not None and max_samples < 1:
+        raise ValueError(f"`max_samples` ({max_samples}) must be >= 1 or None (all rows)")
+
+    if isinstance(source, str) and source.lower() == ACLSUM_NAME:
+        raw, source_name = _load_aclsum(), ACLSUM_NAME
+        text_candidates, summary_candidates = ("document",), ("summary",)
+    else:
+        raw, source_name = _load_raw(source, config, cache_dir)
+        text_candidates, summary_candidates = KNOWN_COLUMNS.get(source_name.lower(), _DEFAULT_COLUMNS)
+    raw = DatasetDict({_SPLIT_ALIASES.get(name, name): split for name, split in raw.items()})
+
+    columns = next(iter(raw.values())).column_names
+    text_col = text_column or _first_present(text_candidates, columns)
+    summary_col = summary_column or _first_present(summary_candidates, columns)
+    stats = LoadStats(source=source_name, text_column=text_col, summary_column=summary_col)
+
+    out = DatasetDict()
+    for split_name, split in raw.items():
+        roles = (("document", text_col, "text_column"), ("summary", summary_col, "summary_column"))
+        for role, col, option in roles:
+            if col not in split.column_names:
+                raise ValueError(
+                    f"{source_name!r} split {split_name!r} has no {role} column {col!r}; its columns are "
+                    f"{split.column_names}: pass {option}=<one of them>"
+                )
+        id_col = next((c for c in _ID_COLUMNS if c in split.column_names), None)
+        normalised = split.map(
+            _normalise_batch,
+            batched=True,
+            with_indices=True,
+            remove_columns=split.column_names,
+            fn_kwargs={"text_col": text_col, "summary_col": summary_col, "id_col": id_col, "split": split_name},
+            desc=f"select {text_col!r}/{summary_col!r} ({split_name})",
+        )
+        kept = normalised.filter(lambda row: bool(row["document"]) and bool(row["summary"]))
+        dropped = len(normalised) - len(kept)
+        if dropped:
+            logger.warning(
+                "%s/%s: dropped %d of %d rows with an empty document or summary",
+                source_name,
+                split_name,
+                dropped,
+                len(normalised),
+            )
+        if max_samples is not None and len(kept) > max_samples:
+            kept = kept.select(range(max_samples))
+        out[split_name] = kept
+        stats.rows[split_name] = len(kept)
+        stats.dropped_empty[split_name] = dropped
+
+    logger.info(
+        "Loaded %s (document=%r, summary=%r): rows %s, dropped empty %s",
+        source_name,
+        text_col,
+        summary_col,
+        stats.rows,
+        stats.dropped_empty,
+    )
+    return out, stats
+
+
+def _first_present(candidates: tuple[str, ...], columns: list[str]) -> str:
+    # None present: return the first candidate, so the missing-column error names it.
+    return next((c for c in candidates if c in columns), candidates[0])
+
+
+def _as_text(value: Any, column: str) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return "\n".join(v.strip() for v in value).strip()  # e.g. one summary sentence per item
+    raise ValueError(f"column {column!r} holds {type(value).__name__} values; expected text (str)")
+
+
+def _normalise_batch(
+    batch: dict[str, list], indices: list[int], text_col: str, summary_col: str, id_col: str | None, split: str
+) -> dict[str, list[str]]:
+    ids = [str(i) for i in batch[id_col]] if id_col else [f"{split}-{i}" for i in indices]
+    return {
+        "id": ids,
+        "document": [_as_text(v, text_col) for v in batch[text_col]],
+        "summary": [_as_text(v, summary_col) for v in batch[summary_col]],
+    }
+
+
+def _load_raw(
+    source: str | Path | Mapping[str, str | Path], config: str | None, cache_dir: str | None
+) -> tuple[DatasetDict, str]:
+    """Local file(s) by extension, else a Hub name; returns the data and a display name."""
+    if isinstance(source, Mapping):
+        files = {str(split): Path(path) for split, path in source.items()}
+    elif Path(source).suffix.lower() in _FILE_BUILDERS:
+        files = {"train": Path(source)}
+    else:
+        return _load_hub(str(source), config, cache_dir), str(source)
+
+    for path in files.values():
+        if not path.is_file():
+            raise FileNotFoundError(f"data file {str(path)!r} does not exist")
+    builders = {_FILE_BUILDERS.get(p.suffix.lower()) for p in files.values()}
+    if None in builders or len(builders) != 1:
+        suffixes = sorted({p.suffix for p in files.values()})
+        raise ValueError(
+            f"data files must all be one of {sorted(_FILE_BUILDERS)} (json and jsonl may mix); got {suffixes}"
+        )
+    builder = builders.pop()
+    data_files = {split: str(path) for split, path in files.items()}
+    return load_dataset(builder, data_files=data_files, cache_dir=cache_dir), ", ".join(data_files.values())
+
+
+def _load_hub(name: str, config: str | None, cache_dir: str | None) -> DatasetDict:
+    try:
+        data = load_dataset(name, config, cache_dir=cache_dir)
+    except Exception as exc:  # network, auth, unknown name, missing config: all end here
+        raise RuntimeError(
+            f"could not load dataset {name!r} (config {config!r}) from the Hugging Face Hub: "
+            f"{type(exc).__name__}: {exc}. Offline? Set HF_HUB_OFFLINE=1 to fail fast, and use a local "
+            f".json/.jsonl/.csv/.parquet file or the built-in offline set {ACLSUM_NAME!r} instead"
+        ) from exc
+    if not isinstance(data, DatasetDict):
+        raise RuntimeError(f"dataset {name!r} loaded as {type(data).__name__}, expected splits (DatasetDict)")
+    return data
+
+
+# ----------------------------------------------------------------------------- aclsum
+
+
+def _aclsum_dir() -> Path:
+    # Located without importing aclsum (its __init__ imports `sienna`, which we do not need).
+    spec = importlib.util.find_spec("aclsum")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(
+            "the offline dataset 'aclsum' needs the PyPI package aclsum (Python >= 3.11): "
+            "pip install aclsum==0.1.2"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "dataset"
+
+
+def aclsum_paper_to_example(paper: dict[str, Any]) -> dict[str, str]:
+    """One S2ORC paper json -> {"document", "summary"}.
+
+    The document is the body text: paragraphs joined by blank lines, each new section opened by
+    its heading on a line of its own ("3.1 Model"), the paragraph on the next line. The summary
+    is the abstract with PDF line breaks folded into spaces.
+    """
+    blocks: list[str] = []
+    previous_section: str | None = None
+    for paragraph in paper["pdf_parse"]["body_text"]:
+        text = paragraph["text"].strip()
+        if not text:
+            continue
+        section = (paragraph.get("section") or "").strip()
+        if section and section != previous_section:
+            number = paragraph.get("sec_num")
+            heading = f"{number} {section}" if number else section
+            text = f"{heading}\n{text}"
+        previous_section = section or previous_section
+        blocks.append(text)
+    abstract = paper.get("abstract") or " ".join(p["text"] for p in paper["pdf_parse"].get("abstract", []))
+    return {"document": "\n\n".join(blocks), "summary": " ".join(abstract.split())}
+
+
+def _load_aclsum() -> DatasetDict:
+    root = _aclsum_dir()
+    splits: dict[str, Dataset] = {}
+    for file_split, split in (("train", "train"), ("val", "validation"), ("test", "test")):
+        rows: dict[str, list[str]] = {"id": [], "document": [], "summary": []}
+        # {split}.jsonl holds one paper per line, referenced by "id" = paper_jsons/{id}.json
+        with (root / f"{file_split}.jsonl").open(encoding="utf-8") as fh:
+            paper_ids = [json.loads(line)["id"] for line in fh if line.strip()]
+        for paper_id in paper_ids:
+            paper = json.loads((root / "paper_jsons" / f"{paper_id}.json").read_text(encoding="utf-8"))
+            example = aclsum_paper_to_example(paper)
+            rows["id"].append(paper_id)
+            rows["document"].append(example["document"])
+            rows["summary"].append(example["summary"])
+        splits[split] = Dataset.from_dict(rows, split=split)
+    return DatasetDict(splits)
+
+
+# ----------------------------------------------------------------------------- tokenizing
+
+
+def _special_token_layout(tokenizer: PreTrainedTokenizerBase) -> tuple[int, int]:
+    """How many special tokens the tokenizer puts before and after a single sequence."""
+    probe = "hello"
+    bare = tokenizer(probe, add_special_tokens=False)["input_ids"]
+    full = tokenizer(probe)["input_ids"]
+    for lead in range(len(full) - len(bare) + 1):
+        if full[lead : lead + len(bare)] == bare:
+            return lead, len(full) - len(bare) - lead
+    raise ValueError(f"cannot locate the text inside {type(tokenizer).__name__}'s special-token template {full}")
+
+
+def _truncate(ids: list[int], max_length: int, lead: int, trail: int) -> list[int]:
+    """Keep the leading/trailing specials and the first `max_length - lead - trail` text tokens,
+    which is what `truncation=True` does to a single right-padded sequence."""
+    if len(ids) <= max_length:
+        return ids
+    keep = max_length - lead - trail
+    return ids[: lead + keep] + ids[len(ids) - trail :]
+
+
+def _percentiles(lengths: np.ndarray) -> dict[str, float]:
+    if lengths.size == 0:
+        return {}
+    p50, p90, p95, p99 = np.percentile(lengths, [50, 90, 95, 99])
+    values = {"mean": lengths.mean(), "p50": p50, "p90": p90, "p95": p95, "p99": p99, "max": lengths.max()}
+    return {name: round(float(value), 1) for name, value in values.items()}
+
+
+def tokenize_dataset(
+    ds: DatasetDict | Dataset,
+    tokenizer: PreTrainedTokenizerBase,
+    max_source_length: int,
+    max_target_length: int,
+    *,
+    text_column: str = "document",
+    summary_column: str = "summary",
+    num_proc: int | None = None,
+) -> tuple[DatasetDict | Dataset, dict[str, TokenizationStats]]:
+    """Tokenize documents into input_ids/attention_mask, summaries into labels, add `length`.
+
+    Each text is tokenized once in full (so the statistics count the true length) and then cut
+    to the limit, keeping the closing `</s>`. Text columns are kept (the Trainer and
+    `SummarizationCollator` ignore them; evaluation may want the reference text).
+
+    Returns:
+        The tokenized data (same type as `ds`) and `TokenizationStats` per split ("train", ...;
+        a lone `Dataset` is reported under its split name, or "dataset"). The stats are logged.
+    """
+    lead, trail = _special_token_layout(tokenizer)
+    for name, value in (("max_source_length", max_source_length), ("max_target_length", max_target_length)):
+        if value <= lead + trail:
+            raise ValueError(
+                f"`{name}` ({value}) must exceed the {lead + trail} special tokens the tokenizer adds"
+            )
+    if max_source_length > tokenizer.model_max_length:
+        logger.warning(
+            "max_source_length (%d) exceeds tokenizer.model_max_length (%d): make sure the encoder "
+            "has positions for it",
+            max_source_length,
+            tokenizer.model_max_length,
+        )
+
+    def encode(batch: dict[str, list[str]]) -> dict[str, list]:
+        # Full length first (truncation=False), cut afterwards: one tokenizer pass per text.
+        sources = tokenizer(batch[text_column], truncation=False)["input_ids"]
+        targets = tokenizer(text_target=batch[summary_column], truncation=False)["input_ids"]
+        input_ids = [_truncate(ids, max_source_length, lead, trail) for ids in sources]
+        labels = [_truncate(ids, max_target_length, lead, trail) for ids in targets]
+        return {
+            "input_ids": input_ids,
+            "attention_mask": [[1] * len(ids) for ids in input_ids],
+            "labels": labels,
+            "length": [len(ids) for ids in input_ids],
+            "_source_tokens": [len(ids) for ids in sources],
+            "_target_tokens": [len(ids) for ids in targets],
+        }
+
+    is_dict = isinstance(ds, DatasetDict)
+    splits = ds if is_dict else {str(ds.split) if ds.split is not None else "dataset": ds}
+    out: dict[str, Dataset] = {}
+    stats: dict[str, TokenizationStats] = {}
+    for split_name, split in splits.items():
+        for col in (text_column, summary_column):
+            if col not in split.column_names:
+                raise ValueError(
+                    f"split {split_name!r} has no column {col!r}; its columns are {split.column_names}: "
+                    "pass text_column=/summary_column= or load with load_summarization_dataset"
+                )
+        tokenized = split.map(encode, batched=True, num_proc=num_proc, desc=f"tokenize ({split_name})")
+        source_tokens = np.asarray(tokenized["_source_tokens"], dtype=np.int64)
+        target_tokens = np.asarray(tokenized["_target_tokens"], dtype=np.int64)
+        stats[split_name] = TokenizationStats(
+            num_examples=len(tokenized),
+            max_source_length=max_source_length,
+            max_target_length=max_target_length,
+            inputs_truncated=int((source_tokens > max_source_length).sum()),
+            targets_truncated=int((target_tokens > max_target_length).sum()),
+            source_length_percentiles=_percentiles(source_tokens),
+            target_length_percentiles=_percentiles(target_tokens),
+        )
+        out[split_name] = tokenized.remove_columns(["_source_tokens", "_target_tokens"])
+        s = stats[split_name]
+        logger.info(
+            "%s: %d examples; inputs truncated %d (max_source_length=%d, tokens p50 %.0f p95 %.0f max %.0f); "
+            "targets truncated %d (max_target_length=%d, tokens p50 %.0f p95 %.0f max %.0f)",
+            split_name,
+            s.num_examples,
+            s.inputs_truncated,
+            max_source_length,
+            s.source_length_percentiles.get("p50", 0),
+            s.source_length_percentiles.get("p95", 0),
+            s.source_length_percentiles.get("max", 0),
+            s.targets_truncated,
+            max_target_length,
+            s.target_length_percentiles.get("p50", 0),
+            s.target_length_percentiles.get("p95", 0),
+            s.target_length_percentiles.get("max", 0),
+        )
+    result = DatasetDict(out) if is_dict else next(iter(out.values()))
+    return result, stats
+
+
+# ----------------------------------------------------------------------------- collating
+
+
+@dataclass
+class SummarizationCollator(DataCollatorForSeq2Seq):
+    """`DataCollatorForSeq2Seq` with separate padding multiples for encoder inputs and labels.
+
+    - `pad_to_multiple_of` (set it to the MEGA `chunk_size`): input_ids/attention_mask are padded
+      to a multiple of it, so chunked attention never sees a ragged last chunk.
+    - `label_pad_to_multiple_of` (default 8): labels are padded with `label_pad_token_id` (-100)
+      to a multiple of this only; the parent class would pad them to `pad_to_multiple_of` too.
+    - `model`: if it has `prepare_decoder_input_ids_from_labels` (EncoderDecoderModel and BART
+      do), `decoder_input_ids` are added, as label smoothing needs.
+    - Features may carry extra columns (id, document, summary, length): only input_ids,
+      attention_mask, token_type_ids and labels are collated.
+    """
+
+    label_pad_to_multiple_of: int | None = 8
+
+    def __post_init__(self) -> None:
+        for name in ("pad_to_multiple_of", "label_pad_to_multiple_of"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"`{name}` ({value!r}) must be a positive int or None")
+        if self.tokenizer.padding_side != "right":
+            raise ValueError(
+                f"tokenizer.padding_side is {self.tokenizer.padding_side!r}; seq2seq inputs and labels must be "
+                "right-padded: set tokenizer.padding_side = 'right'"
+            )
+
+    def __call__(self, features: list[dict[str, Any]], return_tensors: str | None = None) -> dict[str, Any]:
+        features = [{k: f[k] for k in _MODEL_KEYS if k in f} for f in features]
+        batch = super().__call__(features, return_tensors=return_tensors)
+        labels = batch.get("labels")
+        if labels is None or self.pad_to_multiple_of is None:
+            return batch
+        # The parent padded labels to a multiple of pad_to_multiple_of; cut the all -100 tail
+        # back to the label multiple (never past the parent's width, so if the two multiples do
+        # not nest the width may not be a multiple of label_pad_to_multiple_of).
+        # decoder_input_ids = labels shifted right, so their prefix is exactly what the shorter
+        # labels would give.
+        longest = max(len(f["labels"]) for f in features)
+        multiple = self.label_pad_to_multiple_of or 1
+        label_length = -(-longest // multiple) * multiple  # ceil to the multiple
+        for key in ("labels", "decoder_input_ids"):
+            if key in batch:
+                # contiguous: BART's loss calls labels.view(-1), which a column slice would break
+                batch[key] = _contiguous(batch[key][:, :label_length])
+        return batch
+
+
+def _contiguous(array: Any) -> Any:
+    return array.contiguous() if hasattr(array, "contiguous") else np.ascontiguousarray(array)
