@@ -30,6 +30,7 @@ from torch.nn import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 
 from transformers import initialization as init
 from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache
 from transformers.generation import GenerationMixin
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
@@ -294,7 +295,15 @@ class MegaMultiDimensionDampedEma(nn.Module):
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, L, H); keep (B, L) bool or None. Returns SiLU(EMA(x) + omega * x), (B, L, H)."""
-        batch, length, hidden = x.shape
+        signal = x.float()
+        if keep is not None:
+            signal = signal * keep[:, :, None]
+        y = self._convolve(signal)  # (B, L, H) float32
+        return F.silu(y.to(x.dtype) + x * self.residual_weight)
+
+    def _convolve(self, signal: torch.Tensor) -> torch.Tensor:
+        """The EMA convolution y of a masked float32 signal (B, L, H) -> (B, L, H) float32."""
+        batch, length, hidden = signal.shape
         kernel = self.compute_kernel(length)  # (D, K) float32
         size = kernel.shape[-1]
         n_fft = _fast_fft_length(length + size - 1)
@@ -307,13 +316,107 @@ class MegaMultiDimensionDampedEma(nn.Module):
             circular = torch.cat(pieces, dim=-1)  # (H, n_fft)
         else:
             circular = F.pad(kernel, (0, n_fft - size))  # (H, n_fft)
+        signal = signal.transpose(1, 2)  # (B, H, L)
+        spectrum = torch.fft.rfft(signal, n=n_fft) * torch.fft.rfft(circular, n=n_fft)  # (B, H, n_fft/2+1)
+        return torch.fft.irfft(spectrum, n=n_fft)[..., :length].transpose(1, 2)  # (B, L, H)
+
+    def forward_with_state(
+        self, x: torch.Tensor, keep: torch.Tensor | None, state: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Causal EMA that continues from `state` (incremental decoding).
+
+        The state s (B, H, N) is the recurrence h_t = p*beta*x_t + q*h_{t-1} after the last seen
+        token (None = no history); the output is N^-1/2 sum_n eta*h_t. One token is one recurrence
+        step; L > 1 tokens use the convolution plus the decayed history, sum_n eta q^(t+1) s.
+        Returns (SiLU(y + omega * x) (B, L, H), new state (B, H, N) float32). Exact only without
+        `truncation` (the uncached path truncates the kernel, the recurrence does not).
+        """
+        if self.bidirectional:
+            raise ValueError(
+                "incremental decoding (use_cache=True) needs a causal EMA, but config.bidirectional=True: "
+                "use a MegaConfig with bidirectional=False, or call the model with use_cache=False"
+            )
+        batch, length, hidden = x.shape
+        p_beta, q, eta = self.coefficients()  # 3 x (H, N)
         signal = x.float()
         if keep is not None:
             signal = signal * keep[:, :, None]
-        signal = signal.transpose(1, 2)  # (B, H, L)
-        spectrum = torch.fft.rfft(signal, n=n_fft) * torch.fft.rfft(circular, n=n_fft)  # (B, H, n_fft/2+1)
-        y = torch.fft.irfft(spectrum, n=n_fft)[..., :length].transpose(1, 2)  # (B, L, H)
-        return F.silu(y.to(x.dtype) + x * self.residual_weight)
+        if length == 1:
+            new_state = p_beta * signal[:, 0, :, None]  # (B, H, N)
+            if state is not None:
+                new_state = new_state + q * state
+            y = (new_state * eta).sum(-1)[:, None, :]  # (B, 1, H)
+        else:
+            y = self._convolve(signal)  # (B, L, H)
+            powers = torch.exp(torch.log(q)[:, :, None] * torch.arange(length + 1, device=q.device))  # (H, N, L+1)
+            # h_L = sum_j p*beta*q^(L-1-j) x_j (+ q^L s)
+            new_state = p_beta * torch.einsum("blh,hnl->bhn", signal, powers[:, :, :length].flip(-1))  # (B, H, N)
+            if state is not None:
+                y = y + torch.einsum("bhn,hnl->blh", state * eta, powers[:, :, 1:])  # (B, L, H): eta q^(t+1) s
+                new_state = new_state + powers[:, :, length] * state
+        return F.silu(y.to(x.dtype) + x * self.residual_weight), new_state
+
+
+# ----------------------------------------------------------------------------------------------
+# incremental decoding state
+# ----------------------------------------------------------------------------------------------
+
+
+class MegaCache(Cache):
+    """Decoding state of a causal MEGA, one entry per layer (the 4.x port used a legacy tuple).
+
+    Per layer: the EMA state (B, H, N) float32, and the keys (B, r, Z) / values (B, r, E) of the
+    attention block being filled (r = seen % chunk_size with chunking, all seen tokens without;
+    with chunking they are dropped when a block fills, as the port does). `key_keep` (B, r) is the
+    padding of those cached keys (None = all real), shared by the layers. It subclasses `Cache` so
+    that `generate()` accepts it; it keeps no transformers cache layers (`layers` is empty).
+    """
+
+    is_compileable = False
+
+    def __init__(self, num_layers: int):
+        super().__init__(layers=[])
+        self.num_layers = num_layers
+        self.ema_states: list[torch.Tensor | None] = [None] * num_layers
+        self.keys: list[torch.Tensor | None] = [None] * num_layers
+        self.values: list[torch.Tensor | None] = [None] * num_layers
+        self.key_keep: torch.Tensor | None = None
+        self.seen_tokens = 0
+
+    def __len__(self) -> int:
+        return self.num_layers
+
+    def __repr__(self) -> str:
+        return f"MegaCache(num_layers={self.num_layers}, seen_tokens={self.seen_tokens})"
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.seen_tokens
+
+    def get_max_length(self, layer_idx: int | None = None) -> int:
+        return -1
+
+    def reset(self) -> None:
+        self.__init__(self.num_layers)
+
+    def _map(self, fn) -> None:
+        for store in (self.ema_states, self.keys, self.values):
+            for i, tensor in enumerate(store):
+                if tensor is not None:
+                    store[i] = fn(tensor)
+        if self.key_keep is not None:
+            self.key_keep = fn(self.key_keep)
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        self._map(lambda t: t.index_select(0, beam_idx.to(t.device)))
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        self._map(lambda t: t.repeat_interleave(repeats, dim=0))
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self._map(lambda t: t[indices])
+
+    def crop(self, tokens_to_remove: int) -> None:
+        raise NotImplementedError("MegaCache cannot be cropped: the EMA state cannot be rewound")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -356,14 +459,26 @@ class MegaMovingAverageGatedAttention(nn.Module):
         keep: torch.Tensor | None = None,
         causal: bool = False,
         output_attentions: bool = False,
+        cache: MegaCache | None = None,
+        layer_idx: int = 0,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x (B, L, H) residual stream; keep (B, L) bool. Returns (out (B, L, H), attention or None)."""
+        """x (B, L, H) residual stream; keep (B, L) bool. Returns (out (B, L, H), attention or None).
+
+        With `cache` (causal decoding), the EMA continues from the cached state and the attention
+        sees the cached keys/values of the current block; both are updated in place.
+        """
         config = self.config
         residual = x
         if config.normalize_before_mega:
             x = self.norm(x)
         value = self.activation(self.v_proj(x))  # (B, L, E)
-        ema_out = self.dropout(self.ema_gate(x, keep))  # (B, L, H)
+        if cache is None:
+            ema_out = self.ema_gate(x, keep)  # (B, L, H)
+        else:
+            ema_out, cache.ema_states[layer_idx] = self.ema_gate.forward_with_state(
+                x, keep, cache.ema_states[layer_idx]
+            )
+        ema_out = self.dropout(ema_out)
         base = self.mx_proj(ema_out)  # (B, L, 2H + Z + E)
         u, zr, hx = base.split(
             [config.hidden_size, config.shared_representation_size + config.intermediate_size, config.hidden_size],
@@ -375,7 +490,12 @@ class MegaMovingAverageGatedAttention(nn.Module):
         query, key = qk.unbind(dim=2)  # 2 x (B, L, Z)
         value = self.hidden_dropout(value)
 
-        attended, weights = self._attend(query, key, value, keep, causal, output_attentions)  # (B, L, E)
+        if cache is not None and cache.keys[layer_idx] is not None:
+            attended, weights = self._attend_cached(query, key, value, keep, cache, layer_idx, output_attentions)
+        else:
+            attended, weights = self._attend(query, key, value, keep, causal, output_attentions)  # (B, L, E)
+            if cache is not None:
+                self._store_block_tail(key, value, cache, layer_idx)
 
         h = self.activation(hx + self.h_proj(attended * r))  # (B, L, H)
         h = self.dropout(h)
@@ -397,6 +517,65 @@ class MegaMovingAverageGatedAttention(nn.Module):
                 )
             return chunk
         return length
+
+    def _store_block_tail(self, key: torch.Tensor, value: torch.Tensor, cache: MegaCache, layer_idx: int) -> None:
+        """Cache the keys/values of the last, unfinished attention block (starting at a block boundary)."""
+        length = key.shape[1]
+        tail = length % self.config.chunk_size if self.config.use_chunking else length
+        cache.keys[layer_idx] = key[:, length - tail :] if tail else None  # (B, r, Z)
+        cache.values[layer_idx] = value[:, length - tail :] if tail else None  # (B, r, E)
+
+    def _attend_cached(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        keep: torch.Tensor | None,
+        cache: MegaCache,
+        layer_idx: int,
+        output_attentions: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Causal attention of L new queries over the r cached keys of their block plus the L new keys.
+
+        MegaModel guarantees the new tokens do not cross a block boundary. Returns (B, L, E) and
+        attention weights (B, 1, L, r + L) when asked.
+        """
+        batch, length, _ = query.shape
+        cached = cache.keys[layer_idx].shape[1]
+        k = torch.cat([cache.keys[layer_idx], key], dim=1)  # (B, r+L, Z)
+        v = torch.cat([cache.values[layer_idx], value], dim=1)  # (B, r+L, E)
+        if self.config.use_chunking and cached + length == self.config.chunk_size:
+            cache.keys[layer_idx] = cache.values[layer_idx] = None  # block full: start a new one
+        else:
+            cache.keys[layer_idx], cache.values[layer_idx] = k, v
+        total = cached + length
+        bias = self.rel_pos_bias(total)[cached:].to(query.dtype)  # (L, r+L): rows of the new queries
+        positions = torch.arange(total, device=query.device)
+        causal_keep = positions[None, :] <= positions[cached:, None]  # (L, r+L)
+        key_keep = None
+        if keep is not None or cache.key_keep is not None:
+            old = cache.key_keep if cache.key_keep is not None else query.new_ones(batch, cached, dtype=torch.bool)
+            new = keep if keep is not None else query.new_ones(batch, length, dtype=torch.bool)
+            key_keep = torch.cat([old, new], dim=1)  # (B, r+L)
+        q, k, v = query[:, None], k[:, None], v[:, None]  # (B, 1, L, Z), (B, 1, r+L, Z), (B, 1, r+L, E)
+        if self.config.attention_activation == "softmax":
+            mask = bias.masked_fill(~causal_keep, float("-inf"))  # (L, r+L)
+            if key_keep is not None:
+                masked_keys = ~key_keep & key_keep.any(dim=-1, keepdim=True)  # (B, r+L); all-pad block unmasked
+                mask = mask + torch.zeros(masked_keys.shape, dtype=q.dtype, device=q.device).masked_fill(
+                    masked_keys, float("-inf")
+                )[:, None, None, :]  # (B, 1, L, r+L)
+            scores = (q * self.scaling) @ k.transpose(-1, -2) + mask  # (B, 1, L, r+L)
+            weights = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+        else:
+            lengths = causal_keep.sum(-1, keepdim=True).to(q.dtype)  # (L, 1): r + i + 1 for row i
+            scores = (q @ k.transpose(-1, -2)) / lengths + bias  # (B, 1, L, r+L)
+            weights = _laplace(scores) if self.config.attention_activation == "laplace" else F.relu(scores).square()
+            if key_keep is not None:
+                weights = weights * key_keep[:, None, None, :].to(weights.dtype)
+            weights = weights * causal_keep.to(weights.dtype)
+        out = F.dropout(weights, p=self.attention_dropout, training=self.training) @ v  # (B, 1, L, E)
+        return out.reshape(batch, length, -1), (weights if output_attentions else None)
 
     def _attend(
         self,
@@ -502,8 +681,12 @@ class MegaBlock(GradientCheckpointingLayer):
         keep: torch.Tensor | None = None,
         causal: bool = False,
         output_attentions: bool = False,
+        cache: MegaCache | None = None,
+        layer_idx: int = 0,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        hidden_states, weights = self.mega_layer(hidden_states, keep, causal=causal, output_attentions=output_attentions)
+        hidden_states, weights = self.mega_layer(
+            hidden_states, keep, causal=causal, output_attentions=output_attentions, cache=cache, layer_idx=layer_idx
+        )
         if self.nffn is not None:
             hidden_states = self.nffn(hidden_states)
         return hidden_states, weights
@@ -650,6 +833,42 @@ class MegaModel(MegaPreTrainedModel):
             token_type_ids = F.pad(token_type_ids, (0, extra), value=0)
         return input_ids, inputs_embeds, keep, token_type_ids, extra
 
+    def _resolve_use_cache(self, use_cache: bool | None, cache: MegaCache | None) -> bool:
+        config = self.config
+        if not config.is_decoder:
+            return False  # an encoder never caches (as 4.x)
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            if use_cache or cache is not None:
+                logger.warning_once("use_cache=True is incompatible with gradient checkpointing; not caching")
+            return False
+        if use_cache is None:
+            # the config default (True) only applies where it can: a causal EMA
+            return cache is not None or (config.use_cache and not config.bidirectional)
+        return use_cache
+
+    def _cache_segments(self, seen: int, length: int) -> list[tuple[int, int]]:
+        """Split L new tokens so that no cached call crosses an attention-block boundary.
+
+        A piece that starts inside a block (cached keys present) ends at the block's end; a piece that
+        starts at a boundary takes all whole blocks at once, then the remainder goes alone, so no
+        chunk padding (which would advance the EMA state over pad tokens) is ever needed.
+        """
+        if not self.config.use_chunking:
+            return [(0, length)]
+        chunk = self.config.chunk_size
+        segments, start = [], 0
+        while start < length:
+            offset = (seen + start) % chunk
+            if offset:
+                end = min(length, start + chunk - offset)
+            elif length - start >= chunk:
+                end = start + (length - start) // chunk * chunk
+            else:
+                end = length
+            segments.append((start, end))
+            start = end
+        return segments
+
     @can_return_tuple
     def forward(
         self,
@@ -657,15 +876,24 @@ class MegaModel(MegaPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
+        cache: MegaCache | None = None,
+        use_cache: bool | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
+        past_key_values: MegaCache | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPoolingAndCrossAttentions:
+        """Hidden states of the input; with `config.is_decoder`, `use_cache` returns/continues a `MegaCache`.
+
+        `past_key_values` is the transformers 4.x name of `cache`. With a cache, `attention_mask`
+        may cover the past and new tokens (B, past + L), as `generate()` passes it, or only the new ones.
+        """
         config = self.config
         output_attentions = output_attentions if output_attentions is not None else config.output_attentions
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else config.output_hidden_states
         )
+        cache = cache if cache is not None else past_key_values
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         shape = tuple(input_ids.shape) if input_ids is not None else tuple(inputs_embeds.shape[:-1])
@@ -673,23 +901,59 @@ class MegaModel(MegaPreTrainedModel):
             raise ValueError(f"expected (batch, length) inputs, got shape {shape}")
         device = input_ids.device if input_ids is not None else inputs_embeds.device
         length = shape[1]
+
+        use_cache = self._resolve_use_cache(use_cache, cache)
+        if use_cache:
+            if cache is None:
+                cache = MegaCache(config.num_hidden_layers)
+            elif not isinstance(cache, MegaCache):
+                raise TypeError(
+                    f"MEGA needs its own MegaCache, got {type(cache).__name__}: pass the `cache` returned by "
+                    "the previous call (or None to start), not a transformers DynamicCache or a legacy tuple"
+                )
+            if attention_mask is not None:
+                if attention_mask.shape[-1] not in (length, cache.seen_tokens + length):
+                    raise ValueError(
+                        f"attention_mask covers {attention_mask.shape[-1]} tokens, but the cache has seen "
+                        f"{cache.seen_tokens} and the input has {length}: pass a mask over the new tokens or "
+                        "over past + new tokens"
+                    )
+                attention_mask = attention_mask[:, -length:]
+            segments = self._cache_segments(cache.seen_tokens, length)
+            if len(segments) > 1:
+                return self._forward_segments(
+                    segments, input_ids, attention_mask, token_type_ids, inputs_embeds, cache,
+                    output_attentions, output_hidden_states,
+                )
+        else:
+            cache = None
+
         keep = _to_keep_mask(attention_mask, shape, device)
-        input_ids, inputs_embeds, keep, token_type_ids, extra = self._pad_to_chunks(
-            input_ids, inputs_embeds, keep, token_type_ids, length
-        )
+        extra = 0
+        if cache is None:
+            input_ids, inputs_embeds, keep, token_type_ids, extra = self._pad_to_chunks(
+                input_ids, inputs_embeds, keep, token_type_ids, length
+            )
 
         hidden_states = self.embedding_layer(input_ids, token_type_ids, inputs_embeds)  # (B, L', H)
         all_hidden = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
-        for layer in self.layers:
+        for index, layer in enumerate(self.layers):
             hidden_states, weights = layer(
-                hidden_states, keep, causal=config.is_decoder, output_attentions=output_attentions
+                hidden_states,
+                keep,
+                causal=config.is_decoder,
+                output_attentions=output_attentions,
+                cache=cache,
+                layer_idx=index,
             )
             if output_hidden_states:
                 all_hidden += (hidden_states,)
             if output_attentions:
                 all_attentions += (weights,)
 
+        if cache is not None:
+            self._advance_cache(cache, keep, shape)
         if extra:
             hidden_states = hidden_states[:, :length]
             if all_hidden is not None:
@@ -698,8 +962,69 @@ class MegaModel(MegaPreTrainedModel):
         return BaseModelOutputWithPoolingAndCrossAttentions(
             last_hidden_state=hidden_states,
             pooler_output=pooled,
+            cache=cache,
             hidden_states=all_hidden,
             attentions=all_attentions,
+        )
+
+    def _advance_cache(self, cache: MegaCache, keep: torch.Tensor | None, shape: tuple[int, int]) -> None:
+        """After a cached call of L tokens: count them and keep the padding of the cached block keys."""
+        batch, length = shape
+        cached = next((k.shape[1] for k in cache.keys if k is not None), 0)
+        if cached and (keep is not None or cache.key_keep is not None):
+            new = keep if keep is not None else torch.ones(batch, length, dtype=torch.bool, device=cache.keys[0].device)
+            old = cache.key_keep
+            if old is None:
+                old = torch.ones(batch, max(cache.seen_tokens, 0), dtype=torch.bool, device=new.device)
+            cache.key_keep = torch.cat([old, new], dim=1)[:, -cached:]  # (B, r)
+        else:
+            cache.key_keep = None
+        cache.seen_tokens += length
+
+    def _forward_segments(
+        self,
+        segments: list[tuple[int, int]],
+        input_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        token_type_ids: torch.Tensor | None,
+        inputs_embeds: torch.Tensor | None,
+        cache: MegaCache,
+        output_attentions: bool,
+        output_hidden_states: bool,
+    ) -> BaseModelOutputWithPoolingAndCrossAttentions:
+        """A cached call split at attention-block boundaries; outputs are concatenated along L."""
+        if output_attentions:
+            raise ValueError(
+                "output_attentions with a cached call that crosses an attention-block boundary is not supported: "
+                "feed at most chunk_size - (seen % chunk_size) tokens per cached call"
+            )
+        pieces = []
+        for start, end in segments:
+
+            def piece(t: torch.Tensor | None) -> torch.Tensor | None:
+                return None if t is None else t[:, start:end]
+
+            pieces.append(
+                self(
+                    input_ids=piece(input_ids),
+                    attention_mask=piece(attention_mask),
+                    token_type_ids=piece(token_type_ids),
+                    inputs_embeds=piece(inputs_embeds),
+                    cache=cache,
+                    use_cache=True,
+                    output_hidden_states=output_hidden_states,
+                    return_dict=True,
+                )
+            )
+        hidden_states = torch.cat([out.last_hidden_state for out in pieces], dim=1)  # (B, L, H)
+        all_hidden = None
+        if output_hidden_states:
+            all_hidden = tuple(torch.cat(layer, dim=1) for layer in zip(*(out.hidden_states for out in pieces)))
+        return BaseModelOutputWithPoolingAndCrossAttentions(
+            last_hidden_state=hidden_states,
+            pooler_output=self.pooler(hidden_states) if self.pooler is not None else None,
+            cache=cache,
+            hidden_states=all_hidden,
         )
 
 
@@ -760,8 +1085,312 @@ class MegaForMaskedLM(MegaPreTrainedModel):
         )
 
 
+# ----------------------------------------------------------------------------------------------
+# task heads (the 4.x port's classes, attribute names and losses)
+# ----------------------------------------------------------------------------------------------
+
+
+class MegaForCausalLM(MegaPreTrainedModel, GenerationMixin):
+    """Causal MEGA with an LM head: logits = [tanh(Dense(h))] W_emb^T + b, W tied to the word embeddings.
+
+    Needs `config.is_decoder=True` (causal attention) and, for a causal model and for incremental
+    decoding, `config.bidirectional=False`. The decoding state is a `MegaCache` (EMA state plus the
+    keys/values of the current attention block), returned as `cache` and accepted by `generate()`.
+    """
+
+    _tied_weights_keys = {"lm_head.weight": "mega.embedding_layer.word_embeddings.weight"}
+    _is_stateful = True  # the EMA state cannot be rewound: no assisted generation
+
+    def __init__(self, config: MegaConfig):
+        super().__init__(config)
+        if not config.is_decoder:
+            logger.warning("MegaForCausalLM needs config.is_decoder=True for causal attention; without it, it sees the future")
+        if config.bidirectional:
+            logger.warning(
+                "MegaForCausalLM with config.bidirectional=True: the backward EMA sees future tokens and "
+                "incremental decoding (use_cache) is impossible; use bidirectional=False for a causal LM"
+            )
+        self.mega = MegaModel(config, add_pooling_layer=False)
+        if config.add_lm_hidden_dense_layer:
+            self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+            self.hidden_activation = nn.Tanh()
+        else:
+            self.dense = None
+            self.hidden_activation = None
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size)
+        self.post_init()
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        return False  # generate() must not build a DynamicCache: the model makes its own MegaCache
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
+        self.lm_head = new_embeddings
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        cache: MegaCache | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        past_key_values: MegaCache | None = None,
+        **kwargs,
+    ) -> CausalLMOutputWithCrossAttentions:
+        """`labels` (B, L) are the input ids (shifted inside; -100 ignored); they turn caching off, as 4.x."""
+        if labels is not None:
+            use_cache = False
+        outputs = self.mega(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            inputs_embeds=inputs_embeds,
+            cache=cache if cache is not None else past_key_values,
+            use_cache=use_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
+        hidden = outputs.last_hidden_state
+        if self.dense is not None:
+            hidden = self.hidden_activation(self.dense(hidden))
+        logits = self.lm_head(hidden)  # (B, L, V)
+        loss = None
+        if labels is not None:
+            # predict token t+1 from positions <= t
+            shifted = logits[:, :-1].reshape(-1, self.config.vocab_size)  # (B*(L-1), V)
+            loss = CrossEntropyLoss()(shifted, labels[:, 1:].to(logits.device).reshape(-1))
+        return CausalLMOutputWithCrossAttentions(
+            loss=loss,
+            logits=logits,
+            cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+
+class MegaClassificationHead(nn.Module):
+    """RoBERTa-style sentence head on token 0: dropout, dense, tanh, dropout, out_proj."""
+
+    def __init__(self, config: MegaConfig):
+        super().__init__()
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout = nn.Dropout(dropout)
+        self.out_proj = nn.Linear(config.hidden_size, config.num_labels)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        x = self.dropout(hidden_states[:, 0])  # (B, H): the <s> token
+        x = self.dropout(torch.tanh(self.dense(x)))
+        return self.out_proj(x)  # (B, num_labels)
+
+
+class MegaForSequenceClassification(MegaPreTrainedModel):
+    """MEGA with `MegaClassificationHead`; loss by `config.problem_type` (inferred from labels if unset)."""
+
+    def __init__(self, config: MegaConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.mega = MegaModel(config, add_pooling_layer=False)
+        self.classifier = MegaClassificationHead(config)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutput:
+        outputs = self.mega(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            inputs_embeds=inputs_embeds,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
+        logits = self.classifier(outputs.last_hidden_state)  # (B, num_labels)
+        loss = None
+        if labels is not None:
+            labels = labels.to(logits.device)
+            if self.config.problem_type is None:
+                if self.num_labels == 1:
+                    self.config.problem_type = "regression"
+                elif labels.dtype in (torch.long, torch.int):
+                    self.config.problem_type = "single_label_classification"
+                else:
+                    self.config.problem_type = "multi_label_classification"
+            if self.config.problem_type == "regression":
+                if self.num_labels == 1:
+                    loss = MSELoss()(logits.squeeze(), labels.squeeze())
+                else:
+                    loss = MSELoss()(logits, labels)
+            elif self.config.problem_type == "single_label_classification":
+                loss = CrossEntropyLoss()(logits.view(-1, self.num_labels), labels.view(-1))
+            else:
+                loss = BCEWithLogitsLoss()(logits, labels)
+        return SequenceClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+class MegaForMultipleChoice(MegaPreTrainedModel):
+    """Scores each choice by Linear(pooler(h)); inputs are (B, num_choices, L), flattened inside."""
+
+    def __init__(self, config: MegaConfig):
+        super().__init__(config)
+        self.mega = MegaModel(config)  # with the pooler
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, 1)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> MultipleChoiceModelOutput:
+        num_choices = input_ids.shape[1] if input_ids is not None else inputs_embeds.shape[1]
+
+        def flat(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.reshape(-1, *t.shape[2:])  # (B, C, L, ...) -> (B*C, L, ...)
+
+        outputs = self.mega(
+            flat(input_ids),
+            attention_mask=flat(attention_mask),
+            token_type_ids=flat(token_type_ids),
+            inputs_embeds=flat(inputs_embeds),
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
+        logits = self.classifier(self.dropout(outputs.pooler_output))  # (B*C, 1)
+        logits = logits.view(-1, num_choices)  # (B, C)
+        loss = None
+        if labels is not None:
+            loss = CrossEntropyLoss()(logits, labels.to(logits.device))
+        return MultipleChoiceModelOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+class MegaForTokenClassification(MegaPreTrainedModel):
+    """Per-token logits Linear(dropout(h)); cross-entropy with -100 ignored."""
+
+    def __init__(self, config: MegaConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.mega = MegaModel(config, add_pooling_layer=False)
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> TokenClassifierOutput:
+        outputs = self.mega(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            inputs_embeds=inputs_embeds,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
+        logits = self.classifier(self.dropout(outputs.last_hidden_state))  # (B, L, num_labels)
+        loss = None
+        if labels is not None:
+            loss = CrossEntropyLoss()(logits.view(-1, self.num_labels), labels.to(logits.device).view(-1))
+        return TokenClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+class MegaForQuestionAnswering(MegaPreTrainedModel):
+    """Span extraction: `qa_outputs` gives start and end logits per token."""
+
+    def __init__(self, config: MegaConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.mega = MegaModel(config, add_pooling_layer=False)
+        self.qa_outputs = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        start_positions: torch.Tensor | None = None,
+        end_positions: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> QuestionAnsweringModelOutput:
+        outputs = self.mega(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            inputs_embeds=inputs_embeds,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
+        logits = self.qa_outputs(outputs.last_hidden_state)  # (B, L, num_labels)
+        start_logits, end_logits = (t.squeeze(-1).contiguous() for t in logits.split(1, dim=-1))  # 2 x (B, L)
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            # positions outside the sequence are clamped to L and ignored
+            ignored = start_logits.shape[1]
+            start = start_positions.reshape(-1).clamp(0, ignored).to(logits.device)
+            end = end_positions.reshape(-1).clamp(0, ignored).to(logits.device)
+            loss_fct = CrossEntropyLoss(ignore_index=ignored)
+            loss = (loss_fct(start_logits, start) + loss_fct(end_logits, end)) / 2
+        return QuestionAnsweringModelOutput(
+            loss=loss,
+            start_logits=start_logits,
+            end_logits=end_logits,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+
 __all__ = [
+    "MegaCache",
+    "MegaForCausalLM",
     "MegaForMaskedLM",
+    "MegaForMultipleChoice",
+    "MegaForQuestionAnswering",
+    "MegaForSequenceClassification",
+    "MegaForTokenClassification",
     "MegaModel",
     "MegaPreTrainedModel",
 ]
