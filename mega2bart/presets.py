@@ -1,0 +1,116 @@
+"""Named build presets: which encoder, decoder and tokenizer `mega2bart build --preset` uses.
+
+"large" and "base" name real Hub checkpoints (they need the network or a filled HF cache);
+"tiny" is a random-init toy built from configs with the offline tokenizer, for demos and tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+DEFAULT_ENCODER = "BEE-spoke-data/mega-encoder-small-16k-v1"
+DEFAULT_DECODER = "facebook/bart-large"
+DEFAULT_TOKENIZER = "facebook/bart-large"
+OFFLINE_TOKENIZER = "offline"
+"""Tokenizer spec meaning `mega2bart.tokenization.load_offline_tokenizer()` (BART layout, not BART ids)."""
+
+PresetName = Literal["tiny", "base", "large"]
+
+# The tiny encoder mirrors the seed checkpoint's options (MEGA_SPEC §1.2: post-norm ScaleNorm, simple
+# relative bias, token types, chunked attention, 16k positions, vocab padded past the tokenizer's
+# 50265 rows) at toy widths. The tiny decoder is BART-shaped and wider than the encoder, so the
+# random `enc_to_dec_proj` is exercised as with bart-large (768 -> 1024).
+TINY_ENCODER: dict[str, Any] = dict(
+    vocab_size=50272,  # 50265 padded to a multiple of 8, like the seed's 50304
+    hidden_size=32,
+    num_hidden_layers=2,
+    intermediate_size=64,
+    nffn_hidden_size=64,
+    shared_representation_size=16,
+    ema_projection_size=4,
+    bidirectional=True,
+    use_chunking=True,
+    chunk_size=64,
+    max_positions=16384,
+    relative_positional_bias="simple",
+    normalization_type="scalenorm",
+    normalize_before_mega=False,
+    normalize_before_ffn=False,
+    add_token_type_embeddings=True,
+    add_lm_hidden_dense_layer=False,
+    dropout_prob=0.0,
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+    nffn_activation_dropout_prob=0.0,
+    pad_token_id=1,
+    bos_token_id=0,
+    eos_token_id=2,
+)
+TINY_DECODER: dict[str, Any] = dict(
+    vocab_size=50265,
+    d_model=64,
+    encoder_layers=2,  # kept equal to decoder_layers: BartConfig.num_hidden_layers follows encoder_layers
+    decoder_layers=2,
+    encoder_attention_heads=4,
+    decoder_attention_heads=4,
+    encoder_ffn_dim=128,
+    decoder_ffn_dim=128,
+    max_position_embeddings=1024,
+    dropout=0.0,
+    attention_dropout=0.0,
+    activation_dropout=0.0,
+    pad_token_id=1,
+    bos_token_id=0,
+    eos_token_id=2,
+    decoder_start_token_id=2,
+    forced_eos_token_id=2,
+)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Sources for `build_mega2bart`: Hub ids / directories (str) or config dicts (random init)."""
+
+    name: str
+    encoder: str | dict[str, Any]
+    decoder: str | dict[str, Any]
+    tokenizer: str
+    description: str
+
+
+PRESETS: dict[str, Preset] = {
+    "large": Preset(
+        "large",
+        DEFAULT_ENCODER,
+        DEFAULT_DECODER,
+        DEFAULT_TOKENIZER,
+        "seed MEGA encoder (768, 16k context) + facebook/bart-large decoder (1024, 12 layers); needs the Hub",
+    ),
+    "base": Preset(
+        "base",
+        DEFAULT_ENCODER,
+        "facebook/bart-base",
+        "facebook/bart-base",
+        "seed MEGA encoder (768, 16k context) + facebook/bart-base decoder (768, 6 layers); needs the Hub",
+    ),
+    "tiny": Preset(
+        "tiny",
+        TINY_ENCODER,
+        TINY_DECODER,
+        OFFLINE_TOKENIZER,
+        "random-init toy (MEGA 32 wide, BART 64 wide, 2+2 layers) with the offline tokenizer; no network",
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called `name` ("tiny", "base" or "large")."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}: choose one of {sorted(PRESETS)}") from None
+
+
+# A random tiny MegaForMaskedLM for the offline fill-mask demo (`mega2bart fill-mask --preset tiny`).
+TINY_MLM: dict[str, Any] = {**TINY_ENCODER}
