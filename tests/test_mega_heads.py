@@ -1,0 +1,250 @@
+"""MEGA task heads and the causal LM: parity with the 4.57.1 port, Auto classes, incremental decoding, generate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from mega_tiny import tiny_config
+from safetensors.torch import load_file
+
+import mega2bart  # noqa: F401  (registers MEGA with the Auto classes)
+from mega2bart.models.mega import (
+    MegaCache,
+    MegaConfig,
+    MegaForCausalLM,
+    MegaForMultipleChoice,
+    MegaForQuestionAnswering,
+    MegaForSequenceClassification,
+    MegaForTokenClassification,
+)
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "mega"
+HEAD_CASES = ["head_seqcls", "head_tokcls", "head_qa", "head_mc", "head_causal", "head_causal_chunked"]
+ATOL = 1e-5
+
+
+def _ids(batch: int, length: int, seed: int = 0) -> torch.Tensor:
+    return torch.randint(3, 128, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+def _perturbed(model: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
+    return model
+
+
+def _causal(**overrides) -> MegaForCausalLM:
+    torch.manual_seed(0)
+    config = tiny_config(is_decoder=True, bidirectional=False, **overrides)
+    return _perturbed(MegaForCausalLM(config)).eval()
+
+
+# ----------------------------------------------------------------------------------------------
+# parity with the 4.57.1 port (fixtures written by scripts/make_fixtures.py)
+
+
+@pytest.mark.parametrize("case", HEAD_CASES)
+def test_head_parity_with_port(case: str) -> None:
+    """The port's saved folder loads with no missing/unexpected keys and every stored output matches."""
+    meta = json.loads((FIXTURES / case / "meta.json").read_text())
+    io = load_file(str(FIXTURES / case / "io.safetensors"))
+    cls = getattr(mega2bart.models.mega, meta["model_class"])
+    model, info = cls.from_pretrained(FIXTURES / case, output_loading_info=True)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
+    model.eval()
+    diffs = {}
+    for input_set, spec in meta["input_sets"].items():
+        if input_set == "incremental":
+            continue
+        prefix = f"{input_set}."
+        inputs = {k[len(prefix):]: v for k, v in io.items() if k.startswith(prefix) and ".out." not in k}
+        with torch.no_grad():
+            out = model(**inputs, output_hidden_states=True, **spec.get("call_kwargs", {}))
+        for key, expected in io.items():
+            if not key.startswith(prefix + "out."):
+                continue
+            field, _, index = key[len(prefix + "out."):].partition(".")
+            actual = getattr(out, field)[int(index)] if index else getattr(out, field)
+            assert actual.shape == expected.shape, f"{key}: {tuple(actual.shape)} != {tuple(expected.shape)}"
+            diffs[key] = float((actual.double() - expected.double()).abs().max())
+    worst = max(diffs, key=diffs.get)
+    assert diffs[worst] <= ATOL, f"{case}: {worst} differs from 4.57.1 by {diffs[worst]:.2e}"
+
+
+def test_causal_incremental_steps_match_port() -> None:
+    """Prefix 10 then two cached single-token steps reproduce the port's incremental logits."""
+    io = load_file(str(FIXTURES / "head_causal" / "io.safetensors"))
+    model = MegaForCausalLM.from_pretrained(FIXTURES / "head_causal").eval()
+    ids = io["incremental.input_ids"]
+    with torch.no_grad():
+        out = model(ids[:, :10], use_cache=True)
+        torch.testing.assert_close(out.logits, io["incremental.prefix.logits"], atol=ATOL, rtol=0)
+        for step in range(2):
+            out = model(ids[:, 10 + step : 11 + step], cache=out.cache, use_cache=True)
+            torch.testing.assert_close(out.logits, io[f"incremental.step{step}.logits"], atol=ATOL, rtol=0)
+    assert out.cache.get_seq_length() == 12
+
+
+# ----------------------------------------------------------------------------------------------
+# Auto classes, saving, tying
+
+
+@pytest.mark.parametrize(
+    ("auto_name", "cls"),
+    [
+        ("AutoModelForSequenceClassification", MegaForSequenceClassification),
+        ("AutoModelForTokenClassification", MegaForTokenClassification),
+        ("AutoModelForQuestionAnswering", MegaForQuestionAnswering),
+        ("AutoModelForMultipleChoice", MegaForMultipleChoice),
+        ("AutoModelForCausalLM", MegaForCausalLM),
+    ],
+)
+def test_auto_classes_and_round_trip(auto_name: str, cls: type, tmp_path: Path) -> None:
+    import transformers
+
+    config = tiny_config(is_decoder=cls is MegaForCausalLM, bidirectional=cls is not MegaForCausalLM)
+    model = getattr(transformers, auto_name).from_config(config)
+    assert type(model) is cls
+    model.save_pretrained(tmp_path)
+    saved = load_file(str(tmp_path / "model.safetensors"))
+    if cls is MegaForCausalLM:
+        assert "lm_head.weight" not in saved, "the tied LM head is written like the port: not at all"
+    reloaded, info = getattr(transformers, auto_name).from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, reloaded.state_dict()[key]), key
+    if cls is MegaForCausalLM:
+        assert reloaded.lm_head.weight.data_ptr() == reloaded.mega.embedding_layer.word_embeddings.weight.data_ptr()
+
+
+# ----------------------------------------------------------------------------------------------
+# losses and gradients
+
+
+def test_head_losses_and_gradients() -> None:
+    torch.manual_seed(0)
+    ids = _ids(2, 20)
+    cases = [
+        (MegaForSequenceClassification(tiny_config(num_labels=3)), {"labels": torch.tensor([0, 2])}),
+        (MegaForSequenceClassification(tiny_config(num_labels=1)), {"labels": torch.tensor([0.5, -1.0])}),
+        (MegaForTokenClassification(tiny_config(num_labels=4)), {"labels": torch.full((2, 20), -100).index_fill_(1, torch.tensor([3]), 1)}),
+        (MegaForQuestionAnswering(tiny_config()), {"start_positions": torch.tensor([1, 99]), "end_positions": torch.tensor([4, 99])}),
+    ]
+    for model, labels in cases:
+        out = model(ids, **labels)
+        assert torch.isfinite(out.loss), type(model).__name__
+        out.loss.backward()
+        assert model.mega.embedding_layer.word_embeddings.weight.grad.abs().sum() > 0, type(model).__name__
+    assert cases[1][0].config.problem_type == "regression"
+    choices = MegaForMultipleChoice(tiny_config())
+    out = choices(ids.view(1, 2, 20).expand(3, 2, 20), labels=torch.tensor([0, 1, 0]))
+    assert out.logits.shape == (3, 2) and torch.isfinite(out.loss)
+
+
+def test_causal_loss_is_next_token_cross_entropy() -> None:
+    model = _causal()
+    ids = _ids(2, 12)
+    out = model(ids, labels=ids)
+    expected = torch.nn.functional.cross_entropy(out.logits[:, :-1].reshape(-1, 128), ids[:, 1:].reshape(-1))
+    torch.testing.assert_close(out.loss, expected)
+    assert out.cache is None, "labels switch caching off, as in the port"
+
+
+# ----------------------------------------------------------------------------------------------
+# incremental decoding
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},  # chunked (16), softmax, post-norm
+        {"use_chunking": False, "chunk_size": -1, "normalize_before_mega": True},
+        {"attention_activation": "laplace", "relative_positional_bias": "rotary"},
+        {"attention_activation": "relu2", "use_chunking": False, "chunk_size": -1},
+    ],
+    ids=["chunked-softmax", "unchunked-prenorm", "chunked-laplace-rotary", "unchunked-relu2"],
+)
+@pytest.mark.parametrize("splits", [[5] + [1] * 35, [20, 3, 17], [33, 7], [16, 16, 8]], ids=str)
+def test_cached_equals_uncached(overrides: dict, splits: list[int]) -> None:
+    """Any split of 40 tokens into cached calls (crossing chunk boundaries) gives the one-call logits."""
+    model = _causal(**overrides)
+    ids = _ids(2, 40, seed=3)
+    with torch.no_grad():
+        full = model(ids, use_cache=False).logits
+        pieces, cache, position = [], None, 0
+        for size in splits:
+            out = model(ids[:, position : position + size], cache=cache, use_cache=True)
+            cache, position = out.cache, position + size
+            pieces.append(out.logits)
+    assert isinstance(cache, MegaCache) and cache.get_seq_length() == 40
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_cached_step_with_attention_mask_over_past() -> None:
+    """generate() passes a mask over past + new tokens; all-ones masks change nothing."""
+    model = _causal()
+    ids = _ids(1, 9)
+    with torch.no_grad():
+        full = model(ids).logits
+        out = model(ids[:, :8], attention_mask=torch.ones(1, 8), use_cache=True)
+        step = model(ids[:, 8:], attention_mask=torch.ones(1, 9), cache=out.cache, use_cache=True, output_attentions=True)
+    torch.testing.assert_close(step.logits, full[:, 8:], atol=1e-5, rtol=1e-5)
+    assert step.attentions[0].shape == (1, 1, 1, 9)
+
+
+def test_generate_uses_cache_and_equals_greedy_uncached() -> None:
+    model = _causal()
+    prompt = _ids(2, 6, seed=5)
+    lengths: list[int] = []
+    hook = model.mega.register_forward_pre_hook(
+        lambda module, args, kwargs: lengths.append((args[0] if args else kwargs["input_ids"]).shape[1]), with_kwargs=True
+    )
+    with torch.no_grad():
+        generated = model.generate(prompt, max_new_tokens=5, do_sample=False, pad_token_id=1)
+    hook.remove()
+    assert lengths[0] == 6 and set(lengths[1:]) == {1}, f"generate did not decode incrementally: {lengths}"
+    expected = prompt
+    with torch.no_grad():
+        for _ in range(5):
+            next_token = model(expected, use_cache=False).logits[:, -1].argmax(-1, keepdim=True)
+            expected = torch.cat([expected, next_token], dim=1)
+    assert torch.equal(generated, expected)
+
+
+def test_cache_errors() -> None:
+    from transformers import DynamicCache
+
+    bidirectional = MegaForCausalLM(tiny_config(is_decoder=True, bidirectional=True)).eval()
+    assert bidirectional(_ids(1, 4)).cache is None, "a bidirectional EMA does not cache by default"
+    with pytest.raises(ValueError, match="bidirectional=False"):
+        bidirectional(_ids(1, 4), use_cache=True)
+    model = _causal()
+    with pytest.raises(TypeError, match="MegaCache"):
+        model(_ids(1, 4), cache=DynamicCache(), use_cache=True)
+    out = model(_ids(1, 4), use_cache=True)
+    with pytest.raises(ValueError, match="attention_mask covers 3 tokens"):
+        model(_ids(1, 1), attention_mask=torch.ones(1, 3), cache=out.cache, use_cache=True)
+    with pytest.raises(NotImplementedError, match="cropped"):
+        out.cache.crop(1)
+
+
+def test_cache_reorder_for_beams() -> None:
+    model = _causal()
+    ids = _ids(2, 7)
+    with torch.no_grad():
+        cache = model(ids[:, :6], use_cache=True).cache
+        cache.reorder_cache(torch.tensor([1, 0]))
+        step = model(ids.flip(0)[:, 6:], cache=cache, use_cache=True).logits
+        full = model(ids.flip(0)).logits[:, 6:]
+    torch.testing.assert_close(step, full, atol=1e-5, rtol=1e-5)
+
+
+def test_encoder_never_caches() -> None:
+    config = MegaConfig(**{**tiny_config().to_dict(), "is_decoder": False})
+    model = MegaForSequenceClassification(config).eval()
+    assert model.mega(_ids(1, 5), use_cache=True).cache is None
