@@ -144,7 +144,7 @@ def _resolve(spec: str | os.PathLike, role: str) -> tuple[str, Source]:
 
 def _hub_error(role: str, source: Source, exc: Exception) -> BuildError:
     where = source.describe()
-    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    first_line = str(exc).strip().splitlines()[0].rstrip(".") if str(exc).strip() else type(exc).__name__
     return BuildError(
         f"could not load the {role} from {where}: {first_line}. Check the id/path; for a Hub id you need the "
         "network or a filled HF cache (HF_HUB_OFFLINE=1 uses the cache only)"
@@ -515,9 +515,9 @@ def build_mega2bart(
     """
     if tokenizer is None:
         tokenizer = os.fspath(decoder) if isinstance(decoder, (str, os.PathLike)) else OFFLINE_TOKENIZER
-    tok, tokenizer_source = load_tokenizer(tokenizer)
     encoder_model, encoder_source, encoder_random = load_encoder(encoder)
     decoder_model, decoder_source, decoder_random = load_decoder(decoder)
+    tok, tokenizer_source = load_tokenizer(tokenizer)
     logger.info("encoder: %s (%s)", encoder_source.describe(), type(encoder_model).__name__)
     logger.info("decoder: %s (%s)", decoder_source.describe(), type(decoder_model).__name__)
     logger.info("tokenizer: %s (%s)", tokenizer_source.describe(), type(tok).__name__)
