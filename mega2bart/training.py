@@ -1,0 +1,575 @@
+"""Fine-tuning: one `TrainConfig` -> `Seq2SeqTrainer` with generation-based ROUGE.
+
+`TrainConfig` is the single source of truth for a run: built from CLI flags or a YAML file
+(`TrainConfig.from_yaml`), checked in `__post_init__`, converted to `Seq2SeqTrainingArguments`
+by `to_training_arguments()` and written, resolved, to `<output_dir>/train_config.yaml`.
+`train(config)` runs it and writes `<output_dir>/metrics.json` beside the checkpoints.
+
+Long-document defaults and why:
+- `bf16="auto"` turns bf16 mixed precision on only where CUDA supports bf16. On CPU "auto" means
+  off: CPU autocast to bf16 is slow without AMX and changes the numerics of the tests; pass
+  `bf16=True` to force it (fp16 is not offered: NaNs in T5-like models, transformers #17978).
+- `gradient_checkpointing=True`: MEGA blocks and BART layers recompute activations in backward.
+- `gradient_accumulation_steps=16` at batch size 1, with a loss that is right under accumulation:
+  the model class from `mega2bart.modeling_mega2bart` normalises by the Trainer's
+  `num_items_in_batch`; for any other model class the Trainer is told the model does not take
+  loss kwargs, so it divides each micro-batch mean by the accumulation steps (transformers #47688).
+- `eval_accumulation_steps=8`: generated ids move to the CPU every 8 eval batches, not at the end.
+- Label smoothing (`label_smoothing > 0`) is the Trainer's `LabelSmoother`; the collator then adds
+  `decoder_input_ids` from the labels (transformers PR #9844).
+
+Staged training (`warm_start_steps=N`): for the first N optimiser steps only the new
+encoder->decoder projection (`enc_to_dec_proj`) and the decoder's cross-attention
+(`encoder_attn`, `encoder_attn_layer_norm`) train; then every parameter not frozen by
+`freeze` does. The optimiser holds all parameters from the start; parameters with no gradient are
+left alone by AdamW (no update, no weight decay, no state), so the switch costs nothing and a
+resumed run switches at the same step.
+
+Resuming: `resume_from_checkpoint="auto"` (the default) continues from the newest
+`checkpoint-*` in `output_dir` if there is one. The Trainer restores weights, optimiser, scheduler,
+RNG states and the position in the data, so on CPU a resumed run ends with exactly the weights of
+an uninterrupted one (tested).
+
+Several processes: `torchrun --nproc_per_node 2 -m mega2bart.cli train ...` or
+`accelerate launch [--config_file fsdp.yaml] -m mega2bart.cli train ...` run the same code under
+DDP (gloo on CPU, NCCL on CUDA). FSDP and DeepSpeed come from the accelerate config file
+(`accelerate config`), not from `TrainConfig`; see `configs/README.md`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import logging
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import yaml
+from transformers import (
+    PreTrainedModel,
+    Seq2SeqTrainer,
+    Seq2SeqTrainingArguments,
+    TrainerCallback,
+    TrainerControl,
+    TrainerState,
+    TrainingArguments,
+)
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "train_config.yaml"
+METRICS_FILE = "metrics.json"
+REPORTERS = ("none", "tensorboard", "wandb")
+_REPORTER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb"}
+# parameter names of the bridge between encoder and decoder: the random projection and BART's
+# cross-attention (self.encoder_attn / self.encoder_attn_layer_norm in each decoder layer)
+_BRIDGE_PATTERN = re.compile(r"(^|\.)(enc_to_dec_proj|encoder_attn|encoder_attn_layer_norm)(\.|$)")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a fine-tuning run needs; the YAML keys are these field names."""
+
+    model: str
+    """Directory of a built model (`mega2bart build`) or a checkpoint of an earlier run."""
+    dataset: str = "aclsum"
+    """"aclsum" (offline), a local .json/.jsonl/.csv/.parquet file, or a Hugging Face Hub name."""
+    output_dir: str = "runs/train"
+    """Where checkpoints, the final model, `train_config.yaml` and `metrics.json` go."""
+    dataset_config: str | None = None
+    """The Hub configuration of `dataset` ("arxiv" for "scientific_papers")."""
+    text_column: str | None = None
+    """Document column; default from `mega2bart.data.KNOWN_COLUMNS`, else "document"."""
+    summary_column: str | None = None
+    """Summary column; default from `mega2bart.data.KNOWN_COLUMNS`, else "summary"."""
+    train_split: str = "train"
+    """Split to train on."""
+    eval_split: str | None = "validation"
+    """Split for evaluation during and after training; None or "" skips evaluation."""
+    max_train_samples: int | None = None
+    """Use at most this many training examples (None: all)."""
+    max_eval_samples: int | None = None
+    """Use at most this many evaluation examples (None: all); generation makes evaluation slow."""
+    max_source_length: int = 16384
+    """Documents are cut to this many tokens (specials included); the MEGA seed encoder has 16,384."""
+    max_target_length: int = 512
+    """Summaries are cut to this many tokens for training."""
+    pad_to_multiple_of: int | None = None
+    """Pad encoder inputs to a multiple of this; None: the encoder's `chunk_size` (MEGA) or 8."""
+    per_device_train_batch_size: int = 1
+    """Documents per device per micro-batch."""
+    per_device_eval_batch_size: int = 1
+    """Documents per device per evaluation batch."""
+    gradient_accumulation_steps: int = 16
+    """Micro-batches per optimiser step; the loss is normalised over all their label tokens."""
+    learning_rate: float = 5e-5
+    """Peak learning rate (AdamW)."""
+    weight_decay: float = 0.01
+    """AdamW weight decay (not applied to biases and norms)."""
+    warmup_steps: float = 0.05
+    """Linear warm-up: an int >= 1 is a step count, a float in [0, 1) a fraction of all steps."""
+    lr_scheduler_type: str = "linear"
+    """Learning-rate schedule after warm-up: "linear", "cosine", "constant_with_warmup", ..."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm."""
+    num_train_epochs: float = 3.0
+    """Epochs, unless `max_steps` > 0."""
+    max_steps: int = -1
+    """Optimiser steps; > 0 overrides `num_train_epochs`."""
+    label_smoothing: float = 0.0
+    """Label smoothing in [0, 1); 0.1 is common for summarisation."""
+    bf16: bool | Literal["auto"] = "auto"
+    """bf16 mixed precision: "auto" = on iff CUDA supports bf16 (off on CPU); True forces it."""
+    gradient_checkpointing: bool = True
+    """Recompute activations in backward (MEGA blocks and BART layers): far less memory, ~20-30% slower."""
+    freeze: Literal["none", "encoder", "decoder"] = "none"
+    """"encoder": MEGA is not trained. "decoder": BART's self-attention, feed-forward, embeddings
+    and LM head are not trained. The projection and cross-attention always train."""
+    warm_start_steps: int = 0
+    """Staged training: the first N steps train only the projection and the cross-attention."""
+    eval_steps: int | None = None
+    """Evaluate (generate + ROUGE) every N steps; None: once per epoch (never if no eval split)."""
+    save_steps: int = 500
+    """Save a checkpoint every N optimiser steps (plus one at the end)."""
+    save_total_limit: int | None = 3
+    """Keep at most this many checkpoints (None: all)."""
+    logging_steps: int = 10
+    """Log the training loss every N steps."""
+    eval_accumulation_steps: int | None = 8
+    """Move generated ids to the CPU every N eval batches (None: keep all on the device)."""
+    generation_max_new_tokens: int = 256
+    """Maximum summary length in new tokens when generating for evaluation (other settings: the
+    model's generation_config.json)."""
+    generation_num_beams: int = 1
+    """Beams when generating for evaluation (1 = greedy; beams multiply encoder memory)."""
+    train_sampling_strategy: Literal["random", "group_by_length"] = "group_by_length"
+    """"group_by_length" batches documents of similar length together (less padding)."""
+    seed: int = 42
+    """Seed for initialisation, dropout and data order."""
+    full_determinism: bool = False
+    """Deterministic algorithms everywhere (slower; for exact reproducibility on GPU)."""
+    dataloader_num_workers: int = 0
+    """Worker processes for data loading."""
+    report_to: Literal["none", "tensorboard", "wandb"] = "none"
+    """Where to report logs besides `trainer_state.json` and `metrics.json`."""
+    run_name: str | None = None
+    """Run name for tensorboard/wandb."""
+    resume_from_checkpoint: str | None = "auto"
+    """"auto": the newest checkpoint in `output_dir` if any; a path: that checkpoint; None: start fresh."""
+    ddp_backend: str | None = None
+    """Distributed backend; None: "gloo" on CPU, the default (NCCL) on CUDA."""
+    use_cpu: bool | None = None
+    """Train on the CPU even if CUDA is present; None: CPU iff no CUDA."""
+    extra_training_args: dict[str, Any] = field(default_factory=dict)
+    """Further `Seq2SeqTrainingArguments` fields, passed as given (for options not listed here)."""
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ValueError("`model` is empty: pass the directory written by `mega2bart build`")
+        positive = (
+            "max_source_length",
+            "max_target_length",
+            "per_device_train_batch_size",
+            "per_device_eval_batch_size",
+            "gradient_accumulation_steps",
+            "save_steps",
+            "logging_steps",
+            "generation_max_new_tokens",
+            "generation_num_beams",
+        )
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"`{name}` ({value!r}) must be a positive integer")
+        for name in ("max_train_samples", "max_eval_samples", "pad_to_multiple_of", "eval_steps",
+                     "save_total_limit", "eval_accumulation_steps"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ValueError(f"`{name}` ({value!r}) must be a positive integer or None")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(f"`max_steps` ({self.max_steps}) must be > 0, or -1 to train `num_train_epochs`")
+        if self.max_steps == -1 and self.num_train_epochs <= 0:
+            raise ValueError(f"`num_train_epochs` ({self.num_train_epochs}) must be > 0 when `max_steps` is -1")
+        if self.learning_rate <= 0:
+            raise ValueError(f"`learning_rate` ({self.learning_rate}) must be > 0")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"`label_smoothing` ({self.label_smoothing}) must be in [0, 1)")
+        if self.warmup_steps < 0 or (self.warmup_steps >= 1 and self.warmup_steps != int(self.warmup_steps)):
+            raise ValueError(
+                f"`warmup_steps` ({self.warmup_steps}) must be a step count (int >= 1) or a fraction in [0, 1)"
+            )
+        if self.bf16 not in ("auto", True, False):
+            raise ValueError(f"`bf16` ({self.bf16!r}) must be 'auto', true or false")
+        if self.freeze not in ("none", "encoder", "decoder"):
+            raise ValueError(f"`freeze` ({self.freeze!r}) must be one of 'none', 'encoder', 'decoder'")
+        if self.warm_start_steps < 0:
+            raise ValueError(f"`warm_start_steps` ({self.warm_start_steps}) must be >= 0 (0: no warm start)")
+        if self.max_steps > 0 and self.warm_start_steps >= self.max_steps:
+            raise ValueError(
+                f"`warm_start_steps` ({self.warm_start_steps}) must be below `max_steps` ({self.max_steps}), "
+                "or the full model never trains"
+            )
+        if self.report_to not in REPORTERS:
+            raise ValueError(f"`report_to` ({self.report_to!r}) must be one of {list(REPORTERS)}")
+        if self.train_sampling_strategy not in ("random", "group_by_length"):
+            raise ValueError(
+                f"`train_sampling_strategy` ({self.train_sampling_strategy!r}) must be 'random' or 'group_by_length'"
+            )
+        if self.eval_split == "":
+            self.eval_split = None
+        if self.eval_steps is not None and self.eval_split is None:
+            raise ValueError(f"`eval_steps` ({self.eval_steps}) needs an `eval_split`")
+        clashes = sorted(set(self.extra_training_args) & _MAPPED_TRAINING_ARGS)
+        if clashes:
+            raise ValueError(f"`extra_training_args` sets {clashes}, which TrainConfig sets itself: use those fields")
+
+    # ------------------------------------------------------------------ files
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
+        """Read a YAML mapping of field names; `overrides` (e.g. CLI flags that were given) win."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {str(path)!r} does not exist")
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{str(path)!r} must hold a YAML mapping of TrainConfig fields, got {type(data).__name__}")
+        return cls.from_dict({**data, **overrides}, source=str(path))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "dict") -> TrainConfig:
+        """Build from a mapping of field names; unknown keys raise with the list of valid ones."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"{source}: unknown TrainConfig field(s) {unknown}; valid fields are {sorted(names)}")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, output_dir: str | Path | None = None) -> Path:
+        """Write the resolved config to `<output_dir>/train_config.yaml`."""
+        path = Path(output_dir or self.output_dir) / CONFIG_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False), encoding="utf-8")
+        return path
+
+    # ------------------------------------------------------------------ resolution
+
+    def resolved_bf16(self) -> bool:
+        """`bf16` with "auto" resolved: True iff CUDA is used and supports bf16."""
+        if self.bf16 != "auto":
+            return bool(self.bf16)
+        return (not self.resolved_use_cpu()) and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+    def resolved_use_cpu(self) -> bool:
+        return (not torch.cuda.is_available()) if self.use_cpu is None else self.use_cpu
+
+    def resolved_ddp_backend(self) -> str | None:
+        """`ddp_backend`, or "gloo" for a CPU run under torchrun/accelerate (WORLD_SIZE > 1)."""
+        if self.ddp_backend:
+            return self.ddp_backend
+        distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        return "gloo" if distributed and self.resolved_use_cpu() else None
+
+    def to_training_arguments(self) -> Seq2SeqTrainingArguments:
+        """The `Seq2SeqTrainingArguments` of this run (the only place the two are mapped)."""
+        use_cpu = self.resolved_use_cpu()
+        evaluate = self.eval_split is not None
+        eval_strategy = "no" if not evaluate else ("steps" if self.eval_steps else "epoch")
+        if self.report_to != "none" and importlib.util.find_spec(_REPORTER_PACKAGES[self.report_to]) is None:
+            raise ImportError(f"report_to={self.report_to!r} needs its package: pip install {self.report_to}")
+        warmup: float = int(self.warmup_steps) if self.warmup_steps >= 1 else float(self.warmup_steps)
+        return Seq2SeqTrainingArguments(
+            output_dir=self.output_dir,
+            per_device_train_batch_size=self.per_device_train_batch_size,
+            per_device_eval_batch_size=self.per_device_eval_batch_size,
+            gradient_accumulation_steps=self.gradient_accumulation_steps,
+            learning_rate=self.learning_rate,
+            weight_decay=self.weight_decay,
+            warmup_steps=warmup,
+            lr_scheduler_type=self.lr_scheduler_type,
+            max_grad_norm=self.max_grad_norm,
+            num_train_epochs=self.num_train_epochs,
+            max_steps=self.max_steps,
+            label_smoothing_factor=self.label_smoothing,
+            bf16=self.resolved_bf16(),
+            activation_checkpointing=self.gradient_checkpointing,
+            eval_strategy=eval_strategy,
+            eval_steps=self.eval_steps,
+            save_strategy="steps",
+            save_steps=self.save_steps,
+            save_total_limit=self.save_total_limit,
+            logging_strategy="steps",
+            logging_steps=self.logging_steps,
+            eval_accumulation_steps=self.eval_accumulation_steps,
+            predict_with_generate=evaluate,
+            generation_num_beams=self.generation_num_beams,
+            train_sampling_strategy=self.train_sampling_strategy,
+            length_column_name="length",
+            remove_unused_columns=False,  # keeps `length` for the sampler; the collator drops text columns
+            seed=self.seed,
+            full_determinism=self.full_determinism,
+            dataloader_num_workers=self.dataloader_num_workers,
+            report_to=self.report_to,
+            run_name=self.run_name,
+            use_cpu=use_cpu,
+            ddp_backend=self.resolved_ddp_backend(),
+            # staged training leaves most parameters without gradients for a while: DDP must be told
+            ddp_find_unused_parameters=True if self.warm_start_steps else None,
+            **self.extra_training_args,
+        )
+
+
+_MAPPED_TRAINING_ARGS = frozenset(
+    {
+        "output_dir", "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+        "learning_rate", "weight_decay", "warmup_steps", "lr_scheduler_type", "max_grad_norm", "num_train_epochs",
+        "max_steps", "label_smoothing_factor", "bf16", "activation_checkpointing", "gradient_checkpointing",
+        "eval_strategy", "eval_steps", "save_strategy", "save_steps", "save_total_limit", "logging_strategy",
+        "logging_steps", "eval_accumulation_steps", "predict_with_generate", "generation_max_length",
+        "generation_num_beams", "train_sampling_strategy", "length_column_name", "remove_unused_columns", "seed",
+        "full_determinism", "dataloader_num_workers", "report_to", "run_name", "use_cpu", "ddp_backend",
+        "ddp_find_unused_parameters",
+    }
+)
+
+
+# ----------------------------------------------------------------------------- parameters
+
+
+def is_bridge_parameter(name: str) -> bool:
+    """True for the encoder->decoder projection and the decoder cross-attention parameters."""
+    return _BRIDGE_PATTERN.search(name) is not None
+
+
+def apply_freeze(model: PreTrainedModel, freeze: str) -> dict[str, int]:
+    """Set `requires_grad` for `freeze` ("none" | "encoder" | "decoder"); returns parameter counts.
+
+    The bridge (projection + cross-attention) is never frozen. Counts: {"trainable", "frozen"}.
+    """
+    for name, param in model.named_parameters():
+        frozen = (freeze == "encoder" and name.startswith("encoder.")) or (
+            freeze == "decoder" and name.startswith("decoder.") and not is_bridge_parameter(name)
+        )
+        param.requires_grad_(not frozen)
+    return _count(model)
+
+
+def _count(model: torch.nn.Module) -> dict[str, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return {"trainable": trainable, "frozen": total - trainable}
+
+
+class WarmStartCallback(TrainerCallback):
+    """Staged training: before step `warm_start_steps` only bridge parameters require gradients.
+
+    Decided from `state.global_step` at every step, so a run resumed inside or after the warm
+    start is in the right stage. Parameters frozen by `freeze` stay frozen in both stages.
+    """
+
+    def __init__(self, model: torch.nn.Module, warm_start_steps: int) -> None:
+        self.model = model
+        self.warm_start_steps = warm_start_steps
+        # what the second stage trains: every parameter that `apply_freeze` left trainable
+        self.full_trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+        self.stage: int | None = None
+
+    def _set_stage(self, stage: int) -> None:
+        if stage == self.stage:
+            return
+        for name, param in self.model.named_parameters():
+            param.requires_grad_(name in self.full_trainable and (stage == 2 or is_bridge_parameter(name)))
+        counts = _count(self.model)
+        logger.info(
+            "Stage %d (%s): %d trainable parameters, %d frozen",
+            stage,
+            "projection + cross-attention only" if stage == 1 else "full model",
+            counts["trainable"],
+            counts["frozen"],
+        )
+        self.stage = stage
+
+    def on_step_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self._set_stage(1 if state.global_step < self.warm_start_steps else 2)
+
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        self._set_stage(2)
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+class SummarizationTrainer(Seq2SeqTrainer):
+    """`Seq2SeqTrainer` whose evaluations during training generate with `eval_generation`
+    (e.g. max_new_tokens), not with the model's inference defaults (512 new tokens, 4 beams)."""
+
+    def __init__(self, *args: Any, eval_generation: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.eval_generation = dict(eval_generation or {})
+
+    def evaluate(self, eval_dataset: Any = None, ignore_keys: list[str] | None = None,
+                 metric_key_prefix: str = "eval", **gen_kwargs: Any) -> dict[str, float]:
+        gen_kwargs = {**self.eval_generation, **gen_kwargs}
+        return super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix, **gen_kwargs)
+
+
+def load_model_and_tokenizer(path: str | Path) -> tuple[PreTrainedModel, Any]:
+    """A mega2bart model directory (or training checkpoint) -> (`Mega2BartModel`, tokenizer).
+
+    `Mega2BartModel` normalises the loss by the accumulated batch's label tokens (the Trainer's
+    `num_items_in_batch`), so gradient accumulation gives the loss of the whole batch.
+    """
+    from mega2bart.builder import load_mega2bart
+
+    return load_mega2bart(path)
+
+
+def _encoder_chunk_size(model: PreTrainedModel) -> int | None:
+    encoder_config = getattr(model.config, "encoder", None)
+    if encoder_config is not None and getattr(encoder_config, "use_chunking", False):
+        return int(encoder_config.chunk_size)
+    return None
+
+
+def resolve_checkpoint(config: TrainConfig) -> str | None:
+    """The checkpoint to resume from, or None (see `TrainConfig.resume_from_checkpoint`)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    value = config.resume_from_checkpoint
+    if value is None:
+        return None
+    if value == "auto":
+        output_dir = Path(config.output_dir)
+        last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+        if last:
+            logger.info("Resuming from %s (resume_from_checkpoint='auto')", last)
+        return last
+    if not Path(value, "trainer_state.json").is_file():
+        raise FileNotFoundError(
+            f"resume_from_checkpoint={value!r} is not a Trainer checkpoint (no trainer_state.json): "
+            "pass a checkpoint-<step> directory, 'auto' or null"
+        )
+    return str(value)
+
+
+def build_trainer(
+    config: TrainConfig, callbacks: Sequence[TrainerCallback] = ()
+) -> tuple[Seq2SeqTrainer, dict[str, Any]]:
+    """Load model, tokenizer and data for `config` and return the trainer and a run summary
+    (data loading and tokenization statistics, parameter counts) for `metrics.json`."""
+    from mega2bart.data import SummarizationCollator, load_summarization_dataset, tokenize_dataset
+    from mega2bart.metrics import build_compute_metrics
+
+    args = config.to_training_arguments()  # first: it validates the environment (reporters, devices)
+    model, tokenizer = load_model_and_tokenizer(config.model)
+    tokenizer.padding_side = "right"
+    counts = apply_freeze(model, config.freeze)
+    logger.info("freeze=%r: %d trainable parameters, %d frozen", config.freeze, counts["trainable"], counts["frozen"])
+
+    raw, load_stats = load_summarization_dataset(
+        config.dataset,
+        config.dataset_config,
+        text_column=config.text_column,
+        summary_column=config.summary_column,
+    )
+    needed = [config.train_split] + ([config.eval_split] if config.eval_split else [])
+    for split in needed:
+        if split not in raw:
+            raise ValueError(f"dataset {config.dataset!r} has no split {split!r}; its splits are {sorted(raw)}")
+    train_raw = raw[config.train_split]
+    if config.max_train_samples:
+        train_raw = train_raw.select(range(min(config.max_train_samples, len(train_raw))))
+    splits = {"train": train_raw}
+    if config.eval_split:
+        eval_raw = raw[config.eval_split]
+        if config.max_eval_samples:
+            eval_raw = eval_raw.select(range(min(config.max_eval_samples, len(eval_raw))))
+        splits["eval"] = eval_raw
+    from datasets import DatasetDict
+
+    tokenized, token_stats = tokenize_dataset(
+        DatasetDict(splits), tokenizer, config.max_source_length, config.max_target_length
+    )
+
+    chunk = _encoder_chunk_size(model)
+    pad_multiple = config.pad_to_multiple_of or chunk or 8
+    if chunk and pad_multiple % chunk:
+        logger.warning("pad_to_multiple_of=%d is not a multiple of the encoder chunk_size %d", pad_multiple, chunk)
+    collator = SummarizationCollator(tokenizer, model=model, pad_to_multiple_of=pad_multiple, label_pad_to_multiple_of=8)
+
+    callbacks = list(callbacks)
+    if config.warm_start_steps:
+        callbacks.append(WarmStartCallback(model, config.warm_start_steps))
+    trainer = SummarizationTrainer(
+        eval_generation={"max_new_tokens": config.generation_max_new_tokens, "num_beams": config.generation_num_beams},
+        model=model,
+        args=args,
+        train_dataset=tokenized["train"],
+        eval_dataset=tokenized["eval"] if config.eval_split else None,
+        data_collator=collator,
+        processing_class=tokenizer,
+        compute_metrics=build_compute_metrics(tokenizer) if config.eval_split else None,
+        callbacks=callbacks,
+    )
+    if not getattr(type(model), "accepts_loss_kwargs", False):
+        # A model whose forward takes **kwargs but ignores num_items_in_batch would otherwise get an
+        # undivided per-micro-batch mean: the Trainer must divide by the accumulation steps itself.
+        trainer.model_accepts_loss_kwargs = False
+    summary = {
+        "data": load_stats.to_dict(),
+        "tokenization": {name: stats.to_dict() for name, stats in token_stats.items()},
+        "parameters": counts,
+        "pad_to_multiple_of": pad_multiple,
+        "bf16": args.bf16,
+        "world_size": args.world_size,
+    }
+    return trainer, summary
+
+
+def train(config: TrainConfig, callbacks: Sequence[TrainerCallback] = ()) -> dict[str, Any]:
+    """Run `config`: train (resuming if asked), save the final model and tokenizer in
+    `output_dir`, evaluate on the eval split, and write `train_config.yaml` and `metrics.json`.
+
+    Returns the content of `metrics.json`: {"train": ..., "eval": ..., "run": ...}.
+    """
+    checkpoint = resolve_checkpoint(config)
+    trainer, summary = build_trainer(config, callbacks)
+    output_dir = Path(config.output_dir)
+    if trainer.is_world_process_zero():
+        config.save(output_dir)
+    train_output = trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_model(str(output_dir))  # model + tokenizer (processing_class), process 0 only
+    results: dict[str, Any] = {"train": dict(train_output.metrics), "run": {**summary, "resumed_from": checkpoint}}
+    if config.eval_split:
+        results["eval"] = trainer.evaluate()
+    results["log_history"] = trainer.state.log_history
+    if trainer.is_world_process_zero():
+        (output_dir / METRICS_FILE).write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
+        logger.info("Wrote %s and %s in %s", CONFIG_FILE, METRICS_FILE, output_dir)
+    return results
+
+
+__all__ = [
+    "CONFIG_FILE",
+    "METRICS_FILE",
+    "SummarizationTrainer",
+    "TrainConfig",
+    "WarmStartCallback",
+    "apply_freeze",
+    "build_trainer",
+    "is_bridge_parameter",
+    "load_model_and_tokenizer",
+    "resolve_checkpoint",
+    "train",
+]
