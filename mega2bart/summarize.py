@@ -186,6 +186,12 @@ class Summarizer:
         self.window_overlap = window_overlap
         self.batch_size = batch_size
         self.generation = generation or GenerationOptions()
+        model_min = getattr(model.generation_config, "min_new_tokens", None)
+        if self.generation.max_new_tokens and self.generation.min_new_tokens is None and model_min \
+                and model_min > self.generation.max_new_tokens:
+            logger.info("min_new_tokens %d of the model's generation config lowered to max_new_tokens %d",
+                        model_min, self.generation.max_new_tokens)
+            self.generation = dataclasses.replace(self.generation, min_new_tokens=self.generation.max_new_tokens)
         self.merge = merge
         self.max_levels = max_levels
         self.overflow = overflow

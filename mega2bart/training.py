@@ -511,8 +511,12 @@ def build_trainer(
     callbacks = list(callbacks)
     if config.warm_start_steps:
         callbacks.append(WarmStartCallback(model, config.warm_start_steps))
+    eval_generation = {"max_new_tokens": config.generation_max_new_tokens, "num_beams": config.generation_num_beams}
+    min_new = getattr(model.generation_config, "min_new_tokens", None)
+    if min_new and min_new > config.generation_max_new_tokens:  # the model's inference default may exceed it
+        eval_generation["min_new_tokens"] = config.generation_max_new_tokens
     trainer = SummarizationTrainer(
-        eval_generation={"max_new_tokens": config.generation_max_new_tokens, "num_beams": config.generation_num_beams},
+        eval_generation=eval_generation,
         model=model,
         args=args,
         train_dataset=tokenized["train"],

