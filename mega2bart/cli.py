@@ -28,11 +28,20 @@ app = typer.Typer(
 ERROR_EXIT_CODE = 2
 
 
+_LOG_HANDLER_NAME = "mega2bart-cli"
+
+
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s", force=True
-    )
-    logging.getLogger("mega2bart").setLevel(logging.INFO if verbose else logging.WARNING)
+    """Send mega2bart's log records to the current stderr (one handler, replaced on each command)."""
+    logger = logging.getLogger("mega2bart")
+    for handler in list(logger.handlers):
+        if handler.get_name() == _LOG_HANDLER_NAME:
+            logger.removeHandler(handler)
+    handler = logging.StreamHandler()
+    handler.set_name(_LOG_HANDLER_NAME)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 def _fail(message: str) -> NoReturn:

