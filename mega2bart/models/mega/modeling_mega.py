@@ -716,6 +716,8 @@ class MegaPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["MegaBlock"]
     _keys_to_ignore_on_load_unexpected = [r"embedding_layer\.token_type_ids"]
+    # the losses are per-call means (as 4.x): the Trainer must scale them under gradient accumulation
+    accepts_loss_kwargs = False
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:

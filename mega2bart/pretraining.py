@@ -1,0 +1,533 @@
+"""Continued masked-language-model pretraining of a MEGA encoder on raw text.
+
+One `PretrainConfig` -> `run_pretraining(config)` -> `<output_dir>/final`, a `MegaForMaskedLM`
+plus tokenizer that `MegaModel.from_pretrained` and `mega2bart build --encoder` accept.
+
+- Text: local .txt/.md files (one document each), .jsonl files (one document per line, field
+  `text_column`), directories of those, a Hugging Face `datasets` name, or the built-ins
+  "aclsum" (full paper texts, offline, `pip install aclsum==0.1.2`) and "gensim-wiki" (the
+  shortened English Wikipedia dump shipped in the gensim 4.4.0 wheel).
+- Packing: documents are tokenized once, joined with `</s>` into one stream and cut into
+  sequences `<s>` + (max_length - 1) tokens, so no position is padding. The tail shorter than
+  a sequence is dropped.
+- Masking: `DataCollatorForLanguageModeling` with `mlm_probability = mask_ratio` (default 0.4,
+  the "should you mask 15%?" finding for long-context MLM; 80/10/10 replacement).
+- Phases: `phases="2048:0.4,4096:0.3"` (length:mask_ratio[:steps]) run one after the other on the
+  same weights (a fresh optimiser per phase); steps not given split `max_steps` evenly. Each phase
+  writes `<output_dir>/phase<i>-len<L>/` (Trainer checkpoints, `model/`, `phase.json`).
+- Resume (`resume=True`): finished phases (with `phase.json`) are skipped, the current one resumes
+  from its newest `checkpoint-*` (weights, optimiser, scheduler, data position). The MLM masks
+  after the resume are not those an uninterrupted run would draw: close, not bit-identical.
+- `metrics.json` records per phase the train loss and the MLM loss of a fixed masked batch of
+  training sequences before and after the phase (a sanity check, not a held-out evaluation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from mega2bart.models.mega import MegaForMaskedLM
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "pretrain_config.yaml"
+METRICS_FILE = "metrics.json"
+FINAL_DIR = "final"
+PHASE_FILE = "phase.json"
+TEXT_SUFFIXES = (".txt", ".md", ".jsonl")
+BUILTIN_DATASETS = ("aclsum", "gensim-wiki")
+TINY_ENCODER = "tiny"
+GENSIM_WIKI_FILE = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One stage of pretraining: sequence length, mask ratio and optimiser steps."""
+
+    max_length: int
+    mask_ratio: float
+    steps: int
+
+
+def parse_phases(spec: str, max_steps: int) -> list[Phase]:
+    """ "2048:0.4,4096:0.3" or "2048:0.4:600,4096:0.3:400" -> phases; missing steps share `max_steps`."""
+    items = [item.strip() for item in spec.split(",") if item.strip()]
+    if not items:
+        raise ValueError(f"`phases` ({spec!r}) is empty: write e.g. '2048:0.4,4096:0.3' (length:mask_ratio[:steps])")
+    parsed: list[tuple[int, float, int | None]] = []
+    for item in items:
+        parts = item.split(":")
+        try:
+            if len(parts) not in (2, 3):
+                raise ValueError
+            length, ratio = int(parts[0]), float(parts[1])
+            steps = int(parts[2]) if len(parts) == 3 else None
+        except ValueError:
+            raise ValueError(
+                f"phase {item!r} in `phases` ({spec!r}) is not length:mask_ratio[:steps], e.g. '2048:0.4' or '4096:0.3:500'"
+            ) from None
+        _check_length_and_ratio(length, ratio, f"phase {item!r}")
+        if steps is not None and steps < 1:
+            raise ValueError(f"phase {item!r}: steps ({steps}) must be >= 1")
+        parsed.append((length, ratio, steps))
+    unassigned = [i for i, (_, _, steps) in enumerate(parsed) if steps is None]
+    budget = max_steps - sum(steps for _, _, steps in parsed if steps is not None)
+    if unassigned and budget < len(unassigned):
+        raise ValueError(
+            f"`max_steps` ({max_steps}) leaves {budget} steps for {len(unassigned)} phase(s) without their own step "
+            "count: raise max_steps or give every phase its steps (length:mask_ratio:steps)"
+        )
+    phases = []
+    for i, (length, ratio, steps) in enumerate(parsed):
+        if steps is None:
+            share, extra = divmod(budget, len(unassigned))
+            steps = share + (1 if unassigned.index(i) < extra else 0)
+        phases.append(Phase(length, ratio, steps))
+    return phases
+
+
+def _check_length_and_ratio(length: int, ratio: float, what: str) -> None:
+    if length < 8:
+        raise ValueError(f"{what}: max_length ({length}) must be >= 8")
+    if not 0.0 < ratio < 1.0:
+        raise ValueError(f"{what}: mask ratio ({ratio}) must be in (0, 1); 0.15 is BERT's, 0.4 the default here")
+
+
+@dataclass
+class PretrainConfig:
+    """Everything a continued-MLM run needs; the YAML keys are these field names."""
+
+    encoder: str
+    """MEGA checkpoint directory or Hub id (MegaForMaskedLM, or MegaModel: the MLM bias then starts at 0),
+    or "tiny" for the random-init tiny preset encoder (offline demos and tests)."""
+    output_dir: str = "runs/pretrain"
+    """Phase folders, `final/`, `metrics.json` and `pretrain_config.yaml` go here."""
+    dataset: str | None = None
+    """"aclsum", "gensim-wiki" or a Hugging Face `datasets` name; may be combined with `text_files`."""
+    text_files: list[str] = field(default_factory=list)
+    """Local .txt/.md (one document per file) or .jsonl files (one per line), or directories of them."""
+    dataset_config: str | None = None
+    """The `datasets` configuration name (e.g. "20231101.en" for "wikimedia/wikipedia")."""
+    dataset_split: str = "train"
+    """Split of `dataset` to read (aclsum: train/validation/test)."""
+    text_column: str = "text"
+    """Text field of .jsonl lines and `datasets` rows."""
+    max_documents: int | None = None
+    """Read at most this many documents (None: all)."""
+    tokenizer: str | None = None
+    """Tokenizer directory or Hub id, or "offline" (BART layout, not BART ids); None: the encoder's own
+    (the offline one for `encoder="tiny"`)."""
+    max_length: int = 2048
+    """Tokens per packed sequence (one phase); a multiple of the encoder's chunk_size avoids padding."""
+    mask_ratio: float = 0.4
+    """Fraction of tokens selected for the MLM loss (one phase)."""
+    phases: str | None = None
+    """Several phases "length:mask_ratio[:steps],...", e.g. "2048:0.4,4096:0.3"; overrides max_length/mask_ratio."""
+    max_steps: int = 1000
+    """Optimiser steps in all (split over phases that do not give their own)."""
+    per_device_train_batch_size: int = 1
+    """Sequences per device per micro-batch."""
+    gradient_accumulation_steps: int = 1
+    """Micro-batches per optimiser step."""
+    learning_rate: float = 1e-4
+    """Peak AdamW learning rate of every phase."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    warmup_steps: int = 0
+    """Linear warm-up steps at the start of every phase."""
+    lr_scheduler_type: str = "linear"
+    """Learning-rate schedule after warm-up ("linear", "cosine", "constant_with_warmup", ...)."""
+    gradient_checkpointing: bool = True
+    """Recompute each MEGA block in backward: far less memory at long lengths, ~30% slower."""
+    bf16: bool = False
+    """bf16 mixed precision (autocast; weights stay float32, the EMA kernel is built in float32)."""
+    save_steps: int = 500
+    """Save a Trainer checkpoint every N optimiser steps."""
+    save_total_limit: int | None = 2
+    """Keep at most this many checkpoints per phase (None: all)."""
+    logging_steps: int = 10
+    """Log the training loss every N steps."""
+    resume: bool = False
+    """Continue an interrupted run in `output_dir`; without it a non-empty `output_dir` is an error."""
+    seed: int = 42
+    """Seed for initialisation, data order and masking."""
+
+    def __post_init__(self) -> None:
+        if not self.encoder:
+            raise ValueError("`encoder` is empty: pass a MEGA checkpoint directory or Hub id, or 'tiny'")
+        if isinstance(self.text_files, (str, Path)):
+            self.text_files = [str(self.text_files)]
+        self.text_files = [str(path) for path in self.text_files]
+        if not self.dataset and not self.text_files:
+            raise ValueError(
+                "no text to pretrain on: pass `dataset` ('aclsum', 'gensim-wiki' or a datasets name) and/or `text_files`"
+            )
+        _check_length_and_ratio(self.max_length, self.mask_ratio, "`max_length`/`mask_ratio`")
+        for name in ("max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "save_steps", "logging_steps"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` ({value!r}) must be a positive integer")
+        for name in ("max_documents", "save_total_limit"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"`{name}` ({value!r}) must be a positive integer or None")
+        if self.warmup_steps < 0:
+            raise ValueError(f"`warmup_steps` ({self.warmup_steps}) must be >= 0")
+        if not self.learning_rate > 0:
+            raise ValueError(f"`learning_rate` ({self.learning_rate}) must be > 0")
+        if self.phases:
+            parse_phases(self.phases, self.max_steps)  # raises on a bad spec
+
+    def resolved_phases(self) -> list[Phase]:
+        if self.phases:
+            return parse_phases(self.phases, self.max_steps)
+        return [Phase(self.max_length, self.mask_ratio, self.max_steps)]
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> PretrainConfig:
+        """Read a YAML mapping of field names; `overrides` (e.g. CLI flags that were given) win."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {str(path)!r} does not exist")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{str(path)!r} must hold a YAML mapping of PretrainConfig fields, got {type(data).__name__}")
+        return cls.from_dict({**data, **overrides}, source=str(path))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "dict") -> PretrainConfig:
+        """Build from a mapping of field names; unknown keys raise with the list of valid ones."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"{source}: unknown PretrainConfig field(s) {unknown}; valid fields are {sorted(names)}")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, directory: str | Path | None = None) -> Path:
+        path = Path(directory or self.output_dir) / CONFIG_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        return path
+
+
+# ----------------------------------------------------------------------------------------------
+# text
+
+
+def load_documents(config: PretrainConfig) -> list[str]:
+    """All documents named by `config` (files first, then the dataset), empty ones dropped."""
+    documents: list[str] = []
+    for path in _expand_text_files(config.text_files):
+        documents.extend(_read_text_file(path, config.text_column))
+    if config.dataset:
+        documents.extend(_dataset_documents(config))
+    documents = [doc for doc in documents if doc.strip()]
+    if config.max_documents is not None:
+        documents = documents[: config.max_documents]
+    if not documents:
+        raise ValueError("the text sources hold no non-empty document: check `text_files`/`dataset`")
+    logger.info("read %d documents (%d characters)", len(documents), sum(map(len, documents)))
+    return documents
+
+
+def _expand_text_files(paths: list[str]) -> list[Path]:
+    files: list[Path] = []
+    for name in paths:
+        path = Path(name).expanduser()
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
+            if not found:
+                raise ValueError(f"directory {name!r} holds no {'/'.join(TEXT_SUFFIXES)} file")
+            files.extend(found)
+        elif path.is_file():
+            if path.suffix.lower() not in TEXT_SUFFIXES:
+                raise ValueError(f"text file {name!r} has suffix {path.suffix!r}; supported: {', '.join(TEXT_SUFFIXES)}")
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"text file or directory {name!r} does not exist")
+    return files
+
+
+def _read_text_file(path: Path, text_column: str) -> list[str]:
+    if path.suffix.lower() != ".jsonl":
+        return [path.read_text(encoding="utf-8", errors="replace")]
+    documents = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{number} is not valid JSON ({exc.msg})") from None
+            if not isinstance(row, dict) or text_column not in row:
+                keys = sorted(row) if isinstance(row, dict) else type(row).__name__
+                raise ValueError(f"{path}:{number} has no field {text_column!r} (found {keys}): pass text_column")
+            documents.append(str(row[text_column]))
+    return documents
+
+
+def _dataset_documents(config: PretrainConfig) -> list[str]:
+    name = config.dataset
+    if name.lower() == "aclsum":
+        from mega2bart.data import load_summarization_dataset
+
+        data, _ = load_summarization_dataset("aclsum")
+        if config.dataset_split not in data:
+            raise ValueError(f"aclsum has splits {sorted(data)}, not {config.dataset_split!r}: set dataset_split")
+        return list(data[config.dataset_split]["document"])
+    if name.lower() == "gensim-wiki":
+        return _gensim_wiki_documents()
+    import datasets
+
+    try:
+        rows = datasets.load_dataset(name, config.dataset_config, split=config.dataset_split)
+    except Exception as exc:  # offline, unknown name, bad split: datasets raises many types
+        raise RuntimeError(
+            f"could not load dataset {name!r} (config {config.dataset_config!r}, split {config.dataset_split!r}): "
+            f"{type(exc).__name__}: {exc}. Offline, use text_files or the built-ins {BUILTIN_DATASETS}"
+        ) from exc
+    if config.text_column not in rows.column_names:
+        raise ValueError(f"dataset {name!r} has no column {config.text_column!r} (columns: {rows.column_names}): pass text_column")
+    return list(rows[config.text_column])
+
+
+def _gensim_wiki_documents() -> list[str]:
+    """Article texts of the shortened English Wikipedia dump in the gensim wheel (107 articles)."""
+    spec = importlib.util.find_spec("gensim")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("the built-in text 'gensim-wiki' is the Wikipedia sample in the gensim wheel: pip install gensim==4.4.0")
+    dump = Path(next(iter(spec.submodule_search_locations))) / "test" / "test_data" / GENSIM_WIKI_FILE
+    if not dump.is_file():
+        raise FileNotFoundError(f"{dump} is missing from this gensim installation: pip install gensim==4.4.0")
+    import bz2
+
+    from gensim.corpora.wikicorpus import extract_pages, filter_wiki
+
+    with bz2.open(dump, "rt", encoding="utf-8") as handle:
+        return [filter_wiki(text) for _title, text, _page in extract_pages(handle, filter_namespaces=("0",))]
+
+
+def pack_documents(token_docs: list[list[int]], max_length: int, bos_id: int, eos_id: int) -> list[list[int]]:
+    """Join documents with `</s>` and cut the stream into `<s>` + (max_length - 1) tokens; drop the tail."""
+    import numpy as np
+
+    pieces = [np.asarray(ids + [eos_id], dtype=np.int64) for ids in token_docs]
+    stream = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
+    body = max_length - 1
+    count = len(stream) // body
+    if count == 0:
+        raise ValueError(
+            f"the text has {len(stream)} tokens, fewer than one packed sequence of max_length {max_length}: "
+            "add text or lower max_length"
+        )
+    rows = stream[: count * body].reshape(count, body)  # (sequences, max_length - 1)
+    rows = np.concatenate([np.full((count, 1), bos_id, dtype=np.int64), rows], axis=1)  # (sequences, max_length)
+    return rows.tolist()
+
+
+# ----------------------------------------------------------------------------------------------
+# model and tokenizer
+
+
+def load_mlm_model(spec: str) -> MegaForMaskedLM:
+    """A MEGA MLM model from a checkpoint (MegaForMaskedLM or MegaModel) or the "tiny" preset config."""
+    import mega2bart  # noqa: F401  (registers model_type "mega")
+    from transformers import AutoConfig
+
+    from mega2bart.models.mega import MegaConfig, MegaForMaskedLM
+
+    if spec == TINY_ENCODER and not Path(spec).exists():
+        from mega2bart.presets import TINY_ENCODER as TINY_ENCODER_CONFIG
+
+        logger.info("encoder 'tiny': random-init MEGA with the tiny preset config")
+        return MegaForMaskedLM(MegaConfig(**TINY_ENCODER_CONFIG))
+    path = Path(spec).expanduser()
+    if (spec.startswith((".", "/", "~")) or path.exists()) and not (path / "config.json").is_file():
+        raise FileNotFoundError(f"encoder {spec!r} is not a model directory (no config.json): pass a MEGA checkpoint")
+    try:
+        config = AutoConfig.from_pretrained(spec)
+    except OSError as exc:
+        raise ValueError(f"could not load the encoder config from {spec!r}: {exc}") from exc
+    if config.model_type != "mega":
+        hint = " (a built mega2bart model: pass the MEGA encoder it was built from)" if config.model_type == "encoder-decoder" else ""
+        raise ValueError(f"encoder {spec!r} is a {config.model_type!r} model, not MEGA{hint}")
+    config.is_decoder = False
+    model, info = MegaForMaskedLM.from_pretrained(spec, config=config, output_loading_info=True)
+    if info["missing_keys"]:
+        logger.info("encoder %s: not in the checkpoint, newly initialised: %s", spec, sorted(info["missing_keys"]))
+    return model
+
+
+def load_pretrain_tokenizer(config: PretrainConfig) -> PreTrainedTokenizerBase:
+    spec = config.tokenizer
+    longest = max(phase.max_length for phase in config.resolved_phases())
+    if spec == "offline" or (spec is None and config.encoder == TINY_ENCODER and not Path(TINY_ENCODER).exists()):
+        from mega2bart.tokenization import load_offline_tokenizer
+
+        return load_offline_tokenizer(model_max_length=max(longest, 16384))
+    from transformers import AutoTokenizer
+
+    name = spec or config.encoder
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError) as exc:
+        raise ValueError(
+            f"no tokenizer could be loaded from {name!r} ({type(exc).__name__}): pass tokenizer='offline' "
+            "(BART layout, offline) or a tokenizer directory / Hub id"
+        ) from exc
+    if tokenizer.mask_token_id is None:
+        raise ValueError(f"tokenizer {name!r} has no mask token; MLM needs one (e.g. '<mask>')")
+    return tokenizer
+
+
+def _check_compatible(model: MegaForMaskedLM, tokenizer: PreTrainedTokenizerBase, phases: list[Phase]) -> None:
+    vocab = model.config.vocab_size
+    if len(tokenizer) > vocab:
+        raise ValueError(
+            f"the tokenizer has {len(tokenizer)} tokens but the encoder's vocab_size is {vocab}: use the encoder's "
+            "own tokenizer (or one with at most vocab_size tokens)"
+        )
+    if tokenizer.bos_token_id is None or tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer needs bos and eos tokens (<s>, </s>) to pack documents")
+    chunk = model.config.chunk_size if model.config.use_chunking else None
+    for phase in phases:
+        if chunk and phase.max_length > chunk and phase.max_length % chunk:
+            logger.warning(
+                "max_length %d is not a multiple of chunk_size %d: every sequence is padded inside the model to %d",
+                phase.max_length, chunk, math.ceil(phase.max_length / chunk) * chunk,
+            )
+
+
+# ----------------------------------------------------------------------------------------------
+# the run
+
+
+def _mlm_loss(model: MegaForMaskedLM, batch: dict[str, Any]) -> float:
+    import torch
+
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        inputs = {key: value.to(model.device) for key, value in batch.items()}
+        loss = float(model(**inputs).loss)
+    model.train(was_training)
+    return loss
+
+
+def _checkpointing_args(arguments_class: type, enabled: bool) -> dict[str, Any]:
+    """Per-block recomputation; transformers >= 5.x renamed `gradient_checkpointing` `activation_checkpointing`."""
+    name = "activation_checkpointing" if "activation_checkpointing" in arguments_class.__dataclass_fields__ else "gradient_checkpointing"
+    return {name: enabled, f"{name}_kwargs": {"use_reentrant": False} if enabled else None}
+
+
+def _phase_dir(output_dir: Path, index: int, phase: Phase) -> Path:
+    return output_dir / f"phase{index + 1}-len{phase.max_length}"
+
+
+def run_pretraining(config: PretrainConfig) -> Path:
+    """Run every phase of `config` and save `<output_dir>/final`; returns that directory.
+
+    Raises:
+        ValueError: a non-empty `output_dir` without `resume`, bad text or tokenizer/encoder mismatch.
+        FileNotFoundError: a missing text file or encoder directory.
+    """
+    import datasets
+    from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments, set_seed
+    from transformers.trainer_utils import get_last_checkpoint
+
+    output_dir = Path(config.output_dir).expanduser()
+    if output_dir.is_dir() and any(output_dir.iterdir()) and not config.resume:
+        raise ValueError(
+            f"output_dir {str(output_dir)!r} is not empty: pass resume=True (--resume) to continue that run, "
+            "or choose another output_dir"
+        )
+    phases = config.resolved_phases()
+    set_seed(config.seed)
+    documents = load_documents(config)
+    tokenizer = load_pretrain_tokenizer(config)
+    model = load_mlm_model(config.encoder)
+    _check_compatible(model, tokenizer, phases)
+    token_docs = tokenizer(documents, add_special_tokens=False, verbose=False)["input_ids"]
+    logger.info("tokenized %d documents into %d tokens", len(token_docs), sum(map(len, token_docs)))
+    config.save(output_dir)
+
+    results: list[dict[str, Any]] = []
+    for index, phase in enumerate(phases):
+        phase_dir = _phase_dir(output_dir, index, phase)
+        if config.resume and (phase_dir / PHASE_FILE).is_file():
+            logger.info("phase %d already finished (%s): loading its weights", index + 1, phase_dir)
+            model = type(model).from_pretrained(phase_dir / "model")
+            results.append(json.loads((phase_dir / PHASE_FILE).read_text()))
+            continue
+        sequences = pack_documents(token_docs, phase.max_length, tokenizer.bos_token_id, tokenizer.eos_token_id)
+        train_set = datasets.Dataset.from_dict({"input_ids": sequences})
+        collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=phase.mask_ratio)
+        probe = DataCollatorForLanguageModeling(tokenizer, mlm_probability=phase.mask_ratio, seed=config.seed)(
+            [{"input_ids": ids} for ids in sequences[:4]]
+        )
+        loss_before = _mlm_loss(model, probe)
+        args = TrainingArguments(
+            output_dir=str(phase_dir),
+            max_steps=phase.steps,
+            per_device_train_batch_size=config.per_device_train_batch_size,
+            gradient_accumulation_steps=config.gradient_accumulation_steps,
+            learning_rate=config.learning_rate,
+            weight_decay=config.weight_decay,
+            warmup_steps=config.warmup_steps,
+            lr_scheduler_type=config.lr_scheduler_type,
+            **_checkpointing_args(TrainingArguments, config.gradient_checkpointing),
+            bf16=config.bf16,
+            save_strategy="steps",
+            save_steps=config.save_steps,
+            save_total_limit=config.save_total_limit,
+            logging_steps=config.logging_steps,
+            seed=config.seed,
+            report_to="none",
+            dataloader_num_workers=0,
+        )
+        trainer = Trainer(model=model, args=args, train_dataset=train_set, data_collator=collator, processing_class=tokenizer)
+        last = get_last_checkpoint(str(phase_dir)) if config.resume and phase_dir.is_dir() else None
+        if last:
+            logger.info("phase %d: resuming from %s", index + 1, last)
+        logger.info(
+            "phase %d/%d: %d sequences of %d tokens, mask ratio %.2f, %d steps",
+            index + 1, len(phases), len(sequences), phase.max_length, phase.mask_ratio, phase.steps,
+        )
+        train_output = trainer.train(resume_from_checkpoint=last)
+        model = trainer.model
+        model.save_pretrained(phase_dir / "model")
+        result = {
+            "phase": index + 1,
+            **dataclasses.asdict(phase),
+            "sequences": len(sequences),
+            "train_loss": train_output.training_loss,
+            "mlm_loss_before": loss_before,
+            "mlm_loss_after": _mlm_loss(model, probe),
+            "resumed_from": last,
+        }
+        (phase_dir / PHASE_FILE).write_text(json.dumps(result, indent=2))
+        results.append(result)
+        logger.info("phase %d: MLM loss on the probe batch %.4f -> %.4f", index + 1, loss_before, result["mlm_loss_after"])
+
+    final = output_dir / FINAL_DIR
+    model.save_pretrained(final)
+    tokenizer.save_pretrained(final)
+    (output_dir / METRICS_FILE).write_text(json.dumps({"phases": results, "final": str(final)}, indent=2))
+    logger.info("saved the pretrained encoder to %s", final)
+    return final
