@@ -3,6 +3,9 @@
     mega2bart build OUTPUT_DIR [--preset tiny|base|large] [--encoder ID|DIR] [--decoder ID|DIR] ...
     mega2bart info MODEL_DIR [--json]
     mega2bart fill-mask "text with <mask>" [--model DIR_OR_ID | --preset tiny] [--top-k 5]
+    mega2bart train [--config FILE.yaml] [--model DIR] [--dataset aclsum] [--output-dir DIR] [--max-steps N] ...
+    mega2bart eval MODEL_DIR --output-dir DIR [--dataset aclsum] [--split test] [--limit N]
+    mega2bart summarize MODEL_DIR FILES... --output OUT.jsonl [--max-input-tokens N] [--skip-existing]
 
 To add a command: write one small function decorated with `@app.command()`, import the library
 inside its body, and turn user errors into `_fail(...)` (message on stderr, exit code 2).
@@ -210,5 +213,264 @@ def fill_mask(
         typer.echo(f"{prediction['score']:.4f}\t{prediction['token_str'].strip()!r}\t{prediction['sequence']}")
 
 
+# ----------------------------------------------------------------------------- train / eval / summarize
+
+
+def _parse_set(items: list[str] | None) -> dict:
+    """`--set key=value` pairs; values are YAML (`--set eval_split=null --set freeze=encoder`)."""
+    import yaml
+
+    values = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            _fail(f"--set expects KEY=VALUE (a TrainConfig field), got {item!r}")
+        values[key.strip()] = yaml.safe_load(raw)
+    return values
+
+
+@app.command()
+def train(
+    config: Annotated[Path | None, typer.Option(help="YAML file of TrainConfig fields; flags given here win.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model directory from `mega2bart build` (or a checkpoint).")] = None,
+    dataset: Annotated[str | None, typer.Option(help='"aclsum" (offline), a .jsonl/.json/.csv/.parquet file or a Hub name.')] = None,
+    output_dir: Annotated[str | None, typer.Option(help="Checkpoints, final model, train_config.yaml, metrics.json.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Optimiser steps (overrides epochs).")] = None,
+    num_train_epochs: Annotated[float | None, typer.Option(help="Epochs when --max-steps is not set.")] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Documents per device per micro-batch.")] = None,
+    gradient_accumulation_steps: Annotated[int | None, typer.Option(help="Micro-batches per step.")] = None,
+    max_source_length: Annotated[int | None, typer.Option(help="Document tokens kept (16384).")] = None,
+    max_target_length: Annotated[int | None, typer.Option(help="Summary tokens kept (512).")] = None,
+    max_train_samples: Annotated[int | None, typer.Option(help="Use at most N training examples.")] = None,
+    max_eval_samples: Annotated[int | None, typer.Option(help="Use at most N evaluation examples.")] = None,
+    eval_split: Annotated[str | None, typer.Option(help='Evaluation split ("validation"); "none" skips evaluation.')] = None,
+    eval_steps: Annotated[int | None, typer.Option(help="Evaluate every N steps (default: each epoch).")] = None,
+    save_steps: Annotated[int | None, typer.Option(help="Checkpoint every N steps.")] = None,
+    label_smoothing: Annotated[float | None, typer.Option(help="Label smoothing (0.1 is common).")] = None,
+    warm_start_steps: Annotated[int | None, typer.Option(help="First train only projection + cross-attention for N steps.")] = None,
+    freeze: Annotated[str | None, typer.Option(help="none | encoder | decoder")] = None,
+    bf16: Annotated[str | None, typer.Option(help="auto (CUDA bf16 only) | true | false")] = None,
+    gradient_checkpointing: Annotated[bool | None, typer.Option(help="Recompute activations (default on).")] = None,
+    report_to: Annotated[str | None, typer.Option(help="none | tensorboard | wandb")] = None,
+    resume: Annotated[str | None, typer.Option(help='"auto" (newest checkpoint in --output-dir), a checkpoint path, or "none".')] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for init, dropout and data order.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Any other TrainConfig field: KEY=VALUE (YAML value).")] = None,
+    quiet: Annotated[bool, typer.Option(help="Only warnings and errors.")] = False,
+) -> None:
+    """Fine-tune a mega2bart model (Seq2SeqTrainer, ROUGE on the eval split); resumable; DDP under torchrun."""
+    _setup_logging(not quiet)
+    from .training import METRICS_FILE, TrainConfig
+    from .training import train as run_training
+
+    flags = {
+        "model": model, "dataset": dataset, "output_dir": output_dir, "max_steps": max_steps,
+        "num_train_epochs": num_train_epochs, "learning_rate": learning_rate, "per_device_train_batch_size": batch_size,
+        "gradient_accumulation_steps": gradient_accumulation_steps, "max_source_length": max_source_length,
+        "max_target_length": max_target_length, "max_train_samples": max_train_samples,
+        "max_eval_samples": max_eval_samples, "eval_steps": eval_steps, "save_steps": save_steps,
+        "label_smoothing": label_smoothing, "warm_start_steps": warm_start_steps, "freeze": freeze,
+        "gradient_checkpointing": gradient_checkpointing, "report_to": report_to, "seed": seed,
+    }
+    overrides = {key: value for key, value in flags.items() if value is not None}
+    if eval_split is not None:
+        overrides["eval_split"] = None if eval_split.lower() in ("none", "") else eval_split
+    if resume is not None:
+        overrides["resume_from_checkpoint"] = None if resume.lower() == "none" else resume
+    if bf16 is not None:
+        choices = {"auto": "auto", "true": True, "false": False}
+        if bf16.lower() not in choices:
+            _fail(f"--bf16 must be auto, true or false (got {bf16!r})")
+        overrides["bf16"] = choices[bf16.lower()]
+    overrides.update(_parse_set(set_))
+    try:
+        if config is not None:
+            train_config = TrainConfig.from_yaml(config, **overrides)
+        elif "model" not in overrides:
+            _fail("pass --model MODEL_DIR (from `mega2bart build`) or --config FILE.yaml")
+        else:
+            train_config = TrainConfig.from_dict(overrides, source="command line")
+        results = run_training(train_config)
+    except (ValueError, FileNotFoundError, ImportError) as exc:
+        _fail(str(exc))
+    losses = [entry["loss"] for entry in results["log_history"] if "loss" in entry]
+    line = f"trained to step {results['run']['global_step']}"
+    if losses:
+        line += f"; logged loss {losses[0]:.3f} -> {losses[-1]:.3f}"
+    evaluation = results.get("eval") or {}
+    if "eval_rouge1" in evaluation:
+        line += "; eval ROUGE-1/2/L/Lsum " + "/".join(
+            f"{evaluation[f'eval_{name}']:.2f}" for name in ("rouge1", "rouge2", "rougeL", "rougeLsum")
+        )
+    typer.echo(f"{line}\nmodel, checkpoints and {METRICS_FILE} in {train_config.output_dir}")
+
+
+def _generation(num_beams, max_new_tokens, min_new_tokens, no_repeat_ngram_size, length_penalty):
+    from .summarize import GenerationOptions
+
+    try:
+        return GenerationOptions(
+            num_beams=num_beams, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+            no_repeat_ngram_size=no_repeat_ngram_size, length_penalty=length_penalty,
+        )
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+_BEAMS_HELP = "Beams (default: the model's generation_config.json)."
+_MAX_NEW_HELP = "Longest summary in new tokens (default: the model's)."
+_MIN_NEW_HELP = "Shortest summary in new tokens (default: the model's)."
+_NGRAM_HELP = "Never repeat an n-gram of this size (default: the model's)."
+_PENALTY_HELP = "Beam length penalty; > 1 favours longer summaries (default: the model's)."
+
+
+@app.command("eval")
+def evaluate(
+    model: Annotated[Path, typer.Argument(help="Model directory (`mega2bart build` or `mega2bart train` output).")],
+    output_dir: Annotated[Path, typer.Option(help="Where eval_results.json and predictions.jsonl go.")],
+    dataset: Annotated[str, typer.Option(help='"aclsum" (offline), a data file or a Hub name.')] = "aclsum",
+    split: Annotated[str, typer.Option(help="Split to evaluate.")] = "test",
+    limit: Annotated[int | None, typer.Option(min=1, help="Evaluate only the first N examples.")] = None,
+    max_input_tokens: Annotated[int | None, typer.Option(min=3, help="Context (default: tokenizer model_max_length).")] = None,
+    overflow: Annotated[str, typer.Option(help="Longer documents: truncate (as in training) | windows.")] = "truncate",
+    batch_size: Annotated[int, typer.Option(min=1, help="Inputs per generate call.")] = 4,
+    num_beams: Annotated[int | None, typer.Option(help=_BEAMS_HELP)] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help=_MAX_NEW_HELP)] = None,
+    min_new_tokens: Annotated[int | None, typer.Option(help=_MIN_NEW_HELP)] = None,
+    no_repeat_ngram_size: Annotated[int | None, typer.Option(help=_NGRAM_HELP)] = None,
+    length_penalty: Annotated[float | None, typer.Option(help=_PENALTY_HELP)] = None,
+    bootstrap_samples: Annotated[int, typer.Option(min=0, help="Bootstrap resamples for the 95% intervals.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    quiet: Annotated[bool, typer.Option(help="Only warnings and errors; no progress bar.")] = False,
+) -> None:
+    """Generate summaries for a dataset split; write ROUGE-1/2/L/Lsum with bootstrap CIs and predictions."""
+    _setup_logging(not quiet)
+    from .summarize import evaluate_model
+
+    if overflow not in ("truncate", "windows"):
+        _fail(f"--overflow must be truncate or windows (got {overflow!r})")
+    generation = _generation(num_beams, max_new_tokens, min_new_tokens, no_repeat_ngram_size, length_penalty)
+    try:
+        report = evaluate_model(
+            model, dataset, output_dir, split=split, limit=limit, max_input_tokens=max_input_tokens,
+            overflow=overflow, batch_size=batch_size, generation=generation, bootstrap_samples=bootstrap_samples,
+            seed=seed, progress=not quiet,
+        )
+    except (ValueError, FileNotFoundError, ImportError, RuntimeError) as exc:
+        _fail(str(exc))
+    rouge = report["rouge"]
+    for name in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
+        entry = rouge[name]
+        interval = f" [{entry['ci_low']:.2f}, {entry['ci_high']:.2f}]" if "ci_low" in entry else ""
+        typer.echo(f"{name:10s} {entry['mean']:6.2f}{interval}")
+    words = report["generated_length"]["words"]
+    typer.echo(
+        f"{report['num_examples']} examples, sentence splitter {report['sentence_splitter']}, generated words "
+        f"mean {words.get('mean', 0)}; wrote {output_dir / 'eval_results.json'} and {output_dir / 'predictions.jsonl'}"
+    )
+
+
+@app.command()
+def summarize(
+    model: Annotated[Path, typer.Argument(help="Model directory.")],
+    files: Annotated[list[str], typer.Argument(help='.txt/.md/.html/.jsonl files, or "-" for stdin.')],
+    output: Annotated[Path, typer.Option(help="Output jsonl: one record per document, with window provenance.")],
+    max_input_tokens: Annotated[int | None, typer.Option(min=3, help="Context (default: tokenizer model_max_length).")] = None,
+    window_overlap: Annotated[int | None, typer.Option(min=0, help="Tokens shared by neighbouring windows.")] = None,
+    merge: Annotated[str, typer.Option(help="summarize (summary of window summaries) | concatenate.")] = "summarize",
+    max_levels: Annotated[int, typer.Option(min=1, help="Most merge levels before truncating.")] = 3,
+    batch_size: Annotated[int, typer.Option(min=1, help="Inputs per generate call (grouped by length).")] = 4,
+    num_beams: Annotated[int | None, typer.Option(help=_BEAMS_HELP)] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help=_MAX_NEW_HELP)] = None,
+    min_new_tokens: Annotated[int | None, typer.Option(help=_MIN_NEW_HELP)] = None,
+    no_repeat_ngram_size: Annotated[int | None, typer.Option(help=_NGRAM_HELP)] = None,
+    length_penalty: Annotated[float | None, typer.Option(help=_PENALTY_HELP)] = None,
+    skip_existing: Annotated[bool, typer.Option(help="Resume: keep records already in --output, do the rest.")] = False,
+    quiet: Annotated[bool, typer.Option(help="Only warnings and errors; no progress bar.")] = False,
+) -> None:
+    """Summarise documents of any length (overlapping windows, then a summary of summaries)."""
+    _setup_logging(not quiet)
+    import torch
+
+    from .builder import BuildError, load_mega2bart
+    from .summarize import Summarizer, summarize_files
+
+    if merge not in ("summarize", "concatenate"):
+        _fail(f"--merge must be summarize or concatenate (got {merge!r})")
+    generation = _generation(num_beams, max_new_tokens, min_new_tokens, no_repeat_ngram_size, length_penalty)
+    if output.exists() and output.stat().st_size and not skip_existing:
+        _fail(f"output {str(output)!r} exists: pass --skip-existing to resume it, or another path")
+    try:
+        loaded, tokenizer = load_mega2bart(model)
+        if torch.cuda.is_available():
+            loaded = loaded.to("cuda")
+        summarizer = Summarizer(
+            loaded, tokenizer, max_input_tokens=max_input_tokens, window_overlap=window_overlap, batch_size=batch_size,
+            generation=generation, merge=merge, max_levels=max_levels,
+        )
+        counts = summarize_files(summarizer, files, output, skip_existing=skip_existing, progress=not quiet)
+    except (BuildError, ValueError, FileNotFoundError, FileExistsError) as exc:
+        _fail(str(exc))
+    typer.echo(
+        f"{counts['written']} summarised ({counts['windowed']} through windows), {counts['skipped']} already done; "
+        f"wrote {output}"
+    )
+
+
 if __name__ == "__main__":
     app()
+
+
+@app.command()
+def pretrain(
+    config: Annotated[Path | None, typer.Option(help="YAML file of PretrainConfig fields; flags given here win.")] = None,
+    encoder: Annotated[str | None, typer.Option(help='MEGA checkpoint directory or Hub id, or "tiny" (random, offline).')] = None,
+    dataset: Annotated[str | None, typer.Option(help='"aclsum", "gensim-wiki" or a datasets name.')] = None,
+    text_files: Annotated[
+        list[str] | None, typer.Option("--text-files", help=".txt/.md/.jsonl file or directory (repeatable).")
+    ] = None,
+    tokenizer: Annotated[str | None, typer.Option(help='Tokenizer directory/Hub id or "offline" (default: the encoder\'s).')] = None,
+    output_dir: Annotated[str | None, typer.Option(help="Phase checkpoints, final/, metrics.json.")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Tokens per packed sequence (2048).")] = None,
+    mask_ratio: Annotated[float | None, typer.Option(help="MLM mask ratio (0.4).")] = None,
+    phases: Annotated[str | None, typer.Option(help='Length/mask ramp "2048:0.4,4096:0.3" (length:mask[:steps]).')] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Optimiser steps in all (1000).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Sequences per device per micro-batch.")] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="Peak learning rate (1e-4).")] = None,
+    max_documents: Annotated[int | None, typer.Option(help="Read at most N documents.")] = None,
+    save_steps: Annotated[int | None, typer.Option(help="Checkpoint every N steps.")] = None,
+    gradient_checkpointing: Annotated[bool | None, typer.Option(help="Recompute MEGA blocks in backward (default on).")] = None,
+    bf16: Annotated[bool | None, typer.Option(help="bf16 mixed precision (default off).")] = None,
+    resume: Annotated[bool | None, typer.Option(help="Continue the run in --output-dir from its last checkpoint.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for init, data order and masking.")] = None,
+    quiet: Annotated[bool, typer.Option(help="Only warnings and errors.")] = False,
+) -> None:
+    """Continue MLM pretraining of a MEGA encoder on raw text; the result feeds `mega2bart build --encoder`."""
+    _setup_logging(not quiet)
+    from .pretraining import METRICS_FILE, PretrainConfig, run_pretraining
+
+    flags = {
+        "encoder": encoder, "dataset": dataset, "text_files": text_files or None, "tokenizer": tokenizer,
+        "output_dir": output_dir, "max_length": max_length, "mask_ratio": mask_ratio, "phases": phases,
+        "max_steps": max_steps, "per_device_train_batch_size": batch_size, "learning_rate": learning_rate,
+        "max_documents": max_documents, "save_steps": save_steps, "gradient_checkpointing": gradient_checkpointing,
+        "bf16": bf16, "resume": resume, "seed": seed,
+    }
+    overrides = {key: value for key, value in flags.items() if value is not None}
+    try:
+        if config is not None:
+            pretrain_config = PretrainConfig.from_yaml(config, **overrides)
+        elif "encoder" not in overrides:
+            _fail('pass --encoder (a MEGA checkpoint directory, a Hub id or "tiny") or --config FILE.yaml')
+        else:
+            pretrain_config = PretrainConfig.from_dict(overrides, source="command line")
+        final = run_pretraining(pretrain_config)
+    except (ValueError, FileNotFoundError, ImportError, RuntimeError) as exc:
+        _fail(str(exc))
+    phases_run = json.loads((final.parent / METRICS_FILE).read_text())["phases"]
+    for phase in phases_run:
+        typer.echo(
+            f"phase {phase['phase']}: length {phase['max_length']}, mask {phase['mask_ratio']}, {phase['steps']} steps, "
+            f"probe MLM loss {phase['mlm_loss_before']:.3f} -> {phase['mlm_loss_after']:.3f}"
+        )
+    typer.echo(f"saved {final} (use it with `mega2bart build --encoder {final}`)")

@@ -554,7 +554,7 @@ def train(config: TrainConfig, callbacks: Sequence[TrainerCallback] = ()) -> dic
         config.save(output_dir)
     train_output = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(str(output_dir))  # model + tokenizer (processing_class), process 0 only
-    results: dict[str, Any] = {"train": dict(train_output.metrics), "run": {**summary, "resumed_from": checkpoint}}
+    results: dict[str, Any] = {"train": dict(train_output.metrics), "run": {**summary, "resumed_from": checkpoint, "global_step": train_output.global_step}}
     if config.eval_split:
         results["eval"] = trainer.evaluate()
     results["log_history"] = trainer.state.log_history
