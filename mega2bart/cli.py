@@ -417,10 +417,6 @@ def summarize(
     )
 
 
-if __name__ == "__main__":
-    app()
-
-
 @app.command()
 def pretrain(
     config: Annotated[Path | None, typer.Option(help="YAML file of PretrainConfig fields; flags given here win.")] = None,
@@ -474,3 +470,7 @@ def pretrain(
             f"probe MLM loss {phase['mlm_loss_before']:.3f} -> {phase['mlm_loss_after']:.3f}"
         )
     typer.echo(f"saved {final} (use it with `mega2bart build --encoder {final}`)")
+
+
+if __name__ == "__main__":
+    app()
