@@ -459,10 +459,10 @@ def run_pretraining(config: PretrainConfig) -> Path:
         )
     phases = config.resolved_phases()
     set_seed(config.seed)
-    documents = load_documents(config)
+    model = load_mlm_model(config.encoder)  # cheap checks first: a bad encoder fails before reading text
     tokenizer = load_pretrain_tokenizer(config)
-    model = load_mlm_model(config.encoder)
     _check_compatible(model, tokenizer, phases)
+    documents = load_documents(config)
     token_docs = tokenizer(documents, add_special_tokens=False, verbose=False)["input_ids"]
     logger.info("tokenized %d documents into %d tokens", len(token_docs), sum(map(len, token_docs)))
     config.save(output_dir)

@@ -229,3 +229,49 @@ def test_aclsum_builtin_text(tmp_path: Path) -> None:
     docs = load_documents(config)
     assert len(docs) == 2 and min(map(len, docs)) > 5000
     assert run_pretraining(config).is_dir()
+
+
+# ----------------------------------------------------------------------------------------------
+# command line
+
+
+def _cli(*args: str):
+    from typer.testing import CliRunner
+
+    from mega2bart.cli import app
+
+    return CliRunner().invoke(app, ["pretrain", *args])
+
+
+def test_cli_pretrain_runs(text_dir: Path, tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    out = tmp_path / "cli"
+    config = tmp_path / "pretrain.yaml"
+    config.write_text(f"encoder: tiny\ntext_files: [{text_dir}]\nlearning_rate: 0.003\nmax_length: 32\n")
+    result = _cli(
+        "--config", str(config), "--output-dir", str(out), "--phases", "64:0.4:2,128:0.3:1", "--max-steps", "3",
+        "--batch-size", "2", "--no-gradient-checkpointing", "--seed", "1", "--quiet",
+    )
+    assert result.exit_code == 0, f"exit {result.exit_code}\n{result.output}\n{result.exception!r}"
+    assert "phase 2: length 128, mask 0.3, 1 steps" in result.output
+    assert (out / "final" / "model.safetensors").is_file()
+    saved = json.loads(json.dumps(__import__("yaml").safe_load((out / "pretrain_config.yaml").read_text())))
+    assert saved["learning_rate"] == 0.003 and saved["seed"] == 1 and saved["gradient_checkpointing"] is False
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--encoder", "tiny", "--dataset", "aclsum", "--phases", "64-0.4"], "not length:mask_ratio"),
+        (["--encoder", "tiny", "--text-files", "no/such/file.txt"], "does not exist"),
+        (["--encoder", "tiny", "--dataset", "aclsum", "--mask-ratio", "1.2"], "mask ratio (1.2) must be in (0, 1)"),
+        (["--encoder", "tiny"], "no text to pretrain on"),
+        (["--dataset", "aclsum"], "pass --encoder"),
+        (["--config", "missing.yaml"], "does not exist"),
+        (["--encoder", "./no_such_dir", "--dataset", "aclsum"], "not a model directory"),
+    ],
+)
+def test_cli_pretrain_errors(args: list[str], message: str, tmp_path: Path) -> None:
+    result = _cli(*args, "--output-dir", str(tmp_path / "out"))
+    assert result.exit_code == 2, f"exit {result.exit_code}\n{result.output}\n{result.exception!r}"
+    assert message in result.output
