@@ -151,9 +151,18 @@ def _hub_error(role: str, source: Source, exc: Exception) -> BuildError:
     )
 
 
-def _commit_hash(config: PretrainedConfig, source: Source) -> None:
-    if source.kind == "hub":
-        source.revision = getattr(config, "_commit_hash", None) or source.revision
+def _pin_revision(path: str, source: Source) -> str | None:
+    """For a Hub source: resolve the requested revision (default branch if None) to its commit, record the
+    commit in `source.revision` and return what to pass as `revision=` so every file comes from that commit."""
+    if source.kind != "hub":
+        return None
+    from transformers.utils.hub import resolve_revision
+
+    resolved = resolve_revision(path, source.revision)
+    commit = getattr(resolved, "resolved", None)
+    if commit:
+        source.revision = str(commit)
+    return resolved
 
 
 def _config_from_mapping(values: Mapping[str, Any], default_type: str) -> PretrainedConfig:
@@ -193,18 +202,16 @@ def load_encoder(spec: Spec) -> tuple[PreTrainedModel, Source, list[tuple[str, i
         source = Source("config", type(config).__name__, model_class=type(model).__name__)
         return model, source, _all_parameters(model, "encoder.")
     path, source = _resolve(spec, "encoder")
+    revision = _pin_revision(path, source)
     try:
-        config = AutoConfig.from_pretrained(path, revision=source.revision)
+        config = AutoConfig.from_pretrained(path, revision=revision)
         if config.is_decoder or getattr(config, "add_cross_attention", False):
             logger.info("encoder %s was saved as a decoder: is_decoder and add_cross_attention turned off", path)
         config.is_decoder = False
         config.add_cross_attention = False
-        model, loading = AutoModel.from_pretrained(
-            path, config=config, revision=source.revision, output_loading_info=True
-        )
+        model, loading = AutoModel.from_pretrained(path, config=config, revision=revision, output_loading_info=True)
     except (OSError, ValueError, KeyError) as exc:
         raise _hub_error("encoder", source, exc) from exc
-    _commit_hash(config, source)
     source.model_class = type(model).__name__
     return model, source, _missing_parameters(model, list(loading["missing_keys"]), "encoder.")
 
@@ -309,13 +316,14 @@ def load_decoder(spec: Spec) -> tuple[PreTrainedModel, Source, list[tuple[str, i
         source = Source("config", type(config).__name__, model_class=type(model).__name__)
         return model, source, _all_parameters(model, "decoder.")
     path, source = _resolve(spec, "decoder")
+    revision = _pin_revision(path, source)
     try:
-        config = _prepare_decoder_config(AutoConfig.from_pretrained(path, revision=source.revision))
+        config = _prepare_decoder_config(AutoConfig.from_pretrained(path, revision=revision))
     except (OSError, ValueError, KeyError) as exc:
         raise _hub_error("decoder", source, exc) from exc
     try:
         model, loading = AutoModelForCausalLM.from_pretrained(
-            path, config=config, revision=source.revision, output_loading_info=True
+            path, config=config, revision=revision, output_loading_info=True
         )
     except ValueError as exc:
         if "Unrecognized configuration class" in str(exc):
@@ -327,9 +335,8 @@ def load_decoder(spec: Spec) -> tuple[PreTrainedModel, Source, list[tuple[str, i
         raise _hub_error("decoder", source, exc) from exc
     except OSError as exc:
         raise _hub_error("decoder", source, exc) from exc
-    _commit_hash(config, source)
     source.model_class = type(model).__name__
-    missing = _restore_shared_embeddings(model, path, source.revision, list(loading["missing_keys"]))
+    missing = _restore_shared_embeddings(model, path, revision, list(loading["missing_keys"]))
     return model, source, _missing_parameters(model, missing, "decoder.")
 
 
@@ -342,8 +349,9 @@ def load_tokenizer(spec: str | os.PathLike | PreTrainedTokenizerBase | None) -> 
 
         return load_offline_tokenizer(), Source("offline", OFFLINE_TOKENIZER_NAME)
     path, source = _resolve(spec, "tokenizer")
+    revision = _pin_revision(path, source)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, revision=source.revision)
+        tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise _hub_error("tokenizer", source, exc) from exc
     return tokenizer, source
