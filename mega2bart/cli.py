@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -58,7 +59,7 @@ def build(
     preset: Annotated[
         str | None, typer.Option(help="tiny (random, offline), base (bart-base) or large (bart-large; default).")
     ] = None,
-    encoder: Annotated[str | None, typer.Option(help="Encoder Hub id (owner/name[@rev]) or directory.")] = None,
+    encoder: Annotated[str | None, typer.Option(help="Encoder Hub id (owner/name, optionally @revision) or directory.")] = None,
     decoder: Annotated[str | None, typer.Option(help="Decoder Hub id or directory (BART family).")] = None,
     tokenizer: Annotated[
         str | None, typer.Option(help='Tokenizer Hub id or directory, or "offline" (default: the decoder\'s).')
@@ -293,6 +294,8 @@ def train(
         results = run_training(train_config)
     except (ValueError, FileNotFoundError, ImportError) as exc:
         _fail(str(exc))
+    if os.environ.get("RANK", "0") != "0":  # under torchrun/accelerate only the main process reports
+        return
     losses = [entry["loss"] for entry in results["log_history"] if "loss" in entry]
     line = f"trained to step {results['run']['global_step']}"
     if losses:

@@ -345,6 +345,9 @@ _MAPPED_TRAINING_ARGS = frozenset(
 # ----------------------------------------------------------------------------- parameters
 
 
+_UNUSED_PREFIXES = ("encoder.pooler.",)  # computed by MegaModel, never part of the seq2seq loss
+
+
 def is_bridge_parameter(name: str) -> bool:
     """True for the encoder->decoder projection and the decoder cross-attention parameters."""
     return _BRIDGE_PATTERN.search(name) is not None
@@ -353,11 +356,15 @@ def is_bridge_parameter(name: str) -> bool:
 def apply_freeze(model: PreTrainedModel, freeze: str) -> dict[str, int]:
     """Set `requires_grad` for `freeze` ("none" | "encoder" | "decoder"); returns parameter counts.
 
-    The bridge (projection + cross-attention) is never frozen. Counts: {"trainable", "frozen"}.
+    The bridge (projection + cross-attention) is never frozen. The encoder's pooler (if the encoder
+    has one) is always frozen: the seq2seq loss never reaches it, and under DDP a trainable parameter
+    without a gradient stops the run ("Expected to have finished reduction"). Counts: {"trainable", "frozen"}.
     """
     for name, param in model.named_parameters():
-        frozen = (freeze == "encoder" and name.startswith("encoder.")) or (
-            freeze == "decoder" and name.startswith("decoder.") and not is_bridge_parameter(name)
+        frozen = (
+            name.startswith(_UNUSED_PREFIXES)
+            or (freeze == "encoder" and name.startswith("encoder."))
+            or (freeze == "decoder" and name.startswith("decoder.") and not is_bridge_parameter(name))
         )
         param.requires_grad_(not frozen)
     return _count(model)
