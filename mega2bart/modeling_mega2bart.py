@@ -20,7 +20,7 @@ below is replaced by imports of the sibling MEGA files that register "mega" with
 
 import torch
 import torch.nn.functional as F
-from transformers import EncoderDecoderConfig, EncoderDecoderModel
+from transformers import EncoderDecoderConfig, EncoderDecoderModel, PreTrainedModel
 from transformers.modeling_outputs import Seq2SeqLMOutput
 from transformers.utils.generic import can_return_tuple
 
@@ -70,7 +70,12 @@ class Mega2BartModel(EncoderDecoderModel):
     # normalised over the accumulated batch and must not be divided by the accumulation steps.
     accepts_loss_kwargs = True
 
-    def __init__(self, config=None, encoder=None, decoder=None):
+    def __init__(
+        self,
+        config: EncoderDecoderConfig | None = None,
+        encoder: PreTrainedModel | None = None,
+        decoder: PreTrainedModel | None = None,
+    ) -> None:
         if config is None and encoder is not None and decoder is not None:
             config = Mega2BartConfig.from_encoder_decoder_configs(encoder.config, decoder.config)
         elif isinstance(config, EncoderDecoderConfig) and not isinstance(config, Mega2BartConfig):
