@@ -217,6 +217,15 @@ def fill_mask(
 # ----------------------------------------------------------------------------- train / eval / summarize
 
 
+def _quiet_libraries() -> None:
+    """--quiet: no `datasets` progress bars, transformers warnings (e.g. generation length notes) only as errors."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.logging.set_verbosity_error()
+
+
 def _parse_set(items: list[str] | None) -> dict:
     """`--set key=value` pairs; values are YAML (`--set eval_split=null --set freeze=encoder`)."""
     import yaml
@@ -261,6 +270,8 @@ def train(
 ) -> None:
     """Fine-tune a mega2bart model (Seq2SeqTrainer, ROUGE on the eval split); resumable; DDP under torchrun."""
     _setup_logging(not quiet)
+    if quiet:
+        _quiet_libraries()
     from .training import METRICS_FILE, TrainConfig
     from .training import train as run_training
 
@@ -348,6 +359,8 @@ def evaluate(
 ) -> None:
     """Generate summaries for a dataset split; write ROUGE-1/2/L/Lsum with bootstrap CIs and predictions."""
     _setup_logging(not quiet)
+    if quiet:
+        _quiet_libraries()
     from .summarize import evaluate_model
 
     if overflow not in ("truncate", "windows"):
@@ -393,6 +406,8 @@ def summarize(
 ) -> None:
     """Summarise documents of any length (overlapping windows, then a summary of summaries)."""
     _setup_logging(not quiet)
+    if quiet:
+        _quiet_libraries()
     import torch
 
     from .builder import BuildError, load_mega2bart

@@ -38,6 +38,7 @@ DDP (gloo on CPU, NCCL on CUDA). FSDP and DeepSpeed come from the accelerate con
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib.util
 import json
@@ -428,7 +429,13 @@ class SummarizationTrainer(Seq2SeqTrainer):
     def evaluate(self, eval_dataset: Any = None, ignore_keys: list[str] | None = None,
                  metric_key_prefix: str = "eval", **gen_kwargs: Any) -> dict[str, float]:
         gen_kwargs = {**self.eval_generation, **gen_kwargs}
-        return super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix, **gen_kwargs)
+        # generating fills every default into model.generation_config (max_length=20, ...), which
+        # checkpoints and the final model would then save: keep the inference settings as they were
+        saved = copy.deepcopy(self.model.generation_config)
+        try:
+            return super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix, **gen_kwargs)
+        finally:
+            self.model.generation_config = saved
 
 
 def load_model_and_tokenizer(path: str | Path) -> tuple[PreTrainedModel, Any]:

@@ -24,11 +24,18 @@ TINY_TRAIN = [
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
+def _one_thread_and_library_state():
+    import datasets
+    import transformers
+
+    threads, verbosity = torch.get_num_threads(), transformers.logging.get_verbosity()
+    bars = datasets.is_progress_bar_enabled()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+    transformers.logging.set_verbosity(verbosity)  # --quiet lowers it for the process
+    if bars:
+        datasets.enable_progress_bars()
 
 
 def _ok(result) -> str:

@@ -169,6 +169,9 @@ def test_short_aclsum_run_loss_falls_and_writes_everything(tiny_mega2bart_dir, t
     assert (out / "checkpoint-8" / "trainer_state.json").is_file()
     assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
     assert TrainConfig.from_yaml(out / CONFIG_FILE) == config
+    for directory in (out, out / "checkpoint-8"):  # evaluation did not rewrite the inference settings
+        generation = yaml.safe_load((directory / "generation_config.json").read_text())
+        assert "max_length" not in generation and generation["num_beams"] == 4, directory
     metrics = yaml.safe_load((out / METRICS_FILE).read_text())  # json is yaml
     assert metrics["train"]["train_loss"] > 0
     for key in ("eval_loss", "eval_rouge1", "eval_rouge2", "eval_rougeL", "eval_rougeLsum", "eval_gen_len"):
