@@ -187,6 +187,13 @@ def _missing_parameters(model: nn.Module, missing: list[str], prefix: str) -> li
 # ----------------------------------------------------------------------------------------------
 
 
+def _drop_mega_pooler(config: PretrainedConfig) -> None:
+    """A MEGA encoder under a decoder needs no pooler (it would be unused random weight, and breaks DDP)."""
+    if getattr(config, "model_type", None) == "mega" and getattr(config, "add_pooling_layer", True):
+        config.add_pooling_layer = False
+        logger.info("encoder: MEGA pooler left out (add_pooling_layer=False): the decoder reads the hidden states")
+
+
 def load_encoder(spec: Spec) -> tuple[PreTrainedModel, Source, list[tuple[str, int]]]:
     """The encoder as a bare model (no LM head): from a Hub id, a directory, a config, or a model.
 
@@ -198,6 +205,7 @@ def load_encoder(spec: Spec) -> tuple[PreTrainedModel, Source, list[tuple[str, i
         config = spec if isinstance(spec, PretrainedConfig) else _config_from_mapping(spec, "mega")
         config.is_decoder = False
         config.add_cross_attention = False
+        _drop_mega_pooler(config)
         model = AutoModel.from_config(config)
         source = Source("config", type(config).__name__, model_class=type(model).__name__)
         return model, source, _all_parameters(model, "encoder.")
@@ -209,6 +217,7 @@ def load_encoder(spec: Spec) -> tuple[PreTrainedModel, Source, list[tuple[str, i
             logger.info("encoder %s was saved as a decoder: is_decoder and add_cross_attention turned off", path)
         config.is_decoder = False
         config.add_cross_attention = False
+        _drop_mega_pooler(config)
         model, loading = AutoModel.from_pretrained(path, config=config, revision=revision, output_loading_info=True)
     except (OSError, ValueError, KeyError) as exc:
         raise _hub_error("encoder", source, exc) from exc

@@ -112,16 +112,12 @@ def test_build_from_local_dirs_loads_every_pretrained_weight(
     for name, tensor in source_decoder.state_dict().items():
         assert torch.equal(built_decoder.state_dict()[name], tensor), name  # incl. embed_tokens and encoder_attn
     assert model.decoder.lm_head.weight is built_decoder.embed_tokens.weight  # BART's tie survives
-    # only the unused MLM-less pooler and the projection are new
+    # only the projection is new: the MEGA pooler (unused under a decoder) is left out
     random_names = [entry["name"] for entry in model.mega2bart_build_info["random_init"]]
-    assert random_names == [
-        "encoder.pooler.dense.bias",
-        "encoder.pooler.dense.weight",
-        "enc_to_dec_proj.weight",
-        "enc_to_dec_proj.bias",
-    ]
+    assert random_names == ["enc_to_dec_proj.weight", "enc_to_dec_proj.bias"]
+    assert model.encoder.pooler is None and model.encoder.config.add_pooling_layer is False
     assert "loaded them from model.shared.weight" in caplog.text
-    assert "encoder.pooler.dense.weight: 1,024 (unused by the decoder)" in caplog.text
+    assert "MEGA pooler left out" in caplog.text
 
 
 def test_distilbart_style_decoder_gets_equal_layer_counts(tmp_path, offline_tokenizer) -> None:
@@ -212,7 +208,7 @@ def test_model_card_and_describe(tiny_mega2bart_dir, tiny_mega_encoder_dir, tiny
     card = (tiny_mega2bart_dir / "README.md").read_text()
     assert card.startswith("---\nlibrary_name: transformers\npipeline_tag: summarization")
     assert str(Path(tiny_bart_decoder_dir).resolve()) in card
-    assert "`enc_to_dec_proj.weight`: 2,048" in card and "encoder.pooler.dense.weight" in card
+    assert "`enc_to_dec_proj.weight`: 2,048" in card and "pooler" not in card
     assert '"num_beams": 4' in card and "trust_remote_code=True" in card
     assert f"| total | {params['total']:,} |" in card
 

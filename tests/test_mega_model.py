@@ -219,3 +219,9 @@ def test_config_round_trips_through_json(tmp_path) -> None:
     config.save_pretrained(tmp_path)
     again = MegaConfig.from_pretrained(tmp_path)
     assert again.truncation == 9 and again.legacy_rmsnorm is False and again.chunk_size == 16
+
+
+def test_add_pooling_layer_follows_the_config_unless_given() -> None:
+    assert MegaModel(tiny_config()).pooler is not None  # the 4.x default
+    assert MegaModel(tiny_config(add_pooling_layer=False)).pooler is None
+    assert MegaModel(tiny_config(add_pooling_layer=False), add_pooling_layer=True).pooler is not None

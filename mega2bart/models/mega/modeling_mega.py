@@ -791,8 +791,10 @@ class MegaModel(MegaPreTrainedModel):
     Attention maps (`output_attentions`) keep the padded shape (B, n_chunks, C, C).
     """
 
-    def __init__(self, config: MegaConfig, add_pooling_layer: bool = True):
+    def __init__(self, config: MegaConfig, add_pooling_layer: bool | None = None):
         super().__init__(config)
+        if add_pooling_layer is None:
+            add_pooling_layer = getattr(config, "add_pooling_layer", True)
         if config.add_cross_attention:
             raise NotImplementedError(
                 "MEGA's own gated cross-attention decoder is not implemented in mega2bart: "
