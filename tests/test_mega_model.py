@@ -85,12 +85,25 @@ def test_bad_mask_shape_is_explained(model: MegaModel) -> None:
         model(_ids(2, 8), attention_mask=torch.ones(2, 7))
 
 
-def test_sdpa_path_equals_explicit_softmax(model: MegaModel) -> None:
+@pytest.mark.parametrize("causal", [False, True])
+def test_sdpa_path_equals_explicit_softmax(model: MegaModel, causal: bool) -> None:
+    """SDPA (the default off the CPU) and the explicit matmuls (the CPU default) agree, padding included."""
     ids = _ids(2, 48)
     mask = torch.ones(2, 48)
     mask[1, 37:] = 0
-    fast = model(ids, attention_mask=mask).last_hidden_state
-    explicit = model(ids, attention_mask=mask, output_attentions=True).last_hidden_state
+    mask[0, 30:] = 0  # row 0: its last chunk is all padding
+    layers = [layer.mega_layer for layer in model.layers]
+    model.config.is_decoder = causal
+    try:
+        explicit = model(ids, attention_mask=mask).last_hidden_state
+        for layer in layers:
+            layer.use_sdpa = True
+        fast = model(ids, attention_mask=mask).last_hidden_state
+    finally:
+        model.config.is_decoder = False
+        for layer in layers:
+            layer.use_sdpa = None
+    assert torch.isfinite(explicit).all()
     torch.testing.assert_close(fast, explicit, atol=1e-6, rtol=1e-6)
 
 
