@@ -570,7 +570,9 @@ def train(config: TrainConfig, callbacks: Sequence[TrainerCallback] = ()) -> dic
     trainer.save_model(str(output_dir))  # model + tokenizer (processing_class), process 0 only
     results: dict[str, Any] = {"train": dict(train_output.metrics), "run": {**summary, "resumed_from": checkpoint, "global_step": train_output.global_step}}
     if config.eval_split:
-        results["eval"] = trainer.evaluate()
+        # an evaluation at the final step (eval_steps dividing max_steps, or epoch end) is not repeated
+        final = [e for e in trainer.state.log_history if "eval_loss" in e and e.get("step") == trainer.state.global_step]
+        results["eval"] = {k: v for k, v in final[-1].items() if k != "step"} if final else trainer.evaluate()
     results["log_history"] = trainer.state.log_history
     if trainer.is_world_process_zero():
         (output_dir / METRICS_FILE).write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")

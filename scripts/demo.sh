@@ -29,7 +29,9 @@ $M2B eval "$RUN/train" --dataset aclsum --split test --limit 5 --output-dir "$RU
 echo "== 4/4 summarise a long paper (1024-token windows, then a summary of summaries) -> $RUN/summaries.jsonl"
 .venv/bin/python - "$RUN/paper.txt" <<'PY'
 import sys
+import datasets
 from mega2bart.data import load_summarization_dataset
+datasets.disable_progress_bars()
 test = load_summarization_dataset("aclsum")[0]["test"]
 longest = max(range(len(test)), key=lambda i: len(test[i]["document"]))
 open(sys.argv[1], "w", encoding="utf-8").write(test[longest]["document"])

@@ -292,3 +292,16 @@ def test_gradient_accumulation_matches_the_full_batch(tiny_mega2bart_dir, tmp_pa
     )
     for name, value in full.after[1].items():
         torch.testing.assert_close(accumulated.after[1][name], value, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_label_smoothing_run_uses_decoder_inputs_from_the_collator(tiny_mega2bart_dir, tmp_path):
+    from mega2bart.training import build_trainer
+
+    config = _config(tiny_mega2bart_dir, tmp_path / "smooth", label_smoothing=0.1, max_steps=2, save_steps=100)
+    trainer, _ = build_trainer(config)
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert "decoder_input_ids" in batch  # the Trainer's LabelSmoother pops labels: the model needs these
+    assert batch["input_ids"].shape[1] % 64 == 0  # padded to the MEGA chunk size
+    assert trainer.label_smoother is not None
+    output = trainer.train()
+    assert 0 < output.training_loss < 20
