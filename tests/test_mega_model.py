@@ -238,3 +238,18 @@ def test_add_pooling_layer_follows_the_config_unless_given() -> None:
     assert MegaModel(tiny_config()).pooler is not None  # the 4.x default
     assert MegaModel(tiny_config(add_pooling_layer=False)).pooler is None
     assert MegaModel(tiny_config(add_pooling_layer=False), add_pooling_layer=True).pooler is not None
+
+
+@pytest.mark.parametrize("length", [1, 7, 16])
+def test_simple_relative_bias_indexing(length: int) -> None:
+    """B[i, j] = w[C - 1 + j - i] around chunk_size C (16), not max_positions (MEGA_SPEC §3.4)."""
+    from mega2bart.models.mega.modeling_mega import MegaSimpleRelativePositionalBias
+
+    module = MegaSimpleRelativePositionalBias(tiny_config())
+    with torch.no_grad():
+        module.rel_pos_bias.copy_(torch.arange(127, dtype=torch.float32))  # w[k] = k
+    bias = module(length)
+    expected = torch.tensor([[15 + j - i for j in range(length)] for i in range(length)], dtype=torch.float32)
+    torch.testing.assert_close(bias, expected, atol=0, rtol=0)
+    with pytest.raises(ValueError, match="exceeds the simple relative bias range 16"):
+        module(17)

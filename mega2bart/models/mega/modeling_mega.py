@@ -204,9 +204,9 @@ class MegaSimpleRelativePositionalBias(nn.Module):
                 f"attention block length {seq_len} exceeds the simple relative bias range {self.max_positions}: "
                 "enable use_chunking (with chunk_size <= that range) or shorten the input"
             )
-        positions = torch.arange(seq_len, device=self.rel_pos_bias.device)
-        index = (self.max_positions - 1) + positions[None, :] - positions[:, None]  # (L, L): base-1+j-i
-        return self.rel_pos_bias[index]
+        window = self.rel_pos_bias[self.max_positions - seq_len : self.max_positions + seq_len - 1]  # (2L-1,)
+        # windows[s, t] = window[s + t]; B[i, j] = window[L-1 - i + j] = windows[L-1 - i, j]
+        return window.unfold(0, seq_len, 1).flip(0)  # (L, L)
 
 
 class MegaRotaryRelativePositionalBias(nn.Module):
@@ -318,7 +318,8 @@ class MegaMultiDimensionDampedEma(nn.Module):
             circular = F.pad(kernel, (0, n_fft - size))  # (H, n_fft)
         signal = signal.transpose(1, 2)  # (B, H, L)
         spectrum = torch.fft.rfft(signal, n=n_fft) * torch.fft.rfft(circular, n=n_fft)  # (B, H, n_fft/2+1)
-        return torch.fft.irfft(spectrum, n=n_fft)[..., :length].transpose(1, 2)  # (B, L, H)
+        y = torch.fft.irfft(spectrum, n=n_fft)[..., :length]  # (B, H, L)
+        return y.transpose(1, 2).contiguous()  # (B, L, H): contiguous, so the projections after it are plain GEMMs
 
     def forward_with_state(
         self, x: torch.Tensor, keep: torch.Tensor | None, state: torch.Tensor | None
@@ -506,6 +507,11 @@ class MegaMovingAverageGatedAttention(nn.Module):
             out = self.norm(out)
         return out, weights
 
+    def _drop_attention(self, weights: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.attention_dropout == 0.0:
+            return weights
+        return F.dropout(weights, p=self.attention_dropout, training=True)
+
     # -- attention ------------------------------------------------------------------------------
 
     def _blocks(self, length: int) -> int:
@@ -576,7 +582,7 @@ class MegaMovingAverageGatedAttention(nn.Module):
             if key_keep is not None:
                 weights = weights * key_keep[:, None, None, :].to(weights.dtype)
             weights = weights * causal_keep.to(weights.dtype)
-        out = F.dropout(weights, p=self.attention_dropout, training=self.training) @ v  # (B, 1, L, E)
+        out = self._drop_attention(weights) @ v  # (B, 1, L, E)
         return out.reshape(batch, length, -1), (weights if output_attentions else None)
 
     def _attend(
@@ -617,7 +623,7 @@ class MegaMovingAverageGatedAttention(nn.Module):
                 if masked_keys is not None:
                     scores = scores.masked_fill(masked_keys[:, :, None, :], float("-inf"))
                 weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
-                out = torch.matmul(F.dropout(weights, p=self.attention_dropout, training=self.training), v)
+                out = torch.matmul(self._drop_attention(weights), v)
                 weights = weights if output_attentions else None
             else:
                 if masked_keys is not None:
@@ -650,7 +656,7 @@ class MegaMovingAverageGatedAttention(nn.Module):
                 weights = weights * keep_chunks[:, :, None, :].to(weights.dtype)
             if causal_keep is not None:
                 weights = weights * causal_keep.to(weights.dtype)
-            out = F.dropout(weights, p=self.attention_dropout, training=self.training) @ v
+            out = self._drop_attention(weights) @ v
             weights = weights if output_attentions else None
         return out.reshape(batch, length, -1), weights  # (B, L, E)
 
