@@ -88,19 +88,10 @@ def mega_forward_flops(length: int, cfg: dict[str, Any] = SEED_MEGA_CONFIG) -> d
 
 
 def fast_fft_length(minimum: int) -> int:
-    """Smallest 2^a 3^b 5^c >= minimum (the native model's FFT size rule)."""
-    best = 1 << max(0, (minimum - 1).bit_length())
-    power5 = 1
-    while power5 < best:
-        power35 = power5
-        while power35 < best:
-            candidate = power35
-            while candidate < minimum:
-                candidate *= 2
-            best = min(best, candidate)
-            power35 *= 3
-        power5 *= 5
-    return best
+    """The native model's FFT size rule (smallest 2^a 3^b 5^c >= minimum)."""
+    from mega2bart.models.mega.modeling_mega import _fast_fft_length
+
+    return _fast_fft_length(minimum)
 
 
 def mega_fft_flops(length: int, impl: str, cfg: dict[str, Any] = SEED_MEGA_CONFIG) -> float:
