@@ -1,8 +1,8 @@
 """Build a mega2bart model in Python: the MEGA encoder + a BART decoder as one EncoderDecoderModel.
 
-    python examples/build_model.py out/mega2bart-large                  # seed encoder + facebook/bart-large (Hub)
-    python examples/build_model.py out/m2b --decoder facebook/bart-base
-    python examples/build_model.py out/tiny --preset tiny               # offline random toy
+    python examples/build_model.py runs/mega2bart-large                 # seed encoder + facebook/bart-large (Hub)
+    python examples/build_model.py runs/m2b-base --decoder facebook/bart-base
+    python examples/build_model.py runs/tiny --preset tiny              # offline random toy
 
 The builder logs every non-obvious step: which weights are random (the 768->1024 `enc_to_dec_proj`
 for bart-large), the vocabulary alignment, the 16k context and the generation defaults. The saved

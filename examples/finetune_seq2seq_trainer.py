@@ -1,6 +1,6 @@
 """Fine-tune mega2bart with transformers' `Seq2SeqTrainer` directly (what `mega2bart train` wraps).
 
-    python examples/finetune_seq2seq_trainer.py --model out/mega2bart-large      # GovReport, 16k inputs, GPU
+    python examples/finetune_seq2seq_trainer.py --model runs/mega2bart-large     # GovReport, 16k inputs, GPU
     python examples/finetune_seq2seq_trainer.py --preset tiny --dataset aclsum \
         --max-samples 8 --max-source-length 256 --max-target-length 32 --max-steps 4   # offline, CPU
 
