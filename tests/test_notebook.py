@@ -73,6 +73,9 @@ def test_notebook_runs_offline_tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     pytest.importorskip("aclsum", reason="needs `pip install aclsum==0.1.2` (Python >= 3.11)")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the kernel inherits the environment: no Hub calls
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    # connection files and the IPython profile in tmp: no writable HOME needed, no user startup scripts
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "jupyter-runtime"))
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
     nb = load()
     work = tmp_path / "work"
     work.mkdir()
