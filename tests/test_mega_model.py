@@ -253,3 +253,18 @@ def test_simple_relative_bias_indexing(length: int) -> None:
     torch.testing.assert_close(bias, expected, atol=0, rtol=0)
     with pytest.raises(ValueError, match="exceeds the simple relative bias range 16"):
         module(17)
+
+
+@pytest.mark.parametrize("activation", ["silu", "gelu"])
+def test_inference_path_equals_autograd_path(activation: str) -> None:
+    """Without autograd the layers apply activations and gates in place; the numbers agree to rounding."""
+    torch.manual_seed(0)
+    model = _perturbed(MegaModel(tiny_config(activation=activation))).eval()
+    ids = _ids(2, 40)
+    mask = torch.ones(2, 40)
+    mask[1, 29:] = 0
+    with_grad = model(ids, attention_mask=mask, output_hidden_states=True)
+    with torch.inference_mode():
+        without = model(ids, attention_mask=mask, output_hidden_states=True)
+    for a, b in zip(with_grad.hidden_states, without.hidden_states):
+        torch.testing.assert_close(b, a.detach(), atol=2e-6, rtol=1e-5)

@@ -11,6 +11,7 @@ Head classes that the native package does not export yet are skipped, not failed
 from __future__ import annotations
 
 import json
+import os
 import sys
 from functools import lru_cache
 from pathlib import Path
@@ -24,6 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mega_fixture_weights import seeded_state_dict, state_dict_checksum  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "mega"
+# MEGA_PARITY_REPORT=1 pytest tests/test_mega_parity.py -s | grep ^PARITY | sort -g -k2 | tail
+REPORT = bool(os.environ.get("MEGA_PARITY_REPORT"))
 ATOL = 1e-5
 RTOL = 1e-5
 LABEL_KEYS = ("labels", "start_positions", "end_positions")
@@ -106,6 +109,8 @@ def check_close(
         f"{what}: native shape {tuple(actual.shape)} != 4.57.1 shape {tuple(expected.shape)}"
     )
     a, e = actual.detach().double(), expected.double()
+    if REPORT:
+        print(f"PARITY {max_diff(a, e):.3e} {what}")
     bad = (a - e).abs() > atol + rtol * e.abs()
     if bool(bad.any()):
         where = tuple(int(i) for i in bad.nonzero()[0])

@@ -298,8 +298,9 @@ class MegaMultiDimensionDampedEma(nn.Module):
         signal = x.float()
         if keep is not None:
             signal = signal * keep[:, :, None]
-        y = self._convolve(signal)  # (B, L, H) float32
-        return F.silu(y.to(x.dtype) + x * self.residual_weight)
+        y = self._convolve(signal).to(x.dtype)  # (B, L, H), a fresh tensor
+        y = y.addcmul_(x, self.residual_weight)  # + omega * x (unmasked x); in place: y is not saved for backward
+        return F.silu(y, inplace=not torch.is_grad_enabled())
 
     def _convolve(self, signal: torch.Tensor) -> torch.Tensor:
         """The EMA convolution y of a masked float32 signal (B, L, H) -> (B, L, H) float32."""
@@ -471,10 +472,13 @@ class MegaMovingAverageGatedAttention(nn.Module):
         sees the cached keys/values of the current block; both are updated in place.
         """
         config = self.config
+        # without autograd (inference) activations and gates are applied in place: at 16k tokens each
+        # (L, E) temporary is 150 MB, and fresh allocations cost page faults on the CPU
+        inplace = not torch.is_grad_enabled()
         residual = x
         if config.normalize_before_mega:
             x = self.norm(x)
-        value = self.activation(self.v_proj(x))  # (B, L, E)
+        value = self._activate(self.v_proj(x), inplace)  # (B, L, E)
         if cache is None:
             ema_out = self.ema_gate(x, keep)  # (B, L, H)
         else:
@@ -487,8 +491,8 @@ class MegaMovingAverageGatedAttention(nn.Module):
             [config.hidden_size, config.shared_representation_size + config.intermediate_size, config.hidden_size],
             dim=-1,
         )
-        u = torch.sigmoid(u)  # (B, L, H) update gate
-        z, r = F.silu(zr).split([config.shared_representation_size, config.intermediate_size], dim=-1)
+        u = u.sigmoid_() if inplace else torch.sigmoid(u)  # (B, L, H) update gate
+        z, r = F.silu(zr, inplace=inplace).split([config.shared_representation_size, config.intermediate_size], dim=-1)
         qk = z.unsqueeze(2) * self.qk_weight + self.qk_bias  # (B, L, 2, Z)
         query, key = qk.unbind(dim=2)  # 2 x (B, L, Z)
         value = self.hidden_dropout(value)
@@ -500,12 +504,21 @@ class MegaMovingAverageGatedAttention(nn.Module):
             if cache is not None:
                 self._store_block_tail(key, value, cache, layer_idx)
 
-        h = self.activation(hx + self.h_proj(attended * r))  # (B, L, H)
-        h = self.dropout(h)
-        out = torch.addcmul(residual, u, h - residual)  # (1 - u) * residual + u * h
+        gated = attended.mul_(r) if inplace else attended * r  # (B, L, E)
+        h = self.h_proj(gated).add_(hx)  # (B, L, H); the GEMM output is not needed by its backward
+        h = self.dropout(self._activate(h, inplace))
+        if inplace:
+            out = h.sub_(residual).mul_(u).add_(residual)  # (1 - u) * residual + u * h
+        else:
+            out = torch.addcmul(residual, u, h - residual)
         if not config.normalize_before_mega:
             out = self.norm(out)
         return out, weights
+
+    def _activate(self, x: torch.Tensor, inplace: bool) -> torch.Tensor:
+        if inplace and self.config.activation == "silu":
+            return F.silu(x, inplace=True)
+        return self.activation(x)
 
     def _drop_attention(self, weights: torch.Tensor) -> torch.Tensor:
         if not self.training or self.attention_dropout == 0.0:
@@ -619,9 +632,9 @@ class MegaMovingAverageGatedAttention(nn.Module):
                 # explicit matmuls: on CPU ~1.7x (fp32) to ~6x (bf16) faster than SDPA's math fallback,
                 # which is all CPU SDPA offers when the value width E differs from Z
                 scores = torch.matmul(q * self.scaling, k.transpose(-1, -2))  # (B, n_chunks, C, C)
-                scores = scores + mask
+                scores.add_(mask)  # in place: matmul's backward does not need its output
                 if masked_keys is not None:
-                    scores = scores.masked_fill(masked_keys[:, :, None, :], float("-inf"))
+                    scores.masked_fill_(masked_keys[:, :, None, :], float("-inf"))
                 weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
                 out = torch.matmul(self._drop_attention(weights), v)
                 weights = weights if output_attentions else None
@@ -668,6 +681,7 @@ class MegaNormalizedFeedForwardNetwork(nn.Module):
         super().__init__()
         self.prenorm = config.normalize_before_ffn
         self.activation = ACT2FN[config.activation]
+        self.inplace_activation = config.activation == "silu"
         self.dropout = MegaDropout(config.dropout_prob, config.use_feature_dropout)
         self.hidden_dropout = MegaDropout(config.nffn_activation_dropout_prob, config.use_feature_dropout)
         self.norm = MegaSequenceNorm(config)
@@ -678,8 +692,13 @@ class MegaNormalizedFeedForwardNetwork(nn.Module):
         residual = x
         if self.prenorm:
             x = self.norm(x)
-        x = self.dropout(self.fc2(self.hidden_dropout(self.activation(self.fc1(x)))))  # (B, L, H)
-        x = x + residual
+        hidden = self.fc1(x)  # (B, L, F)
+        if self.inplace_activation and not torch.is_grad_enabled():
+            hidden = F.silu(hidden, inplace=True)  # no autograd: spare a (B, L, F) temporary
+        else:
+            hidden = self.activation(hidden)
+        x = self.dropout(self.fc2(self.hidden_dropout(hidden)))  # (B, L, H)
+        x = x.add_(residual)  # in place: neither fc2 nor dropout needs its output for backward
         return x if self.prenorm else self.norm(x)
 
 
