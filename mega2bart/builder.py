@@ -189,9 +189,9 @@ def _missing_parameters(model: nn.Module, missing: list[str], prefix: str) -> li
 
 def _drop_mega_pooler(config: PretrainedConfig) -> None:
     """A MEGA encoder under a decoder needs no pooler (it would be unused random weight, and breaks DDP)."""
-    if getattr(config, "model_type", None) == "mega" and getattr(config, "add_pooling_layer", True):
-        config.add_pooling_layer = False
-        logger.info("encoder: MEGA pooler left out (add_pooling_layer=False): the decoder reads the hidden states")
+    if getattr(config, "model_type", None) == "mega" and getattr(config, "use_pooler", True):
+        config.use_pooler = False
+        logger.info("encoder: MEGA pooler left out (use_pooler=False): the decoder reads the hidden states")
 
 
 def load_encoder(spec: Spec) -> tuple[PreTrainedModel, Source, list[tuple[str, int]]]:

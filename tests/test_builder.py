@@ -115,7 +115,7 @@ def test_build_from_local_dirs_loads_every_pretrained_weight(
     # only the projection is new: the MEGA pooler (unused under a decoder) is left out
     random_names = [entry["name"] for entry in model.mega2bart_build_info["random_init"]]
     assert random_names == ["enc_to_dec_proj.weight", "enc_to_dec_proj.bias"]
-    assert model.encoder.pooler is None and model.encoder.config.add_pooling_layer is False
+    assert model.encoder.pooler is None and model.encoder.config.use_pooler is False
     assert "loaded them from model.shared.weight" in caplog.text
     assert "MEGA pooler left out" in caplog.text
 

@@ -234,10 +234,13 @@ def test_config_round_trips_through_json(tmp_path) -> None:
     assert again.truncation == 9 and again.legacy_rmsnorm is False and again.chunk_size == 16
 
 
-def test_add_pooling_layer_follows_the_config_unless_given() -> None:
+def test_add_pooling_layer_follows_the_config_unless_given(tmp_path) -> None:
     assert MegaModel(tiny_config()).pooler is not None  # the 4.x default
-    assert MegaModel(tiny_config(add_pooling_layer=False)).pooler is None
-    assert MegaModel(tiny_config(add_pooling_layer=False), add_pooling_layer=True).pooler is not None
+    assert MegaModel(tiny_config(use_pooler=False)).pooler is None
+    assert MegaModel(tiny_config(use_pooler=False), add_pooling_layer=True).pooler is not None
+    # the 4.x argument still reaches __init__ through from_pretrained (no config key of that name)
+    MegaModel(tiny_config()).save_pretrained(tmp_path)
+    assert MegaModel.from_pretrained(tmp_path, add_pooling_layer=False).pooler is None
 
 
 @pytest.mark.parametrize("length", [1, 7, 16])

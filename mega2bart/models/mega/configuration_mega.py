@@ -61,8 +61,10 @@ class MegaConfig(PretrainedConfig):
         is_decoder: causal attention (a decoder); the EMA should then be unidirectional.
         add_cross_attention: MEGA's own gated cross-attention (4.x decoder option; not supported here).
         tie_word_embeddings: tie the MLM head weight to the word embeddings (4.x default).
-        add_pooling_layer: default for `MegaModel(config)`'s pooler (4.x always built it). mega2bart sets it
-            False for encoders inside an EncoderDecoderModel, where a pooler is unused random weight.
+        use_pooler: default of `MegaModel(config)`'s `add_pooling_layer` (4.x always built the pooler).
+            mega2bart sets it False for encoders inside an EncoderDecoderModel, where a pooler is unused
+            random weight. (Not named `add_pooling_layer`: with such a config key, 4.x's
+            `from_pretrained(..., add_pooling_layer=False)` would set the key instead of passing the argument.)
         legacy_rmsnorm: the 4.x "rmsnorm" discards its normalisation and returns `x * weight`.
             True (default) keeps that behaviour so 4.x rmsnorm checkpoints give the same numbers;
             False applies a real RMSNorm (x / rms(x) * weight). Has no effect on other norm types.
@@ -113,7 +115,7 @@ class MegaConfig(PretrainedConfig):
         is_decoder: bool = False,
         add_cross_attention: bool = False,
         tie_word_embeddings: bool = True,
-        add_pooling_layer: bool = True,
+        use_pooler: bool = True,
         **kwargs,
     ):
         kwargs.pop("num_attention_heads", None)  # written by 4.x, always 1
@@ -156,7 +158,7 @@ class MegaConfig(PretrainedConfig):
         self.is_decoder = is_decoder
         self.add_cross_attention = add_cross_attention
         self.tie_word_embeddings = tie_word_embeddings
-        self.add_pooling_layer = add_pooling_layer
+        self.use_pooler = use_pooler
         self.num_attention_heads = 1  # unused; kept because 4.x wrote it and some tools read it
         self._validate_mega()
 

@@ -829,7 +829,7 @@ class MegaModel(MegaPreTrainedModel):
     def __init__(self, config: MegaConfig, add_pooling_layer: bool | None = None):
         super().__init__(config)
         if add_pooling_layer is None:
-            add_pooling_layer = getattr(config, "add_pooling_layer", True)
+            add_pooling_layer = getattr(config, "use_pooler", True)
         if config.add_cross_attention:
             raise NotImplementedError(
                 "MEGA's own gated cross-attention decoder is not implemented in mega2bart: "
