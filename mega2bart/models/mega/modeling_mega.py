@@ -26,6 +26,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from torch.nn import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 
 from transformers import initialization as init
@@ -298,7 +299,13 @@ class MegaMultiDimensionDampedEma(nn.Module):
         signal = x.float()
         if keep is not None:
             signal = signal * keep[:, :, None]
-        y = self._convolve(signal).to(x.dtype)  # (B, L, H), a fresh tensor
+        if torch.is_grad_enabled() and signal.requires_grad:
+            # recompute the kernel and the FFTs in backward instead of keeping their ~45 MB per layer
+            # per 1,024 tokens (exponential tables, padded signal, spectra): a few % of the step's time
+            y = checkpoint(self._convolve, signal, use_reentrant=False)
+        else:
+            y = self._convolve(signal)
+        y = y.to(x.dtype)  # (B, L, H), a fresh tensor
         y = y.addcmul_(x, self.residual_weight)  # + omega * x (unmasked x); in place: y is not saved for backward
         return F.silu(y, inplace=not torch.is_grad_enabled())
 
