@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from mega2bart.models.mega import MegaConfig
 
 SEED_LIKE = dict(
@@ -31,3 +33,17 @@ SEED_LIKE = dict(
 
 def tiny_config(**overrides) -> MegaConfig:
     return MegaConfig(**{**SEED_LIKE, **overrides})
+
+
+def perturbed(model: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
+    """Add 0.05 * N(0, 1) to every parameter (deterministic), so no weight sits at its init value."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
+    return model
+
+
+def random_ids(batch: int, length: int, seed: int = 0) -> torch.Tensor:
+    """Token ids in [3, 128) for the tiny vocabulary (no special tokens)."""
+    return torch.randint(3, 128, (batch, length), generator=torch.Generator().manual_seed(seed))

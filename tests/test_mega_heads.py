@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from mega_tiny import tiny_config
+from mega_tiny import perturbed, random_ids, tiny_config
 from safetensors.torch import load_file
 
 import mega2bart  # noqa: F401  (registers MEGA with the Auto classes)
@@ -26,22 +26,10 @@ HEAD_CASES = ["head_seqcls", "head_tokcls", "head_qa", "head_mc", "head_causal",
 ATOL = 1e-5
 
 
-def _ids(batch: int, length: int, seed: int = 0) -> torch.Tensor:
-    return torch.randint(3, 128, (batch, length), generator=torch.Generator().manual_seed(seed))
-
-
-def _perturbed(model: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
-    return model
-
-
 def _causal(**overrides) -> MegaForCausalLM:
     torch.manual_seed(0)
     config = tiny_config(is_decoder=True, bidirectional=False, **overrides)
-    return _perturbed(MegaForCausalLM(config)).eval()
+    return perturbed(MegaForCausalLM(config)).eval()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -128,7 +116,7 @@ def test_auto_classes_and_round_trip(auto_name: str, cls: type, tmp_path: Path) 
 
 def test_head_losses_and_gradients() -> None:
     torch.manual_seed(0)
-    ids = _ids(2, 20)
+    ids = random_ids(2, 20)
     cases = [
         (MegaForSequenceClassification(tiny_config(num_labels=3)), {"labels": torch.tensor([0, 2])}),
         (MegaForSequenceClassification(tiny_config(num_labels=1)), {"labels": torch.tensor([0.5, -1.0])}),
@@ -148,7 +136,7 @@ def test_head_losses_and_gradients() -> None:
 
 def test_causal_loss_is_next_token_cross_entropy() -> None:
     model = _causal()
-    ids = _ids(2, 12)
+    ids = random_ids(2, 12)
     out = model(ids, labels=ids)
     expected = torch.nn.functional.cross_entropy(out.logits[:, :-1].reshape(-1, 128), ids[:, 1:].reshape(-1))
     torch.testing.assert_close(out.loss, expected)
@@ -173,7 +161,7 @@ def test_causal_loss_is_next_token_cross_entropy() -> None:
 def test_cached_equals_uncached(overrides: dict, splits: list[int]) -> None:
     """Any split of 40 tokens into cached calls (crossing chunk boundaries) gives the one-call logits."""
     model = _causal(**overrides)
-    ids = _ids(2, 40, seed=3)
+    ids = random_ids(2, 40, seed=3)
     with torch.no_grad():
         full = model(ids, use_cache=False).logits
         pieces, cache, position = [], None, 0
@@ -188,7 +176,7 @@ def test_cached_equals_uncached(overrides: dict, splits: list[int]) -> None:
 def test_cached_step_with_attention_mask_over_past() -> None:
     """generate() passes a mask over past + new tokens; all-ones masks change nothing."""
     model = _causal()
-    ids = _ids(1, 9)
+    ids = random_ids(1, 9)
     with torch.no_grad():
         full = model(ids).logits
         out = model(ids[:, :8], attention_mask=torch.ones(1, 8), use_cache=True)
@@ -199,7 +187,7 @@ def test_cached_step_with_attention_mask_over_past() -> None:
 
 def test_generate_uses_cache_and_equals_greedy_uncached() -> None:
     model = _causal()
-    prompt = _ids(2, 6, seed=5)
+    prompt = random_ids(2, 6, seed=5)
     lengths: list[int] = []
     hook = model.mega.register_forward_pre_hook(
         lambda module, args, kwargs: lengths.append((args[0] if args else kwargs["input_ids"]).shape[1]), with_kwargs=True
@@ -220,22 +208,22 @@ def test_cache_errors() -> None:
     from transformers import DynamicCache
 
     bidirectional = MegaForCausalLM(tiny_config(is_decoder=True, bidirectional=True)).eval()
-    assert bidirectional(_ids(1, 4)).cache is None, "a bidirectional EMA does not cache by default"
+    assert bidirectional(random_ids(1, 4)).cache is None, "a bidirectional EMA does not cache by default"
     with pytest.raises(ValueError, match="bidirectional=False"):
-        bidirectional(_ids(1, 4), use_cache=True)
+        bidirectional(random_ids(1, 4), use_cache=True)
     model = _causal()
     with pytest.raises(TypeError, match="MegaCache"):
-        model(_ids(1, 4), cache=DynamicCache(), use_cache=True)
-    out = model(_ids(1, 4), use_cache=True)
+        model(random_ids(1, 4), cache=DynamicCache(), use_cache=True)
+    out = model(random_ids(1, 4), use_cache=True)
     with pytest.raises(ValueError, match="attention_mask covers 3 tokens"):
-        model(_ids(1, 1), attention_mask=torch.ones(1, 3), cache=out.cache, use_cache=True)
+        model(random_ids(1, 1), attention_mask=torch.ones(1, 3), cache=out.cache, use_cache=True)
     with pytest.raises(NotImplementedError, match="cropped"):
         out.cache.crop(1)
 
 
 def test_cache_reorder_for_beams() -> None:
     model = _causal()
-    ids = _ids(2, 7)
+    ids = random_ids(2, 7)
     with torch.no_grad():
         cache = model(ids[:, :6], use_cache=True).cache
         cache.reorder_cache(torch.tensor([1, 0]))
@@ -247,4 +235,4 @@ def test_cache_reorder_for_beams() -> None:
 def test_encoder_never_caches() -> None:
     config = MegaConfig(**{**tiny_config().to_dict(), "is_decoder": False})
     model = MegaForSequenceClassification(config).eval()
-    assert model.mega(_ids(1, 5), use_cache=True).cache is None
+    assert model.mega(random_ids(1, 5), use_cache=True).cache is None

@@ -4,33 +4,21 @@ from __future__ import annotations
 
 import pytest
 import torch
-from mega_tiny import tiny_config
+from mega_tiny import perturbed, random_ids, tiny_config
 
 from mega2bart.models.mega import MegaConfig, MegaForMaskedLM, MegaModel
-
-
-def _perturbed(model: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
-    return model
-
-
-def _ids(batch: int, length: int, seed: int = 0) -> torch.Tensor:
-    return torch.randint(3, 128, (batch, length), generator=torch.Generator().manual_seed(seed))
 
 
 @pytest.fixture(scope="module")
 def model() -> MegaModel:
     torch.manual_seed(0)
-    return _perturbed(MegaModel(tiny_config(), add_pooling_layer=False)).eval()
+    return perturbed(MegaModel(tiny_config(), add_pooling_layer=False)).eval()
 
 
 @pytest.mark.parametrize("length", [5, 16, 20, 33, 47, 64])
 def test_any_length_equals_explicit_padding(model: MegaModel, length: int) -> None:
     """Lengths that are not a multiple of chunk_size (16) work and equal the padded reference."""
-    ids = _ids(2, length)
+    ids = random_ids(2, length)
     out = model(ids).last_hidden_state
     assert out.shape == (2, length, 32)
     padded_length = length if length <= 16 else -(-length // 16) * 16
@@ -43,7 +31,7 @@ def test_any_length_equals_explicit_padding(model: MegaModel, length: int) -> No
 
 
 def test_right_padding_invariance(model: MegaModel) -> None:
-    ids = _ids(1, 24)
+    ids = random_ids(1, 24)
     alone = model(ids).last_hidden_state
     for total in (32, 48):
         padded = torch.ones(1, total, dtype=torch.long)
@@ -53,7 +41,7 @@ def test_right_padding_invariance(model: MegaModel) -> None:
 
 
 def test_left_padding_within_one_chunk_is_invariant(model: MegaModel) -> None:
-    ids = _ids(1, 10)
+    ids = random_ids(1, 10)
     padded = torch.cat([torch.ones(1, 4, dtype=torch.long), ids], dim=1)
     mask = torch.cat([torch.zeros(1, 4, dtype=torch.long), torch.ones(1, 10, dtype=torch.long)], dim=1)
     torch.testing.assert_close(
@@ -62,7 +50,7 @@ def test_left_padding_within_one_chunk_is_invariant(model: MegaModel) -> None:
 
 
 def test_bool_int_float_masks_agree(model: MegaModel) -> None:
-    ids = _ids(2, 40)
+    ids = random_ids(2, 40)
     keep = torch.ones(2, 40, dtype=torch.bool)
     keep[1, 25:] = False
     outs = [model(ids, attention_mask=keep.to(dtype)).last_hidden_state for dtype in (torch.bool, torch.long, torch.float32)]
@@ -71,7 +59,7 @@ def test_bool_int_float_masks_agree(model: MegaModel) -> None:
 
 
 def test_all_padding_chunk_is_finite(model: MegaModel) -> None:
-    ids = _ids(2, 48)
+    ids = random_ids(2, 48)
     mask = torch.ones(2, 48)
     mask[1, 30:] = 0  # chunk 2 of row 1 is all padding
     out = model(ids, attention_mask=mask, output_attentions=True)
@@ -82,13 +70,13 @@ def test_all_padding_chunk_is_finite(model: MegaModel) -> None:
 
 def test_bad_mask_shape_is_explained(model: MegaModel) -> None:
     with pytest.raises(ValueError, match=r"attention_mask has shape \(2, 7\)"):
-        model(_ids(2, 8), attention_mask=torch.ones(2, 7))
+        model(random_ids(2, 8), attention_mask=torch.ones(2, 7))
 
 
 @pytest.mark.parametrize("causal", [False, True])
 def test_sdpa_path_equals_explicit_softmax(model: MegaModel, causal: bool) -> None:
     """SDPA (the default off the CPU) and the explicit matmuls (the CPU default) agree, padding included."""
-    ids = _ids(2, 48)
+    ids = random_ids(2, 48)
     mask = torch.ones(2, 48)
     mask[1, 37:] = 0
     mask[0, 30:] = 0  # row 0: its last chunk is all padding
@@ -110,8 +98,8 @@ def test_sdpa_path_equals_explicit_softmax(model: MegaModel, causal: bool) -> No
 def test_every_parameter_gets_a_gradient() -> None:
     torch.manual_seed(0)
     config = tiny_config(dropout_prob=0.1, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
-    model = _perturbed(MegaForMaskedLM(config)).train()
-    ids = _ids(2, 40)
+    model = perturbed(MegaForMaskedLM(config)).train()
+    ids = random_ids(2, 40)
     token_types = torch.zeros_like(ids)
     token_types[:, 20:] = 1
     loss = model(ids, token_type_ids=token_types, labels=ids).loss
@@ -122,8 +110,8 @@ def test_every_parameter_gets_a_gradient() -> None:
 
 def test_gradient_checkpointing_gives_the_same_gradients() -> None:
     torch.manual_seed(0)
-    model = _perturbed(MegaForMaskedLM(tiny_config())).train()
-    ids = _ids(2, 40)
+    model = perturbed(MegaForMaskedLM(tiny_config())).train()
+    ids = random_ids(2, 40)
 
     def grads() -> dict[str, torch.Tensor]:
         model.zero_grad()
@@ -156,17 +144,17 @@ def test_gradient_checkpointing_reaches_mega_inside_encoder_decoder() -> None:
     composite.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     assert all(layer.gradient_checkpointing for layer in composite.encoder.layers)
     composite.train()
-    ids = _ids(2, 37)
-    labels = _ids(2, 6, seed=1)
+    ids = random_ids(2, 37)
+    labels = random_ids(2, 6, seed=1)
     composite(input_ids=ids, labels=labels).loss.backward()
     assert composite.encoder.layers[0].mega_layer.ema_gate.damping_factor.grad.abs().sum() > 0
 
 
 def test_no_stale_kernel_after_weights_change(model: MegaModel) -> None:
     """4.x cached the EMA kernel in eval mode, so loading new weights gave stale outputs (MEGA_SPEC §4.6.5)."""
-    ids = _ids(1, 32)
+    ids = random_ids(1, 32)
     torch.manual_seed(5)
-    other = _perturbed(MegaModel(tiny_config(), add_pooling_layer=False), seed=7).eval()
+    other = perturbed(MegaModel(tiny_config(), add_pooling_layer=False), seed=7).eval()
     fresh = other(ids).last_hidden_state
     reused = MegaModel(tiny_config(), add_pooling_layer=False).eval()
     reused.load_state_dict(model.state_dict())
@@ -177,11 +165,11 @@ def test_no_stale_kernel_after_weights_change(model: MegaModel) -> None:
 
 def test_mlm_checkpoint_loads_into_mega_model(tmp_path, caplog) -> None:
     torch.manual_seed(0)
-    mlm = _perturbed(MegaForMaskedLM(tiny_config())).eval()
+    mlm = perturbed(MegaForMaskedLM(tiny_config())).eval()
     mlm.save_pretrained(tmp_path)
     assert mlm.mega.embedding_layer.word_embeddings.weight.data_ptr() == mlm.mlm_head.weight.data_ptr()
     reloaded = MegaForMaskedLM.from_pretrained(tmp_path).eval()
-    ids = _ids(2, 20)
+    ids = random_ids(2, 20)
     torch.testing.assert_close(reloaded(ids).logits, mlm(ids).logits, atol=0, rtol=0)
     assert reloaded.mlm_head.weight.data_ptr() == reloaded.mega.embedding_layer.word_embeddings.weight.data_ptr()
     encoder, info = MegaModel.from_pretrained(tmp_path, add_pooling_layer=False, output_loading_info=True)
@@ -222,9 +210,9 @@ def test_config_validation_names_field_and_value(overrides: dict, message: str) 
 
 def test_simple_bias_length_limit_without_chunking() -> None:
     model = MegaModel(tiny_config(use_chunking=False, chunk_size=16)).eval()
-    assert model(_ids(1, 16)).last_hidden_state.shape == (1, 16, 32)
+    assert model(random_ids(1, 16)).last_hidden_state.shape == (1, 16, 32)
     with pytest.raises(ValueError, match="exceeds the simple relative bias range 16"):
-        model(_ids(1, 17))
+        model(random_ids(1, 17))
 
 
 def test_config_round_trips_through_json(tmp_path) -> None:
@@ -262,8 +250,8 @@ def test_simple_relative_bias_indexing(length: int) -> None:
 def test_inference_path_equals_autograd_path(activation: str) -> None:
     """Without autograd the layers apply activations and gates in place; the numbers agree to rounding."""
     torch.manual_seed(0)
-    model = _perturbed(MegaModel(tiny_config(activation=activation))).eval()
-    ids = _ids(2, 40)
+    model = perturbed(MegaModel(tiny_config(activation=activation))).eval()
+    ids = random_ids(2, 40)
     mask = torch.ones(2, 40)
     mask[1, 29:] = 0
     with_grad = model(ids, attention_mask=mask, output_hidden_states=True)

@@ -206,10 +206,5 @@ class MegaConfig(PretrainedConfig):
             if not 0.0 <= value < 1.0:
                 fail(field, "must be in [0, 1)")
 
-    @property
-    def effective_chunk_size(self) -> int | None:
-        """The attention block length, or None when the whole sequence is one block."""
-        return self.chunk_size if self.use_chunking else None
-
 
 __all__ = ["MegaConfig"]
