@@ -2,7 +2,14 @@
 
 All directories are written once per test session under pytest's tmp dir and must be treated as
 read-only by tests (copy them, or build your own, before changing anything). Tests that need the
-Hugging Face Hub are marked `slow` and deselected by default.
+Hugging Face Hub are marked `slow` and deselected by default; end-to-end tests that run whole commands in
+subprocesses are marked `e2e` and deselected by default too (CI runs them: `-m "not slow and not gpu"`).
+
+Threads are pinned here and nowhere else: `MEGA2BART_TEST_THREADS=N` runs every test (and every subprocess a
+test starts, through OMP_NUM_THREADS) with N intra-op threads; without it torch's default is used, as a user
+would get. Each test runs at that setting even if an earlier one changed it, and the process's own
+setting is restored at the end. Numeric tests must pass at any thread count: they compare in float64 or with
+tolerances that follow from the dtype and the size of the sums.
 """
 
 from __future__ import annotations
@@ -18,6 +25,44 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 TINY_SEED = 0
+THREADS_VARIABLE = "MEGA2BART_TEST_THREADS"
+
+
+def _test_threads() -> int | None:
+    value = os.environ.get(THREADS_VARIABLE, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise pytest.UsageError(f"{THREADS_VARIABLE}={value!r} must be a positive integer (e.g. {THREADS_VARIABLE}=2)")
+    return int(value)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _pinned_threads_for_the_session():
+    """Pin torch's intra-op threads (and OMP_NUM_THREADS for subprocesses) for the session; restore after."""
+    import torch
+
+    threads = _test_threads()
+    before, omp = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    if threads is not None:
+        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+    yield torch.get_num_threads()
+    torch.set_num_threads(before)
+    if omp is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = omp
+
+
+@pytest.fixture(autouse=True)
+def _same_threads_for_every_test(_pinned_threads_for_the_session):
+    """Every test starts at the session's thread count, whatever an earlier test (or a CLI command) set."""
+    import torch
+
+    torch.set_num_threads(_pinned_threads_for_the_session)
+    yield
+    torch.set_num_threads(_pinned_threads_for_the_session)
 
 
 @pytest.fixture(scope="session")

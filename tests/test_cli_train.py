@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from mega2bart.cli import ERROR_EXIT_CODE, app
@@ -24,15 +23,13 @@ TINY_TRAIN = [
 
 
 @pytest.fixture(autouse=True)
-def _one_thread_and_library_state():
+def _library_state():
     import datasets
     import transformers
 
-    threads, verbosity = torch.get_num_threads(), transformers.logging.get_verbosity()
+    verbosity = transformers.logging.get_verbosity()
     bars = datasets.is_progress_bar_enabled()
-    torch.set_num_threads(1)
     yield
-    torch.set_num_threads(threads)
     transformers.logging.set_verbosity(verbosity)  # --quiet lowers it for the process
     if bars:
         datasets.enable_progress_bars()

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.e2e  # whole commands in subprocesses: run in CI, not by default
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 MAX_LINES = 80  # STYLE.md: examples stay short enough to read in one screen

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.e2e  # whole commands in subprocesses: run in CI, not by default
+
 nbformat = pytest.importorskip("nbformat", reason="needs the test extra: pip install -e '.[test]'")
 nbclient = pytest.importorskip("nbclient", reason="needs the test extra: pip install -e '.[test]'")
 pytest.importorskip("ipykernel", reason="needs the test extra: pip install -e '.[test]'")

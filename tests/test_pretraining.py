@@ -140,7 +140,6 @@ def test_pack_documents() -> None:
 
 @pytest.fixture(scope="module")
 def two_phase_run(text_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.set_num_threads(1)
     output = tmp_path_factory.mktemp("run") / "out"
     return run_pretraining(_config(text_dir, output, phases="64:0.4:6,128:0.3:4", max_steps=10))
 
@@ -196,7 +195,6 @@ def test_resume_continues_from_the_last_checkpoint(text_dir: Path, tmp_path: Pat
     Not bit-identical to an uninterrupted run: the MLM masks come from the global RNG, which the
     resumed run does not reproduce exactly (weights, optimiser, scheduler and data order are restored).
     """
-    torch.set_num_threads(1)
     cut = run_pretraining(_config(text_dir, tmp_path / "cut"))
     phase_dir = cut.parent / "phase1-len64"
     # simulate a crash after the step-3 checkpoint: drop everything written later
@@ -244,7 +242,6 @@ def _cli(*args: str):
 
 
 def test_cli_pretrain_runs(text_dir: Path, tmp_path: Path) -> None:
-    torch.set_num_threads(1)
     out = tmp_path / "cli"
     config = tmp_path / "pretrain.yaml"
     config.write_text(f"encoder: tiny\ntext_files: [{text_dir}]\nlearning_rate: 0.003\nmax_length: 32\n")

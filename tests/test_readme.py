@@ -162,6 +162,8 @@ def test_new_machine_commands_and_pointed_files_exist() -> None:
         assert command in text, f"README.md must show `{command}`"
     for path in ("scripts/demo.sh", ".ci/run", "scripts/setup.sh"):
         assert (ROOT / path).is_file(), path
+    [ci_command] = [line for line in (ROOT / ".ci/run").read_text().splitlines() if "-m pytest" in line]
+    assert f"`{ci_command.strip()}`" in text, f"README.md must show CI's test command `{ci_command.strip()}`"
     for path in re.findall(r"`((?:examples|notebooks|configs|benchmarks|scripts)/[\w./-]+)`", text):
         assert (ROOT / path).exists(), f"README.md points to {path}, which does not exist"
     for example in (ROOT / "examples").glob("*.py"):

@@ -6,7 +6,6 @@ import io
 import json
 
 import pytest
-import torch
 
 from mega2bart.summarize import (
     GenerationOptions,
@@ -29,7 +28,6 @@ LONG_DOCUMENT = " ".join(f"Sentence {i} describes topic {i % 7} of the long synt
 def model_and_tokenizer(tiny_mega2bart_dir):
     from mega2bart.builder import load_mega2bart
 
-    torch.set_num_threads(1)
     return load_mega2bart(tiny_mega2bart_dir)
 
 

