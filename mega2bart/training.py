@@ -62,6 +62,8 @@ from transformers import (
     TrainingArguments,
 )
 
+from mega2bart.config_types import coerce_fields, read_yaml_mapping
+
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "train_config.yaml"
@@ -171,6 +173,7 @@ class TrainConfig:
     """Further `Seq2SeqTrainingArguments` fields, passed as given (for options not listed here)."""
 
     def __post_init__(self) -> None:
+        coerce_fields(self)  # types from the annotations: "1e-4" -> 1e-4, "off" -> False, else one-line errors
         if not self.model:
             raise ValueError("`model` is empty: pass the directory written by `mega2bart build`")
         positive = (
@@ -199,6 +202,14 @@ class TrainConfig:
             raise ValueError(f"`num_train_epochs` ({self.num_train_epochs}) must be > 0 when `max_steps` is -1")
         if self.learning_rate <= 0:
             raise ValueError(f"`learning_rate` ({self.learning_rate}) must be > 0")
+        if self.weight_decay < 0:
+            raise ValueError(f"`weight_decay` ({self.weight_decay}) must be >= 0 (0: no weight decay)")
+        if self.max_grad_norm < 0:
+            raise ValueError(f"`max_grad_norm` ({self.max_grad_norm}) must be >= 0 (0: no gradient clipping)")
+        if self.dataloader_num_workers < 0:
+            raise ValueError(f"`dataloader_num_workers` ({self.dataloader_num_workers}) must be >= 0")
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"`seed` ({self.seed}) must be in [0, 2**32) (numpy's seed range)")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"`label_smoothing` ({self.label_smoothing}) must be in [0, 1)")
         if self.warmup_steps < 0 or (self.warmup_steps >= 1 and self.warmup_steps != int(self.warmup_steps)):
@@ -235,12 +246,7 @@ class TrainConfig:
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
         """Read a YAML mapping of field names; `overrides` (e.g. CLI flags that were given) win."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {str(path)!r} does not exist")
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{str(path)!r} must hold a YAML mapping of TrainConfig fields, got {type(data).__name__}")
+        data = read_yaml_mapping(path, "TrainConfig")
         return cls.from_dict({**data, **overrides}, source=str(path))
 
     @classmethod

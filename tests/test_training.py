@@ -83,7 +83,7 @@ def _weights(directory: Path) -> dict[str, torch.Tensor]:
         ({"gradient_accumulation_steps": 0}, "gradient_accumulation_steps"),
         ({"label_smoothing": 1.0}, "label_smoothing"),
         ({"warmup_steps": 2.5}, "warmup_steps"),
-        ({"bf16": "yes"}, "bf16"),
+        ({"bf16": "sometimes"}, "bf16"),
         ({"freeze": "both"}, "freeze"),
         ({"report_to": "mlflow"}, "report_to"),
         ({"warm_start_steps": 10, "max_steps": 10}, "warm_start_steps"),
@@ -95,6 +95,41 @@ def _weights(directory: Path) -> dict[str, torch.Tensor]:
 def test_config_rejects_bad_values(overrides, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(**{"model": "m", **overrides})
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"learning_rate": "fast"}, "`learning_rate` ('fast') must be a finite number"),
+        ({"learning_rate": "nan"}, "`learning_rate` ('nan') must be a finite number"),
+        ({"learning_rate": True}, "`learning_rate` (True) must be a finite number"),
+        ({"gradient_checkpointing": "sometimes"}, "`gradient_checkpointing` ('sometimes') must be true/false"),
+        ({"gradient_checkpointing": 1}, "`gradient_checkpointing` (1) must be true/false"),
+        ({"max_steps": 2.5}, "`max_steps` (2.5) must be an integer"),
+        ({"model": 3}, "`model` (3) must be a string"),
+        ({"extra_training_args": None}, "`extra_training_args` (None) must be a mapping"),
+        ({"weight_decay": -0.01}, "`weight_decay` (-0.01) must be >= 0"),
+        ({"max_grad_norm": -1.0}, "`max_grad_norm` (-1.0) must be >= 0"),
+        ({"seed": -1}, "`seed` (-1) must be in [0, 2**32)"),
+    ],
+)
+def test_config_checks_types_and_ranges(overrides, message):
+    with pytest.raises(ValueError) as caught:
+        TrainConfig(**{"model": "m", **overrides})
+    assert str(caught.value).startswith(message) and "\n" not in str(caught.value), str(caught.value)
+
+
+def test_config_coerces_unambiguous_strings(tmp_path):
+    """PyYAML reads `1e-4` as a string (YAML 1.1 wants `1.0e-4`) and keeps a quoted "off" a string."""
+    path = tmp_path / "run.yaml"
+    path.write_text('model: m\nlearning_rate: 1e-4\ngradient_checkpointing: "off"\nbf16: "No"\nmax_steps: "12"\n'
+                    "save_steps: 1e2\nwarmup_steps: 20\n")
+    config = TrainConfig.from_yaml(path, weight_decay="0")
+    assert config.learning_rate == 1e-4 and isinstance(config.learning_rate, float)
+    assert config.gradient_checkpointing is False and config.bf16 is False
+    assert (config.max_steps, config.save_steps, config.weight_decay) == (12, 100, 0)
+    assert config.warmup_steps == 20 and isinstance(config.warmup_steps, int)  # a step count stays an int
+    assert TrainConfig(model="m", gradient_checkpointing="ON").gradient_checkpointing is True
 
 
 def test_config_yaml_round_trip_and_unknown_keys(tmp_path):
@@ -109,6 +144,9 @@ def test_config_yaml_round_trip_and_unknown_keys(tmp_path):
         TrainConfig.from_yaml(path)
     with pytest.raises(FileNotFoundError, match="missing.yaml"):
         TrainConfig.from_yaml(tmp_path / "missing.yaml")
+    path.write_text("model: m\nmax_steps: [7\n")
+    with pytest.raises(ValueError, match=r"is not valid YAML at line 3, column 1"):
+        TrainConfig.from_yaml(path)
 
 
 def test_to_training_arguments_long_document_defaults(tmp_path):
