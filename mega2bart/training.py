@@ -25,10 +25,12 @@ encoder->decoder projection (`enc_to_dec_proj`) and the decoder's cross-attentio
 left alone by AdamW (no update, no weight decay, no state), so the switch costs nothing and a
 resumed run switches at the same step.
 
-Resuming: `resume_from_checkpoint="auto"` (the default) continues from the newest
-`checkpoint-*` in `output_dir` if there is one. The Trainer restores weights, optimiser, scheduler,
-RNG states and the position in the data, so on CPU a resumed run ends with exactly the weights of
-an uninterrupted one (tested).
+Resuming: `resume_from_checkpoint="auto"` (the default) continues from the newest complete
+`checkpoint-*` in `output_dir` if there is one (a checkpoint cut short by a crash is skipped, with a
+warning saying why). The Trainer restores weights, optimiser, scheduler, RNG states and the
+position in the data; the group_by_length order of an epoch depends only on (seed, epoch)
+(`EpochSeededLengthGroupedSampler`), so on CPU a run resumed anywhere, mid-epoch included, ends
+with the weights of an uninterrupted one (tested).
 
 Several processes: `torchrun --nproc_per_node 2 -m mega2bart.cli train ...` or
 `accelerate launch [--config_file fsdp.yaml] -m mega2bart.cli train ...` run the same code under
@@ -61,6 +63,7 @@ from transformers import (
     TrainerState,
     TrainingArguments,
 )
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from mega2bart.config_types import coerce_fields, read_yaml_mapping
 
@@ -424,13 +427,45 @@ class WarmStartCallback(TrainerCallback):
 # ----------------------------------------------------------------------------- the run
 
 
+class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+    """`LengthGroupedSampler` whose order in epoch e depends only on (seed, e).
+
+    The Trainer's sampler draws its permutation from the global torch RNG when the epoch starts.
+    An uninterrupted run reaches epoch 2 with that RNG advanced by epoch 1's dropout; a run resumed
+    inside epoch 2 draws from the RNG as it is before the checkpoint's RNG state is restored, so it
+    gets another order and `skip_first_batches` skips the wrong documents. Reseeding a private
+    generator with seed + epoch (like accelerate's `SeedableRandomSampler` for the random sampler)
+    gives both runs the same order. The Trainer (and accelerate's data loader) call `set_epoch`.
+    """
+
+    def __init__(self, *args: Any, seed: int, **kwargs: Any) -> None:
+        super().__init__(*args, generator=torch.Generator(), **kwargs)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        self.generator.manual_seed(self.seed + self.epoch)
+        return super().__iter__()
+
+
 class SummarizationTrainer(Seq2SeqTrainer):
     """`Seq2SeqTrainer` whose evaluations during training generate with `eval_generation`
-    (e.g. max_new_tokens), not with the model's inference defaults (512 new tokens, 4 beams)."""
+    (e.g. max_new_tokens), not with the model's inference defaults (512 new tokens, 4 beams),
+    and whose group_by_length order is a function of (seed, epoch), so resuming mid-epoch is exact."""
 
     def __init__(self, *args: Any, eval_generation: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.eval_generation = dict(eval_generation or {})
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> torch.utils.data.Sampler | None:
+        sampler = super()._get_train_sampler(train_dataset)
+        if type(sampler) is not LengthGroupedSampler:
+            return sampler
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return EpochSeededLengthGroupedSampler(sampler.batch_size, lengths=sampler.lengths, seed=seed)
 
     def evaluate(self, eval_dataset: Any = None, ignore_keys: list[str] | None = None,
                  metric_key_prefix: str = "eval", **gen_kwargs: Any) -> dict[str, float]:
