@@ -16,7 +16,7 @@ plus tokenizer that `MegaModel.from_pretrained` and `mega2bart build --encoder` 
   same weights (a fresh optimiser per phase); steps not given split `max_steps` evenly. Each phase
   writes `<output_dir>/phase<i>-len<L>/` (Trainer checkpoints, `model/`, `phase.json`).
 - Resume (`resume=True`): finished phases (with `phase.json`) are skipped, the current one resumes
-  from its newest `checkpoint-*` (weights, optimiser, scheduler, data position). The MLM masks
+  from its newest complete `checkpoint-*` (weights, optimiser, scheduler, data position). The MLM masks
   after the resume are not those an uninterrupted run would draw: close, not bit-identical.
 - `metrics.json` records per phase the train loss and the MLM loss of a fixed masked batch of
   training sequences before and after the phase (a sanity check, not a held-out evaluation).
@@ -448,7 +448,8 @@ def run_pretraining(config: PretrainConfig) -> Path:
     """
     import datasets
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments, set_seed
-    from transformers.trainer_utils import get_last_checkpoint
+
+    from mega2bart.training import newest_complete_checkpoint
 
     output_dir = Path(config.output_dir).expanduser()
     if output_dir.exists() and not output_dir.is_dir():
@@ -507,7 +508,7 @@ def run_pretraining(config: PretrainConfig) -> Path:
             dataloader_num_workers=0,
         )
         trainer = Trainer(model=model, args=args, train_dataset=train_set, data_collator=collator, processing_class=tokenizer)
-        last = get_last_checkpoint(str(phase_dir)) if config.resume and phase_dir.is_dir() else None
+        last = newest_complete_checkpoint(phase_dir) if config.resume else None  # skips one cut short by a crash
         if last:
             logger.info("phase %d: resuming from %s", index + 1, last)
         logger.info(

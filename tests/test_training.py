@@ -265,6 +265,64 @@ def test_resume_after_interruption_equals_uninterrupted_run(dropout_model_dir, t
     assert not torch.equal(initial["enc_to_dec_proj.weight"], resumed["enc_to_dec_proj.weight"])
 
 
+def test_resume_skips_checkpoints_cut_short(tiny_mega2bart_dir, tmp_path, caplog):
+    """A crash while a checkpoint is written leaves a folder the Trainer cannot resume from: the
+    run resumes from the newest complete one and says which it skipped and why."""
+    import logging
+    import shutil
+
+    from mega2bart.training import checkpoint_problem, resolve_checkpoint
+
+    out = tmp_path / "run"
+    config = _config(tiny_mega2bart_dir, out, resume_from_checkpoint="auto", gradient_accumulation_steps=1,
+                     max_steps=4, save_steps=2, gradient_checkpointing=False)
+    with pytest.raises(_Interrupt):
+        train(config, callbacks=[_InterruptAt(3)])
+    good = out / "checkpoint-2"
+    assert checkpoint_problem(good) is None
+
+    def copy(name: str) -> Path:
+        return Path(shutil.copytree(good, out / name))
+
+    only_configs = copy("checkpoint-3")  # killed right after save_pretrained wrote the configs
+    for path in only_configs.iterdir():
+        if path.name not in ("config.json", "generation_config.json"):
+            path.unlink()
+    truncated = copy("checkpoint-4")
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    for name, damage, reason in [
+        ("no-optimizer", lambda d: (d / "optimizer.pt").unlink(), "no optimizer.pt"),
+        ("short-rng", lambda d: (d / "rng_state.pth").write_bytes(b"PK\x03\x04"), "rng_state.pth is truncated"),
+        ("bad-state", lambda d: (d / "trainer_state.json").write_text("{"), "trainer_state.json is unreadable"),
+    ]:
+        broken = copy(name)
+        damage(broken)
+        assert reason in checkpoint_problem(broken), checkpoint_problem(broken)
+        shutil.rmtree(broken)
+    assert checkpoint_problem(only_configs) == "no trainer_state.json (the save was cut short)"
+    assert "model.safetensors is truncated" in checkpoint_problem(truncated)
+    with pytest.raises(ValueError, match=r"checkpoint-4.* cannot be resumed from: model.safetensors is truncated"):
+        resolve_checkpoint(_config(tiny_mega2bart_dir, out, resume_from_checkpoint=str(truncated)))
+
+    with caplog.at_level(logging.WARNING, logger="mega2bart"):
+        results = train(config)
+    assert results["run"]["resumed_from"] == str(good) and results["run"]["global_step"] == 4
+    skipped = [r.getMessage() for r in caplog.records if "Skipping incomplete checkpoint" in r.getMessage()]
+    assert len(skipped) == 2 and "checkpoint-4: model.safetensors is truncated" in skipped[0], skipped
+    assert "checkpoint-3: no trainer_state.json" in skipped[1], skipped
+    assert (out / "incomplete-checkpoint-3").is_dir() and (out / "incomplete-checkpoint-4").is_dir()
+    assert checkpoint_problem(out / "checkpoint-4") is None  # the resumed run's own, complete
+
+    # nothing complete: start afresh and say so
+    lone = tmp_path / "lone"
+    shutil.copytree(only_configs.parent / "incomplete-checkpoint-3", lone / "checkpoint-3")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="mega2bart"):
+        assert resolve_checkpoint(_config(tiny_mega2bart_dir, lone, resume_from_checkpoint="auto")) is None
+    assert any("No complete checkpoint" in r.getMessage() and "starts afresh" in r.getMessage() for r in caplog.records)
+
+
 def test_length_grouped_order_depends_only_on_seed_and_epoch():
     from mega2bart.training import EpochSeededLengthGroupedSampler
 
