@@ -654,12 +654,12 @@ def newest_complete_checkpoint(output_dir: str | Path, require_optimizer: bool =
         problem = checkpoint_problem(path, require_optimizer)
         if problem is None:
             return str(path)
-        skipped.append(f"{path.name} ({problem})")
+        skipped.append(f"{path.name}: {problem}")
         if main_process:
             logger.warning("Skipping incomplete checkpoint %s: %s; renamed it %s", path, problem, _set_aside(path).name)
     if skipped:
         logger.warning(
-            "No complete checkpoint in %s (skipped %s): training starts afresh", output_dir, ", ".join(skipped)
+            "No complete checkpoint in %s (skipped %s): training starts afresh", output_dir, "; ".join(skipped)
         )
     return None
 
@@ -742,19 +742,81 @@ def build_trainer(
     return trainer, summary
 
 
-def train(config: TrainConfig, callbacks: Sequence[TrainerCallback] = ()) -> dict[str, Any]:
+class ShipBuildFilesCallback(TrainerCallback):
+    """After each checkpoint save: the remote code and provenance of the input model go in too."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        from mega2bart.builder import ship_build_files
+
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if state.is_world_process_zero and (checkpoint / "config.json").is_file():
+            ship_build_files(checkpoint, self.source, training={"from": self.source, "global_step": state.global_step})
+
+
+def _same_model(first: str, second: str) -> bool:
+    paths = Path(first).expanduser(), Path(second).expanduser()
+    if all(path.exists() for path in paths):
+        return paths[0].resolve() == paths[1].resolve()
+    return first == second
+
+
+def prepare_output_dir(config: TrainConfig, overwrite: bool = False) -> None:
+    """Refuse an `output_dir` that is a file or holds a run of another model; `overwrite` deletes a previous run.
+
+    A previous run is recognised by its `train_config.yaml`. Resuming it with another `model` would
+    silently continue the old weights (the checkpoints) under the new name.
+    """
+    output_dir = Path(config.output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"output_dir {str(output_dir)!r} is a file: pass a directory path (--output-dir)")
+    saved = output_dir / CONFIG_FILE
+    if not saved.is_file():
+        return
+    if overwrite:
+        if int(os.environ.get("RANK", "0")) == 0:
+            import shutil
+
+            logger.warning("overwrite: deleting the previous run in %s", output_dir)
+            shutil.rmtree(output_dir)
+        return
+    try:
+        previous = read_yaml_mapping(saved, "TrainConfig").get("model")
+    except ValueError as exc:
+        raise ValueError(f"{exc}; fix or delete it, or pass --overwrite to start that run over") from None
+    if previous and not _same_model(str(previous), config.model):
+        raise ValueError(
+            f"output_dir {str(output_dir)!r} holds a run of model {str(previous)!r}, not {config.model!r}: pass "
+            "another --output-dir, or --overwrite to delete that run and start afresh"
+        )
+
+
+def train(config: TrainConfig, callbacks: Sequence[TrainerCallback] = (), overwrite: bool = False) -> dict[str, Any]:
     """Run `config`: train (resuming if asked), save the final model and tokenizer in
     `output_dir`, evaluate on the eval split, and write `train_config.yaml` and `metrics.json`.
 
+    The final model and every checkpoint also get the MEGA remote code and the input model's
+    provenance (`mega2bart_build.json`), so they load with `trust_remote_code=True` alone.
+    `overwrite=True` deletes a previous run in `output_dir` first (see `prepare_output_dir`).
+
     Returns the content of `metrics.json`: {"train": ..., "eval": ..., "run": ...}.
     """
+    from mega2bart.builder import ship_build_files
+
+    prepare_output_dir(config, overwrite)
     checkpoint = resolve_checkpoint(config)
-    trainer, summary = build_trainer(config, callbacks)
+    trainer, summary = build_trainer(config, [*callbacks, ShipBuildFilesCallback(config.model)])
     output_dir = Path(config.output_dir)
     if trainer.is_world_process_zero():
         config.save(output_dir)
     train_output = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(str(output_dir))  # model + tokenizer (processing_class), process 0 only
+    if trainer.is_world_process_zero():
+        ship_build_files(output_dir, config.model, training={
+            "from": config.model, "global_step": train_output.global_step, "dataset": config.dataset,
+        })
     results: dict[str, Any] = {"train": dict(train_output.metrics), "run": {**summary, "resumed_from": checkpoint, "global_step": train_output.global_step}}
     if config.eval_split:
         # an evaluation at the final step (eval_steps dividing max_steps, or epoch end) is not repeated
@@ -771,6 +833,7 @@ __all__ = [
     "CONFIG_FILE",
     "EpochSeededLengthGroupedSampler",
     "METRICS_FILE",
+    "ShipBuildFilesCallback",
     "SummarizationTrainer",
     "TrainConfig",
     "WarmStartCallback",
@@ -780,6 +843,7 @@ __all__ = [
     "is_bridge_parameter",
     "load_model_and_tokenizer",
     "newest_complete_checkpoint",
+    "prepare_output_dir",
     "resolve_checkpoint",
     "train",
 ]

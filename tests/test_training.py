@@ -218,11 +218,44 @@ def test_short_aclsum_run_loss_falls_and_writes_everything(tiny_mega2bart_dir, t
     assert metrics["run"]["tokenization"]["train"]["inputs_truncated"] == 4  # papers are ~6k tokens
     assert metrics["run"]["pad_to_multiple_of"] == 64  # the tiny MEGA chunk_size
     # the trained model loads back for inference
-    from mega2bart.builder import load_mega2bart
+    from mega2bart.builder import BUILD_INFO_FILE, REMOTE_CODE_FILES, describe_mega2bart, load_mega2bart
 
     model, _ = load_mega2bart(out)
     trained = _weights(out)
     assert all(torch.equal(p.detach(), trained[n]) for n, p in model.named_parameters() if n in trained)
+    # self-contained like a built directory: remote code and the input model's provenance
+    built = describe_mega2bart(tiny_mega2bart_dir)
+    for directory, step in ((out, 8), (out / "checkpoint-4", 4)):
+        assert all((directory / name).is_file() for name in (*REMOTE_CODE_FILES, BUILD_INFO_FILE)), directory
+        described = describe_mega2bart(directory)
+        assert described["remote_code"] and described["random_init"] == built["random_init"], directory
+        assert described["training"][-1]["global_step"] == step, described["training"]
+    assert _load_without_mega2bart(out, tmp_path) == float(trained["enc_to_dec_proj.weight"].double().sum())
+
+
+def _load_without_mega2bart(model_dir: Path, tmp_path: Path) -> float:
+    """Load `model_dir` with trust_remote_code=True in a process where `import mega2bart` fails."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    shadow = tmp_path / "shadow" / "mega2bart"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text('raise ImportError("mega2bart is hidden in this test")\n')
+    script = tmp_path / "load_remote.py"
+    script.write_text(textwrap.dedent(f"""
+        from transformers import AutoModelForSeq2SeqLM
+        model = AutoModelForSeq2SeqLM.from_pretrained({str(model_dir)!r}, trust_remote_code=True)
+        assert type(model).__module__.startswith("transformers_modules."), type(model).__module__
+        print(float(model.enc_to_dec_proj.weight.detach().double().sum()))
+    """))
+    env = {**os.environ, "PYTHONPATH": str(shadow.parent), "HF_MODULES_CACHE": str(tmp_path / "hf_modules"),
+           "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return float(result.stdout.strip().splitlines()[-1])
 
 
 class _Interrupt(Exception):
