@@ -275,7 +275,7 @@ def train(
     seed: Annotated[int | None, typer.Option(help="Seed for init, dropout and data order.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Any other TrainConfig field: KEY=VALUE (YAML value).")] = None,
     overwrite: Annotated[
-        bool, typer.Option(help="Delete the previous run in --output-dir (its train_config.yaml, checkpoints) first.")
+        bool, typer.Option(help="Delete the previous run's checkpoints, config and weights in --output-dir first.")
     ] = False,
     quiet: Annotated[bool, typer.Option(help="Only warnings and errors.")] = False,
 ) -> None:

@@ -297,45 +297,48 @@ class TrainConfig:
         if self.report_to != "none" and importlib.util.find_spec(_REPORTER_PACKAGES[self.report_to]) is None:
             raise ImportError(f"report_to={self.report_to!r} needs its package: pip install {self.report_to}")
         warmup: float = int(self.warmup_steps) if self.warmup_steps >= 1 else float(self.warmup_steps)
-        return Seq2SeqTrainingArguments(
-            output_dir=self.output_dir,
-            per_device_train_batch_size=self.per_device_train_batch_size,
-            per_device_eval_batch_size=self.per_device_eval_batch_size,
-            gradient_accumulation_steps=self.gradient_accumulation_steps,
-            learning_rate=self.learning_rate,
-            weight_decay=self.weight_decay,
-            warmup_steps=warmup,
-            lr_scheduler_type=self.lr_scheduler_type,
-            max_grad_norm=self.max_grad_norm,
-            num_train_epochs=self.num_train_epochs,
-            max_steps=self.max_steps,
-            label_smoothing_factor=self.label_smoothing,
-            bf16=self.resolved_bf16(),
-            activation_checkpointing=self.gradient_checkpointing,
-            eval_strategy=eval_strategy,
-            eval_steps=self.eval_steps,
-            save_strategy="steps",
-            save_steps=self.save_steps,
-            save_total_limit=self.save_total_limit,
-            logging_strategy="steps",
-            logging_steps=self.logging_steps,
-            eval_accumulation_steps=self.eval_accumulation_steps,
-            predict_with_generate=evaluate,
-            generation_num_beams=self.generation_num_beams,
-            train_sampling_strategy=self.train_sampling_strategy,
-            length_column_name="length",
-            remove_unused_columns=False,  # keeps `length` for the sampler; the collator drops text columns
-            seed=self.seed,
-            full_determinism=self.full_determinism,
-            dataloader_num_workers=self.dataloader_num_workers,
-            report_to=self.report_to,
-            run_name=self.run_name,
-            use_cpu=use_cpu,
-            ddp_backend=self.resolved_ddp_backend(),
-            # staged training leaves most parameters without gradients for a while: DDP must be told
-            ddp_find_unused_parameters=True if self.warm_start_steps else None,
-            **self.extra_training_args,
-        )
+        try:
+            return Seq2SeqTrainingArguments(
+                output_dir=self.output_dir,
+                per_device_train_batch_size=self.per_device_train_batch_size,
+                per_device_eval_batch_size=self.per_device_eval_batch_size,
+                gradient_accumulation_steps=self.gradient_accumulation_steps,
+                learning_rate=self.learning_rate,
+                weight_decay=self.weight_decay,
+                warmup_steps=warmup,
+                lr_scheduler_type=self.lr_scheduler_type,
+                max_grad_norm=self.max_grad_norm,
+                num_train_epochs=self.num_train_epochs,
+                max_steps=self.max_steps,
+                label_smoothing_factor=self.label_smoothing,
+                bf16=self.resolved_bf16(),
+                activation_checkpointing=self.gradient_checkpointing,
+                eval_strategy=eval_strategy,
+                eval_steps=self.eval_steps,
+                save_strategy="steps",
+                save_steps=self.save_steps,
+                save_total_limit=self.save_total_limit,
+                logging_strategy="steps",
+                logging_steps=self.logging_steps,
+                eval_accumulation_steps=self.eval_accumulation_steps,
+                predict_with_generate=evaluate,
+                generation_num_beams=self.generation_num_beams,
+                train_sampling_strategy=self.train_sampling_strategy,
+                length_column_name="length",
+                remove_unused_columns=False,  # keeps `length` for the sampler; the collator drops text columns
+                seed=self.seed,
+                full_determinism=self.full_determinism,
+                dataloader_num_workers=self.dataloader_num_workers,
+                report_to=self.report_to,
+                run_name=self.run_name,
+                use_cpu=use_cpu,
+                ddp_backend=self.resolved_ddp_backend(),
+                # staged training leaves most parameters without gradients for a while: DDP must be told
+                ddp_find_unused_parameters=True if self.warm_start_steps else None,
+                **self.extra_training_args,
+            )
+        except TypeError as exc:  # an unknown or mistyped key in extra_training_args
+            raise ValueError(f"`extra_training_args` ({self.extra_training_args!r}) was refused: {exc}") from None
 
 
 _MAPPED_TRAINING_ARGS = frozenset(
@@ -764,7 +767,8 @@ def _same_model(first: str, second: str) -> bool:
 
 
 def prepare_output_dir(config: TrainConfig, overwrite: bool = False) -> None:
-    """Refuse an `output_dir` that is a file or holds a run of another model; `overwrite` deletes a previous run.
+    """Refuse an `output_dir` that is a file or holds a run of another model; `overwrite` deletes a
+    previous run's checkpoints, config, metrics and final weights (not other files) to start afresh.
 
     A previous run is recognised by its `train_config.yaml`. Resuming it with another `model` would
     silently continue the old weights (the checkpoints) under the new name.
@@ -777,10 +781,7 @@ def prepare_output_dir(config: TrainConfig, overwrite: bool = False) -> None:
         return
     if overwrite:
         if int(os.environ.get("RANK", "0")) == 0:
-            import shutil
-
-            logger.warning("overwrite: deleting the previous run in %s", output_dir)
-            shutil.rmtree(output_dir)
+            _delete_run(output_dir)
         return
     try:
         previous = read_yaml_mapping(saved, "TrainConfig").get("model")
@@ -789,8 +790,32 @@ def prepare_output_dir(config: TrainConfig, overwrite: bool = False) -> None:
     if previous and not _same_model(str(previous), config.model):
         raise ValueError(
             f"output_dir {str(output_dir)!r} holds a run of model {str(previous)!r}, not {config.model!r}: pass "
-            "another --output-dir, or --overwrite to delete that run and start afresh"
+            "another --output-dir, or --overwrite to delete that run's checkpoints and start afresh"
         )
+
+
+def _delete_run(output_dir: Path) -> None:
+    """Delete what a run wrote in `output_dir`: checkpoints, its config and metrics, the final model's
+    weights, configs and remote code. Other files stay (the tokenizer files are rewritten by the next run)."""
+    import shutil
+
+    from mega2bart.builder import BUILD_INFO_FILE, REMOTE_CODE_FILES
+
+    names = {CONFIG_FILE, METRICS_FILE, "config.json", "generation_config.json", "training_args.bin",
+             "model.safetensors", "model.safetensors.index.json", BUILD_INFO_FILE, *REMOTE_CODE_FILES}
+    deleted = 0
+    for path in output_dir.iterdir():
+        run_folder = path.is_dir() and (
+            _CHECKPOINT_NAME.match(path.name) or path.name.startswith(INCOMPLETE_PREFIX + "checkpoint-")
+        )
+        if run_folder:
+            shutil.rmtree(path)
+        elif path.is_file() and (path.name in names or re.fullmatch(r"model-\d+-of-\d+\.safetensors", path.name)):
+            path.unlink()
+        else:
+            continue
+        deleted += 1
+    logger.warning("overwrite: deleted %d checkpoints and files of the previous run in %s", deleted, output_dir)
 
 
 def train(config: TrainConfig, callbacks: Sequence[TrainerCallback] = (), overwrite: bool = False) -> dict[str, Any]:

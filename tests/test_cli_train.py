@@ -97,12 +97,13 @@ def test_train_from_yaml_with_flag_overrides(tiny_mega2bart_dir, tmp_path):
     run.mkdir()
     (run / "train_config.yaml").write_text("model: runs/other-model\n")
     (run / "checkpoint-5").mkdir()  # the other model's checkpoint, which "auto" would resume
+    (run / "notes.txt").write_text("not written by a run: --overwrite keeps it")
     args = ["train", "--config", str(config), "--max-steps", "1", "--save-steps", "1", "--set", "weight_decay=1e-2",
             "--quiet"]
     _error(runner.invoke(app, args), f"holds a run of model 'runs/other-model', not {str(tiny_mega2bart_dir)!r}")
     assert "--overwrite" in runner.invoke(app, args).output
     output = _ok(runner.invoke(app, [*args, "--overwrite"]))
-    assert "trained to step 1" in output and not (run / "checkpoint-5").exists()
+    assert "trained to step 1" in output and not (run / "checkpoint-5").exists() and (run / "notes.txt").is_file()
     saved = yaml.safe_load((run / "train_config.yaml").read_text())
     assert (saved["max_steps"], saved["eval_split"], saved["model"]) == (1, None, str(tiny_mega2bart_dir))
     assert (saved["learning_rate"], saved["weight_decay"], saved["gradient_checkpointing"]) == (1e-4, 1e-2, False)

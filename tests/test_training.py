@@ -162,6 +162,12 @@ def test_to_training_arguments_long_document_defaults(tmp_path):
     assert TrainConfig(model="m", warmup_steps=20).to_training_arguments().warmup_steps == 20
 
 
+def test_unknown_extra_training_args_is_a_value_error(tmp_path):
+    config = TrainConfig(model="m", output_dir=str(tmp_path), extra_training_args={"save_only_modle": True})
+    with pytest.raises(ValueError, match=r"`extra_training_args` .* was refused: .*'save_only_modle'"):
+        config.to_training_arguments()
+
+
 def test_report_to_missing_package_names_the_install(tmp_path):
     import importlib.util
 
