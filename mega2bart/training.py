@@ -47,7 +47,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -243,6 +243,12 @@ class TrainConfig:
         clashes = sorted(set(self.extra_training_args) & _MAPPED_TRAINING_ARGS)
         if clashes:
             raise ValueError(f"`extra_training_args` sets {clashes}, which TrainConfig sets itself: use those fields")
+        known = {f.name for f in dataclasses.fields(Seq2SeqTrainingArguments)}
+        unknown = sorted(set(self.extra_training_args) - known)
+        if unknown:
+            raise ValueError(
+                f"`extra_training_args` has {unknown}, which are not Seq2SeqTrainingArguments fields: check the spelling"
+            )
 
     # ------------------------------------------------------------------ files
 
@@ -297,48 +303,45 @@ class TrainConfig:
         if self.report_to != "none" and importlib.util.find_spec(_REPORTER_PACKAGES[self.report_to]) is None:
             raise ImportError(f"report_to={self.report_to!r} needs its package: pip install {self.report_to}")
         warmup: float = int(self.warmup_steps) if self.warmup_steps >= 1 else float(self.warmup_steps)
-        try:
-            return Seq2SeqTrainingArguments(
-                output_dir=self.output_dir,
-                per_device_train_batch_size=self.per_device_train_batch_size,
-                per_device_eval_batch_size=self.per_device_eval_batch_size,
-                gradient_accumulation_steps=self.gradient_accumulation_steps,
-                learning_rate=self.learning_rate,
-                weight_decay=self.weight_decay,
-                warmup_steps=warmup,
-                lr_scheduler_type=self.lr_scheduler_type,
-                max_grad_norm=self.max_grad_norm,
-                num_train_epochs=self.num_train_epochs,
-                max_steps=self.max_steps,
-                label_smoothing_factor=self.label_smoothing,
-                bf16=self.resolved_bf16(),
-                activation_checkpointing=self.gradient_checkpointing,
-                eval_strategy=eval_strategy,
-                eval_steps=self.eval_steps,
-                save_strategy="steps",
-                save_steps=self.save_steps,
-                save_total_limit=self.save_total_limit,
-                logging_strategy="steps",
-                logging_steps=self.logging_steps,
-                eval_accumulation_steps=self.eval_accumulation_steps,
-                predict_with_generate=evaluate,
-                generation_num_beams=self.generation_num_beams,
-                train_sampling_strategy=self.train_sampling_strategy,
-                length_column_name="length",
-                remove_unused_columns=False,  # keeps `length` for the sampler; the collator drops text columns
-                seed=self.seed,
-                full_determinism=self.full_determinism,
-                dataloader_num_workers=self.dataloader_num_workers,
-                report_to=self.report_to,
-                run_name=self.run_name,
-                use_cpu=use_cpu,
-                ddp_backend=self.resolved_ddp_backend(),
-                # staged training leaves most parameters without gradients for a while: DDP must be told
-                ddp_find_unused_parameters=True if self.warm_start_steps else None,
-                **self.extra_training_args,
-            )
-        except TypeError as exc:  # an unknown or mistyped key in extra_training_args
-            raise ValueError(f"`extra_training_args` ({self.extra_training_args!r}) was refused: {exc}") from None
+        return Seq2SeqTrainingArguments(
+            output_dir=self.output_dir,
+            per_device_train_batch_size=self.per_device_train_batch_size,
+            per_device_eval_batch_size=self.per_device_eval_batch_size,
+            gradient_accumulation_steps=self.gradient_accumulation_steps,
+            learning_rate=self.learning_rate,
+            weight_decay=self.weight_decay,
+            warmup_steps=warmup,
+            lr_scheduler_type=self.lr_scheduler_type,
+            max_grad_norm=self.max_grad_norm,
+            num_train_epochs=self.num_train_epochs,
+            max_steps=self.max_steps,
+            label_smoothing_factor=self.label_smoothing,
+            bf16=self.resolved_bf16(),
+            activation_checkpointing=self.gradient_checkpointing,
+            eval_strategy=eval_strategy,
+            eval_steps=self.eval_steps,
+            save_strategy="steps",
+            save_steps=self.save_steps,
+            save_total_limit=self.save_total_limit,
+            logging_strategy="steps",
+            logging_steps=self.logging_steps,
+            eval_accumulation_steps=self.eval_accumulation_steps,
+            predict_with_generate=evaluate,
+            generation_num_beams=self.generation_num_beams,
+            train_sampling_strategy=self.train_sampling_strategy,
+            length_column_name="length",
+            remove_unused_columns=False,  # keeps `length` for the sampler; the collator drops text columns
+            seed=self.seed,
+            full_determinism=self.full_determinism,
+            dataloader_num_workers=self.dataloader_num_workers,
+            report_to=self.report_to,
+            run_name=self.run_name,
+            use_cpu=use_cpu,
+            ddp_backend=self.resolved_ddp_backend(),
+            # staged training leaves most parameters without gradients for a while: DDP must be told
+            ddp_find_unused_parameters=True if self.warm_start_steps else None,
+            **self.extra_training_args,
+        )
 
 
 _MAPPED_TRAINING_ARGS = frozenset(
@@ -449,7 +452,7 @@ class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[int]:
         self.generator.manual_seed(self.seed + self.epoch)
         return super().__iter__()
 
