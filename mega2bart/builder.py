@@ -720,6 +720,27 @@ def save_mega2bart(
     return target
 
 
+def ship_build_files(target: str | os.PathLike, source: str | os.PathLike | None = None,
+                     training: Mapping[str, Any] | None = None) -> None:
+    """Make a directory saved by the Trainer (final model or checkpoint) self-contained like a built one:
+    write the MEGA remote code (+ `auto_map` in config.json) and copy the provenance file of `source`,
+    the model it was trained from, with `training` appended to its "training" list.
+
+    Without this, `AutoModelForSeq2SeqLM.from_pretrained(target, trust_remote_code=True)` needs
+    mega2bart installed, and `mega2bart info` cannot say which weights started random.
+    """
+    target = Path(target)
+    _write_remote_code(target)
+    provenance = Path(source).expanduser() / BUILD_INFO_FILE if source is not None else None
+    if provenance is None or not provenance.is_file():
+        logger.info("%s has no %s: %s gets the remote code only", source, BUILD_INFO_FILE, target)
+        return
+    info = json.loads(provenance.read_text())
+    if training is not None:
+        info["training"] = [*info.get("training", []), dict(training)]
+    (target / BUILD_INFO_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
+
+
 def _replace_directory(staging: Path, target: Path) -> None:
     if target.exists():
         trash = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
@@ -757,7 +778,9 @@ def _write_remote_code(directory: Path) -> None:
             "AutoConfig": "configuration_mega.MegaConfig",
             "AutoModel": "modeling_mega.MegaModel",
         }
-    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    staged = config_path.with_name(config_path.name + ".tmp")  # a crash must not leave half a config.json
+    staged.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    os.replace(staged, config_path)
 
 
 def load_mega2bart(model_dir: str | os.PathLike, **kwargs: Any) -> tuple[Mega2BartModel, PreTrainedTokenizerBase]:
@@ -879,4 +902,5 @@ __all__ = [
     "parameter_counts",
     "preset_kwargs",
     "save_mega2bart",
+    "ship_build_files",
 ]

@@ -48,6 +48,11 @@ def _setup_logging(verbose: bool) -> None:
     logger.setLevel(logging.INFO if verbose else logging.WARNING)
 
 
+def _one_line(exc: BaseException) -> str:
+    """`TypeName: message` on one line (library errors can span many)."""
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+
+
 def _fail(message: str) -> NoReturn:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=ERROR_EXIT_CODE)
@@ -235,7 +240,10 @@ def _parse_set(items: list[str] | None) -> dict:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             _fail(f"--set expects KEY=VALUE (a TrainConfig field), got {item!r}")
-        values[key.strip()] = yaml.safe_load(raw)
+        try:
+            values[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            _fail(f"--set {item!r}: the value is not valid YAML; quote it (--set 'KEY=\"VALUE\"')")
     return values
 
 
@@ -263,9 +271,12 @@ def train(
     bf16: Annotated[str | None, typer.Option(help="auto (CUDA bf16 only) | true | false")] = None,
     gradient_checkpointing: Annotated[bool | None, typer.Option(help="Recompute activations (default on).")] = None,
     report_to: Annotated[str | None, typer.Option(help="none | tensorboard | wandb")] = None,
-    resume: Annotated[str | None, typer.Option(help='"auto" (newest checkpoint in --output-dir), a checkpoint path, or "none".')] = None,
+    resume: Annotated[str | None, typer.Option(help='"auto" (newest complete checkpoint in --output-dir), a checkpoint path, or "none".')] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for init, dropout and data order.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Any other TrainConfig field: KEY=VALUE (YAML value).")] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Delete the previous run's checkpoints, config and weights in --output-dir first.")
+    ] = False,
     quiet: Annotated[bool, typer.Option(help="Only warnings and errors.")] = False,
 ) -> None:
     """Fine-tune a mega2bart model (Seq2SeqTrainer, ROUGE on the eval split); resumable; DDP under torchrun."""
@@ -302,9 +313,11 @@ def train(
             _fail("pass --model MODEL_DIR (from `mega2bart build`) or --config FILE.yaml")
         else:
             train_config = TrainConfig.from_dict(overrides, source="command line")
-        results = run_training(train_config)
+        results = run_training(train_config, overwrite=overwrite)
     except (ValueError, FileNotFoundError, ImportError) as exc:
         _fail(str(exc))
+    except (OSError, RuntimeError) as exc:  # the file system; torch (out of memory), datasets, transformers
+        _fail(_one_line(exc))
     if os.environ.get("RANK", "0") != "0":  # under torchrun/accelerate only the main process reports
         return
     losses = [entry["loss"] for entry in results["log_history"] if "loss" in entry]
@@ -479,8 +492,10 @@ def pretrain(
         else:
             pretrain_config = PretrainConfig.from_dict(overrides, source="command line")
         final = run_pretraining(pretrain_config)
-    except (ValueError, FileNotFoundError, ImportError, RuntimeError) as exc:
+    except (ValueError, FileNotFoundError, ImportError) as exc:
         _fail(str(exc))
+    except (OSError, RuntimeError) as exc:
+        _fail(_one_line(exc))
     phases_run = json.loads((final.parent / METRICS_FILE).read_text())["phases"]
     for phase in phases_run:
         typer.echo(

@@ -16,7 +16,7 @@ plus tokenizer that `MegaModel.from_pretrained` and `mega2bart build --encoder` 
   same weights (a fresh optimiser per phase); steps not given split `max_steps` evenly. Each phase
   writes `<output_dir>/phase<i>-len<L>/` (Trainer checkpoints, `model/`, `phase.json`).
 - Resume (`resume=True`): finished phases (with `phase.json`) are skipped, the current one resumes
-  from its newest `checkpoint-*` (weights, optimiser, scheduler, data position). The MLM masks
+  from its newest complete `checkpoint-*` (weights, optimiser, scheduler, data position). The MLM masks
   after the resume are not those an uninterrupted run would draw: close, not bit-identical.
 - `metrics.json` records per phase the train loss and the MLM loss of a fixed masked batch of
   training sequences before and after the phase (a sanity check, not a held-out evaluation).
@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
+
+from mega2bart.config_types import coerce_fields, read_yaml_mapping
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -165,11 +167,9 @@ class PretrainConfig:
     """Seed for initialisation, data order and masking."""
 
     def __post_init__(self) -> None:
+        coerce_fields(self)  # types from the annotations: "1e-4" -> 1e-4, one path -> [path], else one-line errors
         if not self.encoder:
             raise ValueError("`encoder` is empty: pass a MEGA checkpoint directory or Hub id, or 'tiny'")
-        if isinstance(self.text_files, (str, Path)):
-            self.text_files = [str(self.text_files)]
-        self.text_files = [str(path) for path in self.text_files]
         if not self.dataset and not self.text_files:
             raise ValueError(
                 "no text to pretrain on: pass `dataset` ('aclsum', 'gensim-wiki' or a datasets name) and/or `text_files`"
@@ -185,6 +185,10 @@ class PretrainConfig:
                 raise ValueError(f"`{name}` ({value!r}) must be a positive integer or None")
         if self.warmup_steps < 0:
             raise ValueError(f"`warmup_steps` ({self.warmup_steps}) must be >= 0")
+        if self.weight_decay < 0:
+            raise ValueError(f"`weight_decay` ({self.weight_decay}) must be >= 0 (0: no weight decay)")
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"`seed` ({self.seed}) must be in [0, 2**32) (numpy's seed range)")
         if not self.learning_rate > 0:
             raise ValueError(f"`learning_rate` ({self.learning_rate}) must be > 0")
         if self.phases:
@@ -198,12 +202,7 @@ class PretrainConfig:
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> PretrainConfig:
         """Read a YAML mapping of field names; `overrides` (e.g. CLI flags that were given) win."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {str(path)!r} does not exist")
-        data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{str(path)!r} must hold a YAML mapping of PretrainConfig fields, got {type(data).__name__}")
+        data = read_yaml_mapping(path, "PretrainConfig")
         return cls.from_dict({**data, **overrides}, source=str(path))
 
     @classmethod
@@ -449,10 +448,15 @@ def run_pretraining(config: PretrainConfig) -> Path:
     """
     import datasets
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments, set_seed
-    from transformers.trainer_utils import get_last_checkpoint
+
+    from mega2bart.training import newest_complete_checkpoint
 
     output_dir = Path(config.output_dir).expanduser()
-    if output_dir.is_dir() and any(output_dir.iterdir()) and not config.resume:
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"output_dir {str(output_dir)!r} is a file: pass a directory path")
+    # a run that failed before training (bad text, too little of it) left at most its config: not a run to protect
+    started = output_dir.is_dir() and any(path.name != CONFIG_FILE for path in output_dir.iterdir())
+    if started and not config.resume:
         raise ValueError(
             f"output_dir {str(output_dir)!r} is not empty: pass resume=True (--resume) to continue that run, "
             "or choose another output_dir"
@@ -465,6 +469,8 @@ def run_pretraining(config: PretrainConfig) -> Path:
     documents = load_documents(config)
     token_docs = tokenizer(documents, add_special_tokens=False, verbose=False)["input_ids"]
     logger.info("tokenized %d documents into %d tokens", len(token_docs), sum(map(len, token_docs)))
+    for phase in phases:  # too little text fails here, before the run writes anything
+        pack_documents(token_docs, phase.max_length, tokenizer.bos_token_id, tokenizer.eos_token_id)
     config.save(output_dir)
 
     results: list[dict[str, Any]] = []
@@ -502,7 +508,7 @@ def run_pretraining(config: PretrainConfig) -> Path:
             dataloader_num_workers=0,
         )
         trainer = Trainer(model=model, args=args, train_dataset=train_set, data_collator=collator, processing_class=tokenizer)
-        last = get_last_checkpoint(str(phase_dir)) if config.resume and phase_dir.is_dir() else None
+        last = newest_complete_checkpoint(phase_dir) if config.resume else None  # skips one cut short by a crash
         if last:
             logger.info("phase %d: resuming from %s", index + 1, last)
         logger.info(

@@ -25,10 +25,12 @@ encoder->decoder projection (`enc_to_dec_proj`) and the decoder's cross-attentio
 left alone by AdamW (no update, no weight decay, no state), so the switch costs nothing and a
 resumed run switches at the same step.
 
-Resuming: `resume_from_checkpoint="auto"` (the default) continues from the newest
-`checkpoint-*` in `output_dir` if there is one. The Trainer restores weights, optimiser, scheduler,
-RNG states and the position in the data, so on CPU a resumed run ends with exactly the weights of
-an uninterrupted one (tested).
+Resuming: `resume_from_checkpoint="auto"` (the default) continues from the newest complete
+`checkpoint-*` in `output_dir` if there is one (a checkpoint cut short by a crash is skipped, with a
+warning saying why). The Trainer restores weights, optimiser, scheduler, RNG states and the
+position in the data; the group_by_length order of an epoch depends only on (seed, epoch)
+(`EpochSeededLengthGroupedSampler`), so on CPU a run resumed anywhere, mid-epoch included, ends
+with the weights of an uninterrupted one (tested).
 
 Several processes: `torchrun --nproc_per_node 2 -m mega2bart.cli train ...` or
 `accelerate launch [--config_file fsdp.yaml] -m mega2bart.cli train ...` run the same code under
@@ -45,7 +47,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -61,6 +63,9 @@ from transformers import (
     TrainerState,
     TrainingArguments,
 )
+from transformers.trainer_pt_utils import LengthGroupedSampler
+
+from mega2bart.config_types import coerce_fields, read_yaml_mapping
 
 logger = logging.getLogger(__name__)
 
@@ -171,6 +176,7 @@ class TrainConfig:
     """Further `Seq2SeqTrainingArguments` fields, passed as given (for options not listed here)."""
 
     def __post_init__(self) -> None:
+        coerce_fields(self)  # types from the annotations: "1e-4" -> 1e-4, "off" -> False, else one-line errors
         if not self.model:
             raise ValueError("`model` is empty: pass the directory written by `mega2bart build`")
         positive = (
@@ -199,6 +205,14 @@ class TrainConfig:
             raise ValueError(f"`num_train_epochs` ({self.num_train_epochs}) must be > 0 when `max_steps` is -1")
         if self.learning_rate <= 0:
             raise ValueError(f"`learning_rate` ({self.learning_rate}) must be > 0")
+        if self.weight_decay < 0:
+            raise ValueError(f"`weight_decay` ({self.weight_decay}) must be >= 0 (0: no weight decay)")
+        if self.max_grad_norm < 0:
+            raise ValueError(f"`max_grad_norm` ({self.max_grad_norm}) must be >= 0 (0: no gradient clipping)")
+        if self.dataloader_num_workers < 0:
+            raise ValueError(f"`dataloader_num_workers` ({self.dataloader_num_workers}) must be >= 0")
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"`seed` ({self.seed}) must be in [0, 2**32) (numpy's seed range)")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"`label_smoothing` ({self.label_smoothing}) must be in [0, 1)")
         if self.warmup_steps < 0 or (self.warmup_steps >= 1 and self.warmup_steps != int(self.warmup_steps)):
@@ -229,18 +243,19 @@ class TrainConfig:
         clashes = sorted(set(self.extra_training_args) & _MAPPED_TRAINING_ARGS)
         if clashes:
             raise ValueError(f"`extra_training_args` sets {clashes}, which TrainConfig sets itself: use those fields")
+        known = {f.name for f in dataclasses.fields(Seq2SeqTrainingArguments)}
+        unknown = sorted(set(self.extra_training_args) - known)
+        if unknown:
+            raise ValueError(
+                f"`extra_training_args` has {unknown}, which are not Seq2SeqTrainingArguments fields: check the spelling"
+            )
 
     # ------------------------------------------------------------------ files
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
         """Read a YAML mapping of field names; `overrides` (e.g. CLI flags that were given) win."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {str(path)!r} does not exist")
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{str(path)!r} must hold a YAML mapping of TrainConfig fields, got {type(data).__name__}")
+        data = read_yaml_mapping(path, "TrainConfig")
         return cls.from_dict({**data, **overrides}, source=str(path))
 
     @classmethod
@@ -418,13 +433,45 @@ class WarmStartCallback(TrainerCallback):
 # ----------------------------------------------------------------------------- the run
 
 
+class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+    """`LengthGroupedSampler` whose order in epoch e depends only on (seed, e).
+
+    The Trainer's sampler draws its permutation from the global torch RNG when the epoch starts.
+    An uninterrupted run reaches epoch 2 with that RNG advanced by epoch 1's dropout; a run resumed
+    inside epoch 2 draws from the RNG as it is before the checkpoint's RNG state is restored, so it
+    gets another order and `skip_first_batches` skips the wrong documents. Reseeding a private
+    generator with seed + epoch (like accelerate's `SeedableRandomSampler` for the random sampler)
+    gives both runs the same order. The Trainer (and accelerate's data loader) call `set_epoch`.
+    """
+
+    def __init__(self, *args: Any, seed: int, **kwargs: Any) -> None:
+        super().__init__(*args, generator=torch.Generator(), **kwargs)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        self.generator.manual_seed(self.seed + self.epoch)
+        return super().__iter__()
+
+
 class SummarizationTrainer(Seq2SeqTrainer):
     """`Seq2SeqTrainer` whose evaluations during training generate with `eval_generation`
-    (e.g. max_new_tokens), not with the model's inference defaults (512 new tokens, 4 beams)."""
+    (e.g. max_new_tokens), not with the model's inference defaults (512 new tokens, 4 beams),
+    and whose group_by_length order is a function of (seed, epoch), so resuming mid-epoch is exact."""
 
     def __init__(self, *args: Any, eval_generation: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.eval_generation = dict(eval_generation or {})
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> torch.utils.data.Sampler | None:
+        sampler = super()._get_train_sampler(train_dataset)
+        if type(sampler) is not LengthGroupedSampler:
+            return sampler
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return EpochSeededLengthGroupedSampler(sampler.batch_size, lengths=sampler.lengths, seed=seed)
 
     def evaluate(self, eval_dataset: Any = None, ignore_keys: list[str] | None = None,
                  metric_key_prefix: str = "eval", **gen_kwargs: Any) -> dict[str, float]:
@@ -456,25 +503,171 @@ def _encoder_chunk_size(model: PreTrainedModel) -> int | None:
     return None
 
 
-def resolve_checkpoint(config: TrainConfig) -> str | None:
-    """The checkpoint to resume from, or None (see `TrainConfig.resume_from_checkpoint`)."""
-    from transformers.trainer_utils import get_last_checkpoint
+_CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
+INCOMPLETE_PREFIX = "incomplete-"
+"""Incomplete checkpoints newer than the one resumed are renamed `incomplete-checkpoint-<step>`, out
+of the Trainer's way (its checkpoint rotation would count them, and a later run would skip them again)."""
 
+
+def _safetensors_problem(path: Path) -> str | None:
+    """Why the safetensors file `path` cannot be loaded (header or size), or None."""
+    try:
+        with path.open("rb") as handle:
+            size = path.stat().st_size
+            header_bytes = handle.read(8)
+            if len(header_bytes) < 8:
+                return f"{path.name} is truncated ({size} bytes)"
+            header_length = int.from_bytes(header_bytes, "little")
+            if 8 + header_length > size:
+                return f"{path.name} is truncated (header of {header_length} bytes, file of {size})"
+            header = json.loads(handle.read(header_length))
+    except (OSError, ValueError) as exc:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return f"{path.name} has no readable safetensors header ({type(exc).__name__})"
+    ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
+    expected = 8 + header_length + max(ends, default=0)
+    if size != expected:
+        return f"{path.name} is truncated ({size} of {expected} bytes)"
+    return None
+
+
+def _zip_problem(path: Path) -> str | None:
+    """Why the torch.save file `path` (a zip archive) is unreadable, or None; reads only its directory."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            archive.infolist()
+    except (OSError, zipfile.BadZipFile) as exc:
+        return f"{path.name} is truncated or unreadable ({type(exc).__name__})"
+    return None
+
+
+def checkpoint_problem(checkpoint: str | Path, require_optimizer: bool = True) -> str | None:
+    """Why `checkpoint` cannot be resumed from, or None if it is complete.
+
+    The Trainer writes a checkpoint as: weights (+ config), then optimizer.pt, scheduler.pt and
+    rng_state*.pth (unless `save_only_model`), and trainer_state.json last. A crash in between leaves
+    a folder the Trainer refuses ("Can't find a valid checkpoint") or fails to read (SafetensorError).
+    Checked: trainer_state.json parses, every weights file has a readable header and its full size,
+    and the optimizer, scheduler and RNG files exist and are complete zip archives. FSDP/DeepSpeed
+    folders (`pytorch_model_fsdp*`, `optimizer_*`, `global_step*`) count as present, unchecked.
+    """
+    directory = Path(checkpoint)
+    if not directory.is_dir():
+        return "it does not exist" if not directory.exists() else "it is not a directory"
+    try:
+        names = {path.name: path for path in directory.iterdir()}
+    except OSError as exc:
+        return f"unreadable ({type(exc).__name__})"
+    sharded = any(name.startswith(("pytorch_model_fsdp", "global_step")) for name in names)
+    if "trainer_state.json" not in names:
+        return "no trainer_state.json (the save was cut short)"
+    try:
+        json.loads(names["trainer_state.json"].read_text(encoding="utf-8"))["global_step"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"trainer_state.json is unreadable ({type(exc).__name__})"
+    if "model.safetensors.index.json" in names:
+        try:
+            index = json.loads(names["model.safetensors.index.json"].read_text(encoding="utf-8"))
+            weights = [directory / name for name in sorted(set(index["weight_map"].values()))]
+        except (OSError, ValueError, KeyError, AttributeError) as exc:
+            return f"model.safetensors.index.json is unreadable ({type(exc).__name__})"
+    elif "model.safetensors" in names:
+        weights = [names["model.safetensors"]]
+    elif "pytorch_model.bin" in names:
+        weights = [names["pytorch_model.bin"]]
+    elif sharded:
+        weights = []
+    else:
+        return "no model weights (model.safetensors)"
+    for path in weights:
+        if not path.is_file():
+            return f"no {path.name}"
+        problem = _safetensors_problem(path) if path.suffix == ".safetensors" else _zip_problem(path)
+        if problem:
+            return problem
+    if not require_optimizer:
+        return None
+    optimizer = [path for name, path in names.items() if re.fullmatch(r"(rank\d+-of-\d+-)?optimizer\.(pt|bin)", name)]
+    if not optimizer and not sharded and not any(name.startswith("optimizer_") for name in names):
+        return "no optimizer.pt"
+    if "scheduler.pt" not in names:
+        return "no scheduler.pt"
+    rng = [path for name, path in names.items() if re.fullmatch(r"rng_state(_\d+)?\.pth", name)]
+    if not rng:
+        return "no rng_state.pth"
+    for path in [*optimizer, names["scheduler.pt"], *rng]:
+        if path.is_file() and (problem := _zip_problem(path)):
+            return problem
+    return None
+
+
+def _set_aside(checkpoint: Path) -> Path:
+    target = checkpoint.with_name(INCOMPLETE_PREFIX + checkpoint.name)
+    number = 1
+    while target.exists():
+        number += 1
+        target = checkpoint.with_name(f"{INCOMPLETE_PREFIX}{checkpoint.name}.{number}")
+    checkpoint.rename(target)
+    return target
+
+
+def resolve_checkpoint(config: TrainConfig) -> str | None:
+    """The checkpoint to resume from, or None (see `TrainConfig.resume_from_checkpoint`).
+
+    "auto": the newest complete `checkpoint-<step>` in `output_dir`. Newer incomplete ones (a crash
+    while saving) are logged with the reason and renamed `incomplete-checkpoint-<step>` (by process 0);
+    with no complete checkpoint the run starts from `config.model`, saying so.
+
+    Raises:
+        ValueError: an explicit `resume_from_checkpoint` path that is missing or incomplete.
+    """
     value = config.resume_from_checkpoint
     if value is None:
         return None
-    if value == "auto":
-        output_dir = Path(config.output_dir)
-        last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
-        if last:
-            logger.info("Resuming from %s (resume_from_checkpoint='auto')", last)
-        return last
-    if not Path(value, "trainer_state.json").is_file():
-        raise FileNotFoundError(
-            f"resume_from_checkpoint={value!r} is not a Trainer checkpoint (no trainer_state.json): "
-            "pass a checkpoint-<step> directory, 'auto' or null"
+    require_optimizer = not config.extra_training_args.get("save_only_model", False)
+    if value != "auto":
+        problem = checkpoint_problem(value, require_optimizer)
+        if problem:
+            raise ValueError(
+                f"resume_from_checkpoint={value!r} cannot be resumed from: {problem}; pass a complete "
+                "checkpoint-<step> directory, 'auto' (the newest complete one) or null (start fresh)"
+            )
+        return str(value)
+    checkpoint = newest_complete_checkpoint(config.output_dir, require_optimizer)
+    if checkpoint:
+        logger.info("Resuming from %s (resume_from_checkpoint='auto')", checkpoint)
+    return checkpoint
+
+
+def newest_complete_checkpoint(output_dir: str | Path, require_optimizer: bool = True) -> str | None:
+    """The newest `checkpoint-<step>` in `output_dir` that `checkpoint_problem` finds complete, or None.
+
+    Newer incomplete ones are logged with the reason and renamed `incomplete-checkpoint-<step>` by
+    process 0; if every checkpoint is incomplete, a warning says the run starts afresh.
+    """
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return None
+    found = sorted(
+        (int(match.group(1)), path)
+        for path in output_dir.iterdir()
+        if (match := _CHECKPOINT_NAME.match(path.name)) and path.is_dir()
+    )
+    skipped = []
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    for _, path in reversed(found):
+        problem = checkpoint_problem(path, require_optimizer)
+        if problem is None:
+            return str(path)
+        skipped.append(f"{path.name}: {problem}")
+        if main_process:
+            logger.warning("Skipping incomplete checkpoint %s: %s; renamed it %s", path, problem, _set_aside(path).name)
+    if skipped:
+        logger.warning(
+            "No complete checkpoint in %s (skipped %s): training starts afresh", output_dir, "; ".join(skipped)
         )
-    return str(value)
+    return None
 
 
 def build_trainer(
@@ -555,19 +748,103 @@ def build_trainer(
     return trainer, summary
 
 
-def train(config: TrainConfig, callbacks: Sequence[TrainerCallback] = ()) -> dict[str, Any]:
+class ShipBuildFilesCallback(TrainerCallback):
+    """After each checkpoint save: the remote code and provenance of the input model go in too."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        from mega2bart.builder import ship_build_files
+
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if state.is_world_process_zero and (checkpoint / "config.json").is_file():
+            ship_build_files(checkpoint, self.source, training={"from": self.source, "global_step": state.global_step})
+
+
+def _same_model(first: str, second: str) -> bool:
+    paths = Path(first).expanduser(), Path(second).expanduser()
+    if all(path.exists() for path in paths):
+        return paths[0].resolve() == paths[1].resolve()
+    return first == second
+
+
+def prepare_output_dir(config: TrainConfig, overwrite: bool = False) -> None:
+    """Refuse an `output_dir` that is a file or holds a run of another model; `overwrite` deletes a
+    previous run's checkpoints, config, metrics and final weights (not other files) to start afresh.
+
+    A previous run is recognised by its `train_config.yaml`. Resuming it with another `model` would
+    silently continue the old weights (the checkpoints) under the new name.
+    """
+    output_dir = Path(config.output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"output_dir {str(output_dir)!r} is a file: pass a directory path (--output-dir)")
+    saved = output_dir / CONFIG_FILE
+    if not saved.is_file():
+        return
+    if overwrite:
+        if int(os.environ.get("RANK", "0")) == 0:
+            _delete_run(output_dir)
+        return
+    try:
+        previous = read_yaml_mapping(saved, "TrainConfig").get("model")
+    except ValueError as exc:
+        raise ValueError(f"{exc}; fix or delete it, or pass --overwrite to start that run over") from None
+    if previous and not _same_model(str(previous), config.model):
+        raise ValueError(
+            f"output_dir {str(output_dir)!r} holds a run of model {str(previous)!r}, not {config.model!r}: pass "
+            "another --output-dir, or --overwrite to delete that run's checkpoints and start afresh"
+        )
+
+
+def _delete_run(output_dir: Path) -> None:
+    """Delete what a run wrote in `output_dir`: checkpoints, its config and metrics, the final model's
+    weights, configs and remote code. Other files stay (the tokenizer files are rewritten by the next run)."""
+    import shutil
+
+    from mega2bart.builder import BUILD_INFO_FILE, REMOTE_CODE_FILES
+
+    names = {CONFIG_FILE, METRICS_FILE, "config.json", "generation_config.json", "training_args.bin",
+             "model.safetensors", "model.safetensors.index.json", BUILD_INFO_FILE, *REMOTE_CODE_FILES}
+    deleted = 0
+    for path in output_dir.iterdir():
+        run_folder = path.is_dir() and (
+            _CHECKPOINT_NAME.match(path.name) or path.name.startswith(INCOMPLETE_PREFIX + "checkpoint-")
+        )
+        if run_folder:
+            shutil.rmtree(path)
+        elif path.is_file() and (path.name in names or re.fullmatch(r"model-\d+-of-\d+\.safetensors", path.name)):
+            path.unlink()
+        else:
+            continue
+        deleted += 1
+    logger.warning("overwrite: deleted %d checkpoints and files of the previous run in %s", deleted, output_dir)
+
+
+def train(config: TrainConfig, callbacks: Sequence[TrainerCallback] = (), overwrite: bool = False) -> dict[str, Any]:
     """Run `config`: train (resuming if asked), save the final model and tokenizer in
     `output_dir`, evaluate on the eval split, and write `train_config.yaml` and `metrics.json`.
 
+    The final model and every checkpoint also get the MEGA remote code and the input model's
+    provenance (`mega2bart_build.json`), so they load with `trust_remote_code=True` alone.
+    `overwrite=True` deletes a previous run in `output_dir` first (see `prepare_output_dir`).
+
     Returns the content of `metrics.json`: {"train": ..., "eval": ..., "run": ...}.
     """
+    from mega2bart.builder import ship_build_files
+
+    prepare_output_dir(config, overwrite)
     checkpoint = resolve_checkpoint(config)
-    trainer, summary = build_trainer(config, callbacks)
+    trainer, summary = build_trainer(config, [*callbacks, ShipBuildFilesCallback(config.model)])
     output_dir = Path(config.output_dir)
     if trainer.is_world_process_zero():
         config.save(output_dir)
     train_output = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(str(output_dir))  # model + tokenizer (processing_class), process 0 only
+    if trainer.is_world_process_zero():
+        ship_build_files(output_dir, config.model, training={
+            "from": config.model, "global_step": train_output.global_step, "dataset": config.dataset,
+        })
     results: dict[str, Any] = {"train": dict(train_output.metrics), "run": {**summary, "resumed_from": checkpoint, "global_step": train_output.global_step}}
     if config.eval_split:
         # an evaluation at the final step (eval_steps dividing max_steps, or epoch end) is not repeated
@@ -582,14 +859,19 @@ def train(config: TrainConfig, callbacks: Sequence[TrainerCallback] = ()) -> dic
 
 __all__ = [
     "CONFIG_FILE",
+    "EpochSeededLengthGroupedSampler",
     "METRICS_FILE",
+    "ShipBuildFilesCallback",
     "SummarizationTrainer",
     "TrainConfig",
     "WarmStartCallback",
     "apply_freeze",
     "build_trainer",
+    "checkpoint_problem",
     "is_bridge_parameter",
     "load_model_and_tokenizer",
+    "newest_complete_checkpoint",
+    "prepare_output_dir",
     "resolve_checkpoint",
     "train",
 ]

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from mega2bart.cli import ERROR_EXIT_CODE, app
@@ -81,16 +82,31 @@ def test_train_eval_summarize_end_to_end(tiny_mega2bart_dir, tmp_path):
 
 
 def test_train_from_yaml_with_flag_overrides(tiny_mega2bart_dir, tmp_path):
+    """Also: YAML's `1e-4` (a string to PyYAML) and `--set` strings are coerced; an output directory
+    holding another model's run is refused until --overwrite."""
     config = tmp_path / "run.yaml"
+    run = tmp_path / "yaml_run"
     config.write_text(
-        f"model: {tiny_mega2bart_dir}\noutput_dir: {tmp_path / 'yaml_run'}\nmax_steps: 5\neval_split: null\n"
+        f"model: {tiny_mega2bart_dir}\noutput_dir: {run}\nmax_steps: 5\neval_split: null\n"
         "max_source_length: 128\nmax_target_length: 16\nmax_train_samples: 1\ngradient_accumulation_steps: 1\n"
-        "gradient_checkpointing: false\n"
+        'gradient_checkpointing: "off"\nlearning_rate: 1e-4\n'
     )
-    output = _ok(runner.invoke(app, ["train", "--config", str(config), "--max-steps", "1", "--save-steps", "1", "--quiet"]))
-    assert "trained to step 1" in output
-    saved = (tmp_path / "yaml_run" / "train_config.yaml").read_text()
-    assert "max_steps: 1\n" in saved and "eval_split: null" in saved
+    run.mkdir()
+    (run / "train_config.yaml").write_text("model: runs/other-model\n")
+    (run / "checkpoint-5").mkdir()  # the other model's checkpoint, which "auto" would resume
+    (run / "notes.txt").write_text("not written by a run: --overwrite keeps it")
+    args = ["train", "--config", str(config), "--max-steps", "1", "--save-steps", "1", "--set", "weight_decay=1e-2",
+            "--quiet"]
+    _error(runner.invoke(app, args), f"holds a run of model 'runs/other-model', not {str(tiny_mega2bart_dir)!r}")
+    assert "--overwrite" in runner.invoke(app, args).output
+    output = _ok(runner.invoke(app, [*args, "--overwrite"]))
+    assert "trained to step 1" in output and not (run / "checkpoint-5").exists() and (run / "notes.txt").is_file()
+    saved = yaml.safe_load((run / "train_config.yaml").read_text())
+    assert (saved["max_steps"], saved["eval_split"], saved["model"]) == (1, None, str(tiny_mega2bart_dir))
+    assert (saved["learning_rate"], saved["weight_decay"], saved["gradient_checkpointing"]) == (1e-4, 1e-2, False)
+    output = _ok(runner.invoke(app, [*args[:3], "--max-steps", "2", "--save-steps", "1", "--quiet"]))  # same model: resumes
+    assert "trained to step 2" in output
+    assert json.loads((run / "metrics.json").read_text())["run"]["resumed_from"].endswith("checkpoint-1")
 
 
 @pytest.mark.parametrize(
@@ -113,6 +129,32 @@ def test_train_from_yaml_with_flag_overrides(tiny_mega2bart_dir, tmp_path):
 def test_cli_error_paths(args, match, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _error(runner.invoke(app, args), match)
+
+
+def test_train_errors_are_one_line(tiny_mega2bart_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("a_file").write_text("x")
+    Path("broken.yaml").write_text("model: m\nmax_steps: [3\n")
+    model = str(tiny_mega2bart_dir)
+    for args, match in [
+        (["--model", model, "--output-dir", "a_file"], "output_dir 'a_file' is a file: pass a directory path"),
+        (["--config", "broken.yaml"], "config file 'broken.yaml' is not valid YAML at line 3, column 1"),
+        (["--model", model, "--set", "max_steps=[3"], "--set 'max_steps=[3': the value is not valid YAML"),
+        (["--model", model, "--set", "learning_rate=fast"], "`learning_rate` ('fast') must be a finite number"),
+        (["--model", model, "--set", "gradient_checkpointing=maybe"], "`gradient_checkpointing` ('maybe') must be"),
+    ]:
+        result = runner.invoke(app, ["train", *args])
+        _error(result, match)
+        assert result.output.count("\n") == 1 and "Traceback" not in result.output, result.output
+
+    import mega2bart.training
+
+    def crash(config, overwrite=False):
+        raise RuntimeError("CUDA out of memory.\nTried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(mega2bart.training, "train", crash)
+    result = runner.invoke(app, ["train", "--model", model, "--output-dir", "out"])
+    _error(result, "error: RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB\n")
 
 
 def test_summarize_rejects_unknown_formats_and_missing_files(tiny_mega2bart_dir, tmp_path):

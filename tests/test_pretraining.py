@@ -89,6 +89,20 @@ def test_config_errors(tmp_path: Path) -> None:
     assert (config.max_length, config.max_steps, config.resolved_phases()) == (128, 3, [Phase(128, 0.4, 3)])
 
 
+def test_config_checks_types_and_ranges() -> None:
+    config = PretrainConfig(encoder="tiny", text_files="docs", learning_rate="1e-4", gradient_checkpointing="off")
+    assert (config.learning_rate, config.gradient_checkpointing, config.text_files) == (1e-4, False, ["docs"])
+    for overrides, message in [
+        ({"learning_rate": "fast"}, "`learning_rate` ('fast') must be a finite number"),
+        ({"bf16": "maybe"}, "`bf16` ('maybe') must be true/false"),
+        ({"weight_decay": -0.1}, "`weight_decay` (-0.1) must be >= 0"),
+        ({"max_steps": "ten"}, "`max_steps` ('ten') must be an integer"),
+    ]:
+        with pytest.raises(ValueError) as caught:
+            PretrainConfig(**{"encoder": "tiny", "dataset": "aclsum", **overrides})
+        assert str(caught.value).startswith(message), str(caught.value)
+
+
 # ----------------------------------------------------------------------------------------------
 # text and packing
 
@@ -187,6 +201,20 @@ def test_continue_from_a_checkpoint_directory(two_phase_run: Path, text_dir: Pat
 def test_output_dir_must_be_empty_without_resume(two_phase_run: Path, text_dir: Path) -> None:
     with pytest.raises(ValueError, match="is not empty: pass resume=True"):
         run_pretraining(_config(text_dir, two_phase_run.parent))
+
+
+def test_rerun_after_too_little_text_is_not_blocked(text_dir: Path, tmp_path: Path) -> None:
+    """A run that fails on its input writes nothing, so the corrected rerun needs no --resume."""
+    short = tmp_path / "short.txt"
+    short.write_text("only a few words")
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="fewer than one packed sequence"):
+        run_pretraining(_config(text_dir, out, text_files=[str(short)], phases="64:0.4:1,128:0.3:1", max_steps=2))
+    assert not out.exists() or not any(out.iterdir()), sorted(p.name for p in out.iterdir())
+    out.mkdir(exist_ok=True)
+    (out / "pretrain_config.yaml").write_text("left: by an older version\n")  # what earlier versions left behind
+    final = run_pretraining(_config(text_dir, out, max_steps=1, save_steps=1, gradient_checkpointing=False))
+    assert (final / "model.safetensors").is_file()
 
 
 def test_resume_continues_from_the_last_checkpoint(text_dir: Path, tmp_path: Path) -> None:
