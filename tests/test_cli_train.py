@@ -179,3 +179,18 @@ def test_summarize_to_a_pipe(tiny_mega2bart_dir, tmp_path):
         os.close(read_end)
     assert "1 summarised" in _ok(result)
     assert json.loads(b"".join(chunks))["id"] == str(document)
+
+
+def test_eval_and_train_name_the_line_of_a_malformed_dataset(tiny_mega2bart_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"document": "a", "summary": "b"}\n{"document": "c", broken\n')
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    model = str(tiny_mega2bart_dir)
+    for dataset, match in ((bad, f"{bad}:2 is not valid JSON"), (empty, f"data file {str(empty)!r} is empty")):
+        for args in (["eval", model, "--output-dir", "ev", "--split", "train"],
+                     ["train", "--model", model, "--output-dir", "tr", "--eval-split", "none", "--quiet"]):
+            result = runner.invoke(app, [*args, "--dataset", str(dataset)])
+            _error(result, match)
+            assert "Traceback" not in result.output, result.output
