@@ -734,6 +734,9 @@ def evaluate_model(
     (id, prediction, reference, per-example ROUGE F-measures, windows). Documents longer than the
     context are truncated as in training (`overflow="truncate"`), or windowed ("windows").
 
+    Earlier results of this function in `output_dir` are replaced; any other file of those names is
+    refused (`ValueError`) before any work is done.
+
     Returns:
         The content of eval_results.json.
     """
@@ -743,6 +746,8 @@ def evaluate_model(
 
     if limit is not None and limit < 1:
         raise ValueError(f"`limit` ({limit}) must be >= 1 or None (the whole split)")
+    output_dir = Path(output_dir)
+    _check_eval_output_dir(output_dir)
     data, _ = load_summarization_dataset(
         dataset, dataset_config, text_column=text_column, summary_column=summary_column
     )
@@ -783,7 +788,6 @@ def evaluate_model(
         },
         "generation": {**model.generation_config.to_diff_dict(), **(generation or GenerationOptions()).to_kwargs()},
     }
-    output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     with (output_dir / "predictions.jsonl").open("w", encoding="utf-8") as fh:
         for i, (result, reference) in enumerate(zip(results, references)):
@@ -804,6 +808,38 @@ def evaluate_model(
         output_dir,
     )
     return report
+
+
+_EVAL_FILES = {
+    "eval_results.json": ("rouge", "sentence_splitter", "num_examples"),  # keys its content has
+    "predictions.jsonl": ("id", "prediction", "reference"),  # keys its first line has
+}
+
+
+def _check_eval_output_dir(output_dir: Path) -> None:
+    """Raise unless every file `evaluate_model` writes into `output_dir` is absent, empty or its own."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"--output-dir {str(output_dir)!r} is a file, not a directory: pass a directory")
+    for name, keys in _EVAL_FILES.items():
+        path = output_dir / name
+        if not path.exists() and not path.is_symlink():
+            continue
+        ours = False
+        if path.is_file():
+            if path.stat().st_size == 0:
+                continue
+            with path.open("rb") as fh:
+                head = fh.read() if name.endswith(".json") else fh.readline()
+            try:
+                content = json.loads(head)
+                ours = isinstance(content, dict) and all(key in content for key in keys)
+            except ValueError:
+                ours = False
+        if not ours:
+            raise ValueError(
+                f"{str(path)!r} exists and was not written by mega2bart eval: it would be overwritten; "
+                "move it away or pass another --output-dir"
+            )
 
 
 __all__ = [

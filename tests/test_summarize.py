@@ -382,3 +382,30 @@ def test_evaluate_model_writes_rouge_with_intervals_and_predictions(tiny_mega2ba
     assert predictions[0].keys() >= {"id", "prediction", "reference", "rouge"}
     with pytest.raises(ValueError, match="no split 'dev2'"):
         evaluate_model(tiny_mega2bart_dir, "aclsum", tmp_path / "e2", split="dev2", limit=1, progress=False)
+    # a second run replaces its own earlier results
+    evaluate_model(tiny_mega2bart_dir, "aclsum", tmp_path / "eval", split="test", limit=1, max_input_tokens=256,
+                   generation=FAST, bootstrap_samples=10, progress=False)
+    assert json.loads((tmp_path / "eval" / "eval_results.json").read_text())["num_examples"] == 1
+    assert len((tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("predictions.jsonl", '{"id": "1", "text": "my own data"}\n'),
+        ("eval_results.json", "my notes"),
+        ("eval_results.json", '{"accuracy": 0.9}'),
+    ],
+)
+def test_evaluate_model_never_erases_a_file_it_did_not_write(tiny_mega2bart_dir, tmp_path, name, content):
+    pytest.importorskip("aclsum", reason="needs `pip install aclsum==0.1.2` (Python >= 3.11)")
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / name).write_text(content)
+    quick = {"limit": 1, "max_input_tokens": 256, "generation": FAST, "bootstrap_samples": 10, "progress": False}
+    with pytest.raises(ValueError, match=f"{name}' exists and was not written by mega2bart eval"):
+        evaluate_model(tiny_mega2bart_dir, "aclsum", out, **quick)
+    assert (out / name).read_text() == content and sorted(p.name for p in out.iterdir()) == [name]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="is a file, not a directory"):
+        evaluate_model(tiny_mega2bart_dir, "aclsum", tmp_path / "file", **quick)
