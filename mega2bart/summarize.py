@@ -567,7 +567,8 @@ def check_output(
         raise ValueError("pass either skip_existing (--skip-existing) or overwrite (--overwrite), not both")
     output = Path(output)
     if output.is_dir():
-        raise ValueError(f"output {str(output)!r} is a directory: pass a file such as {str(output / 'summaries.jsonl')!r}")
+        example = str(output / "summaries.jsonl")
+        raise ValueError(f"output {str(output)!r} is a directory: pass a file such as {example!r}")
     if not output.exists():
         return
     out_stat = output.stat()

@@ -305,7 +305,8 @@ def test_read_documents_refuses_empty_null_and_undecodable_documents(tmp_path):
     assert set(reasons) == {str(tmp_path / n) for n in names[:5]} | {"n", f"{tmp_path / 'd.jsonl'}:3", "num", "-"}
     assert "is empty" in reasons[str(tmp_path / "empty.txt")]
     assert "only whitespace" in reasons[str(tmp_path / "blank.md")]
-    assert "not UTF-8" in reasons[str(tmp_path / "latin1.txt")] and "convert it to UTF-8" in reasons[str(tmp_path / "latin1.txt")]
+    latin1 = reasons[str(tmp_path / "latin1.txt")]
+    assert "not UTF-8" in latin1 and "0xe9" in latin1 and "convert it to UTF-8" in latin1
     assert "NUL" in reasons[str(tmp_path / "utf16.txt")]
     assert '"text" field is null' in reasons["n"] and "d.jsonl:2" in reasons["n"]
     assert "int, not a string" in reasons["num"]
