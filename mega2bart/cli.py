@@ -5,7 +5,7 @@
     mega2bart fill-mask "text with <mask>" [--model DIR_OR_ID | --preset tiny] [--top-k 5]
     mega2bart train [--config FILE.yaml] [--model DIR] [--dataset aclsum] [--output-dir DIR] [--max-steps N] ...
     mega2bart eval MODEL_DIR --output-dir DIR [--dataset aclsum] [--split test] [--limit N]
-    mega2bart summarize MODEL_DIR FILES... --output OUT.jsonl [--max-input-tokens N] [--skip-existing]
+    mega2bart summarize MODEL_DIR FILES... --output OUT.jsonl [--max-input-tokens N] [--skip-existing|--overwrite]
 
 To add a command: write one small function decorated with `@app.command()`, import the library
 inside its body, and turn user errors into `_fail(...)` (message on stderr, exit code 2).
@@ -415,6 +415,7 @@ def summarize(
     no_repeat_ngram_size: Annotated[int | None, typer.Option(help=_NGRAM_HELP)] = None,
     length_penalty: Annotated[float | None, typer.Option(help=_PENALTY_HELP)] = None,
     skip_existing: Annotated[bool, typer.Option(help="Resume: keep records already in --output, do the rest.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an earlier summaries file at --output.")] = False,
     quiet: Annotated[bool, typer.Option(help="Only warnings and errors; no progress bar.")] = False,
 ) -> None:
     """Summarise documents of any length (overlapping windows, then a summary of summaries)."""
@@ -424,13 +425,15 @@ def summarize(
     import torch
 
     from .builder import BuildError, load_mega2bart
-    from .summarize import Summarizer, summarize_files
+    from .summarize import Summarizer, check_output, summarize_files
 
     if merge not in ("summarize", "concatenate"):
         _fail(f"--merge must be summarize or concatenate (got {merge!r})")
     generation = _generation(num_beams, max_new_tokens, min_new_tokens, no_repeat_ngram_size, length_penalty)
-    if output.exists() and output.stat().st_size and not skip_existing:
-        _fail(f"output {str(output)!r} exists: pass --skip-existing to resume it, or another path")
+    try:
+        check_output(output, files, skip_existing=skip_existing, overwrite=overwrite)  # before the model loads
+    except (ValueError, FileExistsError) as exc:
+        _fail(str(exc))
     try:
         loaded, tokenizer = load_mega2bart(model)
         if torch.cuda.is_available():
@@ -439,12 +442,16 @@ def summarize(
             loaded, tokenizer, max_input_tokens=max_input_tokens, window_overlap=window_overlap, batch_size=batch_size,
             generation=generation, merge=merge, max_levels=max_levels,
         )
-        counts = summarize_files(summarizer, files, output, skip_existing=skip_existing, progress=not quiet)
+        counts = summarize_files(
+            summarizer, files, output, skip_existing=skip_existing, overwrite=overwrite, progress=not quiet
+        )
     except (BuildError, ValueError, FileNotFoundError, FileExistsError) as exc:
         _fail(str(exc))
+    refused = f", {counts['refused']} refused (see the warnings above)" if counts["refused"] else ""
     typer.echo(
-        f"{counts['written']} summarised ({counts['windowed']} through windows), {counts['skipped']} already done; "
-        f"wrote {output}"
+        f"{counts['written']} summarised ({counts['windowed']} through windows), {counts['skipped']} already done"
+        f"{refused}; wrote {output}",
+        err=not output.is_file(),  # `--output /dev/stdout`: keep the jsonl stream clean
     )
 
 

@@ -129,7 +129,8 @@ def load_summarization_dataset(
 
     Raises:
         ValueError: a column is missing (the message lists the columns present), an unknown
-            file extension, or mixed extensions.
+            file extension, mixed extensions, or a local file that is empty or unreadable (for
+            .json/.jsonl the message names the first bad line).
         FileNotFoundError: a local file does not exist.
         RuntimeError: a Hub dataset could not be loaded (offline, wrong name, ...).
         ImportError: "aclsum" without the `aclsum` package.
@@ -242,8 +243,58 @@ def _load_raw(
             f"data files must all be one of {sorted(_FILE_BUILDERS)} (json and jsonl may mix); got {suffixes}"
         )
     builder = builders.pop()
+    for path in files.values():
+        if _is_blank(path):
+            raise ValueError(f"data file {str(path)!r} is empty: it needs one example per row")
     data_files = {split: str(path) for split, path in files.items()}
-    return load_dataset(builder, data_files=data_files, cache_dir=cache_dir), ", ".join(data_files.values())
+    try:
+        data = load_dataset(builder, data_files=data_files, cache_dir=cache_dir)
+    except Exception as exc:  # pyarrow/datasets errors: find the file and line ourselves
+        problems = [_json_problem(path) for path in files.values()] if builder == "json" else []
+        problem = next((p for p in problems if p), None)
+        if problem is None:
+            root = exc
+            while root.__cause__ is not None or root.__context__ is not None:
+                root = root.__cause__ or root.__context__
+            detail = (str(root).strip().splitlines() or [""])[0]
+            problem = f"could not read data file(s) {', '.join(data_files.values())}: {type(root).__name__}: {detail}"
+        raise ValueError(problem) from exc
+    return data, ", ".join(data_files.values())
+
+
+def _is_blank(path: Path) -> bool:
+    """True if the file holds nothing but whitespace (read until the first other byte)."""
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 16):
+            if chunk.strip():
+                return False
+    return True
+
+
+def _json_problem(path: Path) -> str | None:
+    """The first reason a .json/.jsonl file is not rows of JSON objects, naming the line; None if none found."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        return f"data file {str(path)!r} is not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start}): convert it"
+    if text.lstrip().startswith("["):  # one JSON document: a list of rows
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as exc:
+            return f"{path}:{exc.lineno} is not valid JSON ({exc.msg}, column {exc.colno})"
+        bad = next((i for i, row in enumerate(rows) if not isinstance(row, dict)), None)
+        return None if bad is None else f"{path}: item {bad} of the list is not a JSON object"
+    for number, line in enumerate(text.splitlines(), start=1):  # JSON lines
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            return f"{path}:{number} is not valid JSON ({exc.msg}, column {exc.colno}): one JSON object per line"
+        if not isinstance(row, dict):
+            return f"{path}:{number} is not a JSON object (a {type(row).__name__}): one JSON object per line"
+    return None
 
 
 def _load_hub(name: str, config: str | None, cache_dir: str | None) -> DatasetDict:

@@ -17,6 +17,10 @@ came from. Windows of all documents in a group are generated together, sorted by
 
 `summarize_files(...)` reads .txt/.md/.html/.jsonl files (or stdin, "-") and writes one json line
 per document, flushed as soon as its group is done; `skip_existing=True` resumes a crashed job.
+It never writes over something it did not write: an output that is one of the inputs, or a file
+that is not a mega2bart summaries jsonl, is refused (`check_output`). A document that cannot be
+summarised (empty, only whitespace, a null text field, not UTF-8) is skipped with a warning naming
+it; UTF-8 is the only encoding read, so nothing is decoded with silent replacement characters.
 `evaluate_model(...)` generates for a dataset split and writes ROUGE with bootstrap intervals,
 length statistics and per-example predictions.
 """
@@ -29,6 +33,7 @@ import json
 import logging
 import math
 import os
+import stat
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -351,7 +356,18 @@ def html_to_text(markup: str) -> str:
     return parser.text()
 
 
-def read_documents(paths: Sequence[str | Path], stdin: Any = None) -> Iterator[tuple[str, str]]:
+class DocumentError(ValueError):
+    """A document that cannot be summarised: empty, only whitespace, a null or non-text field, not UTF-8."""
+
+    def __init__(self, doc_id: str, reason: str) -> None:
+        super().__init__(f"{doc_id}: {reason}")
+        self.doc_id = doc_id
+        self.reason = reason
+
+
+def read_documents(
+    paths: Sequence[str | Path], stdin: Any = None, refused: list[DocumentError] | None = None
+) -> Iterator[tuple[str, str]]:
     """Yield (id, text) for each document in `paths`.
 
     - .txt/.md/.markdown/.text: the file, id = its path;
@@ -359,30 +375,69 @@ def read_documents(paths: Sequence[str | Path], stdin: Any = None) -> Iterator[t
     - .jsonl: one document per line with a "text" (or "document", "article") field; id = the
       line's "id" field if present, else "<path>:<line number>";
     - "-": all of stdin as one document, id "-".
+
+    Files are read as UTF-8 (a byte order mark is dropped). A document that cannot be summarised
+    (empty or whitespace, a null or non-string text field, not UTF-8, NUL bytes) raises a
+    `DocumentError`, or, if `refused` is a list, is appended to it and skipped. A missing file, an
+    unsupported extension or a jsonl line that is not JSON always raises (before any work is done).
     """
     for raw in paths:
-        if str(raw) == STDIN:
-            yield STDIN, (stdin or sys.stdin).read()
-            continue
-        path = Path(raw)
-        if not path.is_file():
-            raise FileNotFoundError(f"input {str(path)!r} does not exist (or is not a file)")
-        suffix = path.suffix.lower()
-        if suffix not in SUPPORTED_SUFFIXES:
-            raise ValueError(
-                f"cannot read {str(path)!r}: unsupported extension {suffix!r}; supported are "
-                f"{', '.join(SUPPORTED_SUFFIXES)} (or '-' for stdin)"
-            )
-        content = path.read_text(encoding="utf-8", errors="replace")
-        if suffix in HTML_SUFFIXES:
-            yield str(path), html_to_text(content)
-        elif suffix in JSONL_SUFFIXES:
-            yield from _read_jsonl(path, content)
-        else:
-            yield str(path), content
+        try:
+            if str(raw) == STDIN:
+                yield STDIN, _nonblank(STDIN, _read_stdin(stdin), "standard input")
+                continue
+            path = Path(raw)
+            if not path.is_file():
+                raise FileNotFoundError(f"input {str(path)!r} does not exist (or is not a file)")
+            suffix = path.suffix.lower()
+            if suffix not in SUPPORTED_SUFFIXES:
+                raise ValueError(
+                    f"cannot read {str(path)!r}: unsupported extension {suffix!r}; supported are "
+                    f"{', '.join(SUPPORTED_SUFFIXES)} (or '-' for stdin)"
+                )
+            content = _decode(str(path), path.read_bytes())
+            if suffix in HTML_SUFFIXES:
+                visible = html_to_text(content)
+                if not visible.strip():
+                    raise DocumentError(str(path), "the page has no visible text")
+                yield str(path), visible
+            elif suffix in JSONL_SUFFIXES:
+                yield from _read_jsonl(path, content, refused)
+            else:
+                yield str(path), _nonblank(str(path), content, "the file")
+        except DocumentError as error:
+            if refused is None:
+                raise
+            refused.append(error)
 
 
-def _read_jsonl(path: Path, content: str) -> Iterator[tuple[str, str]]:
+def _read_stdin(stdin: Any) -> str:
+    source = stdin or sys.stdin
+    buffer = getattr(source, "buffer", None)  # bytes, so that the decoding is ours
+    return _decode(STDIN, buffer.read()) if buffer is not None else source.read()
+
+
+def _decode(doc_id: str, data: bytes) -> str:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DocumentError(
+            doc_id,
+            f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}): convert it to UTF-8, "
+            "e.g. from Latin-1 with `iconv -f latin1 -t utf-8 IN > OUT`",
+        ) from None
+    if "\x00" in text:
+        raise DocumentError(doc_id, "it contains NUL bytes (binary, or UTF-16 text?): convert it to UTF-8 text")
+    return text
+
+
+def _nonblank(doc_id: str, text: str, what: str) -> str:
+    if not text.strip():
+        raise DocumentError(doc_id, f"{what} is empty" if not text else f"{what} has only whitespace")
+    return text
+
+
+def _read_jsonl(path: Path, content: str, refused: list[DocumentError] | None) -> Iterator[tuple[str, str]]:
     for number, line in enumerate(content.splitlines(), start=1):
         if not line.strip():
             continue
@@ -393,33 +448,174 @@ def _read_jsonl(path: Path, content: str) -> Iterator[tuple[str, str]]:
         field_name = next((f for f in JSONL_TEXT_FIELDS if isinstance(row, dict) and f in row), None)
         if field_name is None:
             raise ValueError(f"{path}:{number} has no text field; expected one of {list(JSONL_TEXT_FIELDS)}")
-        yield str(row.get("id", f"{path}:{number}")), str(row[field_name])
+        doc_id, value = str(row.get("id", f"{path}:{number}")), row[field_name]
+        where = f'{path}:{number}: the "{field_name}" field'
+        try:
+            if value is None:
+                raise DocumentError(doc_id, f"{where} is null")
+            if not isinstance(value, str):
+                raise DocumentError(doc_id, f"{where} is of type {type(value).__name__}, not a string")
+            yield doc_id, _nonblank(doc_id, value, where)
+        except DocumentError as error:
+            if refused is None:
+                raise
+            refused.append(error)
 
 
 # ----------------------------------------------------------------------------- output jsonl
 
 
-def finished_ids(output: Path) -> set[str]:
-    """Ids of the complete records in `output`; a torn last line (a crash mid-write) is cut off."""
-    if not output.is_file():
-        return set()
+SUMMARY_KEYS = tuple(f.name for f in dataclasses.fields(SummaryResult))
+_RECORD_START = b'{"id": '  # every record `summarize_files` writes starts so (json.dumps keeps the field order)
+
+
+def _summary_record(line: bytes) -> tuple[dict[str, Any] | None, str]:
+    """The record on one output line, or None and why it is not one."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None, "not valid JSON"
+    if not isinstance(record, dict):
+        return None, f"a JSON {type(record).__name__}, not an object"
+    missing = [key for key in SUMMARY_KEYS if key not in record]
+    if missing:
+        return None, f"a JSON object that lacks the keys {missing}"
+    return record, ""
+
+
+def _scan_output(output: Path) -> tuple[set[str], int, int]:
+    """(ids of the complete records, their length in bytes, the file's length) of a summaries jsonl.
+
+    Only the end of the file may be incomplete: a crash mid-write leaves the start of a record
+    without its newline (or, after a power loss, an unparsable last line). Anything else that is not
+    a record `summarize_files` wrote raises `ValueError`, so no line of a file it did not write is
+    ever dropped.
+    """
     data = output.read_bytes()
+    *lines, tail = data.split(b"\n")  # `tail`: the bytes after the last newline
     done: set[str] = set()
     good_end = 0
-    for line in data.splitlines(keepends=True):
-        try:
-            record = json.loads(line)
-            if not line.endswith(b"\n"):
-                raise ValueError("no newline")
-        except ValueError:
-            break
+    for number, line in enumerate(lines, start=1):
+        record, why = _summary_record(line)
+        if record is None:
+            if number == len(lines) and not tail and _torn(line, done):
+                break
+            if not done:
+                raise ValueError(
+                    f"output {str(output)!r} is not a summaries file written by mega2bart (line {number} is {why}); "
+                    "it was left untouched: pass another --output"
+                )
+            raise ValueError(
+                f"output {str(output)!r} line {number} is not a summary record ({why}) but lines before it are; "
+                f"the file was left untouched: remove or repair line {number}, or write to another --output"
+            )
         done.add(str(record["id"]))
-        good_end += len(line)
-    if good_end != len(data):
-        logger.warning("%s: dropping an incomplete last record (%d bytes) before resuming", output, len(data) - good_end)
+        good_end += len(line) + 1
+    else:
+        if tail and not _torn(tail, done):
+            raise ValueError(
+                f"output {str(output)!r} is not a summaries file written by mega2bart (line {len(lines) + 1} is "
+                f"{_summary_record(tail)[1]}); it was left untouched: pass another --output"
+            )
+    return done, good_end, len(data)
+
+
+def _torn(fragment: bytes, done: set[str]) -> bool:
+    """Whether the last line can be the remains of a record cut by a crash: a record without its
+    newline, or bytes that are not JSON after other records, at the start of a record or zero-filled."""
+    record, why = _summary_record(fragment)
+    if record is not None:
+        return True
+    if why != "not valid JSON":  # a whole JSON value, but not ours
+        return False
+    return bool(done) or _RECORD_START.startswith(fragment[: len(_RECORD_START)]) or not fragment.strip(b"\x00")
+
+
+def finished_ids(output: str | Path) -> set[str]:
+    """Ids of the complete records in `output`; a torn last line (a crash mid-write) is cut off.
+
+    Raises:
+        ValueError: `output` is not a summaries jsonl written by mega2bart, or a line before its
+            last one is damaged (the file is not changed then).
+    """
+    output = Path(output)
+    if not output.is_file():
+        return set()
+    done, good_end, size = _scan_output(output)
+    if good_end != size:
+        logger.warning("%s: dropping an incomplete last record (%d bytes) before resuming", output, size - good_end)
         with output.open("r+b") as fh:
             fh.truncate(good_end)
     return done
+
+
+def check_output(
+    output: str | Path,
+    inputs: Sequence[str | Path],
+    *,
+    skip_existing: bool = False,
+    overwrite: bool = False,
+    stdin: Any = None,
+) -> None:
+    """Raise unless `summarize_files` may write `output`; changes nothing.
+
+    Refused: an output that is one of the inputs (symlinks and stdin redirected from it included),
+    a directory, an existing non-empty file without `skip_existing` or `overwrite`, a file that is
+    not a mega2bart summaries jsonl (with either), resuming into a pipe or device.
+    """
+    if skip_existing and overwrite:
+        raise ValueError("pass either skip_existing (--skip-existing) or overwrite (--overwrite), not both")
+    output = Path(output)
+    if output.is_dir():
+        example = str(output / "summaries.jsonl")
+        raise ValueError(f"output {str(output)!r} is a directory: pass a file such as {example!r}")
+    if not output.exists():
+        return
+    out_stat = output.stat()
+    for raw in inputs:
+        if str(raw) == STDIN:
+            in_stat = _stdin_stat(stdin)
+        else:
+            in_stat = Path(raw).stat() if Path(raw).exists() else None
+        if in_stat is not None and (in_stat.st_dev, in_stat.st_ino) == (out_stat.st_dev, out_stat.st_ino) \
+                and stat.S_ISREG(out_stat.st_mode):
+            name = "standard input" if str(raw) == STDIN else repr(str(raw))
+            raise ValueError(
+                f"output {str(output)!r} is also an input ({name}): writing it would destroy the document; "
+                "pass another --output"
+            )
+    if not stat.S_ISREG(out_stat.st_mode):
+        if skip_existing:
+            raise ValueError(
+                f"cannot resume into {str(output)!r}: it is not a regular file (a terminal, pipe or device); "
+                "drop --skip-existing or write to a file"
+            )
+        return
+    if out_stat.st_size == 0:
+        return
+    if skip_existing:
+        _scan_output(output)
+    elif overwrite:
+        with output.open("rb") as fh:
+            first = fh.readline()
+        record, why = _summary_record(first)
+        if record is None and not (first.startswith(_RECORD_START) and not first.endswith(b"\n")):
+            raise ValueError(
+                f"--overwrite replaces only a summaries file written by mega2bart, and {str(output)!r} is not one "
+                f"(line 1 is {why}): move it away or pass another --output"
+            )
+    else:
+        raise FileExistsError(
+            f"output {str(output)!r} exists: pass --skip-existing (skip_existing=True) to resume it, "
+            "--overwrite to replace it, or another path"
+        )
+
+
+def _stdin_stat(stdin: Any) -> os.stat_result | None:
+    try:
+        return os.fstat((stdin or sys.stdin).fileno())
+    except (AttributeError, OSError, ValueError):  # io.StringIO and test runners' stand-ins have no file
+        return None
 
 
 def _groups(items: list[tuple[str, str, int]], windows_per_group: int, window: int) -> Iterator[list[tuple[str, str, int]]]:
@@ -442,26 +638,35 @@ def summarize_files(
     output: str | Path,
     *,
     skip_existing: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
     stdin: Any = None,
 ) -> dict[str, int]:
     """Summarise documents from files into `output` (jsonl, one record per document).
 
     Documents are processed in length-sorted groups of about `summarizer.batch_size` windows; each
-    group's records are appended and flushed (and fsynced) as soon as it is done, so a crash loses at
-    most the group in progress. With `skip_existing`, documents whose id is already in `output` are
-    skipped; without it, an existing `output` is an error (nothing is overwritten silently).
+    group's records are appended and flushed (and fsynced, if `output` is a regular file) as soon as
+    it is done, so a crash loses at most the group in progress. With `skip_existing`, documents whose
+    id is already in `output` are skipped and only a torn last line is dropped; with `overwrite`, an
+    earlier summaries file is replaced; with neither, an existing non-empty `output` is an error.
+    `output` is never one of the inputs nor a file mega2bart did not write (see `check_output`).
+    Documents that cannot be summarised (see `read_documents`) are skipped with a warning; if no
+    document is left, nothing is written and a `ValueError` says why.
 
     Returns:
-        {"documents", "skipped", "written", "windowed"} counts.
+        {"documents", "skipped", "written", "windowed", "refused"} counts.
     """
     output = Path(output)
-    if output.exists() and not skip_existing and output.stat().st_size > 0:
-        raise FileExistsError(
-            f"output {str(output)!r} exists: pass skip_existing=True (--skip-existing) to resume it, or another path"
-        )
+    check_output(output, inputs, skip_existing=skip_existing, overwrite=overwrite, stdin=stdin)
+    refused: list[DocumentError] = []
+    documents = list(read_documents(inputs, stdin=stdin, refused=refused))
+    if len(refused) == 1 and not documents:
+        raise ValueError(f"{refused[0]}: nothing to summarise")
+    for error in refused:
+        logger.warning("skipped %s", error)
+    if refused and not documents:
+        raise ValueError(f"all {len(refused)} documents were refused (first: {refused[0]}): nothing to summarise")
     done = finished_ids(output) if skip_existing else set()
-    documents = list(read_documents(inputs, stdin=stdin))
     seen: set[str] = set()
     for doc_id, _ in documents:
         if doc_id in seen:
@@ -476,20 +681,28 @@ def summarize_files(
     output.parent.mkdir(parents=True, exist_ok=True)
     written = windowed = 0
     bar = _progress(progress, desc="documents", total=len(todo), unit="doc")
-    with output.open("a", encoding="utf-8") as fh:
+    with output.open("w" if overwrite else "a", encoding="utf-8") as fh:
+        regular = stat.S_ISREG(os.fstat(fh.fileno()).st_mode)  # a pipe or terminal cannot be fsynced
         for group in _groups(lengths, summarizer.batch_size, summarizer.window):
             results = summarizer.summarize([t for _, t, _ in group], ids=[i for i, _, _ in group])
             for result in results:
                 fh.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
                 windowed += result.levels > 1 or len(result.windows) > 1
             fh.flush()
-            os.fsync(fh.fileno())
+            if regular:
+                os.fsync(fh.fileno())
             written += len(results)
             if bar is not None:
                 bar.update(len(results))
     if bar is not None:
         bar.close()
-    counts = {"documents": len(documents), "skipped": skipped, "written": written, "windowed": int(windowed)}
+    counts = {
+        "documents": len(documents) + len(refused),
+        "skipped": skipped,
+        "written": written,
+        "windowed": int(windowed),
+        "refused": len(refused),
+    }
     logger.info("summarised %s -> %s", counts, output)
     return counts
 
@@ -522,6 +735,9 @@ def evaluate_model(
     (id, prediction, reference, per-example ROUGE F-measures, windows). Documents longer than the
     context are truncated as in training (`overflow="truncate"`), or windowed ("windows").
 
+    Earlier results of this function in `output_dir` are replaced; any other file of those names is
+    refused (`ValueError`) before any work is done.
+
     Returns:
         The content of eval_results.json.
     """
@@ -531,6 +747,8 @@ def evaluate_model(
 
     if limit is not None and limit < 1:
         raise ValueError(f"`limit` ({limit}) must be >= 1 or None (the whole split)")
+    output_dir = Path(output_dir)
+    _check_eval_output_dir(output_dir)
     data, _ = load_summarization_dataset(
         dataset, dataset_config, text_column=text_column, summary_column=summary_column
     )
@@ -571,7 +789,6 @@ def evaluate_model(
         },
         "generation": {**model.generation_config.to_diff_dict(), **(generation or GenerationOptions()).to_kwargs()},
     }
-    output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     with (output_dir / "predictions.jsonl").open("w", encoding="utf-8") as fh:
         for i, (result, reference) in enumerate(zip(results, references)):
@@ -594,11 +811,45 @@ def evaluate_model(
     return report
 
 
+_EVAL_FILES = {
+    "eval_results.json": ("rouge", "sentence_splitter", "num_examples"),  # keys its content has
+    "predictions.jsonl": ("id", "prediction", "reference"),  # keys its first line has
+}
+
+
+def _check_eval_output_dir(output_dir: Path) -> None:
+    """Raise unless every file `evaluate_model` writes into `output_dir` is absent, empty or its own."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"--output-dir {str(output_dir)!r} is a file, not a directory: pass a directory")
+    for name, keys in _EVAL_FILES.items():
+        path = output_dir / name
+        if not path.exists() and not path.is_symlink():
+            continue
+        ours = False
+        if path.is_file():
+            if path.stat().st_size == 0:
+                continue
+            with path.open("rb") as fh:
+                head = fh.read() if name.endswith(".json") else fh.readline()
+            try:
+                content = json.loads(head)
+                ours = isinstance(content, dict) and all(key in content for key in keys)
+            except ValueError:
+                ours = False
+        if not ours:
+            raise ValueError(
+                f"{str(path)!r} exists and was not written by mega2bart eval: it would be overwritten; "
+                "move it away or pass another --output-dir"
+            )
+
+
 __all__ = [
     "GenerationOptions",
     "SummaryResult",
     "Summarizer",
+    "DocumentError",
     "Window",
+    "check_output",
     "evaluate_model",
     "finished_ids",
     "html_to_text",

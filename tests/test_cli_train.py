@@ -163,3 +163,73 @@ def test_summarize_rejects_unknown_formats_and_missing_files(tiny_mega2bart_dir,
     _error(runner.invoke(app, [*base[:2], str(tmp_path / "doc.pdf"), *base[2:]]), "unsupported extension '.pdf'")
     _error(runner.invoke(app, [*base[:2], str(tmp_path / "nope.txt"), *base[2:]]), "nope.txt")
     assert not Path(tmp_path / "o.jsonl").exists() or not (tmp_path / "o.jsonl").read_text()
+
+
+def test_summarize_protects_inputs_and_foreign_files(tiny_mega2bart_dir, tmp_path):
+    document = tmp_path / "doc.txt"
+    document.write_text("A document the user owns, which must survive. " * 80)
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text('{"note": "keep me"}\n')
+    before = document.read_bytes()
+    base = ["summarize", str(tiny_mega2bart_dir), str(document), "--num-beams", "1", "--max-new-tokens", "6", "--quiet"]
+    for extra in ([], ["--skip-existing"], ["--overwrite"]):
+        _error(runner.invoke(app, [*base, "--output", str(document), *extra]), "is also an input")
+    _error(runner.invoke(app, [*base, "--output", str(notes), "--skip-existing"]), "not a summaries file written by")
+    _error(runner.invoke(app, [*base, "--output", str(notes)]), "--overwrite")
+    _error(runner.invoke(app, [*base, "--output", str(notes), "--overwrite"]), "--overwrite replaces only")
+    assert document.read_bytes() == before and notes.read_text() == '{"note": "keep me"}\n'
+
+
+def test_summarize_bad_only_input_is_one_line_error_and_bad_one_of_many_is_skipped(tiny_mega2bart_dir, tmp_path):
+    empty, good = tmp_path / "empty.txt", tmp_path / "good.txt"
+    empty.write_text(" \n")
+    good.write_text("A short document that can be summarised.")
+    out = tmp_path / "out.jsonl"
+    base = ["summarize", str(tiny_mega2bart_dir), "--output", str(out), "--num-beams", "1", "--max-new-tokens", "6",
+            "--quiet"]
+    result = runner.invoke(app, [*base, str(empty)])
+    _error(result, "has only whitespace: nothing to summarise")
+    assert "Traceback" not in result.output and "WARNING" not in result.output, result.output
+    assert len([line for line in result.output.splitlines() if str(empty) in line]) == 1, result.output
+    assert not out.exists()
+    _error(runner.invoke(app, [*base, "-"], input=""), "standard input is empty")
+    output = _ok(runner.invoke(app, [*base, str(empty), str(good)]))
+    assert "1 summarised" in output and "1 refused" in output and str(empty) in output
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == [str(good)]
+
+
+def test_summarize_to_a_pipe(tiny_mega2bart_dir, tmp_path):
+    # `--output /dev/stdout` in a shell pipeline: a pipe, which cannot be fsynced
+    import os
+    import threading
+
+    document = tmp_path / "doc.txt"
+    document.write_text("A short document for a pipe.")
+    read_end, write_end = os.pipe()
+    chunks: list[bytes] = []
+    reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: os.read(read_end, 65536), b"")))
+    reader.start()
+    try:
+        result = runner.invoke(app, ["summarize", str(tiny_mega2bart_dir), str(document), "--output",
+                                     f"/dev/fd/{write_end}", "--num-beams", "1", "--max-new-tokens", "6", "--quiet"])
+    finally:
+        os.close(write_end)
+        reader.join(timeout=30)
+        os.close(read_end)
+    assert "1 summarised" in _ok(result)
+    assert json.loads(b"".join(chunks))["id"] == str(document)
+
+
+def test_eval_and_train_name_the_line_of_a_malformed_dataset(tiny_mega2bart_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"document": "a", "summary": "b"}\n{"document": "c", broken\n')
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    model = str(tiny_mega2bart_dir)
+    for dataset, match in ((bad, f"{bad}:2 is not valid JSON"), (empty, f"data file {str(empty)!r} is empty")):
+        for args in (["eval", model, "--output-dir", "ev", "--split", "train"],
+                     ["train", "--model", model, "--output-dir", "tr", "--eval-split", "none", "--quiet"]):
+            result = runner.invoke(app, [*args, "--dataset", str(dataset)])
+            _error(result, match)
+            assert "Traceback" not in result.output, result.output

@@ -154,6 +154,25 @@ def test_bad_files_raise(tmp_path: Path):
         load_summarization_dataset({"train": a, "test": b})
 
 
+@pytest.mark.parametrize(
+    "name, content, match",
+    [
+        ("empty.jsonl", "", r"empty\.jsonl' is empty"),
+        ("blank.jsonl", "  \n\n", r"blank\.jsonl' is empty"),
+        ("bad.jsonl", '{"document": "a", "summary": "b"}\n{"document": "c", broken\n',
+         r"bad\.jsonl:2 is not valid JSON"),
+        ("list.jsonl", '{"document": "a", "summary": "b"}\n[1, 2]\n', r"list\.jsonl:2 is not a JSON object"),
+        ("bad.json", '[{"document": "a", "summary": "b"},\n {"document": }]\n', r"bad\.json:2 is not valid JSON"),
+    ],
+)
+def test_empty_or_malformed_json_files_name_the_file_and_line(tmp_path: Path, name, content, match):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(ValueError, match=match) as error:
+        load_summarization_dataset(path, cache_dir=str(tmp_path / "cache"))
+    assert "\n" not in str(error.value)
+
+
 # ----------------------------------------------------------------------------- Hub names
 
 

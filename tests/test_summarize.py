@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import threading
 
 import pytest
 
 from mega2bart.summarize import (
+    DocumentError,
     GenerationOptions,
     Summarizer,
+    check_output,
     evaluate_model,
     finished_ids,
     html_to_text,
@@ -157,12 +161,6 @@ def test_read_documents_errors(tmp_path, name, content, error, match):
         list(read_documents([tmp_path / "missing.txt"]))
 
 
-def test_finished_ids_drops_a_torn_last_line(tmp_path):
-    out = tmp_path / "out.jsonl"
-    out.write_text('{"id": "a", "summary": "s"}\n{"id": "b", "summary": "s"}\n{"id": "c", "summ')
-    assert finished_ids(out) == {"a", "b"}
-    assert out.read_text().endswith('"s"}\n') and out.read_text().count("\n") == 2
-    assert finished_ids(tmp_path / "none.jsonl") == set()
 
 
 def test_summarize_files_resumes_without_redoing_finished_documents(model_and_tokenizer, tmp_path):
@@ -175,7 +173,7 @@ def test_summarize_files_resumes_without_redoing_finished_documents(model_and_to
     summarizer = _summarizer(model_and_tokenizer, batch_size=2)
 
     counts = summarize_files(summarizer, inputs[:2], out, progress=False)
-    assert counts == {"documents": 2, "skipped": 0, "written": 2, "windowed": 1}
+    assert counts == {"documents": 2, "skipped": 0, "written": 2, "windowed": 1, "refused": 0}
     first_lines = out.read_text().splitlines()
     with out.open("a") as fh:
         fh.write('{"id": "torn')  # a crash in the middle of writing a record
@@ -183,7 +181,7 @@ def test_summarize_files_resumes_without_redoing_finished_documents(model_and_to
     with pytest.raises(FileExistsError, match="--skip-existing"):
         summarize_files(summarizer, inputs, out, progress=False)
     counts = summarize_files(summarizer, inputs, out, skip_existing=True, progress=False)
-    assert counts == {"documents": 3, "skipped": 2, "written": 1, "windowed": 0}
+    assert counts == {"documents": 3, "skipped": 2, "written": 1, "windowed": 0, "refused": 0}
     lines = out.read_text().splitlines()
     assert lines[:2] == first_lines  # finished records untouched, the torn one gone
     records = [json.loads(line) for line in lines]
@@ -193,6 +191,171 @@ def test_summarize_files_resumes_without_redoing_finished_documents(model_and_to
 
     with pytest.raises(ValueError, match="appears twice"):
         summarize_files(summarizer, [inputs[0], inputs[0]], tmp_path / "dup.jsonl", progress=False)
+
+
+def _records(*ids: str) -> str:
+    keys = {"summary": "s", "num_tokens": 3, "levels": 1, "windows": [], "truncated": False}
+    return "".join(json.dumps({"id": i, **keys}) + "\n" for i in ids)
+
+
+def test_finished_ids_drops_a_torn_last_line(tmp_path):
+    out = tmp_path / "out.jsonl"
+    out.write_text(_records("a", "b") + '{"id": "c", "summ')
+    assert finished_ids(out) == {"a", "b"}
+    assert out.read_text() == _records("a", "b")
+    assert finished_ids(tmp_path / "none.jsonl") == set()
+
+
+def test_finished_ids_drops_only_a_torn_last_line(tmp_path):
+    out = tmp_path / "out.jsonl"
+    # an unparsable last line (with its newline) after complete records is a crash's leftover too
+    out.write_text(_records("a", "b") + "\x00\x00garbage\n")
+    assert finished_ids(out) == {"a", "b"} and out.read_text() == _records("a", "b")
+    # a crash in the very first record leaves only its start
+    out.write_text('{"id": "a", "summ')
+    assert finished_ids(out) == set() and out.read_bytes() == b""
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        (_records("a") + "not json\n" + _records("b", "c"), r"line 2 is not a summary record .*not valid JSON"),
+        (_records("a") + "\n" + _records("b"), r"line 2 is not a summary record"),
+        (_records("a") + '{"id": "x", "text": "t"}\n' + _records("b"), r"line 2 .*lacks the keys"),
+        ('{"id": "d1", "text": "a document"}\n', r"not a summaries file written by mega2bart .*lacks the keys"),
+        ("My notes, one line and no newline", r"not a summaries file written by mega2bart .*line 1"),
+        ("Line one of a report.\nLine two.\n", r"not a summaries file written by mega2bart"),
+    ],
+)
+def test_resume_refuses_damaged_or_foreign_files_and_leaves_them_untouched(tmp_path, content, match):
+    out = tmp_path / "out.jsonl"
+    out.write_text(content)
+    with pytest.raises(ValueError, match=match) as error:
+        finished_ids(out)
+    assert str(out) in str(error.value) and "\n" not in str(error.value)
+    with pytest.raises(ValueError, match=match):
+        check_output(out, [], skip_existing=True)
+    assert out.read_text() == content
+
+
+def test_check_output_refuses_an_input_a_directory_and_conflicting_flags(tmp_path):
+    doc = tmp_path / "doc.txt"
+    doc.write_text("A document the user owns. " * 140)
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(doc)
+    for output in (doc, link, tmp_path / "." / "doc.txt"):
+        for kwargs in ({}, {"skip_existing": True}, {"overwrite": True}):
+            with pytest.raises(ValueError, match="is also an input"):
+                check_output(output, [doc], **kwargs)
+    with pytest.raises(ValueError, match="is a directory"):
+        check_output(tmp_path, [doc])
+    with pytest.raises(ValueError, match="not both"):
+        check_output(tmp_path / "o.jsonl", [doc], skip_existing=True, overwrite=True)
+    ours = tmp_path / "ours.jsonl"
+    ours.write_text(_records("a"))
+    with pytest.raises(FileExistsError, match="--skip-existing .*--overwrite"):
+        check_output(ours, [doc])
+    check_output(ours, [doc], overwrite=True)
+    check_output(ours, [doc], skip_existing=True)
+    with pytest.raises(ValueError, match="--overwrite replaces only a summaries file written by mega2bart"):
+        check_output(doc, [], overwrite=True)
+
+
+def test_summarize_files_never_writes_over_an_input_or_a_foreign_file(model_and_tokenizer, tmp_path):
+    doc = tmp_path / "doc.txt"
+    doc.write_text(LONG_DOCUMENT)
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text('{"note": "keep me"}\n')
+    summarizer = _summarizer(model_and_tokenizer)
+    before = doc.read_bytes()
+    with pytest.raises(ValueError, match="is also an input"):
+        summarize_files(summarizer, [doc], doc, skip_existing=True, progress=False)
+    with pytest.raises(ValueError, match="not a summaries file written by mega2bart"):
+        summarize_files(summarizer, [doc], notes, skip_existing=True, progress=False)
+    assert doc.read_bytes() == before and notes.read_text() == '{"note": "keep me"}\n'
+
+
+def test_summarize_files_overwrite_replaces_its_own_output(model_and_tokenizer, tmp_path):
+    doc = tmp_path / "doc.txt"
+    doc.write_text("A short document about overwriting.")
+    out = tmp_path / "out.jsonl"
+    out.write_text(_records("old1", "old2"))
+    counts = summarize_files(_summarizer(model_and_tokenizer), [doc], out, overwrite=True, progress=False)
+    assert counts["written"] == 1
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == [str(doc)]
+
+
+def test_read_documents_refuses_empty_null_and_undecodable_documents(tmp_path):
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "blank.md").write_text("  \n\t\n")
+    (tmp_path / "latin1.txt").write_bytes("Caf\u00e9 au lait".encode("latin-1"))
+    (tmp_path / "utf16.txt").write_bytes("hello".encode("utf-16-le"))
+    (tmp_path / "empty.html").write_text("<html><script>x()</script></html>")
+    (tmp_path / "bom.txt").write_bytes("\ufeffWith a byte order mark".encode("utf-8"))
+    (tmp_path / "d.jsonl").write_text(
+        '{"id": "ok", "text": "fine"}\n{"id": "n", "text": null}\n{"text": "  "}\n{"id": "num", "text": 5}\n'
+    )
+    names = ["empty.txt", "blank.md", "latin1.txt", "utf16.txt", "empty.html", "bom.txt", "d.jsonl"]
+    refused: list[DocumentError] = []
+    docs = dict(read_documents([tmp_path / n for n in names] + ["-"], stdin=io.StringIO(""), refused=refused))
+    assert docs == {str(tmp_path / "bom.txt"): "With a byte order mark", "ok": "fine"}
+    reasons = {error.doc_id: str(error) for error in refused}
+    assert set(reasons) == {str(tmp_path / n) for n in names[:5]} | {"n", f"{tmp_path / 'd.jsonl'}:3", "num", "-"}
+    assert "is empty" in reasons[str(tmp_path / "empty.txt")]
+    assert "only whitespace" in reasons[str(tmp_path / "blank.md")]
+    latin1 = reasons[str(tmp_path / "latin1.txt")]
+    assert "not UTF-8" in latin1 and "0xe9" in latin1 and "convert it to UTF-8" in latin1
+    assert "NUL" in reasons[str(tmp_path / "utf16.txt")]
+    assert '"text" field is null' in reasons["n"] and "d.jsonl:2" in reasons["n"]
+    assert "int, not a string" in reasons["num"]
+    assert "standard input is empty" in reasons["-"]
+    # without a list to collect them, the first bad document raises
+    with pytest.raises(DocumentError, match="is empty"):
+        list(read_documents([tmp_path / "empty.txt"]))
+
+
+def test_summarize_files_skips_bad_documents_and_fails_when_none_is_left(model_and_tokenizer, tmp_path, caplog):
+    good = tmp_path / "good.txt"
+    good.write_text("A short, readable document.")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("Caf\u00e9".encode("latin-1"))
+    summarizer = _summarizer(model_and_tokenizer)
+    out = tmp_path / "out.jsonl"
+    with caplog.at_level("WARNING", logger="mega2bart.summarize"):
+        counts = summarize_files(summarizer, [good, empty, latin1], out, progress=False)
+    assert counts == {"documents": 3, "skipped": 0, "written": 1, "windowed": 0, "refused": 2}
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == [str(good)]
+    assert str(empty) in caplog.text and str(latin1) in caplog.text
+    lone = tmp_path / "lone.jsonl"
+    with pytest.raises(ValueError, match="is empty: nothing to summarise") as error:
+        summarize_files(summarizer, [empty], lone, progress=False)
+    assert "\n" not in str(error.value) and not lone.exists()
+    with pytest.raises(ValueError, match="all 2 documents were refused"):
+        summarize_files(summarizer, [empty, latin1], lone, progress=False)
+    with pytest.raises(ValueError, match="standard input has only whitespace"):
+        summarize_files(summarizer, ["-"], lone, progress=False, stdin=io.StringIO("  \n"))
+
+
+def test_summarize_files_writes_to_a_pipe(model_and_tokenizer, tmp_path):
+    # a pipe (like `--output /dev/stdout` in a shell pipeline) cannot be fsynced
+    doc = tmp_path / "doc.txt"
+    doc.write_text("A short document for a pipe.")
+    read_end, write_end = os.pipe()
+    chunks: list[bytes] = []
+    reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: os.read(read_end, 65536), b"")))
+    reader.start()
+    try:
+        counts = summarize_files(_summarizer(model_and_tokenizer), [doc], f"/dev/fd/{write_end}", progress=False)
+        with pytest.raises(ValueError, match="not a regular file"):
+            check_output(f"/dev/fd/{write_end}", [doc], skip_existing=True)
+    finally:
+        os.close(write_end)
+        reader.join(timeout=30)
+        os.close(read_end)
+    assert counts["written"] == 1
+    assert json.loads(b"".join(chunks))["id"] == str(doc)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -218,3 +381,30 @@ def test_evaluate_model_writes_rouge_with_intervals_and_predictions(tiny_mega2ba
     assert predictions[0].keys() >= {"id", "prediction", "reference", "rouge"}
     with pytest.raises(ValueError, match="no split 'dev2'"):
         evaluate_model(tiny_mega2bart_dir, "aclsum", tmp_path / "e2", split="dev2", limit=1, progress=False)
+    # a second run replaces its own earlier results
+    evaluate_model(tiny_mega2bart_dir, "aclsum", tmp_path / "eval", split="test", limit=1, max_input_tokens=256,
+                   generation=FAST, bootstrap_samples=10, progress=False)
+    assert json.loads((tmp_path / "eval" / "eval_results.json").read_text())["num_examples"] == 1
+    assert len((tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("predictions.jsonl", '{"id": "1", "text": "my own data"}\n'),
+        ("eval_results.json", "my notes"),
+        ("eval_results.json", '{"accuracy": 0.9}'),
+    ],
+)
+def test_evaluate_model_never_erases_a_file_it_did_not_write(tiny_mega2bart_dir, tmp_path, name, content):
+    pytest.importorskip("aclsum", reason="needs `pip install aclsum==0.1.2` (Python >= 3.11)")
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / name).write_text(content)
+    quick = {"limit": 1, "max_input_tokens": 256, "generation": FAST, "bootstrap_samples": 10, "progress": False}
+    with pytest.raises(ValueError, match=f"{name}' exists and was not written by mega2bart eval"):
+        evaluate_model(tiny_mega2bart_dir, "aclsum", out, **quick)
+    assert (out / name).read_text() == content and sorted(p.name for p in out.iterdir()) == [name]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="is a file, not a directory"):
+        evaluate_model(tiny_mega2bart_dir, "aclsum", tmp_path / "file", **quick)
