@@ -213,6 +213,7 @@ def load_encoder(spec: Spec) -> tuple[PreTrainedModel, Source, list[tuple[str, i
     revision = _pin_revision(path, source)
     try:
         config = AutoConfig.from_pretrained(path, revision=revision)
+        _check_encoder_type(config, spec)
         if config.is_decoder or getattr(config, "add_cross_attention", False):
             logger.info("encoder %s was saved as a decoder: is_decoder and add_cross_attention turned off", path)
         config.is_decoder = False
@@ -223,6 +224,33 @@ def load_encoder(spec: Spec) -> tuple[PreTrainedModel, Source, list[tuple[str, i
         raise _hub_error("encoder", source, exc) from exc
     source.model_class = type(model).__name__
     return model, source, _missing_parameters(model, list(loading["missing_keys"]), "encoder.")
+
+
+def _check_encoder_type(config: PretrainedConfig, spec: Spec) -> None:
+    """Refuse a whole encoder-decoder (e.g. a `mega2bart build` output) where an encoder alone is expected."""
+    if config.model_type == "encoder-decoder":
+        raise BuildError(
+            f"encoder {os.fspath(spec)!r} is a complete encoder-decoder model (model_type 'encoder-decoder', e.g. a "
+            "`mega2bart build` output), but the encoder argument expects an encoder alone (a MEGA checkpoint such as "
+            f"{DEFAULT_ENCODER}); to keep training a built model pass it to `mega2bart train --model` instead"
+        )
+
+
+def _check_decoder_type(config: PretrainedConfig, spec: Spec) -> None:
+    """Refuse a MEGA model or a whole encoder-decoder where a cross-attention decoder is expected."""
+    what = os.fspath(spec) if isinstance(spec, (str, os.PathLike)) else type(config).__name__
+    if config.model_type == "mega":
+        raise BuildError(
+            f"decoder {what!r} is a MEGA model: mega2bart uses MEGA only as the encoder (pass it as the encoder); "
+            f"the decoder argument expects a BART-family checkpoint with cross-attention ({DEFAULT_DECODER}, "
+            "facebook/bart-base, ...)"
+        )
+    if config.model_type == "encoder-decoder":
+        raise BuildError(
+            f"decoder {what!r} is a complete encoder-decoder model (model_type 'encoder-decoder', e.g. a "
+            "`mega2bart build` output), but the decoder argument expects a BART-family checkpoint "
+            f"({DEFAULT_DECODER}, facebook/bart-base, ...)"
+        )
 
 
 def _prepare_decoder_config(config: PretrainedConfig) -> PretrainedConfig:
@@ -317,6 +345,7 @@ def load_decoder(spec: Spec) -> tuple[PreTrainedModel, Source, list[tuple[str, i
         return spec, Source("object", type(spec).__name__, model_class=type(spec).__name__), []
     if isinstance(spec, (PretrainedConfig, Mapping)):
         config = spec if isinstance(spec, PretrainedConfig) else _config_from_mapping(spec, "bart")
+        _check_decoder_type(config, spec)
         config = _prepare_decoder_config(config)
         try:
             model = AutoModelForCausalLM.from_config(config)
@@ -327,9 +356,11 @@ def load_decoder(spec: Spec) -> tuple[PreTrainedModel, Source, list[tuple[str, i
     path, source = _resolve(spec, "decoder")
     revision = _pin_revision(path, source)
     try:
-        config = _prepare_decoder_config(AutoConfig.from_pretrained(path, revision=revision))
+        config = AutoConfig.from_pretrained(path, revision=revision)
     except (OSError, ValueError, KeyError) as exc:
         raise _hub_error("decoder", source, exc) from exc
+    _check_decoder_type(config, spec)
+    config = _prepare_decoder_config(config)
     try:
         model, loading = AutoModelForCausalLM.from_pretrained(
             path, config=config, revision=revision, output_loading_info=True
@@ -349,8 +380,38 @@ def load_decoder(spec: Spec) -> tuple[PreTrainedModel, Source, list[tuple[str, i
     return model, source, _missing_parameters(model, missing, "decoder.")
 
 
-def load_tokenizer(spec: str | os.PathLike | PreTrainedTokenizerBase | None) -> tuple[PreTrainedTokenizerBase, Source]:
-    """A tokenizer from a Hub id, a directory, an object, or "offline" (the BART-layout offline tokenizer)."""
+_TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "vocab.txt", "spiece.model",
+    "sentencepiece.bpe.model", "tokenizer.model",
+)
+"""Files of which a tokenizer source needs at least one. Without any, AutoTokenizer makes up a tokenizer of
+a handful of special tokens from config.json alone, which would silently tokenize every text wrongly."""
+
+
+def _has_tokenizer_files(path: str, revision: str | None) -> bool:
+    if os.path.isdir(path):
+        return any(os.path.isfile(os.path.join(path, name)) for name in _TOKENIZER_FILES)
+    from transformers.utils import cached_file
+
+    try:
+        found = {
+            name: cached_file(path, name, revision=revision, _raise_exceptions_for_missing_entries=False)
+            for name in ("config.json", "tokenizer_config.json", "tokenizer.json")
+        }
+    except (OSError, ValueError):
+        return True  # unreachable Hub / no cache: let AutoTokenizer report the real problem
+    # no config.json either: the repository is unknown or out of reach, which AutoTokenizer reports better
+    return not found["config.json"] or bool(found["tokenizer_config.json"] or found["tokenizer.json"])
+
+
+def load_tokenizer(
+    spec: str | os.PathLike | PreTrainedTokenizerBase | None, *, default_from: str | None = None
+) -> tuple[PreTrainedTokenizerBase, Source]:
+    """A tokenizer from a Hub id, a directory, an object, or "offline" (the BART-layout offline tokenizer).
+
+    `default_from` names the part ("decoder") `spec` was taken from when no tokenizer was given; it only
+    changes the error raised when that source has no tokenizer files.
+    """
     if isinstance(spec, PreTrainedTokenizerBase):
         return spec, Source("object", type(spec).__name__)
     if spec is None or os.fspath(spec) == OFFLINE_TOKENIZER:
@@ -359,6 +420,17 @@ def load_tokenizer(spec: str | os.PathLike | PreTrainedTokenizerBase | None) -> 
         return load_offline_tokenizer(), Source("offline", OFFLINE_TOKENIZER_NAME)
     path, source = _resolve(spec, "tokenizer")
     revision = _pin_revision(path, source)
+    if not _has_tokenizer_files(path, revision):
+        found = ", ".join(sorted(os.listdir(path))) if os.path.isdir(path) else "no tokenizer_config.json or tokenizer.json"
+        if default_from is not None:
+            raise BuildError(
+                f"the {default_from} {os.fspath(spec)!r} has no tokenizer files ({found}), so there is no tokenizer to "
+                f'default to: pass one explicitly (CLI: --tokenizer ID|DIR|offline; Python: tokenizer="...")'
+            )
+        raise BuildError(
+            f"tokenizer {os.fspath(spec)!r} has no tokenizer files ({found}; expected one of "
+            f"{', '.join(_TOKENIZER_FILES)}): pass the directory or Hub id the tokenizer was saved to"
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -477,10 +549,32 @@ def parameter_counts(model: Mega2BartModel) -> dict[str, int]:
     return counts
 
 
+def check_generation_settings(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """`DEFAULT_GENERATION` + `overrides`, checked: counts in range and min_new_tokens <= max_new_tokens.
+
+    GenerationConfig accepts min_new_tokens > max_new_tokens, and generation then stops at
+    max_new_tokens before EOS is allowed: every prediction comes out empty or cut.
+    """
+    settings: dict[str, Any] = {**DEFAULT_GENERATION, **(overrides or {})}
+    minimum = {"num_beams": 1, "max_new_tokens": 1, "min_new_tokens": 0, "no_repeat_ngram_size": 0}
+    for key, low in minimum.items():
+        value = settings.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+            raise BuildError(f"generation setting {key} ({value!r}) must be an integer >= {low}")
+    low, high = settings.get("min_new_tokens"), settings.get("max_new_tokens")
+    if low is not None and high is not None and low > high:
+        raise BuildError(
+            f"generation setting min_new_tokens ({low}) exceeds max_new_tokens ({high}): every summary would stop "
+            f"before it may end; pass min_new_tokens <= {high} or max_new_tokens >= {low} "
+            "(CLI: --min-new-tokens / --max-new-tokens)"
+        )
+    return settings
+
+
 def default_generation_config(tokenizer: PreTrainedTokenizerBase, decoder_config: PretrainedConfig,
                               overrides: Mapping[str, Any] | None = None) -> GenerationConfig:
     """`DEFAULT_GENERATION` + the special ids; forced BOS when the tokenizer starts targets with `<s>`."""
-    settings: dict[str, Any] = {**DEFAULT_GENERATION, **(overrides or {})}
+    settings = check_generation_settings(overrides)
     starts_with_bos = tokenizer("a")["input_ids"][:1] == [tokenizer.bos_token_id]
     decoder_start = getattr(decoder_config, "decoder_start_token_id", None)
     if decoder_start is None:
@@ -530,11 +624,14 @@ def build_mega2bart(
     Raises:
         BuildError: unknown id/path, a decoder without cross-attention, vocabularies that disagree.
     """
+    default_from = None
     if tokenizer is None:
+        default_from = "decoder" if isinstance(decoder, (str, os.PathLike)) else None
         tokenizer = os.fspath(decoder) if isinstance(decoder, (str, os.PathLike)) else OFFLINE_TOKENIZER
+    generation = check_generation_settings(generation)
     encoder_model, encoder_source, encoder_random = load_encoder(encoder)
     decoder_model, decoder_source, decoder_random = load_decoder(decoder)
-    tok, tokenizer_source = load_tokenizer(tokenizer)
+    tok, tokenizer_source = load_tokenizer(tokenizer, default_from=default_from)
     logger.info("encoder: %s (%s)", encoder_source.describe(), type(encoder_model).__name__)
     logger.info("decoder: %s (%s)", decoder_source.describe(), type(decoder_model).__name__)
     logger.info("tokenizer: %s (%s)", tokenizer_source.describe(), type(tok).__name__)
@@ -869,6 +966,7 @@ __all__ = [
     "Source",
     "build_mega2bart",
     "check_cross_attention",
+    "check_generation_settings",
     "check_vocabularies",
     "default_generation_config",
     "describe_mega2bart",

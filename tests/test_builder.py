@@ -444,3 +444,18 @@ def test_real_seed_encoder_with_bart_large(tmp_path) -> None:
     inputs = tokenizer("The quick brown fox jumps over the lazy dog. " * 40, return_tensors="pt")
     out = reloaded.generate(**inputs, max_new_tokens=8, min_new_tokens=2, num_beams=2)
     assert out.shape[0] == 1 and out.shape[1] <= 9
+
+
+def test_generation_settings_are_checked() -> None:
+    with pytest.raises(BuildError, match=r"min_new_tokens \(10\) exceeds max_new_tokens \(4\)"):
+        _tiny(generation={"min_new_tokens": 10, "max_new_tokens": 4})
+    for key, value in (("num_beams", 0), ("max_new_tokens", -5), ("min_new_tokens", -1), ("no_repeat_ngram_size", -1)):
+        with pytest.raises(BuildError, match=rf"generation setting {key} \({value}\) must be an integer >= "):
+            _tiny(generation={key: value})
+    model, _ = _tiny(generation={"min_new_tokens": 4, "max_new_tokens": 4})  # equal is fine
+    assert model.generation_config.min_new_tokens == model.generation_config.max_new_tokens == 4
+
+
+def test_mega_decoder_config_is_refused(offline_tokenizer) -> None:
+    with pytest.raises(BuildError, match="is a MEGA model: mega2bart uses MEGA only as the encoder"):
+        build_mega2bart(encoder=TINY_ENCODER, decoder={**TINY_ENCODER, "model_type": "mega"}, tokenizer=offline_tokenizer)
