@@ -14,12 +14,15 @@ the value and the fix.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import logging
 import os
 import re
 import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -797,11 +800,14 @@ def save_mega2bart(
             f"output directory {str(target)!r} is not empty; pass overwrite=True (CLI: --overwrite) or another path"
         )
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(target)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it 0700; the result should look like any other folder
     try:
+        (staging / _STAGING_MARKER).write_text(
+            json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "created": time.time()}) + "\n"
+        )
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         _write_remote_code(staging)
@@ -809,12 +815,66 @@ def save_mega2bart(
         info.pop("path")  # the staging directory's name, meaningless once renamed
         (staging / BUILD_INFO_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
         (staging / "README.md").write_text(render_model_card(info))
+        (staging / _STAGING_MARKER).unlink()
+        # mkdtemp makes the folder 0700 and safetensors writes the weights 0600 (through a temporary file):
+        # give every entry the modes a plain mkdir / open would, under the current umask
+        for path in (staging, *staging.rglob("*")):
+            if not path.is_symlink():
+                os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
         _replace_directory(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     logger.info("saved mega2bart model to %s", target)
     return target
+
+
+_STAGING_MARKER = ".mega2bart-staging.json"
+"""Written first into a staging folder: who owns it (pid, host, time). Deleted before the rename."""
+STALE_STAGING_AGE_S = 7 * 24 * 3600
+"""A staging folder this old is stale even when its process cannot be checked (another host)."""
+
+
+def _process_is_running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists but belongs to someone else, or cannot tell: assume running
+    return True
+
+
+def remove_stale_staging(target: str | os.PathLike) -> list[Path]:
+    """Delete the `.NAME.partial-*` staging folders that killed saves of `target` left beside it.
+
+    Only folders holding `save_mega2bart`'s owner marker are touched, and only when their process is
+    gone (same host) or they are older than `STALE_STAGING_AGE_S`. Returns the folders removed.
+    """
+    target = Path(target).expanduser()
+    if not target.parent.is_dir():
+        return []
+    removed = []
+    for candidate in target.parent.glob(f".{glob.escape(target.name)}.partial-*"):
+        marker = candidate / _STAGING_MARKER
+        if candidate.is_symlink() or not candidate.is_dir():
+            continue
+        try:
+            owner = json.loads(marker.read_text())
+            pid, host, created = int(owner["pid"]), str(owner["host"]), float(owner["created"])
+        except (OSError, ValueError, KeyError, TypeError):
+            logger.warning("left alone %s: it has no readable mega2bart owner marker; delete it by hand if stale", candidate)
+            continue
+        same_host = host == socket.gethostname()
+        dead = same_host and not _process_is_running(pid)
+        if dead or time.time() - created > STALE_STAGING_AGE_S:
+            shutil.rmtree(candidate, ignore_errors=True)
+            removed.append(candidate)
+            logger.info("removed stale staging folder %s (pid %d on %s %s)", candidate, pid, host,
+                        "has exited" if dead else f"started over {STALE_STAGING_AGE_S // 86400} days ago")
+    return removed
 
 
 def _replace_directory(staging: Path, target: Path) -> None:
@@ -976,5 +1036,6 @@ __all__ = [
     "load_tokenizer",
     "parameter_counts",
     "preset_kwargs",
+    "remove_stale_staging",
     "save_mega2bart",
 ]
