@@ -35,12 +35,12 @@ def tiny_config(**overrides) -> MegaConfig:
     return MegaConfig(**{**SEED_LIKE, **overrides})
 
 
-def perturbed(model: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
-    """Add 0.05 * N(0, 1) to every parameter (deterministic), so no weight sits at its init value."""
+def perturbed(model: torch.nn.Module, seed: int = 1, scale: float = 0.05) -> torch.nn.Module:
+    """Add scale * N(0, 1) to every parameter (deterministic), so no weight sits at its init value."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for parameter in model.parameters():
-            parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
+            parameter.add_(scale * torch.randn(parameter.shape, generator=generator))
     return model
 
 

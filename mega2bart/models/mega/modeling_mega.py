@@ -1176,6 +1176,23 @@ class MegaForCausalLM(MegaPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
         self.lm_head = new_embeddings
 
+    def prepare_inputs_for_generation(
+        self,
+        input_ids: torch.LongTensor,
+        next_sequence_length: int | None = None,
+        cache: MegaCache | None = None,
+        **kwargs,
+    ) -> dict:
+        """As GenerationMixin's, but a model that cannot cache (not `is_decoder`, or a bidirectional EMA)
+        gets the whole sequence at every step: generate() would otherwise pass only the last token
+        (it trims whenever `use_cache` is set), and the model would predict from that token alone."""
+        if not self.config.is_decoder or self.config.bidirectional:
+            next_sequence_length, cache = None, None
+            kwargs["use_cache"] = False
+        return super().prepare_inputs_for_generation(
+            input_ids, next_sequence_length=next_sequence_length, cache=cache, **kwargs
+        )
+
     @can_return_tuple
     def forward(
         self,
