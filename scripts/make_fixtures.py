@@ -1,8 +1,9 @@
 """Write the MEGA parity fixtures from the transformers 4.57.1 port (the numerical oracle).
 
-Run ONLY with the transformers 4.57.1 venv (it refuses any other version):
+It runs only under transformers 4.57.1, in the reference environment that `scripts/reference_env.sh`
+creates (started with another python, it re-runs itself there, or says how to create it):
 
-    /work/venv457/bin/python scripts/make_fixtures.py [--out tests/fixtures/mega] [--only CASE ...]
+    "$(bash scripts/reference_env.sh)" scripts/make_fixtures.py [--out tests/fixtures/mega] [--only CASE ...]
 
 Every case is a folder under tests/fixtures/mega/<case>/ holding
 - config.json / model.safetensors : exactly what 4.57.1 `save_pretrained` writes (tied head
@@ -24,6 +25,7 @@ import copy
 import hashlib
 import json
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -33,15 +35,33 @@ from pathlib import Path
 from typing import Any
 
 REQUIRED_TRANSFORMERS = "4.57.1"
+REFERENCE_COMMAND = '"$(bash scripts/reference_env.sh)" scripts/make_fixtures.py'
+"""How manifest.json records the command (repository-relative, no machine paths)."""
+
+
+def reference_python() -> Path:
+    """The reference environment's python, where scripts/reference_env.sh creates it (same rule)."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    venv = Path(os.environ.get("MEGA2BART_REFERENCE_VENV") or cache / "mega2bart" / "venv-transformers-4.57.1")
+    return venv / "bin" / "python"
+
+
+def run_in_reference_env(found: str) -> None:
+    """Re-run this script under the reference environment's python, or exit saying how to create it."""
+    python = reference_python()
+    if python.is_file() and Path(sys.executable).resolve() != python.resolve():
+        os.execv(str(python), [str(python), str(Path(__file__).resolve()), *sys.argv[1:]])
+    sys.exit(
+        f"{Path(__file__).name} needs transformers==4.57.1 (the reference MEGA port), found {found}; "
+        f"no reference environment at {python}: create it with `bash scripts/reference_env.sh` "
+        "(or set MEGA2BART_REFERENCE_VENV to an existing one)"
+    )
+
 
 import transformers  # noqa: E402
 
 if transformers.__version__ != REQUIRED_TRANSFORMERS:
-    sys.exit(
-        f"scripts/make_fixtures.py needs transformers=={REQUIRED_TRANSFORMERS} (the reference MEGA port), "
-        f"found {transformers.__version__} at {transformers.__file__}. "
-        "Run it with /work/venv457/bin/python scripts/make_fixtures.py"
-    )
+    run_in_reference_env(f"{transformers.__version__} at {transformers.__file__}")
 
 import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
@@ -752,7 +772,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest["transformers_version"] = transformers.__version__
     manifest["torch_version"] = torch.__version__
     manifest["python"] = sys.version.split()[0]
-    manifest["command"] = "/work/venv457/bin/python scripts/make_fixtures.py " + " ".join(argv or sys.argv[1:])
+    manifest["command"] = " ".join([REFERENCE_COMMAND, *(argv or sys.argv[1:])])
     files = {}
     total = 0
     for path in sorted(out_dir.rglob("*")):

@@ -1,0 +1,69 @@
+"""Repository hygiene: no paths of the machine the code was written on, one reference-environment location."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TEXT_SUFFIXES = {".py", ".sh", ".md", ".json", ".yaml", ".yml", ".toml", ".ipynb", ".txt", ".cfg"}
+MACHINE_PATH = re.compile(r"/work/|/root/|/home/\w|venv457")
+
+
+def _tracked_text_files() -> list[Path]:
+    try:
+        listed = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    return [REPO / name for name in listed.splitlines() if Path(name).suffix in TEXT_SUFFIXES]
+
+
+def test_no_machine_paths_in_committed_files() -> None:
+    hits = []
+    for path in _tracked_text_files():
+        if not path.is_file():
+            continue
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            if MACHINE_PATH.search(line) and "MACHINE_PATH" not in line:
+                hits.append(f"{path.relative_to(REPO)}:{number}: {line.strip()[:120]}")
+    assert not hits, "machine paths in committed files:\n" + "\n".join(hits)
+
+
+def _reference_python_of(script: Path, env: dict[str, str]) -> Path:
+    source = script.read_text()
+    # the helper only: importing the scripts would need transformers 4.57.1 (or start a benchmark)
+    start = source.index("def reference_python()")
+    end = source.index("\n\n\n", start)
+    namespace: dict = {"Path": Path, "os": os}
+    saved = dict(os.environ)
+    try:
+        os.environ.clear()
+        os.environ.update(env)
+        exec(compile(source[start:end], str(script), "exec"), namespace)  # noqa: S102
+        return namespace["reference_python"]()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@pytest.mark.parametrize("override", [False, True])
+def test_scripts_find_the_environment_reference_env_sh_creates(tmp_path, override: bool) -> None:
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path / "home"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    venv = tmp_path / "cache" / "mega2bart" / "venv-transformers-4.57.1"
+    if override:
+        venv = tmp_path / "elsewhere"
+        env["MEGA2BART_REFERENCE_VENV"] = str(venv)
+    (venv / "bin").mkdir(parents=True)
+    fake = venv / "bin" / "python"  # passes the version check, so nothing is installed
+    fake.write_text("#!/bin/sh\nexit 0\n")
+    fake.chmod(0o755)
+    printed = subprocess.run(
+        ["bash", str(REPO / "scripts" / "reference_env.sh")], env=env, capture_output=True, text=True, timeout=60, check=True
+    ).stdout.strip()
+    assert printed == str(fake)
+    for script in ("scripts/make_fixtures.py", "scripts/check_roundtrip_457.py", "benchmarks/bench_encoder.py"):
+        assert _reference_python_of(REPO / script, env) == fake, script
