@@ -35,7 +35,7 @@ import torch
 RESULT_PREFIX = "BENCH_RESULT "
 GIB = 1024**3
 
-# MEGA_SPEC section 1.2 (the seed checkpoint BEE-spoke-data/mega-encoder-small-16k-v1), dropouts 0.
+# docs/mega.md#seed-configuration (the seed checkpoint BEE-spoke-data/mega-encoder-small-16k-v1), dropouts 0.
 # The field names are the 4.x ones, so the same dict configures the native model and the 4.57.1 port.
 SEED_MEGA_CONFIG: dict[str, Any] = {
     "vocab_size": 50304,

@@ -8,7 +8,7 @@ Every measurement runs in a fresh subprocess (`_worker.py`), so each peak RSS is
     .venv/bin/python benchmarks/bench_encoder.py --json bench.json --markdown bench.md   # the full run
 
 Models (batch 1, random init, dropouts 0):
-- native: mega2bart's MegaModel (no pooler) with the seed configuration of MEGA_SPEC section 1.2;
+- native: mega2bart's MegaModel (no pooler) with the seed configuration of docs/mega.md#seed-configuration;
 - port:   transformers 4.57.1's deprecated MegaModel, same configuration, run with --port-python. In eval mode
           it caches its EMA kernel, so its first call (kernel rebuilt, as in training and for every new length)
           and its cached calls are reported as two rows;
@@ -332,7 +332,7 @@ def plan_jobs(args: argparse.Namespace) -> list[Job]:
                     elif mode == "train" and length > args.port_train_max_length:
                         job.skip = (
                             f"infeasible: its EMA kernel keeps ~4.5 GiB per 1,024 tokens for backward "
-                            f"(~{4.5 * length / 1024:.0f} GiB here; MEGA_SPEC 5.1); "
+                            f"(~{4.5 * length / 1024:.0f} GiB here; docs/mega.md#memory); "
                             "raise --port-train-max-length to try"
                         )
                     jobs.append(job)

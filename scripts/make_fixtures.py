@@ -81,8 +81,8 @@ SPEC_TINY_FIGURES = {
     "logits_sum_row0": 89.08954620361328,
 }
 
-# spec §6.2 "Tiny fixture": H=32, E=F=96, Z=8, N=4, C=16, max_positions=64, 2 layers, vocab 128,
-# otherwise as the reconstructed seed config of spec §1.2, all dropouts 0.
+# docs/mega.md#fixtures, "Tiny fixture": H=32, E=F=96, Z=8, N=4, C=16, max_positions=64, 2 layers, vocab 128,
+# otherwise as the seed configuration (docs/mega.md#seed-configuration), all dropouts 0.
 TINY_BASE: dict[str, Any] = dict(
     vocab_size=128,
     hidden_size=32,
@@ -117,7 +117,7 @@ TINY_BASE: dict[str, Any] = dict(
     eos_token_id=2,
 )
 
-# spec §1.2 reconstruction of BEE-spoke-data/mega-encoder-small-16k-v1, but 2 layers
+# docs/mega.md#seed-configuration: the reconstruction of BEE-spoke-data/mega-encoder-small-16k-v1, but 2 layers
 SEED_2L: dict[str, Any] = dict(
     vocab_size=50304,
     hidden_size=768,
@@ -158,7 +158,7 @@ SEED_2L: dict[str, Any] = dict(
 
 
 def _ids(batch_offsets: list[int], length: int, vocab_mod: int) -> torch.Tensor:
-    """ids[b, t] = (7919 t + offset_b) mod vocab_mod + 3   (spec §6.1 item 4 / §6.2)."""
+    """ids[b, t] = (7919 t + offset_b) mod vocab_mod + 3   (docs/mega.md#fixtures)."""
     t = torch.arange(length, dtype=torch.int64)
     return torch.stack([(7919 * t + off) % vocab_mod + 3 for off in batch_offsets])  # (B, L)
 
@@ -203,7 +203,7 @@ def mlm_labels(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def reset_ema_caches(model: torch.nn.Module) -> None:
-    """Drop the port's eval-mode EMA kernel/coefficient caches (spec §4.6 item 5)."""
+    """Drop the port's eval-mode EMA kernel/coefficient caches (docs/mega.md#port-quirks)."""
     for module in model.modules():
         if isinstance(module, mm.MegaMultiDimensionDampedEma):
             module._kernel = None
@@ -252,7 +252,7 @@ TINY_CASES: list[TinyCase] = [
     TinyCase(
         "mlm_spec_tiny",
         "MegaForMaskedLM",
-        "spec §6.2 tiny fixture exactly: post-norm scalenorm, simple bias, softmax, bidirectional, "
+        "docs/mega.md#fixtures tiny fixture exactly: post-norm scalenorm, simple bias, softmax, bidirectional, "
         "chunk 16, token types (implicit zeros), no LM dense",
         {},
         ("padded48", "short10", "full16"),
@@ -316,7 +316,7 @@ TINY_CASES: list[TinyCase] = [
         "model_unchunked_bias_base_chunk16",
         "MegaModel",
         "MegaModel without pooler; use_chunking False but chunk_size 16, so the simple bias is "
-        "indexed around 16 and L <= 16 (spec §3.4)",
+        "indexed around 16 and L <= 16 (docs/mega.md#gated-attention)",
         dict(use_chunking=False, chunk_size=16),
         ("short10", "full16"),
         add_pooling_layer=False,
@@ -431,7 +431,7 @@ def make_tiny_case(case: TinyCase, out_dir: Path) -> dict[str, Any]:
 
 
 def spec_tiny_checks(sd_saved: dict[str, torch.Tensor], io: dict[str, torch.Tensor], case_dir: Path) -> dict[str, Any]:
-    """Compare the spec's exact tiny fixture with the numbers of spec §6.2."""
+    """Compare the exact tiny fixture with the reference numbers of docs/mega.md#fixtures."""
     checksum = state_dict_checksum(sd_saved)
     # MaskedLMOutput has no last_hidden_state: the last entry of hidden_states is it
     n_hidden = sum(1 for k in io if k.startswith("padded48.out.hidden_states."))
@@ -693,7 +693,7 @@ def make_seed_case(out_dir: Path) -> dict[str, Any]:
     meta = {
         "kind": "seed",
         "model_class": "MegaForMaskedLM",
-        "description": "spec §1.2 seed reconstruction with 2 layers; weights from "
+        "description": "docs/mega.md#seed-configuration seed reconstruction with 2 layers; weights from "
         "tests/mega_fixture_weights.seeded_state_dict(shapes, seed=0, padding_idx=1), "
         "mlm_head.weight tied to the word embeddings",
         "weights": {"generator": "tests/mega_fixture_weights.py::seeded_state_dict", "seed": 0,
@@ -763,7 +763,7 @@ def main(argv: list[str] | None = None) -> int:
             sc = meta["spec_checks"]
             print(f"[mlm_spec_tiny] weight checksum {sc['checksum']!r} (spec {SPEC_TINY_CHECKSUM!r}) "
                   f"matches={sc['checksum_matches']}; tensors {sc['num_tensors']}; "
-                  f"output figures max abs diff vs spec {sc['figures_max_abs_diff']:.3e}")
+                  f"output figures max abs diff vs docs/mega.md {sc['figures_max_abs_diff']:.3e}")
         for note in meta.get("notes", []):
             print(f"[{name}] note: {note}")
 

@@ -7,7 +7,7 @@ import torch
 from mega2bart.models.mega import MegaConfig
 
 SEED_LIKE = dict(
-    # the seed checkpoint's options (MEGA_SPEC §1.2) at toy sizes
+    # the seed checkpoint's options (docs/mega.md#seed-configuration) at toy sizes
     vocab_size=128,
     hidden_size=32,
     num_hidden_layers=2,

@@ -12,6 +12,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 TEXT_SUFFIXES = {".py", ".sh", ".md", ".json", ".yaml", ".yml", ".toml", ".ipynb", ".txt", ".cfg"}
 MACHINE_PATH = re.compile(r"/work/|/root/|/home/\w|venv457")
+OUTSIDE_SPEC = re.compile("MEGA_" + "SPEC|\u00a7")  # a spec file that is not in the repository
 
 
 def _tracked_text_files() -> list[Path]:
@@ -67,3 +68,21 @@ def test_scripts_find_the_environment_reference_env_sh_creates(tmp_path, overrid
     assert printed == str(fake)
     for script in ("scripts/make_fixtures.py", "scripts/check_roundtrip_457.py", "benchmarks/bench_encoder.py"):
         assert _reference_python_of(REPO / script, env) == fake, script
+
+
+def test_citations_point_into_the_repository() -> None:
+    """Comments and docs cite docs/mega.md's sections, never an outside spec; every cited section exists."""
+    headings = [line.lstrip("#").strip() for line in (REPO / "docs" / "mega.md").read_text().splitlines()
+                if line.startswith("## ")]
+    anchors = {re.sub(r"[^a-z0-9 -]", "", heading.lower()).replace(" ", "-") for heading in headings}
+    outside, unknown = [], []
+    for path in _tracked_text_files():
+        if not path.is_file():
+            continue
+        text = path.read_text(errors="replace")
+        if OUTSIDE_SPEC.search(text):
+            outside.append(str(path.relative_to(REPO)))
+        unknown += [f"{path.relative_to(REPO)}: #{anchor}" for anchor in re.findall(r"docs/mega\.md#([\w-]+)", text)
+                    if anchor not in anchors]
+    assert not outside, f"files citing a spec outside the repository: {outside}"
+    assert not unknown, f"citations of sections docs/mega.md does not have: {unknown} (it has {sorted(anchors)})"
