@@ -55,13 +55,13 @@ REFERENCE_PYTHON_SHOWN = '"$(bash scripts/reference_env.sh)"'
 
 def shown_path(path: str) -> str:
     """`path` as results record it: repository-relative, the reference python as the command that prints
-    it, anything else unchanged; so no results file carries the paths of the machine that made it."""
+    it, anything else by its name only; so no results file carries the paths of the machine that made it."""
     if path == DEFAULT_PORT_PYTHON:
         return REFERENCE_PYTHON_SHOWN
     try:
         return Path(path).relative_to(REPO).as_posix()
     except ValueError:
-        return path
+        return Path(path).name
 MODES = ("infer", "train", "train-ckpt")
 DTYPE_NAMES = ("fp32", "bf16")
 GIB = 1024**3
@@ -297,7 +297,7 @@ def run_job(job: Job, args: argparse.Namespace) -> dict[str, Any]:
         "key": job.key,
         "wall_s": wall,
         "other_load": other_load,
-        "command": " ".join([shown_path(python), shlex.join(command[1:]).replace(str(WORKER), shown_path(str(WORKER)))]),
+        "command": " ".join([shown_path(python), shown_path(str(WORKER)), shlex.quote(command[2])]),
     }
     lines = [line for line in stdout.splitlines() if line.startswith(RESULT_PREFIX)]
     if killed or proc.returncode != 0 or not lines:

@@ -424,7 +424,9 @@ def load_tokenizer(
     path, source = _resolve(spec, "tokenizer")
     revision = _pin_revision(path, source)
     if not _has_tokenizer_files(path, revision):
-        found = ", ".join(sorted(os.listdir(path))) if os.path.isdir(path) else "no tokenizer_config.json or tokenizer.json"
+        found = (
+            ", ".join(sorted(os.listdir(path))) if os.path.isdir(path) else "no tokenizer_config.json or tokenizer.json"
+        )
         if default_from is not None:
             raise BuildError(
                 f"the {default_from} {os.fspath(spec)!r} has no tokenizer files ({found}), so there is no tokenizer to "

@@ -458,7 +458,9 @@ def test_generation_settings_are_checked() -> None:
 
 def test_mega_decoder_config_is_refused(offline_tokenizer) -> None:
     with pytest.raises(BuildError, match="is a MEGA model: mega2bart uses MEGA only as the encoder"):
-        build_mega2bart(encoder=TINY_ENCODER, decoder={**TINY_ENCODER, "model_type": "mega"}, tokenizer=offline_tokenizer)
+        build_mega2bart(
+            encoder=TINY_ENCODER, decoder={**TINY_ENCODER, "model_type": "mega"}, tokenizer=offline_tokenizer
+        )
 
 
 def _staging(parent: Path, name: str, owner: dict | None) -> Path:

@@ -148,7 +148,9 @@ def test_generation_settings_out_of_range_are_refused(tmp_path) -> None:
         assert not output.exists()
 
 
-def test_decoder_without_tokenizer_files_needs_tokenizer(tmp_path, tiny_mega_encoder_dir, tiny_bart_decoder_dir) -> None:
+def test_decoder_without_tokenizer_files_needs_tokenizer(
+    tmp_path, tiny_mega_encoder_dir, tiny_bart_decoder_dir
+) -> None:
     output = tmp_path / "out"
     bare = tmp_path / "bare-decoder"  # weights and config only, as BartForConditionalGeneration.save_pretrained writes
     torch.manual_seed(0)
@@ -181,14 +183,18 @@ def test_file_as_output_is_called_a_file(tmp_path) -> None:
         assert "Traceback" not in result.output and output.read_text() == "not a directory"
 
 
-def test_built_model_as_encoder_and_mega_as_decoder_are_refused(tmp_path, tiny_mega2bart_dir, tiny_mega_encoder_dir) -> None:
+def test_built_model_as_encoder_and_mega_as_decoder_are_refused(
+    tmp_path, tiny_mega2bart_dir, tiny_mega_encoder_dir
+) -> None:
     output = tmp_path / "out"
     _assert_failed_cleanly(
         _invoke("build", output, "--preset", "tiny", "--encoder", tiny_mega2bart_dir, "--quiet"),
         "is a complete encoder-decoder model (model_type 'encoder-decoder'", output,
     )
     _assert_failed_cleanly(
-        _invoke("build", output, "--preset", "tiny", "--decoder", tiny_mega2bart_dir, "--tokenizer", "offline", "--quiet"),
+        _invoke(
+            "build", output, "--preset", "tiny", "--decoder", tiny_mega2bart_dir, "--tokenizer", "offline", "--quiet"
+        ),
         "the decoder argument expects a BART-family checkpoint", output,
     )
     _assert_failed_cleanly(
