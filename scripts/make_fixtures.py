@@ -49,12 +49,14 @@ def reference_python() -> Path:
 def run_in_reference_env(found: str) -> None:
     """Re-run this script under the reference environment's python, or exit saying how to create it."""
     python = reference_python()
-    if python.is_file() and Path(sys.executable).resolve() != python.resolve():
+    # compare environments, not interpreters: a venv's python is a link to the same base interpreter
+    inside = Path(sys.prefix).resolve() == python.parent.parent.resolve()
+    if python.is_file() and not inside:
         os.execv(str(python), [str(python), str(Path(__file__).resolve()), *sys.argv[1:]])
+    problem = f"the reference environment {python} has it" if inside else f"no reference environment at {python}"
     sys.exit(
         f"{Path(__file__).name} needs transformers==4.57.1 (the reference MEGA port), found {found}; "
-        f"no reference environment at {python}: create it with `bash scripts/reference_env.sh` "
-        "(or set MEGA2BART_REFERENCE_VENV to an existing one)"
+        f"{problem}: create it with `bash scripts/reference_env.sh` (or set MEGA2BART_REFERENCE_VENV to an existing one)"
     )
 
 

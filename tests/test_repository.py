@@ -12,7 +12,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 TEXT_SUFFIXES = {".py", ".sh", ".md", ".json", ".yaml", ".yml", ".toml", ".ipynb", ".txt", ".cfg"}
 MACHINE_PATH = re.compile(r"/work/|/root/|/home/\w|venv457")
-OUTSIDE_SPEC = re.compile("MEGA_" + "SPEC|\u00a7")  # a spec file that is not in the repository
+# a spec file that is not in the repository, or its section sign (also as a JSON escape)
+OUTSIDE_SPEC = re.compile("|".join(["MEGA_" + "SPEC", chr(0xA7), re.escape("\\" + "u00a7")]))
 
 
 def _tracked_text_files() -> list[Path]:
