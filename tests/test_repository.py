@@ -11,7 +11,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TEXT_SUFFIXES = {".py", ".sh", ".md", ".json", ".yaml", ".yml", ".toml", ".ipynb", ".txt", ".cfg"}
-MACHINE_PATH = re.compile(r"/work/|/root/|/home/\w|venv457")
+# written in pieces, so that this file does not match itself
+MACHINE_PATH = re.compile("|".join(["/" + "work/", "/" + "root/", r"/home/\w", "venv" + "457"]))
 # a spec file that is not in the repository, or its section sign (also as a JSON escape)
 OUTSIDE_SPEC = re.compile("|".join(["MEGA_" + "SPEC", chr(0xA7), re.escape("\\" + "u00a7")]))
 
@@ -30,7 +31,7 @@ def test_no_machine_paths_in_committed_files() -> None:
         if not path.is_file():
             continue
         for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
-            if MACHINE_PATH.search(line) and "MACHINE_PATH" not in line:
+            if MACHINE_PATH.search(line):
                 hits.append(f"{path.relative_to(REPO)}:{number}: {line.strip()[:120]}")
     assert not hits, "machine paths in committed files:\n" + "\n".join(hits)
 
