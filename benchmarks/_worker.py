@@ -3,7 +3,7 @@
     python benchmarks/_worker.py '<json spec>'
 
 Runs under either virtual environment: the main one (impl "native" = mega2bart's MEGA, "led" = LED-base's
-encoder from transformers 5, and the matmul-peak / FLOP-count probes) or /work/venv457 (impl "port" = the
+encoder from transformers 5, and the matmul-peak / FLOP-count probes) or the reference one (impl "port" = the
 transformers 4.57.1 MEGA port). It therefore imports only the standard library and torch at module level;
 each implementation's imports happen inside its builder.
 
@@ -35,7 +35,7 @@ import torch
 RESULT_PREFIX = "BENCH_RESULT "
 GIB = 1024**3
 
-# MEGA_SPEC section 1.2 (the seed checkpoint BEE-spoke-data/mega-encoder-small-16k-v1), dropouts 0.
+# docs/mega.md#seed-configuration (the seed checkpoint BEE-spoke-data/mega-encoder-small-16k-v1), dropouts 0.
 # The field names are the 4.x ones, so the same dict configures the native model and the 4.57.1 port.
 SEED_MEGA_CONFIG: dict[str, Any] = {
     "vocab_size": 50304,
@@ -155,7 +155,7 @@ def build_port() -> tuple[torch.nn.Module, Callable[[torch.Tensor], torch.Tensor
     if not transformers.__version__.startswith("4."):
         raise RuntimeError(
             f"impl 'port' needs transformers 4.x (found {transformers.__version__}): run this worker with "
-            "/work/venv457/bin/python (bench_encoder.py --port-python)"
+            "the reference environment's python (`bash scripts/reference_env.sh` prints it; bench_encoder.py --port-python)"
         )
     model = MegaModel(MegaConfig(**SEED_MEGA_CONFIG), add_pooling_layer=False)
     return model, lambda ids: model(input_ids=ids).last_hidden_state

@@ -8,7 +8,7 @@ Every measurement runs in a fresh subprocess (`_worker.py`), so each peak RSS is
     .venv/bin/python benchmarks/bench_encoder.py --json bench.json --markdown bench.md   # the full run
 
 Models (batch 1, random init, dropouts 0):
-- native: mega2bart's MegaModel (no pooler) with the seed configuration of MEGA_SPEC section 1.2;
+- native: mega2bart's MegaModel (no pooler) with the seed configuration of docs/mega.md#seed-configuration;
 - port:   transformers 4.57.1's deprecated MegaModel, same configuration, run with --port-python. In eval mode
           it caches its EMA kernel, so its first call (kernel rebuilt, as in training and for every new length)
           and its cached calls are reported as two rows;
@@ -42,7 +42,26 @@ WORKER = HERE / "_worker.py"
 sys.path.insert(0, str(HERE))
 from _worker import LED_BASE_CONFIG, RESULT_PREFIX, SEED_MEGA_CONFIG  # noqa: E402
 
-DEFAULT_PORT_PYTHON = "/work/venv457/bin/python"
+def reference_python() -> Path:
+    """The reference environment's python, where scripts/reference_env.sh creates it (same rule)."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    venv = Path(os.environ.get("MEGA2BART_REFERENCE_VENV") or cache / "mega2bart" / "venv-transformers-4.57.1")
+    return venv / "bin" / "python"
+
+
+DEFAULT_PORT_PYTHON = str(reference_python())
+REFERENCE_PYTHON_SHOWN = '"$(bash scripts/reference_env.sh)"'
+
+
+def shown_path(path: str) -> str:
+    """`path` as results record it: repository-relative, the reference python as the command that prints
+    it, anything else by its name only; so no results file carries the paths of the machine that made it."""
+    if path == DEFAULT_PORT_PYTHON:
+        return REFERENCE_PYTHON_SHOWN
+    try:
+        return Path(path).relative_to(REPO).as_posix()
+    except ValueError:
+        return Path(path).name
 MODES = ("infer", "train", "train-ckpt")
 DTYPE_NAMES = ("fp32", "bf16")
 GIB = 1024**3
@@ -278,7 +297,7 @@ def run_job(job: Job, args: argparse.Namespace) -> dict[str, Any]:
         "key": job.key,
         "wall_s": wall,
         "other_load": other_load,
-        "command": shlex.join(command),
+        "command": " ".join([shown_path(python), shown_path(str(WORKER)), shlex.quote(command[2])]),
     }
     lines = [line for line in stdout.splitlines() if line.startswith(RESULT_PREFIX)]
     if killed or proc.returncode != 0 or not lines:
@@ -288,6 +307,7 @@ def run_job(job: Job, args: argparse.Namespace) -> dict[str, Any]:
         record["max_rss_seen_gb"] = max_rss
     else:
         record["result"] = json.loads(lines[-1][len(RESULT_PREFIX) :])
+        record["result"]["python"] = shown_path(record["result"].get("python", python))
     return record
 
 
@@ -312,7 +332,7 @@ def plan_jobs(args: argparse.Namespace) -> list[Job]:
                     elif mode == "train" and length > args.port_train_max_length:
                         job.skip = (
                             f"infeasible: its EMA kernel keeps ~4.5 GiB per 1,024 tokens for backward "
-                            f"(~{4.5 * length / 1024:.0f} GiB here; MEGA_SPEC 5.1); "
+                            f"(~{4.5 * length / 1024:.0f} GiB here; docs/mega.md#memory); "
                             "raise --port-train-max-length to try"
                         )
                     jobs.append(job)
@@ -618,7 +638,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--long-repeats", type=int, default=1, help="steady repeats at lengths >= --long-from")
     parser.add_argument("--long-from", type=int, default=16384, help="length from which --long-repeats applies")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch.set_num_threads in workers")
-    parser.add_argument("--port-python", default=DEFAULT_PORT_PYTHON, help="python of the transformers 4.57.1 venv")
+    parser.add_argument(
+        "--port-python", default=DEFAULT_PORT_PYTHON,
+        help="python of the transformers 4.57.1 venv (default: where scripts/reference_env.sh creates it)",
+    )
     parser.add_argument(
         "--port-train-max-length", type=int, default=1024, help="longest length for the port's training step"
     )
@@ -646,7 +669,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.skip_port:
         args.port_python = None
     elif not Path(args.port_python).exists():
-        parser.error(f"--port-python {args.port_python} does not exist: pass the venv's python or --skip-port")
+        parser.error(
+            f"--port-python {args.port_python} does not exist: create the reference environment with "
+            "`bash scripts/reference_env.sh`, pass its python, or pass --skip-port"
+        )
     if args.repeats < 0 or args.long_repeats < 0:
         parser.error("--repeats and --long-repeats must be >= 0")
     return args

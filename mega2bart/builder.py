@@ -14,12 +14,15 @@ the value and the fix.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import logging
 import os
 import re
 import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -213,6 +216,7 @@ def load_encoder(spec: Spec) -> tuple[PreTrainedModel, Source, list[tuple[str, i
     revision = _pin_revision(path, source)
     try:
         config = AutoConfig.from_pretrained(path, revision=revision)
+        _check_encoder_type(config, spec)
         if config.is_decoder or getattr(config, "add_cross_attention", False):
             logger.info("encoder %s was saved as a decoder: is_decoder and add_cross_attention turned off", path)
         config.is_decoder = False
@@ -223,6 +227,33 @@ def load_encoder(spec: Spec) -> tuple[PreTrainedModel, Source, list[tuple[str, i
         raise _hub_error("encoder", source, exc) from exc
     source.model_class = type(model).__name__
     return model, source, _missing_parameters(model, list(loading["missing_keys"]), "encoder.")
+
+
+def _check_encoder_type(config: PretrainedConfig, spec: Spec) -> None:
+    """Refuse a whole encoder-decoder (e.g. a `mega2bart build` output) where an encoder alone is expected."""
+    if config.model_type == "encoder-decoder":
+        raise BuildError(
+            f"encoder {os.fspath(spec)!r} is a complete encoder-decoder model (model_type 'encoder-decoder', e.g. a "
+            "`mega2bart build` output), but the encoder argument expects an encoder alone (a MEGA checkpoint such as "
+            f"{DEFAULT_ENCODER}); to keep training a built model pass it to `mega2bart train --model` instead"
+        )
+
+
+def _check_decoder_type(config: PretrainedConfig, spec: Spec) -> None:
+    """Refuse a MEGA model or a whole encoder-decoder where a cross-attention decoder is expected."""
+    what = os.fspath(spec) if isinstance(spec, (str, os.PathLike)) else type(config).__name__
+    if config.model_type == "mega":
+        raise BuildError(
+            f"decoder {what!r} is a MEGA model: mega2bart uses MEGA only as the encoder (pass it as the encoder); "
+            f"the decoder argument expects a BART-family checkpoint with cross-attention ({DEFAULT_DECODER}, "
+            "facebook/bart-base, ...)"
+        )
+    if config.model_type == "encoder-decoder":
+        raise BuildError(
+            f"decoder {what!r} is a complete encoder-decoder model (model_type 'encoder-decoder', e.g. a "
+            "`mega2bart build` output), but the decoder argument expects a BART-family checkpoint "
+            f"({DEFAULT_DECODER}, facebook/bart-base, ...)"
+        )
 
 
 def _prepare_decoder_config(config: PretrainedConfig) -> PretrainedConfig:
@@ -317,6 +348,7 @@ def load_decoder(spec: Spec) -> tuple[PreTrainedModel, Source, list[tuple[str, i
         return spec, Source("object", type(spec).__name__, model_class=type(spec).__name__), []
     if isinstance(spec, (PretrainedConfig, Mapping)):
         config = spec if isinstance(spec, PretrainedConfig) else _config_from_mapping(spec, "bart")
+        _check_decoder_type(config, spec)
         config = _prepare_decoder_config(config)
         try:
             model = AutoModelForCausalLM.from_config(config)
@@ -327,9 +359,11 @@ def load_decoder(spec: Spec) -> tuple[PreTrainedModel, Source, list[tuple[str, i
     path, source = _resolve(spec, "decoder")
     revision = _pin_revision(path, source)
     try:
-        config = _prepare_decoder_config(AutoConfig.from_pretrained(path, revision=revision))
+        config = AutoConfig.from_pretrained(path, revision=revision)
     except (OSError, ValueError, KeyError) as exc:
         raise _hub_error("decoder", source, exc) from exc
+    _check_decoder_type(config, spec)
+    config = _prepare_decoder_config(config)
     try:
         model, loading = AutoModelForCausalLM.from_pretrained(
             path, config=config, revision=revision, output_loading_info=True
@@ -349,8 +383,38 @@ def load_decoder(spec: Spec) -> tuple[PreTrainedModel, Source, list[tuple[str, i
     return model, source, _missing_parameters(model, missing, "decoder.")
 
 
-def load_tokenizer(spec: str | os.PathLike | PreTrainedTokenizerBase | None) -> tuple[PreTrainedTokenizerBase, Source]:
-    """A tokenizer from a Hub id, a directory, an object, or "offline" (the BART-layout offline tokenizer)."""
+_TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "vocab.txt", "spiece.model",
+    "sentencepiece.bpe.model", "tokenizer.model",
+)
+"""Files of which a tokenizer source needs at least one. Without any, AutoTokenizer makes up a tokenizer of
+a handful of special tokens from config.json alone, which would silently tokenize every text wrongly."""
+
+
+def _has_tokenizer_files(path: str, revision: str | None) -> bool:
+    if os.path.isdir(path):
+        return any(os.path.isfile(os.path.join(path, name)) for name in _TOKENIZER_FILES)
+    from transformers.utils import cached_file
+
+    try:
+        found = {
+            name: cached_file(path, name, revision=revision, _raise_exceptions_for_missing_entries=False)
+            for name in ("config.json", "tokenizer_config.json", "tokenizer.json")
+        }
+    except (OSError, ValueError):
+        return True  # unreachable Hub / no cache: let AutoTokenizer report the real problem
+    # no config.json either: the repository is unknown or out of reach, which AutoTokenizer reports better
+    return not found["config.json"] or bool(found["tokenizer_config.json"] or found["tokenizer.json"])
+
+
+def load_tokenizer(
+    spec: str | os.PathLike | PreTrainedTokenizerBase | None, *, default_from: str | None = None
+) -> tuple[PreTrainedTokenizerBase, Source]:
+    """A tokenizer from a Hub id, a directory, an object, or "offline" (the BART-layout offline tokenizer).
+
+    `default_from` names the part ("decoder") `spec` was taken from when no tokenizer was given; it only
+    changes the error raised when that source has no tokenizer files.
+    """
     if isinstance(spec, PreTrainedTokenizerBase):
         return spec, Source("object", type(spec).__name__)
     if spec is None or os.fspath(spec) == OFFLINE_TOKENIZER:
@@ -359,6 +423,19 @@ def load_tokenizer(spec: str | os.PathLike | PreTrainedTokenizerBase | None) -> 
         return load_offline_tokenizer(), Source("offline", OFFLINE_TOKENIZER_NAME)
     path, source = _resolve(spec, "tokenizer")
     revision = _pin_revision(path, source)
+    if not _has_tokenizer_files(path, revision):
+        found = (
+            ", ".join(sorted(os.listdir(path))) if os.path.isdir(path) else "no tokenizer_config.json or tokenizer.json"
+        )
+        if default_from is not None:
+            raise BuildError(
+                f"the {default_from} {os.fspath(spec)!r} has no tokenizer files ({found}), so there is no tokenizer to "
+                f'default to: pass one explicitly (CLI: --tokenizer ID|DIR|offline; Python: tokenizer="...")'
+            )
+        raise BuildError(
+            f"tokenizer {os.fspath(spec)!r} has no tokenizer files ({found}; expected one of "
+            f"{', '.join(_TOKENIZER_FILES)}): pass the directory or Hub id the tokenizer was saved to"
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -477,10 +554,32 @@ def parameter_counts(model: Mega2BartModel) -> dict[str, int]:
     return counts
 
 
+def check_generation_settings(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """`DEFAULT_GENERATION` + `overrides`, checked: counts in range and min_new_tokens <= max_new_tokens.
+
+    GenerationConfig accepts min_new_tokens > max_new_tokens, and generation then stops at
+    max_new_tokens before EOS is allowed: every prediction comes out empty or cut.
+    """
+    settings: dict[str, Any] = {**DEFAULT_GENERATION, **(overrides or {})}
+    minimum = {"num_beams": 1, "max_new_tokens": 1, "min_new_tokens": 0, "no_repeat_ngram_size": 0}
+    for key, low in minimum.items():
+        value = settings.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+            raise BuildError(f"generation setting {key} ({value!r}) must be an integer >= {low}")
+    low, high = settings.get("min_new_tokens"), settings.get("max_new_tokens")
+    if low is not None and high is not None and low > high:
+        raise BuildError(
+            f"generation setting min_new_tokens ({low}) exceeds max_new_tokens ({high}): every summary would stop "
+            f"before it may end; pass min_new_tokens <= {high} or max_new_tokens >= {low} "
+            "(CLI: --min-new-tokens / --max-new-tokens)"
+        )
+    return settings
+
+
 def default_generation_config(tokenizer: PreTrainedTokenizerBase, decoder_config: PretrainedConfig,
                               overrides: Mapping[str, Any] | None = None) -> GenerationConfig:
     """`DEFAULT_GENERATION` + the special ids; forced BOS when the tokenizer starts targets with `<s>`."""
-    settings: dict[str, Any] = {**DEFAULT_GENERATION, **(overrides or {})}
+    settings = check_generation_settings(overrides)
     starts_with_bos = tokenizer("a")["input_ids"][:1] == [tokenizer.bos_token_id]
     decoder_start = getattr(decoder_config, "decoder_start_token_id", None)
     if decoder_start is None:
@@ -530,11 +629,14 @@ def build_mega2bart(
     Raises:
         BuildError: unknown id/path, a decoder without cross-attention, vocabularies that disagree.
     """
+    default_from = None
     if tokenizer is None:
+        default_from = "decoder" if isinstance(decoder, (str, os.PathLike)) else None
         tokenizer = os.fspath(decoder) if isinstance(decoder, (str, os.PathLike)) else OFFLINE_TOKENIZER
+    generation = check_generation_settings(generation)
     encoder_model, encoder_source, encoder_random = load_encoder(encoder)
     decoder_model, decoder_source, decoder_random = load_decoder(decoder)
-    tok, tokenizer_source = load_tokenizer(tokenizer)
+    tok, tokenizer_source = load_tokenizer(tokenizer, default_from=default_from)
     logger.info("encoder: %s (%s)", encoder_source.describe(), type(encoder_model).__name__)
     logger.info("decoder: %s (%s)", decoder_source.describe(), type(decoder_model).__name__)
     logger.info("tokenizer: %s (%s)", tokenizer_source.describe(), type(tok).__name__)
@@ -700,11 +802,14 @@ def save_mega2bart(
             f"output directory {str(target)!r} is not empty; pass overwrite=True (CLI: --overwrite) or another path"
         )
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(target)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it 0700; the result should look like any other folder
     try:
+        (staging / _STAGING_MARKER).write_text(
+            json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "created": time.time()}) + "\n"
+        )
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         _write_remote_code(staging)
@@ -712,6 +817,12 @@ def save_mega2bart(
         info.pop("path")  # the staging directory's name, meaningless once renamed
         (staging / BUILD_INFO_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
         (staging / "README.md").write_text(render_model_card(info))
+        (staging / _STAGING_MARKER).unlink()
+        # mkdtemp makes the folder 0700 and safetensors writes the weights 0600 (through a temporary file):
+        # give every entry the modes a plain mkdir / open would, under the current umask
+        for path in (staging, *staging.rglob("*")):
+            if not path.is_symlink():
+                os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
         _replace_directory(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -739,6 +850,54 @@ def ship_build_files(target: str | os.PathLike, source: str | os.PathLike | None
     if training is not None:
         info["training"] = [*info.get("training", []), dict(training)]
     (target / BUILD_INFO_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
+
+
+_STAGING_MARKER = ".mega2bart-staging.json"
+"""Written first into a staging folder: who owns it (pid, host, time). Deleted before the rename."""
+STALE_STAGING_AGE_S = 7 * 24 * 3600
+"""A staging folder this old is stale even when its process cannot be checked (another host)."""
+
+
+def _process_is_running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists but belongs to someone else, or cannot tell: assume running
+    return True
+
+
+def remove_stale_staging(target: str | os.PathLike) -> list[Path]:
+    """Delete the `.NAME.partial-*` staging folders that killed saves of `target` left beside it.
+
+    Only folders holding `save_mega2bart`'s owner marker are touched, and only when their process is
+    gone (same host) or they are older than `STALE_STAGING_AGE_S`. Returns the folders removed.
+    """
+    target = Path(target).expanduser()
+    if not target.parent.is_dir():
+        return []
+    removed = []
+    for candidate in target.parent.glob(f".{glob.escape(target.name)}.partial-*"):
+        marker = candidate / _STAGING_MARKER
+        if candidate.is_symlink() or not candidate.is_dir():
+            continue
+        try:
+            owner = json.loads(marker.read_text())
+            pid, host, created = int(owner["pid"]), str(owner["host"]), float(owner["created"])
+        except (OSError, ValueError, KeyError, TypeError):
+            logger.warning("left alone %s: it has no readable mega2bart owner marker; delete it by hand if stale", candidate)
+            continue
+        same_host = host == socket.gethostname()
+        dead = same_host and not _process_is_running(pid)
+        if dead or time.time() - created > STALE_STAGING_AGE_S:
+            shutil.rmtree(candidate, ignore_errors=True)
+            removed.append(candidate)
+            logger.info("removed stale staging folder %s (pid %d on %s %s)", candidate, pid, host,
+                        "has exited" if dead else f"started over {STALE_STAGING_AGE_S // 86400} days ago")
+    return removed
 
 
 def _replace_directory(staging: Path, target: Path) -> None:
@@ -892,6 +1051,7 @@ __all__ = [
     "Source",
     "build_mega2bart",
     "check_cross_attention",
+    "check_generation_settings",
     "check_vocabularies",
     "default_generation_config",
     "describe_mega2bart",
@@ -901,6 +1061,7 @@ __all__ = [
     "load_tokenizer",
     "parameter_counts",
     "preset_kwargs",
+    "remove_stale_staging",
     "save_mega2bart",
     "ship_build_files",
 ]

@@ -83,7 +83,9 @@ def build(
     from .builder import BuildError, build_mega2bart, preset_kwargs, save_mega2bart
 
     output = output_dir.expanduser()
-    if output.exists() and (not output.is_dir() or any(output.iterdir())) and not overwrite:
+    if output.exists() and not output.is_dir():
+        _fail(f"output {str(output)!r} is a file, not a directory: pass a directory path (new or empty)")
+    if output.is_dir() and any(output.iterdir()) and not overwrite:
         _fail(f"output directory {str(output)!r} is not empty: pass --overwrite or choose another path")
     try:
         sources = preset_kwargs(preset or "large")
@@ -93,7 +95,7 @@ def build(
         if value is not None:
             sources[key] = value
     if decoder is not None and tokenizer is None and preset is None:
-        sources["tokenizer"] = decoder  # the decoder's own tokenizer, as build_mega2bart defaults
+        sources["tokenizer"] = None  # build_mega2bart then takes the decoder's own tokenizer (and says if it has none)
     generation = {
         key: value
         for key, value in (("max_new_tokens", max_new_tokens), ("min_new_tokens", min_new_tokens), ("num_beams", num_beams))

@@ -17,7 +17,7 @@ OFFLINE_TOKENIZER = "offline"
 
 PresetName = Literal["tiny", "base", "large"]
 
-# The tiny encoder mirrors the seed checkpoint's options (MEGA_SPEC §1.2: post-norm ScaleNorm, simple
+# The tiny encoder mirrors the seed checkpoint's options (docs/mega.md#seed-configuration: post-norm ScaleNorm, simple
 # relative bias, token types, chunked attention, 16k positions, vocab padded past the tokenizer's
 # 50265 rows) at toy widths. The tiny decoder is BART-shaped and wider than the encoder, so the
 # random `enc_to_dec_proj` is exercised as with bart-large (768 -> 1024).

@@ -1,6 +1,9 @@
 """Checkpoint round trip between the transformers 4.57.1 MEGA port and mega2bart's native MEGA.
 
-    /work/venv457/bin/python scripts/check_roundtrip_457.py [--native-python /work/main/.venv/bin/python]
+    "$(bash scripts/reference_env.sh)" scripts/check_roundtrip_457.py [--native-python .venv/bin/python]
+
+(Started with another python, e.g. .venv/bin/python, it re-runs itself in the reference environment that
+scripts/reference_env.sh creates, or says how to create it.)
 
 For every variant (tiny config: MegaModel with pooler, MegaModel without pooler, MegaForMaskedLM;
 seed-like config with 2 layers: MegaForMaskedLM and MegaModel with pooler):
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -32,6 +36,27 @@ from safetensors.torch import load_file, save_file
 REPO = Path(__file__).resolve().parents[1]
 ATOL = 1e-5
 RTOL = 1e-5
+
+
+def reference_python() -> Path:
+    """The reference environment's python, where scripts/reference_env.sh creates it (same rule)."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    venv = Path(os.environ.get("MEGA2BART_REFERENCE_VENV") or cache / "mega2bart" / "venv-transformers-4.57.1")
+    return venv / "bin" / "python"
+
+
+def run_in_reference_env(found: str) -> None:
+    """Re-run this script under the reference environment's python, or exit saying how to create it."""
+    python = reference_python()
+    # compare environments, not interpreters: a venv's python is a link to the same base interpreter
+    inside = Path(sys.prefix).resolve() == python.parent.parent.resolve()
+    if python.is_file() and not inside:
+        os.execv(str(python), [str(python), str(Path(__file__).resolve()), *sys.argv[1:]])
+    problem = f"the reference environment {python} has it" if inside else f"no reference environment at {python}"
+    sys.exit(
+        f"{Path(__file__).name} needs transformers==4.57.1 (the reference MEGA port), found {found}; "
+        f"{problem}: create it with `bash scripts/reference_env.sh` (or set MEGA2BART_REFERENCE_VENV to an existing one)"
+    )
 
 
 def output_tensors(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -210,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     import transformers
 
     if transformers.__version__ != "4.57.1":
-        sys.exit(f"run the port half with transformers 4.57.1 (/work/venv457/bin/python), found {transformers.__version__}")
+        run_in_reference_env(transformers.__version__)
     transformers.logging.set_verbosity_error()
     results = {}
     for kind, model_class, pooler in VARIANTS:

@@ -1,8 +1,9 @@
 """Write the MEGA parity fixtures from the transformers 4.57.1 port (the numerical oracle).
 
-Run ONLY with the transformers 4.57.1 venv (it refuses any other version):
+It runs only under transformers 4.57.1, in the reference environment that `scripts/reference_env.sh`
+creates (started with another python, it re-runs itself there, or says how to create it):
 
-    /work/venv457/bin/python scripts/make_fixtures.py [--out tests/fixtures/mega] [--only CASE ...]
+    "$(bash scripts/reference_env.sh)" scripts/make_fixtures.py [--out tests/fixtures/mega] [--only CASE ...]
 
 Every case is a folder under tests/fixtures/mega/<case>/ holding
 - config.json / model.safetensors : exactly what 4.57.1 `save_pretrained` writes (tied head
@@ -24,6 +25,7 @@ import copy
 import hashlib
 import json
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -33,15 +35,35 @@ from pathlib import Path
 from typing import Any
 
 REQUIRED_TRANSFORMERS = "4.57.1"
+REFERENCE_COMMAND = '"$(bash scripts/reference_env.sh)" scripts/make_fixtures.py'
+"""How manifest.json records the command (repository-relative, no machine paths)."""
+
+
+def reference_python() -> Path:
+    """The reference environment's python, where scripts/reference_env.sh creates it (same rule)."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    venv = Path(os.environ.get("MEGA2BART_REFERENCE_VENV") or cache / "mega2bart" / "venv-transformers-4.57.1")
+    return venv / "bin" / "python"
+
+
+def run_in_reference_env(found: str) -> None:
+    """Re-run this script under the reference environment's python, or exit saying how to create it."""
+    python = reference_python()
+    # compare environments, not interpreters: a venv's python is a link to the same base interpreter
+    inside = Path(sys.prefix).resolve() == python.parent.parent.resolve()
+    if python.is_file() and not inside:
+        os.execv(str(python), [str(python), str(Path(__file__).resolve()), *sys.argv[1:]])
+    problem = f"the reference environment {python} has it" if inside else f"no reference environment at {python}"
+    sys.exit(
+        f"{Path(__file__).name} needs transformers==4.57.1 (the reference MEGA port), found {found}; "
+        f"{problem}: create it with `bash scripts/reference_env.sh` (or set MEGA2BART_REFERENCE_VENV to an existing one)"
+    )
+
 
 import transformers  # noqa: E402
 
 if transformers.__version__ != REQUIRED_TRANSFORMERS:
-    sys.exit(
-        f"scripts/make_fixtures.py needs transformers=={REQUIRED_TRANSFORMERS} (the reference MEGA port), "
-        f"found {transformers.__version__} at {transformers.__file__}. "
-        "Run it with /work/venv457/bin/python scripts/make_fixtures.py"
-    )
+    run_in_reference_env(f"{transformers.__version__} at {transformers.__file__}")
 
 import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
@@ -61,8 +83,8 @@ SPEC_TINY_FIGURES = {
     "logits_sum_row0": 89.08954620361328,
 }
 
-# spec §6.2 "Tiny fixture": H=32, E=F=96, Z=8, N=4, C=16, max_positions=64, 2 layers, vocab 128,
-# otherwise as the reconstructed seed config of spec §1.2, all dropouts 0.
+# docs/mega.md#fixtures, "Tiny fixture": H=32, E=F=96, Z=8, N=4, C=16, max_positions=64, 2 layers, vocab 128,
+# otherwise as the seed configuration (docs/mega.md#seed-configuration), all dropouts 0.
 TINY_BASE: dict[str, Any] = dict(
     vocab_size=128,
     hidden_size=32,
@@ -97,7 +119,7 @@ TINY_BASE: dict[str, Any] = dict(
     eos_token_id=2,
 )
 
-# spec §1.2 reconstruction of BEE-spoke-data/mega-encoder-small-16k-v1, but 2 layers
+# docs/mega.md#seed-configuration: the reconstruction of BEE-spoke-data/mega-encoder-small-16k-v1, but 2 layers
 SEED_2L: dict[str, Any] = dict(
     vocab_size=50304,
     hidden_size=768,
@@ -138,7 +160,7 @@ SEED_2L: dict[str, Any] = dict(
 
 
 def _ids(batch_offsets: list[int], length: int, vocab_mod: int) -> torch.Tensor:
-    """ids[b, t] = (7919 t + offset_b) mod vocab_mod + 3   (spec §6.1 item 4 / §6.2)."""
+    """ids[b, t] = (7919 t + offset_b) mod vocab_mod + 3   (docs/mega.md#fixtures)."""
     t = torch.arange(length, dtype=torch.int64)
     return torch.stack([(7919 * t + off) % vocab_mod + 3 for off in batch_offsets])  # (B, L)
 
@@ -183,7 +205,7 @@ def mlm_labels(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def reset_ema_caches(model: torch.nn.Module) -> None:
-    """Drop the port's eval-mode EMA kernel/coefficient caches (spec §4.6 item 5)."""
+    """Drop the port's eval-mode EMA kernel/coefficient caches (docs/mega.md#port-quirks)."""
     for module in model.modules():
         if isinstance(module, mm.MegaMultiDimensionDampedEma):
             module._kernel = None
@@ -232,7 +254,7 @@ TINY_CASES: list[TinyCase] = [
     TinyCase(
         "mlm_spec_tiny",
         "MegaForMaskedLM",
-        "spec §6.2 tiny fixture exactly: post-norm scalenorm, simple bias, softmax, bidirectional, "
+        "docs/mega.md#fixtures tiny fixture exactly: post-norm scalenorm, simple bias, softmax, bidirectional, "
         "chunk 16, token types (implicit zeros), no LM dense",
         {},
         ("padded48", "short10", "full16"),
@@ -296,7 +318,7 @@ TINY_CASES: list[TinyCase] = [
         "model_unchunked_bias_base_chunk16",
         "MegaModel",
         "MegaModel without pooler; use_chunking False but chunk_size 16, so the simple bias is "
-        "indexed around 16 and L <= 16 (spec §3.4)",
+        "indexed around 16 and L <= 16 (docs/mega.md#gated-attention)",
         dict(use_chunking=False, chunk_size=16),
         ("short10", "full16"),
         add_pooling_layer=False,
@@ -411,7 +433,7 @@ def make_tiny_case(case: TinyCase, out_dir: Path) -> dict[str, Any]:
 
 
 def spec_tiny_checks(sd_saved: dict[str, torch.Tensor], io: dict[str, torch.Tensor], case_dir: Path) -> dict[str, Any]:
-    """Compare the spec's exact tiny fixture with the numbers of spec §6.2."""
+    """Compare the exact tiny fixture with the reference numbers of docs/mega.md#fixtures."""
     checksum = state_dict_checksum(sd_saved)
     # MaskedLMOutput has no last_hidden_state: the last entry of hidden_states is it
     n_hidden = sum(1 for k in io if k.startswith("padded48.out.hidden_states."))
@@ -673,7 +695,7 @@ def make_seed_case(out_dir: Path) -> dict[str, Any]:
     meta = {
         "kind": "seed",
         "model_class": "MegaForMaskedLM",
-        "description": "spec §1.2 seed reconstruction with 2 layers; weights from "
+        "description": "docs/mega.md#seed-configuration seed reconstruction with 2 layers; weights from "
         "tests/mega_fixture_weights.seeded_state_dict(shapes, seed=0, padding_idx=1), "
         "mlm_head.weight tied to the word embeddings",
         "weights": {"generator": "tests/mega_fixture_weights.py::seeded_state_dict", "seed": 0,
@@ -743,7 +765,7 @@ def main(argv: list[str] | None = None) -> int:
             sc = meta["spec_checks"]
             print(f"[mlm_spec_tiny] weight checksum {sc['checksum']!r} (spec {SPEC_TINY_CHECKSUM!r}) "
                   f"matches={sc['checksum_matches']}; tensors {sc['num_tensors']}; "
-                  f"output figures max abs diff vs spec {sc['figures_max_abs_diff']:.3e}")
+                  f"output figures max abs diff vs docs/mega.md {sc['figures_max_abs_diff']:.3e}")
         for note in meta.get("notes", []):
             print(f"[{name}] note: {note}")
 
@@ -752,7 +774,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest["transformers_version"] = transformers.__version__
     manifest["torch_version"] = torch.__version__
     manifest["python"] = sys.version.split()[0]
-    manifest["command"] = "/work/venv457/bin/python scripts/make_fixtures.py " + " ".join(argv or sys.argv[1:])
+    manifest["command"] = " ".join([REFERENCE_COMMAND, *(argv or sys.argv[1:])])
     files = {}
     total = 0
     for path in sorted(out_dir.rglob("*")):

@@ -7,7 +7,7 @@ import torch
 from mega2bart.models.mega import MegaConfig
 
 SEED_LIKE = dict(
-    # the seed checkpoint's options (MEGA_SPEC §1.2) at toy sizes
+    # the seed checkpoint's options (docs/mega.md#seed-configuration) at toy sizes
     vocab_size=128,
     hidden_size=32,
     num_hidden_layers=2,
@@ -35,12 +35,12 @@ def tiny_config(**overrides) -> MegaConfig:
     return MegaConfig(**{**SEED_LIKE, **overrides})
 
 
-def perturbed(model: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
-    """Add 0.05 * N(0, 1) to every parameter (deterministic), so no weight sits at its init value."""
+def perturbed(model: torch.nn.Module, seed: int = 1, scale: float = 0.05) -> torch.nn.Module:
+    """Add scale * N(0, 1) to every parameter (deterministic), so no weight sits at its init value."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for parameter in model.parameters():
-            parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
+            parameter.add_(scale * torch.randn(parameter.shape, generator=generator))
     return model
 
 

@@ -455,3 +455,83 @@ def test_real_seed_encoder_with_bart_large(tmp_path) -> None:
     inputs = tokenizer("The quick brown fox jumps over the lazy dog. " * 40, return_tensors="pt")
     out = reloaded.generate(**inputs, max_new_tokens=8, min_new_tokens=2, num_beams=2)
     assert out.shape[0] == 1 and out.shape[1] <= 9
+
+
+def test_generation_settings_are_checked() -> None:
+    with pytest.raises(BuildError, match=r"min_new_tokens \(10\) exceeds max_new_tokens \(4\)"):
+        _tiny(generation={"min_new_tokens": 10, "max_new_tokens": 4})
+    for key, value in (("num_beams", 0), ("max_new_tokens", -5), ("min_new_tokens", -1), ("no_repeat_ngram_size", -1)):
+        with pytest.raises(BuildError, match=rf"generation setting {key} \({value}\) must be an integer >= "):
+            _tiny(generation={key: value})
+    model, _ = _tiny(generation={"min_new_tokens": 4, "max_new_tokens": 4})  # equal is fine
+    assert model.generation_config.min_new_tokens == model.generation_config.max_new_tokens == 4
+
+
+def test_mega_decoder_config_is_refused(offline_tokenizer) -> None:
+    with pytest.raises(BuildError, match="is a MEGA model: mega2bart uses MEGA only as the encoder"):
+        build_mega2bart(
+            encoder=TINY_ENCODER, decoder={**TINY_ENCODER, "model_type": "mega"}, tokenizer=offline_tokenizer
+        )
+
+
+def _staging(parent: Path, name: str, owner: dict | None) -> Path:
+    folder = parent / name
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"partial")
+    if owner is not None:
+        (folder / ".mega2bart-staging.json").write_text(json.dumps(owner))
+    return folder
+
+
+def test_killed_save_leaves_staging_that_the_next_save_removes(tmp_path) -> None:
+    import socket
+    import time
+
+    target = tmp_path / "out"
+    killed = textwrap.dedent(
+        f"""
+        import os, torch
+        import mega2bart.builder as builder
+        torch.manual_seed(0)
+        model, tokenizer = builder.build_mega2bart(**builder.preset_kwargs("tiny"))
+        builder._write_remote_code = lambda directory: os._exit(9)  # killed after the weights are written
+        builder.save_mega2bart(model, tokenizer, {str(target)!r})
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    assert subprocess.run([sys.executable, "-c", killed], env=env, timeout=300).returncode == 9
+    (left,) = [p for p in tmp_path.iterdir() if p.name.startswith(".out.partial-")]
+    assert (left / "model.safetensors").is_file() and not target.exists()
+
+    host, now = socket.gethostname(), time.time()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        running = _staging(tmp_path, ".out.partial-running", {"pid": sleeper.pid, "host": host, "created": now})
+        old = _staging(tmp_path, ".out.partial-old", {"pid": sleeper.pid, "host": host, "created": now - 8 * 86400})
+        elsewhere = _staging(tmp_path, ".out.partial-elsewhere", {"pid": 1, "host": host + "-other", "created": now})
+        unmarked = _staging(tmp_path, ".out.partial-unmarked", None)  # not provably ours
+        other_name = _staging(tmp_path, ".outer.partial-x", {"pid": 999_999_999, "host": host, "created": 0})
+        model, tokenizer = _tiny()
+        save_mega2bart(model, tokenizer, target)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert not left.exists() and not old.exists()
+    assert running.is_dir() and elsewhere.is_dir() and unmarked.is_dir() and other_name.is_dir()
+    assert not (target / ".mega2bart-staging.json").exists() and (target / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_saved_files_follow_the_umask(tmp_path, umask: int) -> None:
+    model, tokenizer = _tiny()
+    previous = os.umask(umask)
+    try:
+        target = save_mega2bart(model, tokenizer, tmp_path / "out")
+        (tmp_path / "plain.txt").write_text("x")
+        plain = (tmp_path / "plain.txt").stat().st_mode & 0o777
+    finally:
+        os.umask(previous)
+    modes = {path.name: path.stat().st_mode & 0o777 for path in target.iterdir()}
+    assert plain == 0o666 & ~umask
+    assert modes and all(mode == plain for mode in modes.values()), {k: oct(v) for k, v in modes.items()}
+    assert target.stat().st_mode & 0o777 == 0o777 & ~umask

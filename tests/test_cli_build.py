@@ -129,3 +129,76 @@ def test_fill_mask_tiny_preset_and_directory(tiny_mega_encoder_dir) -> None:
 
     no_mask = _invoke("fill-mask", "no mask here", "--preset", "tiny")
     assert no_mask.exit_code == ERROR_EXIT_CODE and "has no <mask> token" in no_mask.output
+
+
+def test_generation_settings_out_of_range_are_refused(tmp_path) -> None:
+    output = tmp_path / "out"
+    _assert_failed_cleanly(
+        _invoke("build", output, "--preset", "tiny", "--min-new-tokens", "10", "--max-new-tokens", "4", "--quiet"),
+        "min_new_tokens (10) exceeds max_new_tokens (4)", output,
+    )
+    # only one side given: checked against the other side's default (max_new_tokens 512)
+    _assert_failed_cleanly(
+        _invoke("build", output, "--preset", "tiny", "--min-new-tokens", "600", "--quiet"),
+        "min_new_tokens (600) exceeds max_new_tokens (512)", output,
+    )
+    for flag, value in (("--num-beams", "0"), ("--max-new-tokens", "0"), ("--min-new-tokens", "-1")):
+        result = _invoke("build", output, "--preset", "tiny", flag, value, "--quiet")
+        assert result.exit_code == ERROR_EXIT_CODE and "Traceback" not in result.output, (flag, result.output)
+        assert not output.exists()
+
+
+def test_decoder_without_tokenizer_files_needs_tokenizer(
+    tmp_path, tiny_mega_encoder_dir, tiny_bart_decoder_dir
+) -> None:
+    output = tmp_path / "out"
+    bare = tmp_path / "bare-decoder"  # weights and config only, as BartForConditionalGeneration.save_pretrained writes
+    torch.manual_seed(0)
+    BartForConditionalGeneration(BartConfig(**TINY_DECODER)).save_pretrained(bare)
+    _assert_failed_cleanly(
+        _invoke("build", output, "--encoder", tiny_mega_encoder_dir, "--decoder", bare, "--quiet"),
+        "has no tokenizer files", output,
+    )
+    assert "pass one explicitly (CLI: --tokenizer" in _invoke(
+        "build", output, "--encoder", tiny_mega_encoder_dir, "--decoder", bare, "--quiet"
+    ).output
+    _assert_failed_cleanly(
+        _invoke("build", output, "--encoder", tiny_mega_encoder_dir, "--decoder", bare, "--tokenizer", bare, "--quiet"),
+        f"tokenizer '{bare}' has no tokenizer files", output,
+    )
+    result = _invoke(
+        "build", output, "--encoder", tiny_mega_encoder_dir, "--decoder", bare, "--tokenizer", tiny_bart_decoder_dir,
+        "--quiet",
+    )
+    assert result.exit_code == 0, result.output
+
+
+def test_file_as_output_is_called_a_file(tmp_path) -> None:
+    output = tmp_path / "model.bin"
+    output.write_text("not a directory")
+    for extra in ((), ("--overwrite",)):
+        result = _invoke("build", output, "--preset", "tiny", "--quiet", *extra)
+        assert result.exit_code == ERROR_EXIT_CODE, result.output
+        assert f"output '{output}' is a file, not a directory" in result.output and "not empty" not in result.output
+        assert "Traceback" not in result.output and output.read_text() == "not a directory"
+
+
+def test_built_model_as_encoder_and_mega_as_decoder_are_refused(
+    tmp_path, tiny_mega2bart_dir, tiny_mega_encoder_dir
+) -> None:
+    output = tmp_path / "out"
+    _assert_failed_cleanly(
+        _invoke("build", output, "--preset", "tiny", "--encoder", tiny_mega2bart_dir, "--quiet"),
+        "is a complete encoder-decoder model (model_type 'encoder-decoder'", output,
+    )
+    _assert_failed_cleanly(
+        _invoke(
+            "build", output, "--preset", "tiny", "--decoder", tiny_mega2bart_dir, "--tokenizer", "offline", "--quiet"
+        ),
+        "the decoder argument expects a BART-family checkpoint", output,
+    )
+    _assert_failed_cleanly(
+        _invoke("build", output, "--preset", "tiny", "--decoder", tiny_mega_encoder_dir, "--tokenizer", "offline",
+                "--quiet"),
+        "is a MEGA model: mega2bart uses MEGA only as the encoder", output,
+    )

@@ -44,7 +44,7 @@ def test_real_seed_checkpoint_fills_the_mask() -> None:
     model, info = AutoModelForMaskedLM.from_pretrained(name, output_loading_info=True)
     assert isinstance(model, MegaForMaskedLM)
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
-    assert sum(p.numel() for p in model.parameters()) == 122_009_736  # MEGA_SPEC §1.3
+    assert sum(p.numel() for p in model.parameters()) == 122_009_736  # docs/mega.md#parameter-counts
     tokenizer = AutoTokenizer.from_pretrained(name)
     fill = pipeline("fill-mask", model=model, tokenizer=tokenizer, top_k=5)
     predictions = fill("I love to <mask> memes.")

@@ -204,6 +204,38 @@ def test_generate_uses_cache_and_equals_greedy_uncached() -> None:
     assert torch.equal(generated, expected)
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [dict(is_decoder=False), dict(is_decoder=False, bidirectional=False), dict(is_decoder=True, bidirectional=True)],
+    ids=["encoder", "encoder-causal-ema", "bidirectional-decoder"],
+)
+def test_generate_without_a_cache_recomputes_the_whole_sequence(overrides: dict) -> None:
+    """A MegaForCausalLM that cannot cache generates (default use_cache=True) like the full-recompute loop."""
+    torch.manual_seed(0)
+    # perturbed enough that the next token depends on the context, not only on the last token
+    model = perturbed(MegaForCausalLM(tiny_config(**overrides)), scale=0.3).eval()
+    prompt = random_ids(2, 8, seed=5)
+    lengths: list[int] = []
+    hook = model.mega.register_forward_pre_hook(
+        lambda module, args, kwargs: lengths.append((args[0] if args else kwargs["input_ids"]).shape[1]), with_kwargs=True
+    )
+    with torch.no_grad():
+        generated = model.generate(
+            prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=5, do_sample=False, pad_token_id=1
+        )
+    hook.remove()
+    assert lengths == [8, 9, 10, 11, 12], f"generate did not pass the whole sequence at each step: {lengths}"
+    expected = last_token_only = prompt
+    with torch.no_grad():
+        for _ in range(5):
+            next_token = model(expected, use_cache=False).logits[:, -1].argmax(-1, keepdim=True)
+            expected = torch.cat([expected, next_token], dim=1)
+            next_token = model(last_token_only[:, -1:], use_cache=False).logits[:, -1].argmax(-1, keepdim=True)
+            last_token_only = torch.cat([last_token_only, next_token], dim=1)
+    assert not torch.equal(expected, last_token_only), "the test model ignores the context: it cannot tell the two apart"
+    assert torch.equal(generated, expected), f"generate {generated.tolist()} != full recompute {expected.tolist()}"
+
+
 def test_cache_errors() -> None:
     from transformers import DynamicCache
 

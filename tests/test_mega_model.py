@@ -151,7 +151,7 @@ def test_gradient_checkpointing_reaches_mega_inside_encoder_decoder() -> None:
 
 
 def test_no_stale_kernel_after_weights_change(model: MegaModel) -> None:
-    """4.x cached the EMA kernel in eval mode, so loading new weights gave stale outputs (MEGA_SPEC §4.6.5)."""
+    """4.x cached the EMA kernel in eval mode, so loading new weights gave stale outputs (docs/mega.md#port-quirks)."""
     ids = random_ids(1, 32)
     torch.manual_seed(5)
     other = perturbed(MegaModel(tiny_config(), add_pooling_layer=False), seed=7).eval()
@@ -233,7 +233,7 @@ def test_add_pooling_layer_follows_the_config_unless_given(tmp_path) -> None:
 
 @pytest.mark.parametrize("length", [1, 7, 16])
 def test_simple_relative_bias_indexing(length: int) -> None:
-    """B[i, j] = w[C - 1 + j - i] around chunk_size C (16), not max_positions (MEGA_SPEC §3.4)."""
+    """B[i, j] = w[C - 1 + j - i] around chunk_size C (16), not max_positions (docs/mega.md#gated-attention)."""
     from mega2bart.models.mega.modeling_mega import MegaSimpleRelativePositionalBias
 
     module = MegaSimpleRelativePositionalBias(tiny_config())

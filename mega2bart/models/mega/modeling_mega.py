@@ -77,7 +77,7 @@ class MegaDropout(nn.Module):
     """Element-wise dropout, or channel-wise ("feature") dropout with one mask per (batch, channel).
 
     Inputs are batch-first (B, ..., channels). Unlike the 4.x port, feature dropout on chunked
-    values drops channels, not whole chunks (the port's quirk, MEGA_SPEC §3.7).
+    values drops channels, not whole chunks (the port's quirk, docs/mega.md#dropout).
     """
 
     def __init__(self, p: float, is_featurewise: bool = False):
@@ -117,7 +117,7 @@ class MegaScaleNorm(nn.Module):
 class MegaRMSNorm(nn.Module):
     """RMSNorm with a per-channel `weight`.
 
-    The 4.x port computes the normalisation and discards it, returning `x * weight` (MEGA_SPEC §3.5).
+    The 4.x port computes the normalisation and discards it, returning `x * weight` (docs/mega.md#normalisation).
     `legacy=True` keeps that behaviour, so checkpoints trained with it give the same numbers;
     `legacy=False` normalises: y = x * weight / sqrt(mean(x^2) + eps).
     """
@@ -763,7 +763,7 @@ class MegaPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        """The 4.x init (MEGA_SPEC §3.9)."""
+        """The 4.x init (docs/mega.md#initialisation)."""
         config = self.config
         if isinstance(module, MegaMultiDimensionDampedEma):
             init.normal_(module.damping_factor, mean=0.0, std=config.ema_delta_alpha_range)
@@ -1175,6 +1175,23 @@ class MegaForCausalLM(MegaPreTrainedModel, GenerationMixin):
 
     def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
         self.lm_head = new_embeddings
+
+    def prepare_inputs_for_generation(
+        self,
+        input_ids: torch.LongTensor,
+        next_sequence_length: int | None = None,
+        cache: MegaCache | None = None,
+        **kwargs,
+    ) -> dict:
+        """As GenerationMixin's, but a model that cannot cache (not `is_decoder`, or a bidirectional EMA)
+        gets the whole sequence at every step: generate() would otherwise pass only the last token
+        (it trims whenever `use_cache` is set), and the model would predict from that token alone."""
+        if not self.config.is_decoder or self.config.bidirectional:
+            next_sequence_length, cache = None, None
+            kwargs["use_cache"] = False
+        return super().prepare_inputs_for_generation(
+            input_ids, next_sequence_length=next_sequence_length, cache=cache, **kwargs
+        )
 
     @can_return_tuple
     def forward(
