@@ -70,6 +70,10 @@ def build(
     max_new_tokens: Annotated[int | None, typer.Option(min=1, help="Generation default (512).")] = None,
     min_new_tokens: Annotated[int | None, typer.Option(min=0, help="Generation default (32).")] = None,
     num_beams: Annotated[int | None, typer.Option(min=1, help="Generation default (4).")] = None,
+    random_init: Annotated[
+        bool,
+        typer.Option(help="The preset's architecture with RANDOM weights and the offline tokenizer (no network)."),
+    ] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT_DIR if it is not empty.")] = False,
     quiet: Annotated[bool, typer.Option(help="Only warnings and errors.")] = False,
 ) -> None:
@@ -80,10 +84,18 @@ def build(
     output = output_dir.expanduser()
     if output.exists() and (not output.is_dir() or any(output.iterdir())) and not overwrite:
         _fail(f"output directory {str(output)!r} is not empty: pass --overwrite or choose another path")
+    if random_init and (encoder is not None or decoder is not None):
+        _fail("--random-init builds the preset's own architecture: drop --encoder/--decoder, or drop --random-init")
     try:
-        sources = preset_kwargs(preset or "large")
+        sources = preset_kwargs(preset or "large", random_init=random_init)
     except ValueError as exc:
         _fail(str(exc))
+    if random_init:
+        typer.secho(
+            f"warning: --random-init: every weight of this {preset or 'large'} model is RANDOM (real shapes, offline "
+            "tokenizer): for benchmarks and smoke tests; its summaries are noise until trained",
+            err=True, fg=typer.colors.YELLOW,
+        )
     for key, value in (("encoder", encoder), ("decoder", decoder), ("tokenizer", tokenizer)):
         if value is not None:
             sources[key] = value
@@ -143,6 +155,8 @@ def info(
     else:
         lines.append(
             f"random-init weights: {len(random_init)} tensors, {description.get('random_init_parameters', 0):,} parameters"
+            + (" (ALL weights: a random-init model, not pretrained)"
+               if description.get("random_init_parameters") == (description["parameters"] or {}).get("total") else "")
         )
         whole = [part for part in ("encoder", "decoder") if (description.get(part) or {}).get("kind") == "config"]
         for part in whole:
