@@ -4,8 +4,8 @@
     mega2bart info MODEL_DIR [--json]
     mega2bart fill-mask "text with <mask>" [--model DIR_OR_ID | --preset tiny] [--top-k 5]
     mega2bart train [--config FILE.yaml] [--model DIR] [--dataset aclsum] [--output-dir DIR] [--max-steps N] ...
-    mega2bart eval MODEL_DIR --output-dir DIR [--dataset aclsum] [--split test] [--limit N]
-    mega2bart summarize MODEL_DIR FILES... --output OUT.jsonl [--max-input-tokens N] [--skip-existing]
+    mega2bart eval MODEL_DIR --output-dir DIR [--dataset aclsum] [--split test] [--limit N] [--dtype bf16]
+    mega2bart summarize MODEL_DIR FILES... --output OUT.jsonl [--max-input-tokens N] [--skip-existing] [--dtype bf16]
 
 To add a command: write one small function decorated with `@app.command()`, import the library
 inside its body, and turn user errors into `_fail(...)` (message on stderr, exit code 2).
@@ -350,6 +350,7 @@ _MAX_NEW_HELP = "Longest summary in new tokens (default: the model's)."
 _MIN_NEW_HELP = "Shortest summary in new tokens (default: the model's)."
 _NGRAM_HELP = "Never repeat an n-gram of this size (default: the model's)."
 _PENALTY_HELP = "Beam length penalty; > 1 favours longer summaries (default: the model's)."
+_DTYPE_HELP = "Inference precision: fp32 | bf16 | fp16 (fp16 needs a CUDA GPU)."
 
 
 @app.command("eval")
@@ -369,6 +370,7 @@ def evaluate(
     length_penalty: Annotated[float | None, typer.Option(help=_PENALTY_HELP)] = None,
     bootstrap_samples: Annotated[int, typer.Option(min=0, help="Bootstrap resamples for the 95% intervals.")] = 1000,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    dtype: Annotated[str, typer.Option(help=_DTYPE_HELP)] = "fp32",
     quiet: Annotated[bool, typer.Option(help="Only warnings and errors; no progress bar.")] = False,
 ) -> None:
     """Generate summaries for a dataset split; write ROUGE-1/2/L/Lsum with bootstrap CIs and predictions."""
@@ -384,7 +386,7 @@ def evaluate(
         report = evaluate_model(
             model, dataset, output_dir, split=split, limit=limit, max_input_tokens=max_input_tokens,
             overflow=overflow, batch_size=batch_size, generation=generation, bootstrap_samples=bootstrap_samples,
-            seed=seed, progress=not quiet,
+            seed=seed, progress=not quiet, dtype=dtype,
         )
     except (ValueError, FileNotFoundError, ImportError, RuntimeError) as exc:
         _fail(str(exc))
@@ -394,9 +396,11 @@ def evaluate(
         interval = f" [{entry['ci_low']:.2f}, {entry['ci_high']:.2f}]" if "ci_low" in entry else ""
         typer.echo(f"{name:10s} {entry['mean']:6.2f}{interval}")
     words = report["generated_length"]["words"]
+    speed = report["throughput"]
     typer.echo(
         f"{report['num_examples']} examples, sentence splitter {report['sentence_splitter']}, generated words "
-        f"mean {words.get('mean', 0)}; wrote {output_dir / 'eval_results.json'} and {output_dir / 'predictions.jsonl'}"
+        f"mean {words.get('mean', 0)}; {speed['documents_per_hour']} documents/hour ({speed['dtype']} on "
+        f"{speed['device']}); wrote {output_dir / 'eval_results.json'} and {output_dir / 'predictions.jsonl'}"
     )
 
 
@@ -404,7 +408,7 @@ def evaluate(
 def summarize(
     model: Annotated[Path, typer.Argument(help="Model directory.")],
     files: Annotated[list[str], typer.Argument(help='.txt/.md/.html/.jsonl files, or "-" for stdin.')],
-    output: Annotated[Path, typer.Option(help="Output jsonl: one record per document, with window provenance.")],
+    output: Annotated[Path, typer.Option(help="Output jsonl: one record per document, with window provenance (run statistics: OUT.stats.json).")],
     max_input_tokens: Annotated[int | None, typer.Option(min=3, help="Context (default: tokenizer model_max_length).")] = None,
     window_overlap: Annotated[int | None, typer.Option(min=0, help="Tokens shared by neighbouring windows.")] = None,
     merge: Annotated[str, typer.Option(help="summarize (summary of window summaries) | concatenate.")] = "summarize",
@@ -416,16 +420,15 @@ def summarize(
     no_repeat_ngram_size: Annotated[int | None, typer.Option(help=_NGRAM_HELP)] = None,
     length_penalty: Annotated[float | None, typer.Option(help=_PENALTY_HELP)] = None,
     skip_existing: Annotated[bool, typer.Option(help="Resume: keep records already in --output, do the rest.")] = False,
+    dtype: Annotated[str, typer.Option(help=_DTYPE_HELP)] = "fp32",
     quiet: Annotated[bool, typer.Option(help="Only warnings and errors; no progress bar.")] = False,
 ) -> None:
     """Summarise documents of any length (overlapping windows, then a summary of summaries)."""
     _setup_logging(not quiet)
     if quiet:
         _quiet_libraries()
-    import torch
-
-    from .builder import BuildError, load_mega2bart
-    from .summarize import Summarizer, summarize_files
+    from .builder import BuildError
+    from .summarize import Summarizer, load_for_inference, stats_path, summarize_files
 
     if merge not in ("summarize", "concatenate"):
         _fail(f"--merge must be summarize or concatenate (got {merge!r})")
@@ -433,9 +436,7 @@ def summarize(
     if output.exists() and output.stat().st_size and not skip_existing:
         _fail(f"output {str(output)!r} exists: pass --skip-existing to resume it, or another path")
     try:
-        loaded, tokenizer = load_mega2bart(model)
-        if torch.cuda.is_available():
-            loaded = loaded.to("cuda")
+        loaded, tokenizer = load_for_inference(model, dtype)
         summarizer = Summarizer(
             loaded, tokenizer, max_input_tokens=max_input_tokens, window_overlap=window_overlap, batch_size=batch_size,
             generation=generation, merge=merge, max_levels=max_levels,
@@ -445,7 +446,7 @@ def summarize(
         _fail(str(exc))
     typer.echo(
         f"{counts['written']} summarised ({counts['windowed']} through windows), {counts['skipped']} already done; "
-        f"wrote {output}"
+        f"{counts['documents_per_hour']} documents/hour ({dtype}); wrote {output} and {stats_path(output)}"
     )
 
 
