@@ -43,7 +43,7 @@ from transformers import (
 
 from .modeling_mega2bart import Mega2BartModel
 from .models.mega import MegaConfig
-from .presets import DEFAULT_DECODER, DEFAULT_ENCODER, OFFLINE_TOKENIZER, get_preset
+from .presets import DEFAULT_DECODER, DEFAULT_ENCODER, OFFLINE_TOKENIZER, get_preset, random_init_sources
 
 logger = logging.getLogger(__name__)
 
@@ -717,9 +717,21 @@ def build_mega2bart(
     return model, tok
 
 
-def preset_kwargs(name: str) -> dict[str, Any]:
-    """`build_mega2bart` keyword arguments for the preset `name` ("tiny", "base", "large")."""
+def preset_kwargs(name: str, *, random_init: bool = False) -> dict[str, Any]:
+    """`build_mega2bart` keyword arguments for the preset `name` ("tiny", "base", "large").
+
+    random_init=True: the preset's architecture from configs embedded in mega2bart (random weights, the
+    offline tokenizer, no network); the real shapes for benchmarks and smoke tests, not for summaries.
+    """
     preset = get_preset(name)
+    if random_init:
+        encoder, decoder = random_init_sources(name)
+        if name != "tiny":
+            logger.warning(
+                "preset %s with random_init: the real architecture with RANDOM weights and the offline tokenizer "
+                "(no pretrained weights; for benchmarks and smoke tests)", name,
+            )
+        return {"encoder": encoder, "decoder": decoder, "tokenizer": OFFLINE_TOKENIZER}
     return {"encoder": preset.encoder, "decoder": preset.decoder, "tokenizer": preset.tokenizer}
 
 

@@ -4,8 +4,9 @@
     mega2bart info MODEL_DIR [--json]
     mega2bart fill-mask "text with <mask>" [--model DIR_OR_ID | --preset tiny] [--top-k 5]
     mega2bart train [--config FILE.yaml] [--model DIR] [--dataset aclsum] [--output-dir DIR] [--max-steps N] ...
-    mega2bart eval MODEL_DIR --output-dir DIR [--dataset aclsum] [--split test] [--limit N]
+    mega2bart eval MODEL_DIR --output-dir DIR [--dataset aclsum] [--split test] [--limit N] [--dtype bf16]
     mega2bart summarize MODEL_DIR FILES... --output OUT.jsonl [--max-input-tokens N] [--skip-existing|--overwrite]
+        [--dtype bf16]
 
 To add a command: write one small function decorated with `@app.command()`, import the library
 inside its body, and turn user errors into `_fail(...)` (message on stderr, exit code 2).
@@ -75,6 +76,10 @@ def build(
     max_new_tokens: Annotated[int | None, typer.Option(min=1, help="Generation default (512).")] = None,
     min_new_tokens: Annotated[int | None, typer.Option(min=0, help="Generation default (32).")] = None,
     num_beams: Annotated[int | None, typer.Option(min=1, help="Generation default (4).")] = None,
+    random_init: Annotated[
+        bool,
+        typer.Option(help="The preset's architecture with RANDOM weights and the offline tokenizer (no network)."),
+    ] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT_DIR if it is not empty.")] = False,
     quiet: Annotated[bool, typer.Option(help="Only warnings and errors.")] = False,
 ) -> None:
@@ -87,10 +92,18 @@ def build(
         _fail(f"output {str(output)!r} is a file, not a directory: pass a directory path (new or empty)")
     if output.is_dir() and any(output.iterdir()) and not overwrite:
         _fail(f"output directory {str(output)!r} is not empty: pass --overwrite or choose another path")
+    if random_init and (encoder is not None or decoder is not None):
+        _fail("--random-init builds the preset's own architecture: drop --encoder/--decoder, or drop --random-init")
     try:
-        sources = preset_kwargs(preset or "large")
+        sources = preset_kwargs(preset or "large", random_init=random_init)
     except ValueError as exc:
         _fail(str(exc))
+    if random_init:
+        typer.secho(
+            f"warning: --random-init: every weight of this {preset or 'large'} model is RANDOM (real shapes, offline "
+            "tokenizer): for benchmarks and smoke tests; its summaries are noise until trained",
+            err=True, fg=typer.colors.YELLOW,
+        )
     for key, value in (("encoder", encoder), ("decoder", decoder), ("tokenizer", tokenizer)):
         if value is not None:
             sources[key] = value
@@ -150,6 +163,8 @@ def info(
     else:
         lines.append(
             f"random-init weights: {len(random_init)} tensors, {description.get('random_init_parameters', 0):,} parameters"
+            + (" (ALL weights: a random-init model, not pretrained)"
+               if description.get("random_init_parameters") == (description["parameters"] or {}).get("total") else "")
         )
         whole = [part for part in ("encoder", "decoder") if (description.get(part) or {}).get("kind") == "config"]
         for part in whole:
@@ -351,6 +366,7 @@ _MAX_NEW_HELP = "Longest summary in new tokens (default: the model's)."
 _MIN_NEW_HELP = "Shortest summary in new tokens (default: the model's)."
 _NGRAM_HELP = "Never repeat an n-gram of this size (default: the model's)."
 _PENALTY_HELP = "Beam length penalty; > 1 favours longer summaries (default: the model's)."
+_DTYPE_HELP = "Inference precision: fp32 | bf16 | fp16 (fp16 needs a CUDA GPU)."
 
 
 @app.command("eval")
@@ -370,6 +386,7 @@ def evaluate(
     length_penalty: Annotated[float | None, typer.Option(help=_PENALTY_HELP)] = None,
     bootstrap_samples: Annotated[int, typer.Option(min=0, help="Bootstrap resamples for the 95% intervals.")] = 1000,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    dtype: Annotated[str, typer.Option(help=_DTYPE_HELP)] = "fp32",
     quiet: Annotated[bool, typer.Option(help="Only warnings and errors; no progress bar.")] = False,
 ) -> None:
     """Generate summaries for a dataset split; write ROUGE-1/2/L/Lsum with bootstrap CIs and predictions."""
@@ -385,7 +402,7 @@ def evaluate(
         report = evaluate_model(
             model, dataset, output_dir, split=split, limit=limit, max_input_tokens=max_input_tokens,
             overflow=overflow, batch_size=batch_size, generation=generation, bootstrap_samples=bootstrap_samples,
-            seed=seed, progress=not quiet,
+            seed=seed, progress=not quiet, dtype=dtype,
         )
     except (ValueError, FileNotFoundError, ImportError, RuntimeError) as exc:
         _fail(str(exc))
@@ -395,9 +412,11 @@ def evaluate(
         interval = f" [{entry['ci_low']:.2f}, {entry['ci_high']:.2f}]" if "ci_low" in entry else ""
         typer.echo(f"{name:10s} {entry['mean']:6.2f}{interval}")
     words = report["generated_length"]["words"]
+    speed = report["throughput"]
     typer.echo(
         f"{report['num_examples']} examples, sentence splitter {report['sentence_splitter']}, generated words "
-        f"mean {words.get('mean', 0)}; wrote {output_dir / 'eval_results.json'} and {output_dir / 'predictions.jsonl'}"
+        f"mean {words.get('mean', 0)}; {speed['documents_per_hour']} documents/hour ({speed['dtype']} on "
+        f"{speed['device']}); wrote {output_dir / 'eval_results.json'} and {output_dir / 'predictions.jsonl'}"
     )
 
 
@@ -405,7 +424,7 @@ def evaluate(
 def summarize(
     model: Annotated[Path, typer.Argument(help="Model directory.")],
     files: Annotated[list[str], typer.Argument(help='.txt/.md/.html/.jsonl files, or "-" for stdin.')],
-    output: Annotated[Path, typer.Option(help="Output jsonl: one record per document, with window provenance.")],
+    output: Annotated[Path, typer.Option(help="Output jsonl: one record per document, with window provenance (run statistics: OUT.stats.json).")],
     max_input_tokens: Annotated[int | None, typer.Option(min=3, help="Context (default: tokenizer model_max_length).")] = None,
     window_overlap: Annotated[int | None, typer.Option(min=0, help="Tokens shared by neighbouring windows.")] = None,
     merge: Annotated[str, typer.Option(help="summarize (summary of window summaries) | concatenate.")] = "summarize",
@@ -418,16 +437,15 @@ def summarize(
     length_penalty: Annotated[float | None, typer.Option(help=_PENALTY_HELP)] = None,
     skip_existing: Annotated[bool, typer.Option(help="Resume: keep records already in --output, do the rest.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an earlier summaries file at --output.")] = False,
+    dtype: Annotated[str, typer.Option(help=_DTYPE_HELP)] = "fp32",
     quiet: Annotated[bool, typer.Option(help="Only warnings and errors; no progress bar.")] = False,
 ) -> None:
     """Summarise documents of any length (overlapping windows, then a summary of summaries)."""
     _setup_logging(not quiet)
     if quiet:
         _quiet_libraries()
-    import torch
-
-    from .builder import BuildError, load_mega2bart
-    from .summarize import Summarizer, check_output, summarize_files
+    from .builder import BuildError
+    from .summarize import Summarizer, check_output, load_for_inference, stats_path, summarize_files
 
     if merge not in ("summarize", "concatenate"):
         _fail(f"--merge must be summarize or concatenate (got {merge!r})")
@@ -437,9 +455,7 @@ def summarize(
     except (ValueError, FileExistsError) as exc:
         _fail(str(exc))
     try:
-        loaded, tokenizer = load_mega2bart(model)
-        if torch.cuda.is_available():
-            loaded = loaded.to("cuda")
+        loaded, tokenizer = load_for_inference(model, dtype)
         summarizer = Summarizer(
             loaded, tokenizer, max_input_tokens=max_input_tokens, window_overlap=window_overlap, batch_size=batch_size,
             generation=generation, merge=merge, max_levels=max_levels,
@@ -452,7 +468,8 @@ def summarize(
     refused = f", {counts['refused']} refused (see the warnings above)" if counts["refused"] else ""
     typer.echo(
         f"{counts['written']} summarised ({counts['windowed']} through windows), {counts['skipped']} already done"
-        f"{refused}; wrote {output}",
+        f"{refused}; {counts['documents_per_hour']} documents/hour ({dtype}); wrote {output}"
+        + (f" and {stats_path(output)}" if output.is_file() else ""),
         err=not output.is_file(),  # `--output /dev/stdout`: keep the jsonl stream clean
     )
 

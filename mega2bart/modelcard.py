@@ -84,7 +84,13 @@ def render_model_card(info: Mapping[str, Any]) -> str:
         + (", with a linear `enc_to_dec_proj` between the widths." if arch.get("enc_to_dec_proj") else "."),
         "",
     ]
-    if untrained:
+    if untrained and info.get("random_init_parameters") == params.get("total"):
+        lines += [
+            "> **Random init: no pretrained weights at all.** Every weight is random (built from configs): "
+            "the shapes are real, the summaries are noise. Use it for benchmarks and smoke tests, or train it.",
+            "",
+        ]
+    elif untrained:
         lines += [
             "> **Not fine-tuned.** Some weights are random (listed below): fine-tune on a summarisation "
             "dataset before expecting useful summaries.",

@@ -2,6 +2,8 @@
 
 "large" and "base" name real Hub checkpoints (they need the network or a filled HF cache);
 "tiny" is a random-init toy built from configs with the offline tokenizer, for demos and tests.
+`random_init_sources("large")` / `("base")` give the same architectures as configs (random weights,
+offline tokenizer, no network): real shapes for benchmarks and smoke tests, useless for summaries.
 """
 
 from __future__ import annotations
@@ -67,6 +69,85 @@ TINY_DECODER: dict[str, Any] = dict(
     forced_eos_token_id=2,
 )
 
+# The seed encoder's architecture (BEE-spoke-data/mega-encoder-small-16k-v1, 8 layers): the reconstruction
+# that scripts/make_fixtures.py (SEED_2L, 2 layers) and tests/fixtures/mega/seed2l_mlm check, at full depth.
+# MegaModel without the pooler: 121,959,432 parameters.
+SEED_ENCODER: dict[str, Any] = dict(
+    vocab_size=50304,  # 50265 padded to a multiple of 64; rows >= 50265 are never indexed
+    hidden_size=768,
+    num_hidden_layers=8,
+    intermediate_size=2304,
+    nffn_hidden_size=2304,
+    ema_projection_size=32,
+    shared_representation_size=192,
+    bidirectional=True,
+    use_chunking=True,
+    chunk_size=1024,
+    truncation=None,
+    max_positions=16384,
+    relative_positional_bias="simple",
+    normalization_type="scalenorm",
+    norm_affine=True,
+    normalize_before_mega=False,
+    normalize_before_ffn=False,
+    activation="silu",
+    attention_activation="softmax",
+    add_token_type_embeddings=True,
+    type_vocab_size=2,
+    add_lm_hidden_dense_layer=False,
+    use_normalized_ffn=True,
+    use_feature_dropout=False,
+    dropout_prob=0.0,
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+    nffn_activation_dropout_prob=0.0,
+    pad_token_id=1,
+    bos_token_id=0,
+    eos_token_id=2,
+)
+_BART_COMMON: dict[str, Any] = dict(
+    vocab_size=50265,
+    max_position_embeddings=1024,
+    activation_function="gelu",
+    dropout=0.1,
+    attention_dropout=0.1,
+    activation_dropout=0.1,
+    init_std=0.02,
+    scale_embedding=False,
+    pad_token_id=1,
+    bos_token_id=0,
+    eos_token_id=2,
+    decoder_start_token_id=2,
+    forced_eos_token_id=2,
+)
+# facebook/bart-large's architecture (BartConfig values of its config.json). As a decoder-only causal LM
+# (BartForCausalLM) with cross-attention: 254,084,096 parameters.
+BART_LARGE_DECODER: dict[str, Any] = dict(
+    _BART_COMMON,
+    d_model=1024,
+    encoder_layers=12,
+    decoder_layers=12,
+    encoder_attention_heads=16,
+    decoder_attention_heads=16,
+    encoder_ffn_dim=4096,
+    decoder_ffn_dim=4096,
+)
+# facebook/bart-base's architecture: 6 layers, width 768 (no enc_to_dec_proj needed).
+BART_BASE_DECODER: dict[str, Any] = dict(
+    _BART_COMMON,
+    d_model=768,
+    encoder_layers=6,
+    decoder_layers=6,
+    encoder_attention_heads=12,
+    decoder_attention_heads=12,
+    encoder_ffn_dim=3072,
+    decoder_ffn_dim=3072,
+)
+_RANDOM_INIT_SOURCES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "large": (SEED_ENCODER, BART_LARGE_DECODER),
+    "base": (SEED_ENCODER, BART_BASE_DECODER),
+}
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -110,6 +191,18 @@ def get_preset(name: str) -> Preset:
         return PRESETS[name]
     except KeyError:
         raise ValueError(f"unknown preset {name!r}: choose one of {sorted(PRESETS)}") from None
+
+
+def random_init_sources(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(encoder config, decoder config) with the real shapes of preset `name` ("base", "large"), for random init.
+
+    Copies, so the caller may change them. "tiny" is random-init already: its configs are returned as they are.
+    """
+    if name == "tiny":
+        return dict(TINY_ENCODER), dict(TINY_DECODER)
+    get_preset(name)  # unknown names fail with the list of presets
+    encoder, decoder = _RANDOM_INIT_SOURCES[name]
+    return dict(encoder), dict(decoder)
 
 
 # A random tiny MegaForMaskedLM for the offline fill-mask demo (`mega2bart fill-mask --preset tiny`).

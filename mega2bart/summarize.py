@@ -35,6 +35,7 @@ import math
 import os
 import stat
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,9 @@ from typing import Any, Literal
 import torch
 
 logger = logging.getLogger(__name__)
+
+DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+"""`--dtype` names -> the dtype the model's weights and activations use for inference."""
 
 TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".text")
 HTML_SUFFIXES = (".html", ".htm")
@@ -681,6 +685,7 @@ def summarize_files(
     output.parent.mkdir(parents=True, exist_ok=True)
     written = windowed = 0
     bar = _progress(progress, desc="documents", total=len(todo), unit="doc")
+    start = time.perf_counter()
     with output.open("w" if overwrite else "a", encoding="utf-8") as fh:
         regular = stat.S_ISREG(os.fstat(fh.fileno()).st_mode)  # a pipe or terminal cannot be fsynced
         for group in _groups(lengths, summarizer.batch_size, summarizer.window):
@@ -696,6 +701,7 @@ def summarize_files(
                 bar.update(len(results))
     if bar is not None:
         bar.close()
+    seconds = time.perf_counter() - start
     counts = {
         "documents": len(documents) + len(refused),
         "skipped": skipped,
@@ -703,8 +709,87 @@ def summarize_files(
         "windowed": int(windowed),
         "refused": len(refused),
     }
-    logger.info("summarised %s -> %s", counts, output)
-    return counts
+    speed = throughput(written, seconds)  # documents written by this run (skipped ones cost nothing)
+    run = {**counts, **_precision(summarizer.model), "seconds": speed["seconds"],
+           "documents_per_hour": speed["documents_per_hour"]}
+    stats = stats_path(output)
+    if regular and not _is_ours(stats, "documents_per_hour"):
+        logger.warning("%s exists and was not written by mega2bart: run statistics not written", stats)
+    elif regular:  # beside a real file; a pipe (`--output /dev/stdout`) gets the log line only
+        stats.write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
+        logger.info("summarised %s in %.1f s (%s documents/hour) -> %s, run statistics in %s",
+                    counts, seconds, run["documents_per_hour"], output, stats)
+    else:
+        logger.info("summarised %s in %.1f s (%s documents/hour) -> %s", counts, seconds, run["documents_per_hour"], output)
+    return {**counts, "seconds": run["seconds"], "documents_per_hour": run["documents_per_hour"]}
+
+
+def _is_ours(path: Path, key: str) -> bool:
+    """True when `path` is absent or a JSON object holding `key` (a file mega2bart wrote, safe to replace)."""
+    if not path.exists():
+        return True
+    try:
+        return path.is_file() and key in json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def stats_path(output: str | Path) -> Path:
+    """Where `summarize_files` writes the statistics of its last run: `summaries.jsonl` -> `summaries.stats.json`."""
+    output = Path(output)
+    return output.with_name(output.stem + ".stats.json")
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def inference_device() -> torch.device:
+    """CUDA when available, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_dtype(name: str, device: torch.device | str) -> torch.dtype:
+    """`fp32` | `bf16` | `fp16` -> torch dtype, refusing what the device cannot run (fp16 on CPU)."""
+    if name not in DTYPES:
+        raise ValueError(f"dtype {name!r} is not one of {', '.join(DTYPES)}: pass --dtype fp32, bf16 or fp16")
+    device = torch.device(device)
+    if name == "fp16" and device.type == "cpu":
+        raise ValueError(
+            "dtype fp16 is not supported on CPU (half-precision kernels are missing or slow there): "
+            "pass --dtype bf16 or --dtype fp32, or run on a CUDA GPU"
+        )
+    if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError(
+            f"dtype bf16 is not supported by this GPU ({torch.cuda.get_device_name(device)}): pass --dtype fp16 or fp32"
+        )
+    return DTYPES[name]
+
+
+def load_for_inference(model_dir: str | os.PathLike, dtype: str = "fp32") -> tuple[Any, Any]:
+    """A saved mega2bart model in eval mode, in `dtype`, on CUDA when available (else the CPU), + its tokenizer."""
+    from mega2bart.builder import load_mega2bart
+
+    device = inference_device()
+    torch_dtype = resolve_dtype(dtype, device)  # before loading: a wrong choice fails at once
+    model, tokenizer = load_mega2bart(model_dir, dtype=torch_dtype)
+    model = model.to(device=device, dtype=torch_dtype).eval()
+    logger.info("model loaded for inference on %s in %s", device, dtype)
+    return model, tokenizer
+
+
+def throughput(documents: int, seconds: float) -> dict[str, Any]:
+    """{"documents", "seconds", "documents_per_hour"} of one run (None per hour when nothing was timed)."""
+    return {
+        "documents": documents,
+        "seconds": round(seconds, 3),
+        "documents_per_hour": round(documents * 3600.0 / seconds, 1) if seconds > 0 else None,
+    }
+
+
+def _precision(model: Any) -> dict[str, str]:
+    parameter = next(model.parameters())
+    name = {dtype: key for key, dtype in DTYPES.items()}.get(parameter.dtype, str(parameter.dtype))
+    return {"dtype": name, "device": parameter.device.type}
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -727,13 +812,16 @@ def evaluate_model(
     bootstrap_samples: int = 1000,
     seed: int = 0,
     progress: bool = True,
+    dtype: str = "fp32",
 ) -> dict[str, Any]:
     """Generate summaries for a dataset split and score them.
 
     Writes `<output_dir>/eval_results.json` (ROUGE-1/2/L/Lsum with bootstrap intervals, the sentence
     splitter's name, generated-length statistics, the settings) and `<output_dir>/predictions.jsonl`
     (id, prediction, reference, per-example ROUGE F-measures, windows). Documents longer than the
-    context are truncated as in training (`overflow="truncate"`), or windowed ("windows").
+    context are truncated as in training (`overflow="truncate"`), or windowed ("windows"). The model
+    runs in `dtype` ("fp32", "bf16", or "fp16" on CUDA); `throughput` reports documents per hour of
+    the generation (loading and scoring not counted).
 
     Earlier results of this function in `output_dir` are replaced; any other file of those names is
     refused (`ValueError`) before any work is done.
@@ -741,7 +829,6 @@ def evaluate_model(
     Returns:
         The content of eval_results.json.
     """
-    from mega2bart.builder import load_mega2bart
     from mega2bart.data import load_summarization_dataset
     from mega2bart.metrics import SENTENCE_SPLITTER, length_stats, rouge_per_example, rouge_scores
 
@@ -749,6 +836,7 @@ def evaluate_model(
         raise ValueError(f"`limit` ({limit}) must be >= 1 or None (the whole split)")
     output_dir = Path(output_dir)
     _check_eval_output_dir(output_dir)
+    resolve_dtype(dtype, inference_device())  # fail before loading the dataset
     data, _ = load_summarization_dataset(
         dataset, dataset_config, text_column=text_column, summary_column=summary_column
     )
@@ -757,9 +845,7 @@ def evaluate_model(
     rows = data[split]
     if limit is not None:
         rows = rows.select(range(min(limit, len(rows))))
-    model, tokenizer = load_mega2bart(model_dir)
-    if torch.cuda.is_available():
-        model = model.to("cuda")
+    model, tokenizer = load_for_inference(model_dir, dtype)
     summarizer = Summarizer(
         model,
         tokenizer,
@@ -768,7 +854,9 @@ def evaluate_model(
         generation=generation,
         overflow=overflow,
     )
+    start = time.perf_counter()
     results = summarizer.summarize(rows["document"], ids=rows["id"], progress=progress)
+    seconds = time.perf_counter() - start
     predictions = [r.summary for r in results]
     references = list(rows["summary"])
     scores = rouge_scores(predictions, references, bootstrap_samples=bootstrap_samples, seed=seed)
@@ -788,6 +876,7 @@ def evaluate_model(
             "truncated_or_windowed": sum(1 for r in results if r.num_tokens > summarizer.window),
         },
         "generation": {**model.generation_config.to_diff_dict(), **(generation or GenerationOptions()).to_kwargs()},
+        "throughput": {**_precision(model), **throughput(len(rows), seconds)},
     }
     output_dir.mkdir(parents=True, exist_ok=True)
     with (output_dir / "predictions.jsonl").open("w", encoding="utf-8") as fh:
@@ -803,9 +892,11 @@ def evaluate_model(
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")
     (output_dir / "eval_results.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
     logger.info(
-        "ROUGE-1/2/L/Lsum %.2f/%.2f/%.2f/%.2f on %d examples -> %s",
+        "ROUGE-1/2/L/Lsum %.2f/%.2f/%.2f/%.2f on %d examples (%s documents/hour, %s) -> %s",
         *(scores[name]["mean"] for name in ("rouge1", "rouge2", "rougeL", "rougeLsum")),
         len(rows),
+        report["throughput"]["documents_per_hour"],
+        dtype,
         output_dir,
     )
     return report
@@ -853,7 +944,10 @@ __all__ = [
     "evaluate_model",
     "finished_ids",
     "html_to_text",
+    "load_for_inference",
     "read_documents",
+    "resolve_dtype",
+    "stats_path",
     "summarize_files",
     "window_spans",
 ]

@@ -130,6 +130,53 @@ def test_distilbart_style_decoder_gets_equal_layer_counts(tmp_path, offline_toke
     assert out.shape == (1, 5)
 
 
+# The real architectures, parameter counts worked out by hand from the configs in mega2bart/presets.py:
+# MegaModel (8 layers, no pooler) 121,959,432; BartForCausalLM with cross-attention, lm_head tied:
+# large 254,084,096, base 96,103,680; enc_to_dec_proj 768 -> 1024: 768 * 1024 + 1024 = 787,456.
+FULL_SIZE_COUNTS = {
+    "large": {"encoder": 121_959_432, "decoder": 254_084_096, "enc_to_dec_proj": 787_456, "total": 376_830_984},
+    "base": {"encoder": 121_959_432, "decoder": 96_103_680, "enc_to_dec_proj": 0, "total": 218_063_112},
+}
+
+
+@pytest.mark.parametrize("name", ["large", "base"])
+def test_random_init_presets_have_the_real_shapes(name, caplog) -> None:
+    with caplog.at_level(logging.WARNING, logger="mega2bart"), torch.device("meta"):  # shapes only, no memory
+        model, tokenizer = build_mega2bart(**preset_kwargs(name, random_init=True))
+    assert any("RANDOM weights" in record.getMessage() for record in caplog.records)
+    info = model.mega2bart_build_info
+    assert info["parameters"] == FULL_SIZE_COUNTS[name], info["parameters"]
+    assert info["random_init_parameters"] == FULL_SIZE_COUNTS[name]["total"]  # nothing pretrained
+    assert info["encoder"]["kind"] == info["decoder"]["kind"] == "config" and info["tokenizer"]["kind"] == "offline"
+    encoder, decoder = model.encoder.config, model.decoder.config
+    assert (encoder.hidden_size, encoder.num_hidden_layers, encoder.chunk_size, encoder.max_positions) == (768, 8, 1024, 16384)
+    width, layers, heads, ffn = {"large": (1024, 12, 16, 4096), "base": (768, 6, 12, 3072)}[name]
+    assert (decoder.d_model, decoder.decoder_layers, decoder.decoder_attention_heads, decoder.decoder_ffn_dim) == (
+        width, layers, heads, ffn)
+    assert info["context_length"] == tokenizer.model_max_length == 16384
+    assert model.generation_config.num_beams == 4 and model.generation_config.no_repeat_ngram_size == 3
+    assert model.generation_config.forced_eos_token_id == 2 and model.config.decoder_start_token_id == 2
+
+
+def test_random_init_base_builds_for_real_and_runs() -> None:
+    """One real (CPU) build of the base architecture: the weights exist and a short forward pass works."""
+    torch.manual_seed(0)
+    model, tokenizer = build_mega2bart(**preset_kwargs("base", random_init=True))
+    assert sum(p.numel() for p in model.parameters()) == FULL_SIZE_COUNTS["base"]["total"]
+    batch = tokenizer(["a short document, far below one 1024-token chunk"], return_tensors="pt")
+    with torch.no_grad():
+        logits = model.eval()(**batch, decoder_input_ids=torch.tensor([[2, 0]])).logits
+    assert logits.shape == (1, 2, 50265) and torch.isfinite(logits).all()
+
+
+def test_random_init_presets_are_copies() -> None:
+    first = preset_kwargs("large", random_init=True)
+    first["encoder"]["num_hidden_layers"] = 1
+    assert preset_kwargs("large", random_init=True)["encoder"]["num_hidden_layers"] == 8
+    with pytest.raises(ValueError, match="unknown preset 'huge'"):
+        preset_kwargs("huge", random_init=True)
+
+
 def test_decoder_without_cross_attention_is_refused(offline_tokenizer) -> None:
     llama = LlamaConfig(
         vocab_size=50265, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,

@@ -51,6 +51,29 @@ def test_build_tiny_preset_then_info(tmp_path) -> None:
     assert description["generation"]["max_new_tokens"] == 128 and description["tokenizer"]["kind"] == "offline"
 
 
+def test_build_random_init_warns_and_card_says_so(tmp_path, monkeypatch) -> None:
+    import mega2bart.builder
+
+    # the CLI path of --random-init; the full-size configs are checked in test_builder.py (meta device)
+    calls = []
+    real = mega2bart.builder.preset_kwargs
+    monkeypatch.setattr(mega2bart.builder, "preset_kwargs", lambda name, **kw: calls.append((name, kw)) or real("tiny", **kw))
+    output = tmp_path / "random"
+    result = _invoke("build", output, "--preset", "base", "--random-init", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert calls == [("base", {"random_init": True})]
+    assert "warning: --random-init" in result.output and "RANDOM" in result.output
+    assert "Random init: no pretrained weights at all" in (output / "README.md").read_text()
+    shown = _invoke("info", output)
+    assert "(ALL weights: a random-init model, not pretrained)" in shown.output
+
+    clash = tmp_path / "clash"
+    _assert_failed_cleanly(
+        _invoke("build", clash, "--preset", "large", "--random-init", "--decoder", "facebook/bart-base"),
+        "--random-init builds the preset's own architecture", clash,
+    )
+
+
 def test_build_from_directories(tmp_path, tiny_mega_encoder_dir, tiny_bart_decoder_dir) -> None:
     output = tmp_path / "from-dirs"
     result = _invoke(

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from typer.testing import CliRunner
 
@@ -61,6 +62,7 @@ def test_train_eval_summarize_end_to_end(tiny_mega2bart_dir, tmp_path):
     assert "rougeLsum" in output and "mega2bart-regex-v1" in output
     report = json.loads((tmp_path / "eval" / "eval_results.json").read_text())
     assert report["num_examples"] == 2 and "ci_high" in report["rouge"]["rouge2"]
+    assert f"{report['throughput']['documents_per_hour']} documents/hour (fp32 on cpu)" in output
     assert len((tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()) == 2
 
     document = tmp_path / "paper.txt"
@@ -70,6 +72,8 @@ def test_train_eval_summarize_end_to_end(tiny_mega2bart_dir, tmp_path):
             "--window-overlap", "16", "--num-beams", "1", "--max-new-tokens", "8", "--quiet"]
     output = _ok(runner.invoke(app, args))
     assert "1 summarised (1 through windows)" in output
+    stats = json.loads((tmp_path / "summaries.stats.json").read_text())
+    assert f"{stats['documents_per_hour']} documents/hour (fp32)" in output and stats["written"] == 1
     record = json.loads(out.read_text())
     assert record["id"] == str(document) and record["levels"] >= 2 and len(record["windows"]) > 2
     _error(runner.invoke(app, args), "--skip-existing")
@@ -122,6 +126,8 @@ def test_train_from_yaml_with_flag_overrides(tiny_mega2bart_dir, tmp_path):
         (["eval", "does/not/exist", "--output-dir", "x"], "does/not/exist"),
         (["eval", "m", "--output-dir", "x", "--overflow", "drop"], "--overflow must be truncate or windows"),
         (["summarize", "m", "a.txt", "--output", "o.jsonl", "--merge", "vote"], "--merge must be"),
+        (["summarize", "m", "a.txt", "--output", "o.jsonl", "--dtype", "fp8"], "dtype 'fp8' is not one of"),
+        (["eval", "m", "--output-dir", "x", "--dtype", "fp8"], "dtype 'fp8' is not one of"),
         (["summarize", "m", "a.txt", "--output", "o.jsonl", "--min-new-tokens", "9", "--max-new-tokens", "3"],
          "min_new_tokens"),
     ],
@@ -233,3 +239,23 @@ def test_eval_and_train_name_the_line_of_a_malformed_dataset(tiny_mega2bart_dir,
             result = runner.invoke(app, [*args, "--dataset", str(dataset)])
             _error(result, match)
             assert "Traceback" not in result.output, result.output
+
+
+def test_summarize_and_eval_dtype(tiny_mega2bart_dir, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU path (fp16 is allowed on CUDA)")
+    document = tmp_path / "doc.txt"
+    document.write_text("A short report. It has two sentences about a study.")
+    out = tmp_path / "bf16.jsonl"
+    output = _ok(runner.invoke(app, ["summarize", str(tiny_mega2bart_dir), str(document), "--output", str(out),
+                                     "--dtype", "bf16", "--num-beams", "2", "--max-new-tokens", "6", "--quiet"]))
+    assert "1 summarised" in output and "documents/hour (bf16)" in output
+    assert json.loads(out.read_text())["summary"]
+    assert json.loads((tmp_path / "bf16.stats.json").read_text())["dtype"] == "bf16"
+
+    for command in (["summarize", str(tiny_mega2bart_dir), str(document), "--output", str(tmp_path / "f16.jsonl")],
+                    ["eval", str(tiny_mega2bart_dir), "--output-dir", str(tmp_path / "eval16"), "--limit", "1"]):
+        result = runner.invoke(app, [*command, "--dtype", "fp16", "--quiet"])
+        _error(result, "dtype fp16 is not supported on CPU")
+        assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1, result.output
+    assert not (tmp_path / "f16.jsonl").exists() and not (tmp_path / "eval16").exists()

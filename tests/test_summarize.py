@@ -8,6 +8,7 @@ import os
 import threading
 
 import pytest
+import torch
 
 from mega2bart.summarize import (
     DocumentError,
@@ -17,7 +18,10 @@ from mega2bart.summarize import (
     evaluate_model,
     finished_ids,
     html_to_text,
+    load_for_inference,
     read_documents,
+    resolve_dtype,
+    stats_path,
     summarize_files,
     window_spans,
 )
@@ -38,6 +42,14 @@ def model_and_tokenizer(tiny_mega2bart_dir):
 def _summarizer(model_and_tokenizer, **kwargs) -> Summarizer:
     model, tokenizer = model_and_tokenizer
     return Summarizer(model, tokenizer, **{"max_input_tokens": 96, "window_overlap": 16, "generation": FAST, **kwargs})
+
+
+def _assert_per_hour(stats: dict, documents: int) -> None:
+    """documents_per_hour agrees with the stored seconds, within their rounding (3 decimals; per hour: 1)."""
+    seconds = stats["seconds"]
+    expected = documents * 3600 / seconds
+    tolerance = expected * 0.0005 / seconds + 0.05
+    assert abs(stats["documents_per_hour"] - expected) <= tolerance, (stats, expected, tolerance)
 
 
 @pytest.mark.parametrize(
@@ -173,7 +185,12 @@ def test_summarize_files_resumes_without_redoing_finished_documents(model_and_to
     summarizer = _summarizer(model_and_tokenizer, batch_size=2)
 
     counts = summarize_files(summarizer, inputs[:2], out, progress=False)
-    assert counts == {"documents": 2, "skipped": 0, "written": 2, "windowed": 1, "refused": 0}
+    assert {key: counts[key] for key in ("documents", "skipped", "written", "windowed", "refused")} == {
+        "documents": 2, "skipped": 0, "written": 2, "windowed": 1, "refused": 0}
+    stats = json.loads(stats_path(out).read_text())
+    assert stats["written"] == stats["documents"] == 2 and stats["dtype"] == "fp32" and stats["device"] == "cpu"
+    assert stats["documents_per_hour"] == counts["documents_per_hour"] > 0
+    _assert_per_hour(stats, 2)
     first_lines = out.read_text().splitlines()
     with out.open("a") as fh:
         fh.write('{"id": "torn')  # a crash in the middle of writing a record
@@ -181,7 +198,11 @@ def test_summarize_files_resumes_without_redoing_finished_documents(model_and_to
     with pytest.raises(FileExistsError, match="--skip-existing"):
         summarize_files(summarizer, inputs, out, progress=False)
     counts = summarize_files(summarizer, inputs, out, skip_existing=True, progress=False)
-    assert counts == {"documents": 3, "skipped": 2, "written": 1, "windowed": 0, "refused": 0}
+    assert {key: counts[key] for key in ("documents", "skipped", "written", "windowed", "refused")} == {
+        "documents": 3, "skipped": 2, "written": 1, "windowed": 0, "refused": 0}
+    stats = json.loads(stats_path(out).read_text())
+    assert (stats["documents"], stats["written"]) == (3, 1)  # per hour counts the written ones
+    _assert_per_hour(stats, 1)
     lines = out.read_text().splitlines()
     assert lines[:2] == first_lines  # finished records untouched, the torn one gone
     records = [json.loads(line) for line in lines]
@@ -376,6 +397,9 @@ def test_evaluate_model_writes_rouge_with_intervals_and_predictions(tiny_mega2ba
         assert entry["ci_low"] <= entry["mean"] <= entry["ci_high"]
     assert written["generated_length"]["num_texts"] == 3 and "tokens" in written["generated_length"]
     assert written["inputs"]["truncated_or_windowed"] == 3
+    speed = written["throughput"]
+    assert speed["documents"] == 3 and speed["dtype"] == "fp32" and speed["device"] == "cpu"
+    _assert_per_hour(speed, 3)
     predictions = [json.loads(line) for line in (tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()]
     assert len(predictions) == 3
     assert predictions[0].keys() >= {"id", "prediction", "reference", "rouge"}
@@ -408,3 +432,24 @@ def test_evaluate_model_never_erases_a_file_it_did_not_write(tiny_mega2bart_dir,
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="is a file, not a directory"):
         evaluate_model(tiny_mega2bart_dir, "aclsum", tmp_path / "file", **quick)
+
+
+# ----------------------------------------------------------------------------- precision
+
+
+def test_resolve_dtype_refuses_fp16_on_cpu_and_unknown_names():
+    assert resolve_dtype("fp32", "cpu") is torch.float32 and resolve_dtype("bf16", "cpu") is torch.bfloat16
+    with pytest.raises(ValueError, match="fp16 is not supported on CPU.*--dtype bf16"):
+        resolve_dtype("fp16", "cpu")
+    with pytest.raises(ValueError, match="'fp8' is not one of fp32, bf16, fp16"):
+        resolve_dtype("fp8", "cpu")
+
+
+def test_bf16_inference_summarises(tiny_mega2bart_dir):
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU path")
+    model, tokenizer = load_for_inference(tiny_mega2bart_dir, "bf16")
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16} and not model.training
+    summarizer = Summarizer(model, tokenizer, max_input_tokens=96, window_overlap=16, generation=FAST)
+    [result] = summarizer.summarize([LONG_DOCUMENT[:400]])
+    assert result.summary and result.levels == 1
