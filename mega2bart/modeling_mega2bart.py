@@ -38,8 +38,9 @@ copied per generated token, and a 4-beam token costs ~17x a 1-beam token. Here:
 
 The tokens are those of the stock path (tests/test_generate_shared.py compares them, and the
 scores, in float32). Returned `encoder_attentions`/`encoder_hidden_states` have B rows, not B*k.
-Sharing needs a dynamic cache (the default); with `cache_implementation="static"`, a user-passed
-`cache`, an assistant model or a custom generate, `generate` falls back to the stock path.
+Sharing needs eager or sdpa attention and a dynamic cache (the defaults); with another attention
+implementation, `cache_implementation="static"`, a user-passed `cache`, an assistant model or a custom
+generate, `generate` falls back to the stock path.
 `transformers.EncoderDecoderModel.generate(model, ...)` on this class is also the stock path.
 
 This file imports only torch and transformers, so `mega2bart.builder` also ships it as remote code
@@ -95,9 +96,9 @@ class BeamFoldingCrossAttention(BartAttention):
     """BART cross-attention that lets k decoder rows per input attend to one copy of the encoder states.
 
     Same weights, state-dict keys and maths as `BartAttention`. When `hidden_states` has k x as many
-    rows as `key_value_states` (or the cached cross-attention keys), decoder row i belonging to
-    encoder row i // k, the k rows of an input are folded into the query length and attended
-    together. Any other call is BartAttention's own forward.
+    rows as `key_value_states` (the encoder states, also passed when the keys/values come from the
+    cache), decoder row i belonging to encoder row i // k, the k rows of an input are folded into the
+    query length and attended together. Any other call is BartAttention's own forward.
     """
 
     def forward(
@@ -111,7 +112,9 @@ class BeamFoldingCrossAttention(BartAttention):
         rows, length, dim = hidden_states.shape  # (B*k, T, D)
         batch = rows if key_value_states is None else key_value_states.shape[0]  # B
         if batch == rows:
-            return super().forward(hidden_states, key_value_states, cache=cache, attention_mask=attention_mask, **kwargs)
+            return super().forward(
+                hidden_states, key_value_states, cache=cache, attention_mask=attention_mask, **kwargs
+            )
         if rows % batch:
             raise ValueError(f"decoder batch ({rows}) must be a multiple of the encoder batch ({batch})")
         k = rows // batch
@@ -119,8 +122,9 @@ class BeamFoldingCrossAttention(BartAttention):
         if attention_mask is not None:
             if not torch.is_tensor(attention_mask) or attention_mask.ndim != 4:
                 raise TypeError(
-                    f"shared-encoder generation needs a 4D tensor cross-attention mask, got {type(attention_mask).__name__} "
-                    f"(attn_implementation={self.config._attn_implementation!r}): pass share_encoder=False to generate"
+                    "shared-encoder generation needs a 4D tensor cross-attention mask, got "
+                    f"{type(attention_mask).__name__} (attn_implementation={self.config._attn_implementation!r}): "
+                    "pass share_encoder=False to generate"
                 )
             if attention_mask.shape[2] != 1:
                 # padding masks are the same for every query row: (B, 1, T, S) -> (B, 1, k*T, S)
@@ -228,13 +232,16 @@ class Mega2BartModel(EncoderDecoderModel):
             self._sharing_encoder = previous
 
     def _can_share_encoder(self, generation_config: GenerationConfig | None, kwargs: dict[str, Any]) -> bool:
-        """Sharing needs the folding cross-attention, a dynamic cache made by generate, and no assistant/custom loop."""
+        """Sharing needs the folding cross-attention with a 4D-mask attention (eager, sdpa), a dynamic cache
+        made by generate, and no assistant or custom decoding loop; otherwise generate runs the stock path."""
         config = generation_config if generation_config is not None else self.generation_config
         cache_implementation = kwargs.get("cache_implementation", config.cache_implementation)
+        own_loop = ("cache", "past_key_values", "assistant_model", "custom_generate")
         return (
             self._folding_layers > 0
+            and self.decoder.config._attn_implementation in ("eager", "sdpa")
             and cache_implementation in (None, "dynamic")
-            and all(kwargs.get(name) is None for name in ("cache", "past_key_values", "assistant_model", "custom_generate"))
+            and all(kwargs.get(name) is None for name in own_loop)
         )
 
     def _expand_inputs_for_generation(
@@ -248,13 +255,16 @@ class Mega2BartModel(EncoderDecoderModel):
         `attention_mask` at B rows (the decoder inputs become B*expand_size rows as usual)."""
         if not (self._sharing_encoder and is_encoder_decoder and expand_size > 1):
             return super()._expand_inputs_for_generation(expand_size, is_encoder_decoder, input_ids, **model_kwargs)
-        shared = {name: model_kwargs.pop(name) for name in ("encoder_outputs", "attention_mask") if name in model_kwargs}
+        shared = {name: model_kwargs.pop(name) for name in ("encoder_outputs", "attention_mask")
+                  if name in model_kwargs}
         if shared.get("encoder_outputs") is None:
             raise ValueError("If `is_encoder_decoder` is True, make sure that `encoder_outputs` is defined.")
         input_ids, model_kwargs = super()._expand_inputs_for_generation(expand_size, False, input_ids, **model_kwargs)
         return input_ids, {**model_kwargs, **shared}
 
-    def _prepare_cache_for_generation(self, generation_config: GenerationConfig, model_kwargs: dict, *args: Any, **kwargs: Any):
+    def _prepare_cache_for_generation(
+        self, generation_config: GenerationConfig, model_kwargs: dict[str, Any], *args: Any, **kwargs: Any
+    ) -> Any:
         """The stock cache, with its EncoderDecoderCache made a `SharedCrossAttentionCache` when sharing."""
         result = super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
         cache = model_kwargs.get("cache")
