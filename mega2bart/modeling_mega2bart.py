@@ -54,7 +54,7 @@ import torch
 import torch.nn.functional as F
 from transformers import EncoderDecoderConfig, EncoderDecoderModel, GenerationConfig, PreTrainedModel
 from transformers.cache_utils import Cache, EncoderDecoderCache
-from transformers.modeling_outputs import Seq2SeqLMOutput
+from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
 from transformers.models.bart.modeling_bart import BartAttention
 from transformers.utils.generic import can_return_tuple
 
@@ -281,8 +281,12 @@ class Mega2BartModel(EncoderDecoderModel):
         decoder_attention_mask: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         num_items_in_batch: torch.Tensor | int | None = None,
+        encoder_outputs: tuple[torch.Tensor, ...] | BaseModelOutput | None = None,
+        inputs_embeds: torch.Tensor | None = None,
         **kwargs,
     ) -> Seq2SeqLMOutput:
+        # encoder_outputs / inputs_embeds are named (not left in **kwargs) because generate accepts only
+        # the model kwargs that forward's signature names: `generate(encoder_outputs=...)` needs them here
         if labels is not None and decoder_input_ids is None and kwargs.get("decoder_inputs_embeds") is None:
             # exactly what EncoderDecoderModel does with labels, done here so the parent computes no loss
             decoder_input_ids = self.prepare_decoder_input_ids_from_labels(labels)
@@ -294,6 +298,8 @@ class Mega2BartModel(EncoderDecoderModel):
             attention_mask=attention_mask,
             decoder_input_ids=decoder_input_ids,
             decoder_attention_mask=decoder_attention_mask,
+            encoder_outputs=encoder_outputs,
+            inputs_embeds=inputs_embeds,
             return_dict=True,
             **kwargs,
         )

@@ -110,6 +110,23 @@ def test_beam_sampling_matches_stock(tiny_model) -> None:
     _assert_same(*_both(tiny_model, seed=11, **batch, **options))
 
 
+def test_precomputed_encoder_outputs_give_the_same_beams(tiny_model) -> None:
+    """`generate(encoder_outputs=...)` (B rows) is accepted and equals generating from the input ids."""
+    from transformers.modeling_outputs import BaseModelOutput
+
+    batch = _padded_batch((100, 60), seed=9)
+    with torch.no_grad():
+        states = tiny_model.encoder(**batch).last_hidden_state  # (B, S, D_enc)
+    options = dict(num_beams=3, max_new_tokens=6, min_new_tokens=1)
+    expected = EncoderDecoderModel.generate(tiny_model, **batch, **options)
+    for share_encoder in (True, False):
+        encoder_outputs = BaseModelOutput(last_hidden_state=states)
+        generated = tiny_model.generate(
+            encoder_outputs=encoder_outputs, attention_mask=batch["attention_mask"], share_encoder=share_encoder, **options
+        )
+        assert generated.tolist() == expected.tolist(), share_encoder
+
+
 def test_cross_attentions_match_stock_unfolded(tiny_model) -> None:
     """With eager attention and output_attentions, the folded weights come back as (B*k, heads, T, S)."""
     tiny_model.set_attn_implementation("eager")
