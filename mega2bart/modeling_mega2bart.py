@@ -18,8 +18,9 @@ Generation shares the encoder across beams (the default; `share_encoder=False` g
 Stock `generate` with k beams (or k returned samples) repeats the encoder output k times
 (`_expand_inputs_for_generation`), so every cross-attention layer projects and caches keys/values
 for k identical copies, and `EncoderDecoderCache.reorder_cache` index-selects that whole
-cross-attention cache at every beam step: at 16,384 input tokens and 4 beams that is ~6.4 GB
-copied per generated token, and a 4-beam token costs ~17x a 1-beam token. Here:
+cross-attention cache at every beam step: with bart-large's decoder (12 layers, width 1024) in float32,
+16,384 input tokens and 4 beams, that is K and V x 4 beams x 16,384 x 1024 x 4 bytes x 12 layers
+≈ 6.4 GB copied per generated token. Here:
 
 - `_expand_inputs_for_generation` repeats the decoder inputs (B*k rows) but not `encoder_outputs`
   or the encoder `attention_mask` (B rows); decoder row i belongs to input i // k, which beam
