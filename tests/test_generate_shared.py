@@ -199,7 +199,10 @@ def test_encoder_side_is_computed_and_stored_once_per_input(tiny_model) -> None:
         assert encoder_batches == [2]
         assert {step["cache"].__name__ for step in steps} == {"EncoderDecoderCache"}
         assert {step["cross_keys"] for step in steps} == {torch.Size([8, heads, 150, head_dim])}
-        assert len({step["cross_pointers"] for step in steps}) == 7
+        # each reorder index-selects a new tensor while the old one is alive, so consecutive steps differ
+        # (a freed block may come back later, so pointers are not compared across non-adjacent steps)
+        pointers = [step["cross_pointers"] for step in steps]
+        assert len(pointers) == 7 and all(before != after for before, after in zip(pointers, pointers[1:]))
 
 
 def test_sharing_falls_back_to_stock_where_it_cannot_apply(tiny_model) -> None:
