@@ -955,10 +955,11 @@ def _write_remote_code(directory: Path) -> None:
 
 
 def load_mega2bart(model_dir: str | os.PathLike, **kwargs: Any) -> tuple[Mega2BartModel, PreTrainedTokenizerBase]:
-    """Load a saved mega2bart directory as a `Mega2BartModel` (GA-correct loss, for training) + its tokenizer.
+    """Load a saved mega2bart directory as a `Mega2BartModel` + its tokenizer.
 
-    For inference, `AutoModelForSeq2SeqLM.from_pretrained(model_dir)` (after `import mega2bart`) gives
-    the plain EncoderDecoderModel with the same weights.
+    `Mega2BartModel` has the GA-correct loss (training) and shared-encoder beam search (inference).
+    `AutoModelForSeq2SeqLM.from_pretrained(model_dir)` (after `import mega2bart`) gives the plain
+    EncoderDecoderModel with the same weights and transformers' stock generation.
     """
     path, source = _resolve(model_dir, "model")
     try:

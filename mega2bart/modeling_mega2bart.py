@@ -1,4 +1,5 @@
-"""Mega2BartModel: transformers' EncoderDecoderModel with a loss that stays right under gradient accumulation.
+"""Mega2BartModel: transformers' EncoderDecoderModel with a loss that stays right under gradient accumulation
+and beam search that computes the encoder side once per input, not once per beam.
 
 Why a subclass: on transformers 5.x, `EncoderDecoderModel.forward(**kwargs)` accepts the Trainer's
 `num_items_in_batch` (so `Trainer.model_accepts_loss_kwargs` is True and the Trainer stops dividing
@@ -9,19 +10,53 @@ token losses and divides by `num_items_in_batch` (all label tokens of the accumu
 the Trainer passes it, and by the micro-batch's own label count otherwise, so the accumulated
 loss equals the loss of the whole batch in one step.
 
-Everything else (weights, config, generation, `save_pretrained`) is EncoderDecoderModel's: a saved
+Everything else (weights, config, `save_pretrained`) is EncoderDecoderModel's: a saved
 model loads as a plain EncoderDecoderModel with `AutoModelForSeq2SeqLM` (use
-`mega2bart.load_mega2bart` to get this class back for training).
+`mega2bart.load_mega2bart`, or `trust_remote_code=True`, to get this class back).
+
+Generation shares the encoder across beams (the default; `share_encoder=False` gives the stock path).
+Stock `generate` with k beams (or k returned samples) repeats the encoder output k times
+(`_expand_inputs_for_generation`), so every cross-attention layer projects and caches keys/values
+for k identical copies, and `EncoderDecoderCache.reorder_cache` index-selects that whole
+cross-attention cache at every beam step: with bart-large's decoder (12 layers, width 1024) in float32,
+16,384 input tokens and 4 beams, that is K and V x 4 beams x 16,384 x 1024 x 4 bytes x 12 layers
+≈ 6.4 GB copied per generated token. Here:
+
+- `_expand_inputs_for_generation` repeats the decoder inputs (B*k rows) but not `encoder_outputs`
+  or the encoder `attention_mask` (B rows); decoder row i belongs to input i // k, which beam
+  search keeps (it only reorders beams within an input).
+- `SharedCrossAttentionCache` (an EncoderDecoderCache) reorders and repeats only the self-attention
+  cache; the cross-attention keys/values, (B, heads, S, head_dim) per layer, are computed at the
+  first step and never copied.
+- each decoder layer's cross-attention is a `BeamFoldingCrossAttention` (BART's attention class with
+  the same weights and state-dict keys). When the query batch is k x the encoder batch it folds the
+  beams into the query length, hidden (B*k, T, D) -> (B, k*T, D), so the query is
+  (B, heads, k*T, head_dim) against keys/values (B, heads, S, head_dim), and unfolds the output
+  (and any attention weights, (B, heads, k*T, S) -> (B*k, heads, T, S)). Cross-attention has no
+  mask between query positions, only the encoder padding mask, which is the same for the k folded
+  rows, so every query row sees exactly what it saw unfolded. With equal batches (training, stock
+  generation, k = 1) it is BART's attention unchanged; self-attention is never touched.
+
+The tokens are those of the stock path (tests/test_generate_shared.py compares them, and the
+scores, in float32). Returned `encoder_attentions`/`encoder_hidden_states` have B rows, not B*k.
+Sharing needs eager or sdpa attention and a dynamic cache (the defaults); with another attention
+implementation, `cache_implementation="static"`, a user-passed `cache`, an assistant model or a custom
+generate, `generate` falls back to the stock path.
+`transformers.EncoderDecoderModel.generate(model, ...)` on this class is also the stock path.
 
 This file imports only torch and transformers, so `mega2bart.builder` also ships it as remote code
 (`modeling_mega2bart.py` in a saved model directory, beside the MEGA files). There the marker line
 below is replaced by imports of the sibling MEGA files that register "mega" with the Auto classes.
 """
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
-from transformers import EncoderDecoderConfig, EncoderDecoderModel, PreTrainedModel
-from transformers.modeling_outputs import Seq2SeqLMOutput
+from transformers import EncoderDecoderConfig, EncoderDecoderModel, GenerationConfig, PreTrainedModel
+from transformers.cache_utils import Cache, EncoderDecoderCache
+from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
+from transformers.models.bart.modeling_bart import BartAttention
 from transformers.utils.generic import can_return_tuple
 
 # @mega2bart:remote-code-registration@
@@ -58,17 +93,112 @@ def seq2seq_lm_loss(
     return total / denominator
 
 
+class BeamFoldingCrossAttention(BartAttention):
+    """BART cross-attention that lets k decoder rows per input attend to one copy of the encoder states.
+
+    Same weights, state-dict keys and maths as `BartAttention`. When `hidden_states` has k x as many
+    rows as `key_value_states` (the encoder states, also passed when the keys/values come from the
+    cache), decoder row i belonging to encoder row i // k, the k rows of an input are folded into the
+    query length and attended together. Any other call is BartAttention's own forward.
+    """
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        key_value_states: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        attention_mask: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        rows, length, dim = hidden_states.shape  # (B*k, T, D)
+        batch = rows if key_value_states is None else key_value_states.shape[0]  # B
+        if batch == rows:
+            return super().forward(
+                hidden_states, key_value_states, cache=cache, attention_mask=attention_mask, **kwargs
+            )
+        if rows % batch:
+            raise ValueError(f"decoder batch ({rows}) must be a multiple of the encoder batch ({batch})")
+        k = rows // batch
+        folded = hidden_states.reshape(batch, k * length, dim)  # (B, k*T, D): row b*k + j -> b, query j*T + t
+        if attention_mask is not None:
+            if not torch.is_tensor(attention_mask) or attention_mask.ndim != 4:
+                raise TypeError(
+                    "shared-encoder generation needs a 4D tensor cross-attention mask, got "
+                    f"{type(attention_mask).__name__} (attn_implementation={self.config._attn_implementation!r}): "
+                    "pass share_encoder=False to generate"
+                )
+            if attention_mask.shape[2] != 1:
+                # padding masks are the same for every query row: (B, 1, T, S) -> (B, 1, k*T, S)
+                attention_mask = attention_mask.repeat(1, 1, k, 1)
+        output, weights = super().forward(
+            folded, key_value_states, cache=cache, attention_mask=attention_mask, **kwargs
+        )  # (B, k*T, D), (B, heads, k*T, S) or None
+        output = output.reshape(rows, length, dim)  # (B*k, T, D)
+        if weights is not None:
+            heads, source = weights.shape[1], weights.shape[-1]
+            weights = (
+                weights.reshape(batch, heads, k, length, source)  # (B, heads, k, T, S)
+                .transpose(1, 2)  # (B, k, heads, T, S)
+                .reshape(rows, heads, length, source)  # (B*k, heads, T, S)
+            )
+        return output, weights
+
+
+def use_beam_folding_cross_attention(decoder: torch.nn.Module) -> int:
+    """Make every BART cross-attention (`encoder_attn`) of `decoder` a `BeamFoldingCrossAttention`; returns how many.
+
+    Only the Python class changes (the module keeps its parameters, buffers and state-dict keys).
+    """
+    count = 0
+    for module in decoder.modules():
+        attention = getattr(module, "encoder_attn", None)
+        if type(attention) is BartAttention:
+            attention.__class__ = BeamFoldingCrossAttention
+        if isinstance(attention, BeamFoldingCrossAttention):
+            count += 1
+    return count
+
+
+class SharedCrossAttentionCache(EncoderDecoderCache):
+    """EncoderDecoderCache whose cross-attention part holds one copy per input (B rows) while the
+    self-attention part holds one per beam (B*k rows): beam reordering and repeating touch only the
+    self-attention part, so the cross-attention keys/values are never copied."""
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        # beam search picks beams within each input, so decoder row i stays with encoder row i // k
+        self.self_attention_cache.reorder_cache(beam_idx)
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        # row i -> rows i*r .. i*r+r-1: all still belong to the same input, as the folding expects
+        self.check_dynamic_cache(self.batch_repeat_interleave.__name__)
+        self.self_attention_cache.batch_repeat_interleave(repeats)
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        raise NotImplementedError(
+            "SharedCrossAttentionCache cannot select arbitrary decoder rows (the cross-attention part is per input): "
+            "pass share_encoder=False to generate"
+        )
+
+
 class Mega2BartConfig(EncoderDecoderConfig):
     """An EncoderDecoderConfig (model_type "encoder-decoder"); a named class so remote code can point at it."""
 
 
 class Mega2BartModel(EncoderDecoderModel):
-    """EncoderDecoderModel whose `forward` normalises the loss by `num_items_in_batch` (see module docstring)."""
+    """EncoderDecoderModel whose `forward` normalises the loss by `num_items_in_batch` and whose `generate`
+    shares the encoder states and cross-attention cache across beams (see module docstring).
+
+    `share_encoder` (attribute, default True) switches the sharing for every `generate` call;
+    `generate(..., share_encoder=False)` switches it off for one call. Off is transformers' stock path.
+    """
 
     config_class = Mega2BartConfig
     # Tell the Trainer explicitly: forward consumes `num_items_in_batch`, so the loss is already
     # normalised over the accumulated batch and must not be divided by the accumulation steps.
     accepts_loss_kwargs = True
+    share_encoder: bool = True
+    # True only inside a `generate` call that shares (read by the two generation hooks below)
+    _sharing_encoder: bool = False
 
     def __init__(
         self,
@@ -81,6 +211,67 @@ class Mega2BartModel(EncoderDecoderModel):
         elif isinstance(config, EncoderDecoderConfig) and not isinstance(config, Mega2BartConfig):
             config = Mega2BartConfig.from_dict(config.to_dict())  # AutoConfig gives the plain class
         super().__init__(config=config, encoder=encoder, decoder=decoder)
+        self._folding_layers = use_beam_folding_cross_attention(self.decoder)
+
+    def generate(
+        self,
+        inputs: torch.Tensor | None = None,
+        generation_config: GenerationConfig | None = None,
+        share_encoder: bool | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """`GenerationMixin.generate`, computing the encoder side once per input when the expand size
+        (`num_beams` or `num_return_sequences`) is > 1. `share_encoder=False` (or `model.share_encoder =
+        False`) runs transformers' stock path, which repeats the encoder output per beam; the tokens are
+        the same."""
+        share = self.share_encoder if share_encoder is None else share_encoder
+        share = share and self._can_share_encoder(generation_config, kwargs)
+        previous, self._sharing_encoder = self._sharing_encoder, share
+        try:
+            return super().generate(inputs, generation_config=generation_config, **kwargs)
+        finally:
+            self._sharing_encoder = previous
+
+    def _can_share_encoder(self, generation_config: GenerationConfig | None, kwargs: dict[str, Any]) -> bool:
+        """Sharing needs the folding cross-attention with a 4D-mask attention (eager, sdpa), a dynamic cache
+        made by generate, and no assistant or custom decoding loop; otherwise generate runs the stock path."""
+        config = generation_config if generation_config is not None else self.generation_config
+        cache_implementation = kwargs.get("cache_implementation", config.cache_implementation)
+        own_loop = ("cache", "past_key_values", "assistant_model", "custom_generate")
+        return (
+            self._folding_layers > 0
+            and self.decoder.config._attn_implementation in ("eager", "sdpa")
+            and cache_implementation in (None, "dynamic")
+            and all(kwargs.get(name) is None for name in own_loop)
+        )
+
+    def _expand_inputs_for_generation(
+        self,
+        expand_size: int = 1,
+        is_encoder_decoder: bool = False,
+        input_ids: torch.LongTensor | None = None,
+        **model_kwargs: Any,
+    ) -> tuple[torch.LongTensor, dict[str, Any]]:
+        """Stock expansion, except that a sharing `generate` keeps `encoder_outputs` and the encoder
+        `attention_mask` at B rows (the decoder inputs become B*expand_size rows as usual)."""
+        if not (self._sharing_encoder and is_encoder_decoder and expand_size > 1):
+            return super()._expand_inputs_for_generation(expand_size, is_encoder_decoder, input_ids, **model_kwargs)
+        shared = {name: model_kwargs.pop(name) for name in ("encoder_outputs", "attention_mask")
+                  if name in model_kwargs}
+        if shared.get("encoder_outputs") is None:
+            raise ValueError("If `is_encoder_decoder` is True, make sure that `encoder_outputs` is defined.")
+        input_ids, model_kwargs = super()._expand_inputs_for_generation(expand_size, False, input_ids, **model_kwargs)
+        return input_ids, {**model_kwargs, **shared}
+
+    def _prepare_cache_for_generation(
+        self, generation_config: GenerationConfig, model_kwargs: dict[str, Any], *args: Any, **kwargs: Any
+    ) -> Any:
+        """The stock cache, with its EncoderDecoderCache made a `SharedCrossAttentionCache` when sharing."""
+        result = super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
+        cache = model_kwargs.get("cache")
+        if self._sharing_encoder and type(cache) is EncoderDecoderCache:
+            model_kwargs["cache"] = SharedCrossAttentionCache(cache.self_attention_cache, cache.cross_attention_cache)
+        return result
 
     @can_return_tuple
     def forward(
@@ -91,8 +282,12 @@ class Mega2BartModel(EncoderDecoderModel):
         decoder_attention_mask: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         num_items_in_batch: torch.Tensor | int | None = None,
+        encoder_outputs: tuple[torch.Tensor, ...] | BaseModelOutput | None = None,
+        inputs_embeds: torch.Tensor | None = None,
         **kwargs,
     ) -> Seq2SeqLMOutput:
+        # encoder_outputs / inputs_embeds are named (not left in **kwargs) because generate accepts only
+        # the model kwargs that forward's signature names: `generate(encoder_outputs=...)` needs them here
         if labels is not None and decoder_input_ids is None and kwargs.get("decoder_inputs_embeds") is None:
             # exactly what EncoderDecoderModel does with labels, done here so the parent computes no loss
             decoder_input_ids = self.prepare_decoder_input_ids_from_labels(labels)
@@ -104,6 +299,8 @@ class Mega2BartModel(EncoderDecoderModel):
             attention_mask=attention_mask,
             decoder_input_ids=decoder_input_ids,
             decoder_attention_mask=decoder_attention_mask,
+            encoder_outputs=encoder_outputs,
+            inputs_embeds=inputs_embeds,
             return_dict=True,
             **kwargs,
         )
@@ -113,4 +310,11 @@ class Mega2BartModel(EncoderDecoderModel):
         return Seq2SeqLMOutput(loss=loss, **{key: value for key, value in outputs.items() if key != "loss"})
 
 
-__all__ = ["Mega2BartConfig", "Mega2BartModel", "seq2seq_lm_loss"]
+__all__ = [
+    "BeamFoldingCrossAttention",
+    "Mega2BartConfig",
+    "Mega2BartModel",
+    "SharedCrossAttentionCache",
+    "seq2seq_lm_loss",
+    "use_beam_folding_cross_attention",
+]

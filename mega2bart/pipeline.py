@@ -7,7 +7,9 @@
     summarizer = pipeline("summarization", model="out/mega2bart-tiny")
     summarizer(long_text, max_new_tokens=128)  # -> [{"summary_text": "..."}]
 
-works again. The model's own `generation_config.json` (beams, lengths, n-gram blocking) applies;
+works again. A mega2bart directory (an encoder-decoder with a MEGA encoder) loads as `Mega2BartModel`, whose
+beam search computes the encoder side once per input (see `mega2bart.modeling_mega2bart`); any other
+seq2seq model loads as `AutoModelForSeq2SeqLM` would load it. The model's own `generation_config.json` (beams, lengths, n-gram blocking) applies;
 keyword arguments override it per call. Inputs are truncated to the tokenizer's
 `model_max_length` (16,384 for a mega2bart model) unless `truncation=False`.
 """
@@ -17,11 +19,41 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from transformers import AutoModelForSeq2SeqLM, Pipeline
+from transformers import AutoConfig, AutoModelForSeq2SeqLM, Pipeline, PretrainedConfig
 
 logger = logging.getLogger(__name__)
 
 TASK = "summarization"
+
+
+def is_mega2bart_config(config: PretrainedConfig) -> bool:
+    """True for an encoder-decoder config whose encoder is MEGA (what `mega2bart build` saves)."""
+    encoder = getattr(config, "encoder", None)
+    return config.model_type == "encoder-decoder" and getattr(encoder, "model_type", None) == "mega"
+
+
+class Seq2SeqLMLoader(AutoModelForSeq2SeqLM):
+    """`AutoModelForSeq2SeqLM` for the pipeline, except that a mega2bart directory loads as `Mega2BartModel`.
+
+    Plain `AutoModelForSeq2SeqLM` gives a mega2bart directory the stock `EncoderDecoderModel` (its
+    model_type is "encoder-decoder"), whose beam search repeats the encoder output per beam.
+    """
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Any, *model_args: Any, **kwargs: Any) -> Any:
+        config = kwargs.get("config")
+        if not isinstance(config, PretrainedConfig):
+            hub = ("revision", "token", "local_files_only", "trust_remote_code", "cache_dir", "subfolder")
+            config = AutoConfig.from_pretrained(
+                pretrained_model_name_or_path, **{key: kwargs[key] for key in hub if key in kwargs}
+            )
+        if not is_mega2bart_config(config):
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        from .modeling_mega2bart import Mega2BartModel
+
+        for key in ("trust_remote_code", "code_revision"):  # only the Auto classes read these
+            kwargs.pop(key, None)
+        return Mega2BartModel.from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
 
 
 class SummarizationPipeline(Pipeline):
@@ -75,9 +107,9 @@ def register_summarization_pipeline() -> None:
     if pipelines.PIPELINE_REGISTRY.supported_tasks.get(TASK, {}).get("impl") is SummarizationPipeline:
         return
     pipelines.PIPELINE_REGISTRY.register_pipeline(
-        TASK, pipeline_class=SummarizationPipeline, pt_model=AutoModelForSeq2SeqLM, type="text"
+        TASK, pipeline_class=SummarizationPipeline, pt_model=Seq2SeqLMLoader, type="text"
     )
     logger.debug("registered pipeline(%r) -> mega2bart.pipeline.SummarizationPipeline", TASK)
 
 
-__all__ = ["SummarizationPipeline", "register_summarization_pipeline"]
+__all__ = ["Seq2SeqLMLoader", "SummarizationPipeline", "is_mega2bart_config", "register_summarization_pipeline"]

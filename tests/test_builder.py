@@ -295,21 +295,25 @@ def test_crash_during_save_leaves_nothing_that_looks_complete(tmp_path, monkeypa
     assert [p.name for p in old.iterdir()] == ["config.json"]
 
 
-def test_summarization_pipeline_on_saved_dir(tiny_mega2bart_dir) -> None:
-    from transformers import pipeline
+def test_summarization_pipeline_on_saved_dir(tiny_mega2bart_dir, tiny_bart_decoder_dir) -> None:
+    from transformers import BartForConditionalGeneration, pipeline
 
     from mega2bart.pipeline import SummarizationPipeline, register_summarization_pipeline
 
     register_summarization_pipeline()
     summarizer = pipeline("summarization", model=str(tiny_mega2bart_dir))
     assert isinstance(summarizer, SummarizationPipeline)
+    assert type(summarizer.model) is Mega2BartModel  # shared-encoder beam search, not the stock EncoderDecoderModel
+    # any other seq2seq model loads as AutoModelForSeq2SeqLM loads it
+    assert type(pipeline("summarization", model=str(tiny_bart_decoder_dir)).model) is BartForConditionalGeneration
     out = summarizer("A long document about state space models. " * 20, max_new_tokens=6, min_new_tokens=2, num_beams=2)
     assert len(out) == 1 and isinstance(out[0]["summary_text"], str) and out[0]["summary_text"]
     assert len(summarizer(["first text", "second text"], max_new_tokens=3, min_new_tokens=0)) == 2
 
 
 def test_remote_code_load_without_mega2bart(tiny_mega2bart_dir, tmp_path) -> None:
-    """A process where `import mega2bart` fails loads the directory with trust_remote_code=True, same logits."""
+    """A process where `import mega2bart` fails loads the directory with trust_remote_code=True: same logits, and
+    its shared-encoder beam search gives the stock EncoderDecoderModel's tokens."""
     shadow = tmp_path / "shadow" / "mega2bart"
     shadow.mkdir(parents=True)
     (shadow / "__init__.py").write_text('raise ImportError("mega2bart is hidden in this test")\n')
@@ -329,9 +333,14 @@ def test_remote_code_load_without_mega2bart(tiny_mega2bart_dir, tmp_path) -> Non
         ids = torch.tensor({ids})
         with torch.no_grad():
             logits = model(input_ids=ids, decoder_input_ids=torch.tensor([[2, 0, 100]])).logits
+        caches = []
+        model.decoder.register_forward_pre_hook(
+            lambda module, args, kwargs: caches.append(kwargs["cache"]), with_kwargs=True)
         generated = model.generate(input_ids=ids, max_new_tokens=4, min_new_tokens=4, num_beams=2)
+        cross = caches[-1].cross_attention_cache.layers[0].keys
         print(json.dumps({{"class": type(model).__module__ + "." + type(model).__name__,
                           "encoder": type(model.encoder).__module__,
+                          "cache": type(caches[-1]).__name__, "cross_cache_rows": cross.shape[0],
                           "logits": logits[0, -1, :50].tolist(), "generated": generated.tolist()}}))
     """))
     env = {**os.environ, "PYTHONPATH": str(shadow.parent), "HF_MODULES_CACHE": str(tmp_path / "hf_modules"),
@@ -343,8 +352,11 @@ def test_remote_code_load_without_mega2bart(tiny_mega2bart_dir, tmp_path) -> Non
     remote = json.loads(result.stdout.strip().splitlines()[-1])
     assert remote["class"].startswith("transformers_modules.") and remote["class"].endswith("Mega2BartModel")
     assert remote["encoder"].startswith("transformers_modules.") and remote["encoder"].endswith("modeling_mega")
+    # the remote class shares the encoder across the 2 beams; `local` below is a plain EncoderDecoderModel (stock)
+    assert (remote["cache"], remote["cross_cache_rows"]) == ("SharedCrossAttentionCache", 1)
 
     local = AutoModelForSeq2SeqLM.from_pretrained(tiny_mega2bart_dir).eval()
+    assert type(local) is EncoderDecoderModel
     with torch.no_grad():
         logits = local(input_ids=torch.tensor(ids), decoder_input_ids=torch.tensor([[2, 0, 100]])).logits
     torch.testing.assert_close(torch.tensor(remote["logits"]), logits[0, -1, :50], rtol=0, atol=1e-6)
