@@ -205,6 +205,33 @@ def test_encoder_side_is_computed_and_stored_once_per_input(tiny_model) -> None:
         assert len(pointers) == 7 and all(before != after for before, after in zip(pointers, pointers[1:]))
 
 
+def test_encoder_projection_runs_once_per_generate(tiny_model) -> None:
+    """enc_to_dec_proj (tiny: 32 -> 64) is computed once per sharing generate, at every step on the stock path."""
+    batch = _padded_batch((150, 40), seed=6)
+    options = dict(num_beams=4, max_new_tokens=6, min_new_tokens=6)
+    projection = tiny_model.enc_to_dec_proj
+    computed = []
+    original = torch.nn.Linear.forward
+
+    def counting(module, hidden_states):
+        if module is projection:
+            computed.append(tuple(hidden_states.shape))
+        return original(module, hidden_states)
+
+    torch.nn.Linear.forward = counting
+    try:
+        shared = tiny_model.generate(**batch, **options)
+        shared_calls, computed[:] = list(computed), []
+        stock = tiny_model.generate(**batch, **options, share_encoder=False)
+        stock_calls = list(computed)
+    finally:
+        torch.nn.Linear.forward = original
+    assert shared_calls == [(2, 150, 32)], shared_calls  # one input batch, projected once
+    assert len(stock_calls) == 6 and set(stock_calls) == {(8, 150, 32)}, stock_calls  # per step, per beam
+    assert torch.equal(shared, stock)
+    assert "forward" not in vars(projection)  # the per-call override is gone after generate
+
+
 def test_sharing_falls_back_to_stock_where_it_cannot_apply(tiny_model) -> None:
     from transformers import DynamicCache, EncoderDecoderCache
 
