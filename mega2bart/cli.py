@@ -372,7 +372,7 @@ def evaluate(
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
     quiet: Annotated[bool, typer.Option(help="Only warnings and errors; no progress bar.")] = False,
 ) -> None:
-    """Generate summaries for a dataset split; write ROUGE-1/2/L/Lsum with bootstrap CIs and predictions."""
+    """Generate summaries for a dataset split; write ROUGE-1/2/L/Lsum with bootstrap CIs and predictions; shared under torchrun."""
     _setup_logging(not quiet)
     if quiet:
         _quiet_libraries()
@@ -389,6 +389,8 @@ def evaluate(
         )
     except (ValueError, FileNotFoundError, ImportError, RuntimeError) as exc:
         _fail(str(exc))
+    if report is None:  # under torchrun/accelerate only the main process scores and reports
+        return
     rouge = report["rouge"]
     for name in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
         entry = rouge[name]
@@ -420,7 +422,7 @@ def summarize(
     overwrite: Annotated[bool, typer.Option(help="Replace an earlier summaries file at --output.")] = False,
     quiet: Annotated[bool, typer.Option(help="Only warnings and errors; no progress bar.")] = False,
 ) -> None:
-    """Summarise documents of any length (overlapping windows, then a summary of summaries)."""
+    """Summarise documents of any length (overlapping windows, then a summary of summaries); shared under torchrun."""
     _setup_logging(not quiet)
     if quiet:
         _quiet_libraries()
@@ -439,7 +441,7 @@ def summarize(
     try:
         loaded, tokenizer = load_mega2bart(model)
         if torch.cuda.is_available():
-            loaded = loaded.to("cuda")
+            loaded = loaded.to(f"cuda:{os.environ.get('LOCAL_RANK', '0')}")  # one GPU per process under torchrun
         summarizer = Summarizer(
             loaded, tokenizer, max_input_tokens=max_input_tokens, window_overlap=window_overlap, batch_size=batch_size,
             generation=generation, merge=merge, max_levels=max_levels,
@@ -449,6 +451,8 @@ def summarize(
         )
     except (BuildError, ValueError, FileNotFoundError, FileExistsError) as exc:
         _fail(str(exc))
+    if os.environ.get("RANK", "0") != "0":  # under torchrun/accelerate only the main process reports
+        return
     refused = f", {counts['refused']} refused (see the warnings above)" if counts["refused"] else ""
     typer.echo(
         f"{counts['written']} summarised ({counts['windowed']} through windows), {counts['skipped']} already done"
