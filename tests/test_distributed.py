@@ -1,4 +1,5 @@
-"""Training under `torchrun` with 2 CPU processes (DDP over gloo) on the tiny model; the result loads."""
+"""Under `torchrun` with 2 CPU processes (gloo) on the tiny model: DDP training whose result loads;
+summarize and eval that write what one process writes, and resume after a crash."""
 
 from __future__ import annotations
 
@@ -58,3 +59,106 @@ def test_torchrun_two_cpu_processes_train_and_the_result_loads(tiny_mega2bart_di
     with torch.inference_mode():
         ids = model.generate(**tokenizer(["A short test document."], return_tensors="pt"), max_new_tokens=4, min_new_tokens=0, num_beams=1)
     assert ids.shape[0] == 1
+
+
+# ----------------------------------------------------------------------------- summarize / eval under torchrun
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+LONG_DOCUMENT = " ".join(f"Sentence {i} describes topic {i % 7} of the long synthetic report." for i in range(30))
+# rank CRASH_RANK (0 for a plain run) dies, like a killed process, when it starts its second group of documents
+CRASHING_CLI = """
+import os, sys
+import mega2bart.summarize as summarize
+from mega2bart.cli import app
+
+original, calls = summarize.Summarizer.summarize, []
+def summarize_then_crash(self, *args, **kwargs):
+    if os.environ.get("RANK", "0") == os.environ["CRASH_RANK"] and len(calls) == 1:
+        os._exit(3)
+    calls.append(1)
+    return original(self, *args, **kwargs)
+summarize.Summarizer.summarize = summarize_then_crash
+sys.argv[0] = "mega2bart"
+app()
+"""
+
+
+def _launch(processes: int, *args: str, crash_rank: int | None = None, cwd: Path | None = None):
+    """`mega2bart ARGS` as one plain process (1) or under torchrun; with `crash_rank`, through CRASHING_CLI."""
+    entry = ["-m", "mega2bart.cli"]
+    env = dict(ENV)
+    if crash_rank is not None:
+        script = (cwd or Path.cwd()) / "crashing_cli.py"
+        script.write_text(CRASHING_CLI)
+        entry, env["CRASH_RANK"] = [str(script)], str(crash_rank)
+    if processes == 1:
+        command = [sys.executable, *entry]
+    else:
+        torchrun = Path(sys.executable).with_name("torchrun")
+        command = [str(torchrun) if torchrun.exists() else shutil.which("torchrun") or "torchrun"]
+        command += ["--nnodes", "1", "--nproc_per_node", str(processes), "--master_addr", "127.0.0.1",
+                    "--master_port", str(_free_port()), *entry]
+    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=300, env=env)
+
+
+def _complete_lines(path: Path) -> list[str]:
+    return path.read_text().split("\n")[:-1]  # a torn last line (no newline) left out
+
+
+def test_summarize_under_torchrun_writes_what_one_process_writes_and_resumes_after_a_crash(tiny_mega2bart_dir, tmp_path):
+    docs = []
+    for i in range(8):
+        path = tmp_path / f"doc{i}.txt"
+        path.write_text(LONG_DOCUMENT if i == 3 else f"Document {i} is short." + " It has a few more words." * i)
+        docs.append(str(path))
+    common = ["summarize", str(tiny_mega2bart_dir), *docs, "--max-input-tokens", "96", "--window-overlap", "16",
+              "--max-new-tokens", "8", "--min-new-tokens", "2", "--num-beams", "1", "--batch-size", "2", "--quiet"]
+
+    one = _launch(1, *common, "--output", str(tmp_path / "one.jsonl"))
+    assert one.returncode == 0, one.stderr[-3000:]
+    reference = (tmp_path / "one.jsonl").read_bytes()
+    assert len(reference.splitlines()) == 8
+
+    two = _launch(2, *common, "--output", str(tmp_path / "two.jsonl"))
+    assert two.returncode == 0, two.stdout[-2000:] + two.stderr[-5000:]
+    assert two.stdout.count("8 summarised") == 1, two.stdout  # only rank 0 reports, with every process's count
+    assert (tmp_path / "two.jsonl").read_bytes() == reference  # same records in the same order
+    assert not (tmp_path / "two.jsonl.parts").exists()
+
+    # rank 1 dies at its second group: its first group and rank 0's finished groups survive in the parts
+    out = tmp_path / "crashed.jsonl"
+    crashed = _launch(2, *common, "--output", str(out), crash_rank=1, cwd=tmp_path)
+    assert crashed.returncode != 0 and not out.exists(), crashed.stderr[-3000:]
+    part1 = _complete_lines(out.with_name("crashed.jsonl.parts") / "part-00001-of-00002.jsonl")
+    assert len(part1) == 2, part1  # batch size 2: the group it finished
+    saved = sum(len(_complete_lines(p)) for p in out.with_name("crashed.jsonl.parts").glob("part-*.jsonl"))
+    # resumed with the same number of processes: nothing finished is redone
+    resumed = _launch(2, *common, "--output", str(out), "--skip-existing")
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-5000:]
+    assert f"{8 - saved} summarised" in resumed.stdout and f"{saved} already done" in resumed.stdout, resumed.stdout
+    assert out.read_bytes() == reference
+
+    # a plain run dies at its second group; two processes finish it
+    out = tmp_path / "crashed-once.jsonl"
+    crashed = _launch(1, *common, "--output", str(out), crash_rank=0, cwd=tmp_path)
+    assert crashed.returncode == 3, crashed.stderr[-3000:]
+    saved = len(_complete_lines(out))
+    assert saved >= 1
+    resumed = _launch(2, *common, "--output", str(out), "--skip-existing")
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-5000:]
+    assert f"{saved} already done" in resumed.stdout, resumed.stdout
+    assert out.read_bytes() == reference
+
+
+def test_eval_under_torchrun_writes_what_one_process_writes(tiny_mega2bart_dir, tmp_path):
+    common = ["eval", str(tiny_mega2bart_dir), "--dataset", "aclsum", "--split", "test", "--limit", "5",
+              "--max-input-tokens", "64", "--max-new-tokens", "8", "--min-new-tokens", "2", "--num-beams", "1",
+              "--batch-size", "2", "--bootstrap-samples", "20", "--quiet"]
+    one = _launch(1, *common, "--output-dir", str(tmp_path / "one"))
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = _launch(2, *common, "--output-dir", str(tmp_path / "two"))
+    assert two.returncode == 0, two.stdout[-2000:] + two.stderr[-5000:]
+    assert two.stdout.count("rouge1") == 1, two.stdout  # only rank 0 reports
+    for name in ("eval_results.json", "predictions.jsonl"):
+        assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["eval_results.json", "predictions.jsonl"]
