@@ -295,6 +295,15 @@ class TrainConfig:
         distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
         return "gloo" if distributed and self.resolved_use_cpu() else None
 
+    def requested_sharding(self) -> str | None:
+        """"FSDP" or "DeepSpeed" if `extra_training_args` or `accelerate launch --config_file` ask for it."""
+        extra = self.extra_training_args
+        if extra.get("fsdp") or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+            return "FSDP"
+        if extra.get("deepspeed") or os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+            return "DeepSpeed"
+        return None
+
     def to_training_arguments(self) -> Seq2SeqTrainingArguments:
         """The `Seq2SeqTrainingArguments` of this run (the only place the two are mapped)."""
         use_cpu = self.resolved_use_cpu()
@@ -303,6 +312,15 @@ class TrainConfig:
         if self.report_to != "none" and importlib.util.find_spec(_REPORTER_PACKAGES[self.report_to]) is None:
             raise ImportError(f"report_to={self.report_to!r} needs its package: pip install {self.report_to}")
         warmup: float = int(self.warmup_steps) if self.warmup_steps >= 1 else float(self.warmup_steps)
+        sharding = self.requested_sharding()
+        if sharding and use_cpu:
+            # measured with accelerate 1.15: AcceleratorState turns a CPU job into MULTI_CPU (DDP) and
+            # enables FSDP/DeepSpeed only for GPU-like devices, so the sharding settings would be ignored
+            raise ValueError(
+                f"{sharding} was requested, but this run is on the CPU, where accelerate ignores {sharding} and "
+                "trains with plain DDP: run on GPUs, or drop the sharding settings (accelerate config, "
+                "extra_training_args fsdp/deepspeed) to train with DDP"
+            )
         return Seq2SeqTrainingArguments(
             output_dir=self.output_dir,
             per_device_train_batch_size=self.per_device_train_batch_size,

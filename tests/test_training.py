@@ -142,6 +142,25 @@ def test_config_yaml_round_trip_and_unknown_keys(tmp_path):
         TrainConfig.from_yaml(path)
 
 
+@pytest.mark.parametrize(
+    "extra, env, name",
+    [
+        ({"fsdp": "full_shard auto_wrap"}, {}, "FSDP"),
+        ({}, {"ACCELERATE_USE_FSDP": "true"}, "FSDP"),  # what `accelerate launch --config_file fsdp.yaml` sets
+        ({}, {"ACCELERATE_USE_DEEPSPEED": "true"}, "DeepSpeed"),
+    ],
+)
+def test_sharding_on_the_cpu_is_refused_instead_of_silently_training_ddp(tmp_path, monkeypatch, extra, env, name):
+    for key in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    config = TrainConfig(model="m", output_dir=str(tmp_path), use_cpu=True, extra_training_args=extra)
+    assert config.requested_sharding() == name
+    with pytest.raises(ValueError, match=f"{name} was requested, but this run is on the CPU"):
+        config.to_training_arguments()
+
+
 def test_to_training_arguments_long_document_defaults(tmp_path):
     args = TrainConfig(model="m", output_dir=str(tmp_path), warmup_steps=0.1, label_smoothing=0.1).to_training_arguments()
     assert args.bf16 is False  # "auto" means CUDA bf16 only; this machine has no CUDA
