@@ -264,6 +264,9 @@ def train(
     max_target_length: Annotated[int | None, typer.Option(help="Summary tokens kept (512).")] = None,
     max_train_samples: Annotated[int | None, typer.Option(help="Use at most N training examples.")] = None,
     max_eval_samples: Annotated[int | None, typer.Option(help="Use at most N evaluation examples.")] = None,
+    streaming: Annotated[
+        bool | None, typer.Option(help="Read --dataset as a stream (no full download); needs --max-steps.")
+    ] = None,
     eval_split: Annotated[str | None, typer.Option(help='Evaluation split ("validation"); "none" skips evaluation.')] = None,
     eval_steps: Annotated[int | None, typer.Option(help="Evaluate every N steps (default: each epoch).")] = None,
     save_steps: Annotated[int | None, typer.Option(help="Checkpoint every N steps.")] = None,
@@ -293,7 +296,7 @@ def train(
         "num_train_epochs": num_train_epochs, "learning_rate": learning_rate, "per_device_train_batch_size": batch_size,
         "gradient_accumulation_steps": gradient_accumulation_steps, "max_source_length": max_source_length,
         "max_target_length": max_target_length, "max_train_samples": max_train_samples,
-        "max_eval_samples": max_eval_samples, "eval_steps": eval_steps, "save_steps": save_steps,
+        "max_eval_samples": max_eval_samples, "streaming": streaming, "eval_steps": eval_steps, "save_steps": save_steps,
         "label_smoothing": label_smoothing, "warm_start_steps": warm_start_steps, "freeze": freeze,
         "gradient_checkpointing": gradient_checkpointing, "report_to": report_to, "seed": seed,
     }

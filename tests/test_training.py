@@ -205,6 +205,43 @@ def test_bridge_parameters_are_projection_and_cross_attention():
 # ----------------------------------------------------------------------------- runs
 
 
+def test_streaming_needs_max_steps_and_a_bounded_eval_split():
+    with pytest.raises(ValueError, match="step count is the stopping rule: set max_steps"):
+        TrainConfig(model="m", streaming=True, eval_split=None)
+    with pytest.raises(ValueError, match="set max_eval_samples"):
+        TrainConfig(model="m", streaming=True, max_steps=5, eval_split="validation")
+
+
+def test_streaming_reads_a_local_jsonl_as_a_stream_and_stops_at_max_steps(tiny_mega2bart_dir, tmp_path):
+    import json
+
+    import datasets
+
+    from mega2bart.training import build_trainer
+
+    data = tmp_path / "data.jsonl"
+    rows = [{"id": f"r{i}", "document": f"Document {i} is about topic {i}. " * 30, "summary": f"Topic {i}."} for i in range(3)]
+    rows.insert(1, {"id": "blank", "document": " ", "summary": "skipped as it comes"})
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    config = _config(
+        tiny_mega2bart_dir, tmp_path / "run", dataset=str(data), streaming=True, max_train_samples=None,
+        gradient_accumulation_steps=1, max_steps=5, save_steps=5, max_source_length=64, max_target_length=16,
+    )
+    trainer, summary = build_trainer(config)
+    assert isinstance(trainer.train_dataset, datasets.IterableDataset)  # read lazily, never materialised
+    streamed = list(trainer.train_dataset)
+    assert sorted(row["id"] for row in streamed) == ["r0", "r1", "r2"]
+    assert all(len(row["input_ids"]) == 64 for row in streamed)  # cut to max_source_length as it is read
+    assert summary["data"]["streaming"] is True
+
+    results = train(config)
+    losses = [entry["loss"] for entry in results["log_history"] if "loss" in entry]
+    # 3 usable rows, 1 per step: the step count, not the end of the stream, ends the run
+    assert results["run"]["global_step"] == 5 and len(losses) == 5, results["log_history"]
+    assert all(loss == loss for loss in losses)  # no NaN
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+
+
 def test_short_aclsum_run_loss_falls_and_writes_everything(tiny_mega2bart_dir, tmp_path):
     out = tmp_path / "run"
     config = _config(
