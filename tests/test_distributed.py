@@ -162,3 +162,23 @@ def test_eval_under_torchrun_writes_what_one_process_writes(tiny_mega2bart_dir, 
     for name in ("eval_results.json", "predictions.jsonl"):
         assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["eval_results.json", "predictions.jsonl"]
+
+
+# ----------------------------------------------------------------------------- sharded training
+
+
+@pytest.mark.parametrize(
+    "mode",
+    [
+        "ddp",  # torchrun, 2 CPU processes over gloo
+        # FSDP2 through accelerate: GPUs only (on the CPU accelerate trains an FSDP config as DDP; refused)
+        pytest.param("fsdp", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA")]),
+    ],
+)
+def test_distributed_training_matches_one_process_resumes_and_loads(mode, tmp_path):
+    script = Path(__file__).resolve().parent.parent / "scripts" / "check_fsdp.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--mode", mode, "--workdir", str(tmp_path)],
+        capture_output=True, text=True, timeout=900, env=ENV,
+    )
+    assert result.returncode == 0 and "all checks passed" in result.stdout, result.stdout[-4000:] + result.stderr[-4000:]
