@@ -481,6 +481,9 @@ def pretrain(
     batch_size: Annotated[int | None, typer.Option(help="Sequences per device per micro-batch.")] = None,
     learning_rate: Annotated[float | None, typer.Option(help="Peak learning rate (1e-4).")] = None,
     max_documents: Annotated[int | None, typer.Option(help="Read at most N documents.")] = None,
+    streaming: Annotated[
+        bool | None, typer.Option(help="Stream --dataset and pack text as it is read (no full download).")
+    ] = None,
     save_steps: Annotated[int | None, typer.Option(help="Checkpoint every N steps.")] = None,
     gradient_checkpointing: Annotated[bool | None, typer.Option(help="Recompute MEGA blocks in backward (default on).")] = None,
     bf16: Annotated[bool | None, typer.Option(help="bf16 mixed precision (default off).")] = None,
@@ -496,7 +499,8 @@ def pretrain(
         "encoder": encoder, "dataset": dataset, "text_files": text_files or None, "tokenizer": tokenizer,
         "output_dir": output_dir, "max_length": max_length, "mask_ratio": mask_ratio, "phases": phases,
         "max_steps": max_steps, "per_device_train_batch_size": batch_size, "learning_rate": learning_rate,
-        "max_documents": max_documents, "save_steps": save_steps, "gradient_checkpointing": gradient_checkpointing,
+        "max_documents": max_documents, "streaming": streaming, "save_steps": save_steps,
+        "gradient_checkpointing": gradient_checkpointing,
         "bf16": bf16, "resume": resume, "seed": seed,
     }
     overrides = {key: value for key, value in flags.items() if value is not None}

@@ -105,7 +105,9 @@ def _complete_lines(path: Path) -> list[str]:
     return path.read_text().split("\n")[:-1]  # a torn last line (no newline) left out
 
 
-def test_summarize_under_torchrun_writes_what_one_process_writes_and_resumes_after_a_crash(tiny_mega2bart_dir, tmp_path):
+def test_summarize_under_torchrun_writes_what_one_process_writes_and_resumes_after_a_crash(
+    tiny_mega2bart_dir, tmp_path
+):
     docs = []
     for i in range(8):
         path = tmp_path / f"doc{i}.txt"
@@ -181,4 +183,5 @@ def test_distributed_training_matches_one_process_resumes_and_loads(mode, tmp_pa
         [sys.executable, str(script), "--mode", mode, "--workdir", str(tmp_path)],
         capture_output=True, text=True, timeout=900, env=ENV,
     )
-    assert result.returncode == 0 and "all checks passed" in result.stdout, result.stdout[-4000:] + result.stderr[-4000:]
+    passed = result.returncode == 0 and "all checks passed" in result.stdout
+    assert passed, result.stdout[-4000:] + result.stderr[-4000:]

@@ -220,7 +220,9 @@ def test_streaming_reads_a_local_jsonl_as_a_stream_and_stops_at_max_steps(tiny_m
     from mega2bart.training import build_trainer
 
     data = tmp_path / "data.jsonl"
-    rows = [{"id": f"r{i}", "document": f"Document {i} is about topic {i}. " * 30, "summary": f"Topic {i}."} for i in range(3)]
+    rows = [
+        {"id": f"r{i}", "document": f"Document {i} is about topic {i}. " * 30, "summary": f"Topic {i}."} for i in range(3)
+    ]
     rows.insert(1, {"id": "blank", "document": " ", "summary": "skipped as it comes"})
     data.write_text("".join(json.dumps(row) + "\n" for row in rows))
     config = _config(
