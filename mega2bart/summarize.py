@@ -37,7 +37,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import stat
 import sys
 from collections.abc import Iterator, Sequence
@@ -694,7 +693,7 @@ def summarize_files(
         logger.info("summarised %s -> %s", counts, output)
         return counts
     if overwrite and parts.is_dir():  # the unmerged parts of an earlier run under several processes
-        shutil.rmtree(parts)
+        _remove_parts(parts)
     done = finished_ids(output) if skip_existing else set()
     todo = [(i, t) for i, t in documents if i not in done]
     skipped = len(documents) - len(todo)
@@ -774,6 +773,16 @@ def _barrier() -> Iterator[Any]:
             dist.destroy_process_group()
 
 
+def _remove_parts(parts: Path) -> None:
+    """Delete the part files in `parts`, then the folder if nothing else is in it."""
+    for path in parts.glob("part-*.jsonl"):
+        path.unlink()
+    try:
+        parts.rmdir()
+    except OSError:
+        logger.warning("left %s in place: it holds files mega2bart did not write", parts)
+
+
 def _check_parts(parts: Path, *, skip_existing: bool, overwrite: bool) -> None:
     """Raise unless the parts folder of an output is absent or (with a flag) holds only summary records."""
     if not parts.exists() and not parts.is_symlink():
@@ -849,7 +858,7 @@ def summarize_in_parts(
     with _barrier() as barrier:
         if rank == 0:
             if overwrite and parts.is_dir():
-                shutil.rmtree(parts)
+                _remove_parts(parts)
             parts.mkdir(parents=True, exist_ok=True)
         barrier()
         finished_ids(mine)  # only its owner changes a part file
@@ -918,7 +927,7 @@ def _merge_parts(output: Path, parts: Path, position: dict[str, int], *, keep_ou
         os.fsync(directory)  # the rename itself survives a power loss
     finally:
         os.close(directory)
-    shutil.rmtree(parts)
+    _remove_parts(parts)
     logger.info("merged %d records from %s into %s", len(added), parts, output)
     return len(added)
 
@@ -1060,7 +1069,7 @@ def _summarize_split(
         if world_size > 1:
             if rank == 0:
                 if parts.is_dir():
-                    shutil.rmtree(parts)  # of an interrupted earlier run
+                    _remove_parts(parts)  # of an interrupted earlier run
                 parts.mkdir(parents=True)
             barrier()
         part = _part_file(parts, rank, world_size).open("w", encoding="utf-8") if world_size > 1 else None
@@ -1086,7 +1095,7 @@ def _summarize_split(
                     for line in _complete_records(path):
                         result = _result_from_dict(json.loads(line))
                         results.setdefault(result.id, result)
-                shutil.rmtree(parts)
+                _remove_parts(parts)
             barrier()
     if rank != 0:
         return None
@@ -1143,5 +1152,6 @@ __all__ = [
     "html_to_text",
     "read_documents",
     "summarize_files",
+    "summarize_in_parts",
     "window_spans",
 ]
