@@ -832,8 +832,8 @@ def summarize_in_parts(
 ) -> dict[str, int]:
     """Summarise `documents` (unique ids) with every process of the job into `output`, resuming.
 
-    1. The first process clears the parts with `overwrite`; each process cuts a torn last line off
-       its own part file (`<output>.parts/part-RANK-of-WORLD.jsonl`).
+    1. With `overwrite`, the first process removes the parts and empties `output`; each process
+       cuts a torn last line off its own part file (`<output>.parts/part-RANK-of-WORLD.jsonl`).
     2. Documents already in `output` (unless `overwrite`) or in any part file (of this run or of one
        with another number of processes) are done; the rest are grouped as a single process groups
        them, and the groups are shared by `_assign`.
@@ -859,6 +859,8 @@ def summarize_in_parts(
         if rank == 0:
             if overwrite and parts.is_dir():
                 _remove_parts(parts)
+            if overwrite and output.is_file():  # emptied now, as one process does: a crash cannot revive it
+                output.open("w").close()
             parts.mkdir(parents=True, exist_ok=True)
         barrier()
         finished_ids(mine)  # only its owner changes a part file
