@@ -126,6 +126,10 @@ def test_summarize_under_torchrun_writes_what_one_process_writes_and_resumes_aft
     assert two.stdout.count("8 summarised") == 1, two.stdout  # only rank 0 reports, with every process's count
     assert (tmp_path / "two.jsonl").read_bytes() == reference  # same records in the same order
     assert not (tmp_path / "two.jsonl.parts").exists()
+    (tmp_path / "two.jsonl").write_bytes(reference.splitlines(keepends=True)[0])  # an earlier summaries file
+    again = _launch(2, *common, "--output", str(tmp_path / "two.jsonl"), "--overwrite")
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-5000:]
+    assert (tmp_path / "two.jsonl").read_bytes() == reference  # replaced, not appended to
 
     # rank 1 dies at its second group: its first group and rank 0's finished groups survive in the parts
     out = tmp_path / "crashed.jsonl"
