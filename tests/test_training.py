@@ -205,6 +205,30 @@ def test_bridge_parameters_are_projection_and_cross_attention():
 # ----------------------------------------------------------------------------- runs
 
 
+def test_fsdp_style_activation_checkpointing_of_whole_layers_trains(tiny_mega2bart_dir):
+    # FSDP (fsdp_activation_checkpointing) wraps each MEGA block and BART decoder layer in torch's
+    # checkpoint_wrapper, which recomputes the layer in backward; a decoder cache filled during the
+    # forward made the recomputation save fewer tensors (CheckpointError) until a loss turned it off
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
+        apply_activation_checkpointing,
+        checkpoint_wrapper,
+    )
+    from transformers.models.bart.modeling_bart import BartDecoderLayer
+
+    from mega2bart.builder import load_mega2bart
+    from mega2bart.models.mega.modeling_mega import MegaBlock
+
+    model, tokenizer = load_mega2bart(tiny_mega2bart_dir)
+    model.train()
+    units = (MegaBlock, BartDecoderLayer)
+    apply_activation_checkpointing(model, checkpoint_wrapper_fn=checkpoint_wrapper, check_fn=lambda m: isinstance(m, units))
+    batch = tokenizer(["A short document about checkpointing."], return_tensors="pt", padding="max_length", max_length=64)
+    labels = tokenizer(text_target=["Checkpointing."], return_tensors="pt")["input_ids"]
+    model(**batch, labels=labels).loss.backward()
+    projection = model.enc_to_dec_proj.weight.grad
+    assert projection is not None and projection.abs().sum() > 0
+
+
 def test_streaming_needs_max_steps_and_a_bounded_eval_split():
     with pytest.raises(ValueError, match="step count is the stopping rule: set max_steps"):
         TrainConfig(model="m", streaming=True, eval_split=None)
