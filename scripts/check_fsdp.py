@@ -21,6 +21,9 @@ the result by a few float32 roundings (2**-24 relative each) of sums of ~1e5 ter
 steps carry that into the weights at the scale of lr x 1e-4 or so. `--rtol` (loss, default 1e-4)
 and `--atol` (weights, default 1e-5) sit far above that and far below what a real defect does (a
 gradient missing from one shard or a wrong normalisation moves the step-2 loss by > 1e-3 relative).
+The attention key biases are the exception: their gradient is zero by symmetry, so it is rounding
+noise that AdamW turns into steps of up to lr; they are held to 3 x lr only. Measured with `--mode
+ddp` on 2 CPU processes: losses equal to all printed digits, weights within 7.2e-7.
 Exit status 0 only if every check passes; the numbers are printed either way.
 """
 
@@ -38,6 +41,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DOCUMENTS = 4  # one optimiser step = all of them, whatever the number of processes
+LEARNING_RATE = 0.003
 
 
 def _free_port() -> int:
@@ -58,7 +62,7 @@ def _train_args(model: Path, output: Path, steps: int, accumulation: int) -> lis
         "train", "--model", str(model), "--output-dir", str(output), "--dataset", "aclsum",
         "--max-steps", str(steps), "--batch-size", "1", "--gradient-accumulation-steps", str(accumulation),
         "--max-train-samples", str(DOCUMENTS), "--max-source-length", "256", "--max-target-length", "32",
-        "--eval-split", "none", "--save-steps", "3", "--learning-rate", "0.003", "--bf16", "false",
+        "--eval-split", "none", "--save-steps", "3", "--learning-rate", str(LEARNING_RATE), "--bf16", "false",
         "--no-gradient-checkpointing", "--set", "warmup_steps=0", "--set", "logging_steps=1", "--quiet",
     ]
 
@@ -133,10 +137,21 @@ def main() -> int:
     missing = sorted(set(final_a) ^ set(final_b))
     if missing:
         failures.append(f"the final weights have different keys: {missing[:5]}")
-    worst = max(((final_a[k].double() - final_b[k].double()).abs().max().item(), k) for k in final_a if k in final_b)
+    # attention key biases get a gradient that is zero by symmetry (softmax ignores a shift shared by all
+    # keys), i.e. pure rounding noise, which AdamW scales up to steps of about lr: they are only bounded
+    noise_only = [k for k in final_a if k.endswith("k_proj.bias")]
+    worst = max(
+        ((final_a[k].double() - final_b[k].double()).abs().max().item(), k)
+        for k in final_a if k in final_b and k not in noise_only
+    )
     print(f"final weights: largest difference {worst[0]:.2e} in {worst[1]}")
     if worst[0] > args.atol:
         failures.append(f"final weights differ by {worst[0]:.2e} > atol {args.atol} ({worst[1]})")
+    bound = 3 * LEARNING_RATE
+    loose = max(((final_a[k].double() - final_b[k].double()).abs().max().item(), k) for k in noise_only)
+    print(f"attention key biases: largest difference {loose[0]:.2e} (bound 3 steps x lr = {bound:.1e})")
+    if loose[0] > bound:
+        failures.append(f"{loose[1]} differs by {loose[0]:.2e} > {bound:.1e}")
 
     # resume both from checkpoint-3 for one more step
     _run([*plain, *_train_args(model, single, 4, DOCUMENTS)], env)

@@ -173,6 +173,44 @@ def test_eval_under_torchrun_writes_what_one_process_writes(tiny_mega2bart_dir, 
 # ----------------------------------------------------------------------------- sharded training
 
 
+def test_fsdp2_on_the_cpu_shards_mega_blocks_and_bart_layers_like_one_process(tiny_mega2bart_dir, tmp_path):
+    # torch's FSDP2 itself (not the Trainer's, which accelerate keeps off the CPU): tests/fsdp2_worker.py
+    worker = str(Path(__file__).with_name("fsdp2_worker.py"))
+    one = subprocess.run([sys.executable, worker, str(tiny_mega2bart_dir), str(tmp_path / "one")],
+                         capture_output=True, text=True, timeout=300, env=ENV)
+    assert one.returncode == 0, one.stderr[-3000:]
+    torchrun = Path(sys.executable).with_name("torchrun")
+    command = [str(torchrun) if torchrun.exists() else shutil.which("torchrun") or "torchrun", "--nnodes", "1",
+               "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(_free_port())]
+    two = subprocess.run([*command, worker, str(tiny_mega2bart_dir), str(tmp_path / "two")],
+                         capture_output=True, text=True, timeout=300, env=ENV)
+    assert two.returncode == 0, two.stdout[-2000:] + two.stderr[-5000:]
+    assert two.stdout.count("fully_shard units: 4 + root") == 2, two.stdout  # 2 MEGA blocks + 2 BART layers
+
+    # the same float32 sums in another order (gradients reduce-scattered, parameters all-gathered):
+    # differences of a few roundings (2**-24 relative), far below any real defect's (a lost shard
+    # gradient changes the step-2 loss in the 2nd digit; SGD at lr 0.5 moves weights by up to 0.5)
+    losses_one = json.loads((tmp_path / "one" / "losses.json").read_text())
+    losses_two = json.loads((tmp_path / "two" / "losses.json").read_text())
+    assert len(losses_one) == 3 and losses_one[-1] < losses_one[0] - 1.0, losses_one
+    for step, (a, b) in enumerate(zip(losses_one, losses_two), start=1):
+        assert abs(a - b) <= 1e-6 * abs(a), f"step {step}: one process {a!r}, FSDP2 {b!r}"
+    weights_one = load_file(str(tmp_path / "one" / "model.safetensors"))
+    weights_two = load_file(str(tmp_path / "two" / "model.safetensors"))  # gathered to full tensors
+    assert weights_one.keys() == weights_two.keys()
+    worst = max(((weights_one[k].double() - weights_two[k].double()).abs().max().item(), k) for k in weights_one)
+    assert worst[0] <= 1e-5, f"final weights differ by {worst[0]:.3g} in {worst[1]}"
+
+    from mega2bart.builder import load_mega2bart
+
+    model, tokenizer = load_mega2bart(tiny_mega2bart_dir)  # the gathered checkpoint is a normal state dict
+    model.load_state_dict(weights_two, strict=True)
+    with torch.inference_mode():
+        ids = model.generate(**tokenizer(["A short test document."], return_tensors="pt"), max_new_tokens=4,
+                             min_new_tokens=1, num_beams=1)
+    assert ids.shape[0] == 1
+
+
 @pytest.mark.parametrize(
     "mode",
     [
