@@ -279,6 +279,9 @@ def train(
     max_target_length: Annotated[int | None, typer.Option(help="Summary tokens kept (512).")] = None,
     max_train_samples: Annotated[int | None, typer.Option(help="Use at most N training examples.")] = None,
     max_eval_samples: Annotated[int | None, typer.Option(help="Use at most N evaluation examples.")] = None,
+    streaming: Annotated[
+        bool | None, typer.Option(help="Read --dataset as a stream (no full download); needs --max-steps.")
+    ] = None,
     eval_split: Annotated[str | None, typer.Option(help='Evaluation split ("validation"); "none" skips evaluation.')] = None,
     eval_steps: Annotated[int | None, typer.Option(help="Evaluate every N steps (default: each epoch).")] = None,
     save_steps: Annotated[int | None, typer.Option(help="Checkpoint every N steps.")] = None,
@@ -308,7 +311,7 @@ def train(
         "num_train_epochs": num_train_epochs, "learning_rate": learning_rate, "per_device_train_batch_size": batch_size,
         "gradient_accumulation_steps": gradient_accumulation_steps, "max_source_length": max_source_length,
         "max_target_length": max_target_length, "max_train_samples": max_train_samples,
-        "max_eval_samples": max_eval_samples, "eval_steps": eval_steps, "save_steps": save_steps,
+        "max_eval_samples": max_eval_samples, "streaming": streaming, "eval_steps": eval_steps, "save_steps": save_steps,
         "label_smoothing": label_smoothing, "warm_start_steps": warm_start_steps, "freeze": freeze,
         "gradient_checkpointing": gradient_checkpointing, "report_to": report_to, "seed": seed,
     }
@@ -389,7 +392,7 @@ def evaluate(
     dtype: Annotated[str, typer.Option(help=_DTYPE_HELP)] = "fp32",
     quiet: Annotated[bool, typer.Option(help="Only warnings and errors; no progress bar.")] = False,
 ) -> None:
-    """Generate summaries for a dataset split; write ROUGE-1/2/L/Lsum with bootstrap CIs and predictions."""
+    """Generate summaries for a dataset split; write ROUGE-1/2/L/Lsum with bootstrap CIs and predictions; shared under torchrun."""
     _setup_logging(not quiet)
     if quiet:
         _quiet_libraries()
@@ -406,6 +409,8 @@ def evaluate(
         )
     except (ValueError, FileNotFoundError, ImportError, RuntimeError) as exc:
         _fail(str(exc))
+    if report is None:  # under torchrun/accelerate only the main process scores and reports
+        return
     rouge = report["rouge"]
     for name in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
         entry = rouge[name]
@@ -440,7 +445,7 @@ def summarize(
     dtype: Annotated[str, typer.Option(help=_DTYPE_HELP)] = "fp32",
     quiet: Annotated[bool, typer.Option(help="Only warnings and errors; no progress bar.")] = False,
 ) -> None:
-    """Summarise documents of any length (overlapping windows, then a summary of summaries)."""
+    """Summarise documents of any length (overlapping windows, then a summary of summaries); shared under torchrun."""
     _setup_logging(not quiet)
     if quiet:
         _quiet_libraries()
@@ -465,6 +470,8 @@ def summarize(
         )
     except (BuildError, ValueError, FileNotFoundError, FileExistsError) as exc:
         _fail(str(exc))
+    if os.environ.get("RANK", "0") != "0":  # under torchrun/accelerate only the main process reports
+        return
     refused = f", {counts['refused']} refused (see the warnings above)" if counts["refused"] else ""
     typer.echo(
         f"{counts['written']} summarised ({counts['windowed']} through windows), {counts['skipped']} already done"
@@ -491,6 +498,9 @@ def pretrain(
     batch_size: Annotated[int | None, typer.Option(help="Sequences per device per micro-batch.")] = None,
     learning_rate: Annotated[float | None, typer.Option(help="Peak learning rate (1e-4).")] = None,
     max_documents: Annotated[int | None, typer.Option(help="Read at most N documents.")] = None,
+    streaming: Annotated[
+        bool | None, typer.Option(help="Stream --dataset and pack text as it is read (no full download).")
+    ] = None,
     save_steps: Annotated[int | None, typer.Option(help="Checkpoint every N steps.")] = None,
     gradient_checkpointing: Annotated[bool | None, typer.Option(help="Recompute MEGA blocks in backward (default on).")] = None,
     bf16: Annotated[bool | None, typer.Option(help="bf16 mixed precision (default off).")] = None,
@@ -506,7 +516,8 @@ def pretrain(
         "encoder": encoder, "dataset": dataset, "text_files": text_files or None, "tokenizer": tokenizer,
         "output_dir": output_dir, "max_length": max_length, "mask_ratio": mask_ratio, "phases": phases,
         "max_steps": max_steps, "per_device_train_batch_size": batch_size, "learning_rate": learning_rate,
-        "max_documents": max_documents, "save_steps": save_steps, "gradient_checkpointing": gradient_checkpointing,
+        "max_documents": max_documents, "streaming": streaming, "save_steps": save_steps,
+        "gradient_checkpointing": gradient_checkpointing,
         "bf16": bf16, "resume": resume, "seed": seed,
     }
     overrides = {key: value for key, value in flags.items() if value is not None}

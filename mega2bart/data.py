@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from datasets import Dataset, DatasetDict, load_dataset
+from datasets import Dataset, DatasetDict, IterableDataset, load_dataset
 from transformers import DataCollatorForSeq2Seq, PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
@@ -194,6 +194,77 @@ def load_summarization_dataset(
         stats.dropped_empty,
     )
     return out, stats
+
+
+def load_summarization_stream(
+    source: str | Path,
+    config: str | None = None,
+    *,
+    split: str = "train",
+    text_column: str | None = None,
+    summary_column: str | None = None,
+    cache_dir: str | None = None,
+) -> IterableDataset:
+    """One split as a `datasets.IterableDataset` read while training (`streaming=True`), for corpora
+    that do not fit on disk: nothing is downloaded or converted whole.
+
+    The sources and the columns ("id", "document", "summary") are those of
+    `load_summarization_dataset`, but a local file is one split, "train". Rows whose document or
+    summary is empty are skipped as they come (not counted: the stream's length is unknown).
+
+    Raises:
+        ValueError: a missing column, an unknown extension, a split the source lacks, an empty stream.
+        FileNotFoundError: a local file does not exist.
+        RuntimeError: a Hub dataset could not be opened.
+    """
+    if isinstance(source, str) and source.lower() == ACLSUM_NAME:
+        data = _load_aclsum()
+        if split not in data:
+            raise ValueError(f"{ACLSUM_NAME!r} has no split {split!r}; its splits are {sorted(data)}")
+        raw, source_name, candidates = data[split].to_iterable_dataset(), ACLSUM_NAME, (("document",), ("summary",))
+    elif Path(source).suffix.lower() in _FILE_BUILDERS:
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"data file {str(path)!r} does not exist")
+        if split != "train":
+            raise ValueError(f"a single data file is the split 'train', not {split!r}: set train_split to 'train'")
+        builder = _FILE_BUILDERS[path.suffix.lower()]
+        raw = load_dataset(builder, data_files={"train": str(path)}, split="train", streaming=True, cache_dir=cache_dir)
+        source_name, candidates = str(path), _DEFAULT_COLUMNS
+    else:
+        try:
+            raw = load_dataset(str(source), config, split=split, streaming=True, cache_dir=cache_dir)
+        except Exception as exc:  # network, auth, unknown name or split
+            raise RuntimeError(
+                f"could not open dataset {source!r} (config {config!r}, split {split!r}) as a stream from the "
+                f"Hugging Face Hub: {type(exc).__name__}: {exc}"
+            ) from exc
+        source_name = str(source)
+        candidates = KNOWN_COLUMNS.get(source_name.lower(), _DEFAULT_COLUMNS)
+    columns = raw.column_names
+    if columns is None:  # features unknown until the first row is read
+        first = next(iter(raw.take(1)), None)
+        if first is None:
+            raise ValueError(f"{source_name!r} split {split!r} is empty: it needs one example per row")
+        columns = list(first)
+    text_col = text_column or _first_present(candidates[0], columns)
+    summary_col = summary_column or _first_present(candidates[1], columns)
+    for role, col, option in (("document", text_col, "text_column"), ("summary", summary_col, "summary_column")):
+        if col not in columns:
+            raise ValueError(
+                f"{source_name!r} split {split!r} has no {role} column {col!r}; its columns are {columns}: "
+                f"pass {option}=<one of them>"
+            )
+    id_col = next((c for c in _ID_COLUMNS if c in columns), None)
+    normalised = raw.map(
+        _normalise_batch,
+        batched=True,
+        with_indices=True,
+        remove_columns=columns,
+        fn_kwargs={"text_col": text_col, "summary_col": summary_col, "id_col": id_col, "split": split},
+    )
+    logger.info("streaming %s split %s (document=%r, summary=%r)", source_name, split, text_col, summary_col)
+    return normalised.filter(lambda row: bool(row["document"]) and bool(row["summary"]))
 
 
 def _first_present(candidates: tuple[str, ...], columns: list[str]) -> str:
@@ -399,7 +470,7 @@ def _percentiles(lengths: np.ndarray) -> dict[str, float]:
 
 
 def tokenize_dataset(
-    ds: DatasetDict | Dataset,
+    ds: DatasetDict | Dataset | IterableDataset,
     tokenizer: PreTrainedTokenizerBase,
     max_source_length: int,
     max_target_length: int,
@@ -412,7 +483,8 @@ def tokenize_dataset(
 
     Each text is tokenized once in full (so the statistics count the true length) and then cut
     to the limit, keeping the closing `</s>`. Text columns are kept (the Trainer and
-    `SummarizationCollator` ignore them; evaluation may want the reference text).
+    `SummarizationCollator` ignore them; evaluation may want the reference text). An
+    `IterableDataset` (a stream) is tokenized lazily, as it is read, and gets no statistics.
 
     Returns:
         The tokenized data (same type as `ds`) and `TokenizationStats` per split ("train", ...;
@@ -452,6 +524,10 @@ def tokenize_dataset(
     out: dict[str, Dataset] = {}
     stats: dict[str, TokenizationStats] = {}
     for split_name, split in splits.items():
+        if isinstance(split, IterableDataset):  # a stream: tokenized as it is read, no statistics
+            out[split_name] = split.map(encode, batched=True).remove_columns(["_source_tokens", "_target_tokens"])
+            logger.info("%s: a stream, tokenized while training (no length statistics)", split_name)
+            continue
         for col in (text_column, summary_column):
             if col not in split.column_names:
                 raise ValueError(

@@ -318,6 +318,11 @@ class Mega2BartModel(EncoderDecoderModel):
             if decoder_attention_mask is None:
                 decoder_attention_mask = (decoder_input_ids != self.config.pad_token_id).to(decoder_input_ids.dtype)
         kwargs.pop("return_dict", None)
+        if labels is not None:
+            # as BartForConditionalGeneration: a loss needs no cache, and a cache filled in forward breaks
+            # activation checkpointing that recomputes a whole decoder layer (FSDP's checkpoint_wrapper:
+            # "A different number of tensors was saved during the original forward and recomputation")
+            kwargs["use_cache"] = False
         outputs = super().forward(
             input_ids=input_ids,
             attention_mask=attention_mask,

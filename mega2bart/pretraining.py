@@ -10,6 +10,10 @@ plus tokenizer that `MegaModel.from_pretrained` and `mega2bart build --encoder` 
 - Packing: documents are tokenized once, joined with `</s>` into one stream and cut into
   sequences `<s>` + (max_length - 1) tokens, so no position is padding. The tail shorter than
   a sequence is dropped.
+- Streaming (`streaming=True`, for corpora that do not fit on disk): the dataset is opened with
+  `datasets` streaming and the text files are read one at a time; documents are tokenized and
+  packed as they are read (`PackedStream`, the same sequences in the same order), and each
+  phase's step count ends it (the stream starts again if it runs out first).
 - Masking: `DataCollatorForLanguageModeling` with `mlm_probability = mask_ratio` (default 0.4,
   the "should you mask 15%?" finding for long-context MLM; 80/10/10 replacement).
 - Phases: `phases="2048:0.4,4096:0.3"` (length:mask_ratio[:steps]) run one after the other on the
@@ -27,12 +31,15 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import itertools
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch.utils.data
 import yaml
 
 from mega2bart.config_types import coerce_fields, read_yaml_mapping
@@ -117,7 +124,8 @@ class PretrainConfig:
     output_dir: str = "runs/pretrain"
     """Phase folders, `final/`, `metrics.json` and `pretrain_config.yaml` go here."""
     dataset: str | None = None
-    """"aclsum", "gensim-wiki" or a Hugging Face `datasets` name; may be combined with `text_files`."""
+    """"aclsum", "gensim-wiki", a Hugging Face `datasets` name or a local .jsonl/.json/.csv/.parquet file
+    (`text_column` of each row); may be combined with `text_files`."""
     text_files: list[str] = field(default_factory=list)
     """Local .txt/.md (one document per file) or .jsonl files (one per line), or directories of them."""
     dataset_config: str | None = None
@@ -128,6 +136,9 @@ class PretrainConfig:
     """Text field of .jsonl lines and `datasets` rows."""
     max_documents: int | None = None
     """Read at most this many documents (None: all)."""
+    streaming: bool = False
+    """Read `dataset` as a stream and the text files one by one, packing as they are read, instead of
+    loading and tokenizing all text first (the built-ins "aclsum" and "gensim-wiki" are read whole)."""
     tokenizer: str | None = None
     """Tokenizer directory or Hub id, or "offline" (BART layout, not BART ids); None: the encoder's own
     (the offline one for `encoder="tiny"`)."""
@@ -281,7 +292,11 @@ def _read_text_file(path: Path, text_column: str) -> list[str]:
     return documents
 
 
-def _dataset_documents(config: PretrainConfig) -> list[str]:
+_DATA_FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+def _dataset_documents(config: PretrainConfig) -> Iterator[str] | list[str]:
+    """The texts of `config.dataset`: a list, or with `config.streaming` an iterator over a stream."""
     name = config.dataset
     if name.lower() == "aclsum":
         from mega2bart.data import load_summarization_dataset
@@ -294,16 +309,64 @@ def _dataset_documents(config: PretrainConfig) -> list[str]:
         return _gensim_wiki_documents()
     import datasets
 
+    suffix = Path(name).suffix.lower()
     try:
-        rows = datasets.load_dataset(name, config.dataset_config, split=config.dataset_split)
+        if suffix in _DATA_FILE_BUILDERS:
+            if not Path(name).is_file():
+                raise FileNotFoundError(f"data file {name!r} does not exist")
+            rows = datasets.load_dataset(
+                _DATA_FILE_BUILDERS[suffix], data_files=name, split="train", streaming=config.streaming
+            )
+        else:
+            rows = datasets.load_dataset(
+                name, config.dataset_config, split=config.dataset_split, streaming=config.streaming
+            )
+    except FileNotFoundError:
+        raise
     except Exception as exc:  # offline, unknown name, bad split: datasets raises many types
         raise RuntimeError(
             f"could not load dataset {name!r} (config {config.dataset_config!r}, split {config.dataset_split!r}): "
             f"{type(exc).__name__}: {exc}. Offline, use text_files or the built-ins {BUILTIN_DATASETS}"
         ) from exc
-    if config.text_column not in rows.column_names:
-        raise ValueError(f"dataset {name!r} has no column {config.text_column!r} (columns: {rows.column_names}): pass text_column")
-    return list(rows[config.text_column])
+    if not config.streaming:
+        if config.text_column not in rows.column_names:
+            raise ValueError(f"dataset {name!r} has no column {config.text_column!r} (columns: {rows.column_names}): pass text_column")
+        return list(rows[config.text_column])
+    return _stream_column(rows, name, config.text_column)
+
+
+def _stream_column(rows: Any, name: str, column: str) -> Iterator[str]:
+    for row in rows:
+        if column not in row:
+            raise ValueError(f"dataset {name!r} has no column {column!r} (columns: {sorted(row)}): pass text_column")
+        yield "" if row[column] is None else str(row[column])
+
+
+def iter_documents(config: PretrainConfig) -> Iterator[str]:
+    """The documents of `load_documents`, in the same order, read one at a time (for streaming)."""
+    files = (doc for path in _expand_text_files(config.text_files) for doc in _read_text_file(path, config.text_column))
+    sources = itertools.chain(files, _dataset_documents(config) if config.dataset else ())
+    documents = (doc for doc in sources if doc.strip())
+    return itertools.islice(documents, config.max_documents)
+
+
+class PackedStream(torch.utils.data.IterableDataset):
+    """`pack_documents` over `iter_documents(config)`, as it reads: {"input_ids": <s> + max_length - 1
+    tokens} per sequence, the tail dropped. Each iteration reads the text again from the start."""
+
+    def __init__(self, config: PretrainConfig, tokenizer: PreTrainedTokenizerBase, max_length: int) -> None:
+        self.config, self.tokenizer, self.max_length = config, tokenizer, max_length
+
+    def __iter__(self) -> Iterator[dict[str, list[int]]]:
+        bos, eos = self.tokenizer.bos_token_id, self.tokenizer.eos_token_id
+        body = self.max_length - 1
+        buffer: list[int] = []
+        for document in iter_documents(self.config):
+            buffer.extend(self.tokenizer(document, add_special_tokens=False, verbose=False)["input_ids"])
+            buffer.append(eos)
+            while len(buffer) >= body:
+                yield {"input_ids": [bos, *buffer[:body]]}
+                del buffer[:body]
 
 
 def _gensim_wiki_documents() -> list[str]:
@@ -466,11 +529,20 @@ def run_pretraining(config: PretrainConfig) -> Path:
     model = load_mlm_model(config.encoder)  # cheap checks first: a bad encoder fails before reading text
     tokenizer = load_pretrain_tokenizer(config)
     _check_compatible(model, tokenizer, phases)
-    documents = load_documents(config)
-    token_docs = tokenizer(documents, add_special_tokens=False, verbose=False)["input_ids"]
-    logger.info("tokenized %d documents into %d tokens", len(token_docs), sum(map(len, token_docs)))
-    for phase in phases:  # too little text fails here, before the run writes anything
-        pack_documents(token_docs, phase.max_length, tokenizer.bos_token_id, tokenizer.eos_token_id)
+    if config.streaming:
+        token_docs: list[list[int]] = []
+        for phase in phases:  # too little text fails here, before the run writes anything
+            if next(iter(PackedStream(config, tokenizer, phase.max_length)), None) is None:
+                raise ValueError(
+                    f"the text stream holds fewer tokens than one packed sequence of max_length {phase.max_length}: "
+                    "add text or lower max_length"
+                )
+    else:
+        documents = load_documents(config)
+        token_docs = tokenizer(documents, add_special_tokens=False, verbose=False)["input_ids"]
+        logger.info("tokenized %d documents into %d tokens", len(token_docs), sum(map(len, token_docs)))
+        for phase in phases:  # too little text fails here, before the run writes anything
+            pack_documents(token_docs, phase.max_length, tokenizer.bos_token_id, tokenizer.eos_token_id)
     config.save(output_dir)
 
     results: list[dict[str, Any]] = []
@@ -481,11 +553,17 @@ def run_pretraining(config: PretrainConfig) -> Path:
             model = type(model).from_pretrained(phase_dir / "model")
             results.append(json.loads((phase_dir / PHASE_FILE).read_text()))
             continue
-        sequences = pack_documents(token_docs, phase.max_length, tokenizer.bos_token_id, tokenizer.eos_token_id)
-        train_set = datasets.Dataset.from_dict({"input_ids": sequences})
+        if config.streaming:
+            train_set = PackedStream(config, tokenizer, phase.max_length)  # read again by the Trainer
+            head = [row["input_ids"] for row in itertools.islice(train_set, 4)]
+            count: int | None = None  # unknown: the stream is not read to its end
+        else:
+            sequences = pack_documents(token_docs, phase.max_length, tokenizer.bos_token_id, tokenizer.eos_token_id)
+            train_set = datasets.Dataset.from_dict({"input_ids": sequences})
+            head, count = sequences[:4], len(sequences)
         collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=phase.mask_ratio)
         probe = DataCollatorForLanguageModeling(tokenizer, mlm_probability=phase.mask_ratio, seed=config.seed)(
-            [{"input_ids": ids} for ids in sequences[:4]]
+            [{"input_ids": ids} for ids in head]
         )
         loss_before = _mlm_loss(model, probe)
         args = TrainingArguments(
@@ -512,8 +590,9 @@ def run_pretraining(config: PretrainConfig) -> Path:
         if last:
             logger.info("phase %d: resuming from %s", index + 1, last)
         logger.info(
-            "phase %d/%d: %d sequences of %d tokens, mask ratio %.2f, %d steps",
-            index + 1, len(phases), len(sequences), phase.max_length, phase.mask_ratio, phase.steps,
+            "phase %d/%d: %s sequences of %d tokens, mask ratio %.2f, %d steps",
+            index + 1, len(phases), "streamed" if count is None else count, phase.max_length, phase.mask_ratio,
+            phase.steps,
         )
         train_output = trainer.train(resume_from_checkpoint=last)
         model = trainer.model
@@ -521,7 +600,7 @@ def run_pretraining(config: PretrainConfig) -> Path:
         result = {
             "phase": index + 1,
             **dataclasses.asdict(phase),
-            "sequences": len(sequences),
+            "sequences": count,  # None when streamed
             "train_loss": train_output.training_loss,
             "mlm_loss_before": loss_before,
             "mlm_loss_after": _mlm_loss(model, probe),

@@ -21,6 +21,10 @@ It never writes over something it did not write: an output that is one of the in
 that is not a mega2bart summaries jsonl, is refused (`check_output`). A document that cannot be
 summarised (empty, only whitespace, a null text field, not UTF-8) is skipped with a warning naming
 it; UTF-8 is the only encoding read, so nothing is decoded with silent replacement characters.
+Under `torchrun`/`accelerate launch` (WORLD_SIZE > 1) the groups of documents are shared between the
+processes (longest first, each to the least loaded process), each process appends its records to its
+own part file beside the output, and the first process merges the parts into the output in the
+order a single process writes; a crash leaves the finished records in the parts for `skip_existing`.
 `evaluate_model(...)` generates for a dataset split and writes ROUGE with bootstrap intervals,
 length statistics and per-example predictions.
 """
@@ -37,6 +41,8 @@ import stat
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import timedelta
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -573,6 +579,7 @@ def check_output(
     if output.is_dir():
         example = str(output / "summaries.jsonl")
         raise ValueError(f"output {str(output)!r} is a directory: pass a file such as {example!r}")
+    _check_parts(_parts_dir(output), skip_existing=skip_existing, overwrite=overwrite)
     if not output.exists():
         return
     out_stat = output.stat()
@@ -622,13 +629,16 @@ def _stdin_stat(stdin: Any) -> os.stat_result | None:
         return None
 
 
-def _groups(items: list[tuple[str, str, int]], windows_per_group: int, window: int) -> Iterator[list[tuple[str, str, int]]]:
-    """Consecutive documents (sorted by length) until their level-0 windows reach `windows_per_group`."""
+def _groups(
+    items: list[tuple[str, str, int]], windows_per_group: int, window: int | None
+) -> Iterator[list[tuple[str, str, int]]]:
+    """Consecutive documents (sorted by length) until their level-0 windows reach `windows_per_group`
+    (`window` None: one generation input per document, as with `overflow="truncate"`)."""
     group: list[tuple[str, str, int]] = []
     count = 0
     for item in items:
         group.append(item)
-        count += max(1, math.ceil(item[2] / window))
+        count += 1 if window is None else max(1, math.ceil(item[2] / window))
         if count >= windows_per_group:
             yield group
             group, count = [], 0
@@ -657,8 +667,12 @@ def summarize_files(
     Documents that cannot be summarised (see `read_documents`) are skipped with a warning; if no
     document is left, nothing is written and a `ValueError` says why.
 
+    Under several processes (WORLD_SIZE > 1, see `summarize_in_parts`) every process calls this with
+    the same arguments, and the output is the one a single process writes.
+
     Returns:
-        {"documents", "skipped", "written", "windowed", "refused"} counts.
+        {"documents", "skipped", "written", "windowed", "refused"} counts (of this process's part
+        under several processes; "written" of all of them on the first process).
     """
     output = Path(output)
     check_output(output, inputs, skip_existing=skip_existing, overwrite=overwrite, stdin=stdin)
@@ -670,12 +684,24 @@ def summarize_files(
         logger.warning("skipped %s", error)
     if refused and not documents:
         raise ValueError(f"all {len(refused)} documents were refused (first: {refused[0]}): nothing to summarise")
-    done = finished_ids(output) if skip_existing else set()
     seen: set[str] = set()
     for doc_id, _ in documents:
         if doc_id in seen:
             raise ValueError(f"document id {doc_id!r} appears twice in the inputs: ids must be unique")
         seen.add(doc_id)
+    parts = _parts_dir(output)
+    _, world_size = _world()
+    if world_size > 1 or (parts.exists() and skip_existing):
+        start = time.perf_counter()
+        counts = summarize_in_parts(summarizer, documents, output, overwrite=overwrite, progress=progress)
+        counts = {"documents": len(documents) + len(refused), **counts, "refused": len(refused)}
+        speed = throughput(counts.get("written", 0), time.perf_counter() - start)  # all processes, wall clock
+        counts.update(seconds=speed["seconds"], documents_per_hour=speed["documents_per_hour"])
+        logger.info("summarised %s -> %s", counts, output)
+        return counts
+    if overwrite and parts.is_dir():  # the unmerged parts of an earlier run under several processes
+        _remove_parts(parts)
+    done = finished_ids(output) if skip_existing else set()
     todo = [(i, t) for i, t in documents if i not in done]
     skipped = len(documents) - len(todo)
     if skipped:
@@ -744,8 +770,10 @@ def stats_path(output: str | Path) -> Path:
 
 
 def inference_device() -> torch.device:
-    """CUDA when available, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """CUDA when available (the process's own GPU under torchrun: LOCAL_RANK), else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device(f"cuda:{os.environ.get('LOCAL_RANK', '0')}")
+    return torch.device("cpu")
 
 
 def resolve_dtype(name: str, device: torch.device | str) -> torch.dtype:
@@ -792,6 +820,210 @@ def _precision(model: Any) -> dict[str, str]:
     return {"dtype": name, "device": parameter.device.type}
 
 
+# ----------------------------------------------------------------------------- several processes
+
+
+PARTS_SUFFIX = ".parts"
+"""`<output>.parts/`: the part files of a run under several processes, until they are merged."""
+# every process waits at the end for the slowest one; a process that dies is noticed by the launcher
+# (torchrun stops the others), so the wait is bounded by the work, not by this timeout
+_BARRIER_TIMEOUT = timedelta(hours=24)
+
+
+def _world() -> tuple[int, int]:
+    """(rank, world size) as torchrun and accelerate launch set them; (0, 1) for a plain run."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _parts_dir(output: Path) -> Path:
+    return output.with_name(output.name + PARTS_SUFFIX)
+
+
+def _part_file(parts: Path, rank: int, world_size: int) -> Path:
+    return parts / f"part-{rank:05d}-of-{world_size:05d}.jsonl"
+
+
+@contextmanager
+def _barrier() -> Iterator[Any]:
+    """A function that waits for every process; joins a gloo group first if none is set up yet
+    (gloo works beside CUDA too: the barrier only exchanges a CPU tensor)."""
+    _, world_size = _world()
+    if world_size == 1:
+        yield lambda: None
+        return
+    import torch.distributed as dist
+
+    created = not dist.is_initialized()
+    if created:
+        dist.init_process_group("gloo", timeout=_BARRIER_TIMEOUT)
+    try:
+        yield dist.barrier
+    finally:
+        if created:
+            dist.destroy_process_group()
+
+
+def _remove_parts(parts: Path) -> None:
+    """Delete the part files in `parts`, then the folder if nothing else is in it."""
+    for path in parts.glob("part-*.jsonl"):
+        path.unlink()
+    try:
+        parts.rmdir()
+    except OSError:
+        logger.warning("left %s in place: it holds files mega2bart did not write", parts)
+
+
+def _check_parts(parts: Path, *, skip_existing: bool, overwrite: bool) -> None:
+    """Raise unless the parts folder of an output is absent or (with a flag) holds only summary records."""
+    if not parts.exists() and not parts.is_symlink():
+        return
+    if not parts.is_dir():
+        raise ValueError(
+            f"{str(parts)!r} is in the way of the part files of a run under several processes: move it away "
+            "or pass another --output"
+        )
+    files = sorted(parts.glob("part-*.jsonl"))
+    if files and not (skip_existing or overwrite):
+        raise FileExistsError(
+            f"{str(parts)!r} holds the unmerged parts of an interrupted run: pass --skip-existing "
+            "(skip_existing=True) to resume it, --overwrite to discard it, or another --output"
+        )
+    for path in files:
+        _scan_output(path)  # a foreign or damaged part raises; nothing is changed
+
+
+def _complete_records(path: Path) -> list[bytes]:
+    """The complete record lines of a summaries jsonl (a torn last line left out, the file unchanged)."""
+    if not path.is_file():
+        return []
+    _, good_end, _ = _scan_output(path)
+    return path.read_bytes()[:good_end].split(b"\n")[:-1]
+
+
+def _assign(groups: list[list[tuple[str, str, int]]], world_size: int) -> list[int]:
+    """The process of each group: in order (longest first), each to the process with the fewest tokens
+    so far, the lowest rank on ties. Deterministic, so every process computes the same plan."""
+    load = [0] * world_size
+    owners = []
+    for group in groups:
+        rank = min(range(world_size), key=lambda r: (load[r], r))
+        owners.append(rank)
+        load[rank] += sum(max(1, n) for _, _, n in group)
+    return owners
+
+
+def summarize_in_parts(
+    summarizer: Summarizer,
+    documents: Sequence[tuple[str, str]],
+    output: Path,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, int]:
+    """Summarise `documents` (unique ids) with every process of the job into `output`, resuming.
+
+    1. With `overwrite`, the first process removes the parts and empties `output`; each process
+       cuts a torn last line off its own part file (`<output>.parts/part-RANK-of-WORLD.jsonl`).
+    2. Documents already in `output` (unless `overwrite`) or in any part file (of this run or of one
+       with another number of processes) are done; the rest are grouped as a single process groups
+       them, and the groups are shared by `_assign`.
+    3. Each process appends each group's records to its part file, flushed and fsynced per group, so
+       a crash loses only the groups in progress.
+    4. The first process writes the output's earlier records, then the parts' records in the order
+       a single process writes them (longest document first, input order on ties) to a temporary
+       file, fsyncs it, renames it onto `output` and removes the parts.
+
+    Returns:
+        {"skipped", "written", "windowed"}: "written" counts the records this run added, of all
+        processes on the first one and its own elsewhere; "windowed" its own.
+    """
+    rank, world_size = _world()
+    parts = _parts_dir(output)
+    if output.exists() and not output.is_file():
+        raise ValueError(
+            f"output {str(output)!r} is not a regular file: runs under several processes (or resuming their "
+            "parts) merge into a file; pass a file path as --output"
+        )
+    mine = _part_file(parts, rank, world_size)
+    with _barrier() as barrier:
+        if rank == 0:
+            if overwrite and parts.is_dir():
+                _remove_parts(parts)
+            if overwrite and output.is_file():  # emptied now, as one process does: a crash cannot revive it
+                output.open("w").close()
+            parts.mkdir(parents=True, exist_ok=True)
+        barrier()
+        finished_ids(mine)  # only its owner changes a part file
+        barrier()
+        earlier = set() if overwrite else {str(json.loads(line)["id"]) for line in _complete_records(output)}
+        done = set(earlier)
+        for path in sorted(parts.glob("part-*.jsonl")):
+            done.update(str(json.loads(line)["id"]) for line in _complete_records(path))
+        barrier()  # everyone has read the same state before anyone writes
+        todo = [(i, t) for i, t in documents if i not in done]
+        lengths = [(i, t, len(summarizer._encode(t))) for i, t in todo]
+        lengths.sort(key=lambda item: -item[2])
+        groups = list(_groups(lengths, summarizer.batch_size, summarizer.window))
+        owned = [group for group, owner in zip(groups, _assign(groups, world_size)) if owner == rank]
+        logger.info(
+            "process %d of %d: %d of %d groups (%d documents; %d already done)",
+            rank, world_size, len(owned), len(groups), sum(map(len, owned)), len(documents) - len(todo),
+        )
+        written = windowed = 0
+        bar = _progress(progress and rank == 0, desc="documents (process 0)", total=sum(map(len, owned)), unit="doc")
+        with mine.open("a", encoding="utf-8") as fh:
+            for group in owned:
+                results = summarizer.summarize([t for _, t, _ in group], ids=[i for i, _, _ in group])
+                fh.write("".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in results))
+                fh.flush()
+                os.fsync(fh.fileno())
+                written += len(results)
+                windowed += sum(r.levels > 1 or len(r.windows) > 1 for r in results)
+                if bar is not None:
+                    bar.update(len(results))
+        if bar is not None:
+            bar.close()
+        barrier()
+        if rank == 0:
+            position = {doc_id: index for index, (doc_id, _) in enumerate(documents)}
+            # the merged records less those finished before this run (in the parts of an interrupted one)
+            written = _merge_parts(output, parts, position, keep_output=not overwrite) - len(done - earlier)
+        barrier()  # the output is complete when any process returns
+    return {"skipped": len(documents) - len(todo), "written": written, "windowed": int(windowed)}
+
+
+def _merge_parts(output: Path, parts: Path, position: dict[str, int], *, keep_output: bool) -> int:
+    """Write `output` = its complete records (if `keep_output`) + the parts' other records in the order of
+    a single process; atomically (a temporary file renamed onto it); remove `parts`. Returns the number added."""
+    kept = _complete_records(output) if keep_output else []
+    kept_ids = {str(json.loads(line)["id"]) for line in kept}
+    added: dict[str, tuple[bytes, int]] = {}
+    for path in sorted(parts.glob("part-*.jsonl")):
+        for line in _complete_records(path):
+            record = json.loads(line)
+            if str(record["id"]) not in kept_ids:
+                added.setdefault(str(record["id"]), (line, int(record["num_tokens"])))
+    stray = [doc_id for doc_id in added if doc_id not in position]
+    if stray:
+        logger.warning("%d records in %s are of documents not among the inputs (e.g. %r): kept at the end",
+                       len(stray), parts, stray[0])
+    order = sorted(added, key=lambda i: (i not in position, -added[i][1], position.get(i, 0)))
+    temporary = output.with_name(f".{output.name}.merging")
+    with temporary.open("wb") as fh:
+        fh.write(b"".join(line + b"\n" for line in [*kept, *(added[i][0] for i in order)]))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(temporary, output)
+    directory = os.open(output.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself survives a power loss
+    finally:
+        os.close(directory)
+    _remove_parts(parts)
+    logger.info("merged %d records from %s into %s", len(added), parts, output)
+    return len(added)
+
+
 # ----------------------------------------------------------------------------- evaluation
 
 
@@ -813,7 +1045,7 @@ def evaluate_model(
     seed: int = 0,
     progress: bool = True,
     dtype: str = "fp32",
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
     """Generate summaries for a dataset split and score them.
 
     Writes `<output_dir>/eval_results.json` (ROUGE-1/2/L/Lsum with bootstrap intervals, the sentence
@@ -826,8 +1058,12 @@ def evaluate_model(
     Earlier results of this function in `output_dir` are replaced; any other file of those names is
     refused (`ValueError`) before any work is done.
 
+    Under `torchrun`/`accelerate launch` every process calls this with the same arguments: the
+    examples are shared as in `summarize_in_parts`, and the first process scores them all and writes
+    the same files as a single process.
+
     Returns:
-        The content of eval_results.json.
+        The content of eval_results.json (None on the other processes of a run under several).
     """
     from mega2bart.data import load_summarization_dataset
     from mega2bart.metrics import SENTENCE_SPLITTER, length_stats, rouge_per_example, rouge_scores
@@ -855,8 +1091,10 @@ def evaluate_model(
         overflow=overflow,
     )
     start = time.perf_counter()
-    results = summarizer.summarize(rows["document"], ids=rows["id"], progress=progress)
+    results = _summarize_split(summarizer, list(rows["id"]), list(rows["document"]), output_dir, progress=progress)
     seconds = time.perf_counter() - start
+    if results is None:  # not the first of several processes: its part is written
+        return None
     predictions = [r.summary for r in results]
     references = list(rows["summary"])
     scores = rouge_scores(predictions, references, bootstrap_samples=bootstrap_samples, seed=seed)
@@ -900,6 +1138,72 @@ def evaluate_model(
         output_dir,
     )
     return report
+
+
+def _summarize_split(
+    summarizer: Summarizer, ids: list[str], texts: list[str], output_dir: Path, *, progress: bool
+) -> list[SummaryResult] | None:
+    """The results of all examples in their order, on the first process; None on the others.
+
+    The examples are grouped longest first (by the length the model sees) in groups of about
+    `batch_size` generation inputs -- the same groups for one process or many, so the summaries do
+    not depend on the number of processes -- and the groups are shared by `_assign`. Each process
+    writes its results to `<output_dir>/predictions.parts/part-RANK-of-WORLD.jsonl` (fsynced per
+    group); the first process reads them all back and removes the folder.
+    """
+    rank, world_size = _world()
+    window = summarizer.window
+    truncate = summarizer.overflow == "truncate"
+    # (position, text, tokens the model sees): positions, not ids, which a split need not keep unique
+    items = [(str(k), t, len(summarizer._encode(t))) for k, t in enumerate(texts)]
+    items = [(k, t, min(n, window) if truncate else n) for k, t, n in items]
+    items.sort(key=lambda item: -item[2])
+    groups = list(_groups(items, summarizer.batch_size, None if truncate else window))
+    owned = [group for group, owner in zip(groups, _assign(groups, world_size)) if owner == rank]
+    bar = _progress(progress and rank == 0, desc="examples", total=sum(map(len, owned)), unit="ex")
+    parts = output_dir / "predictions.parts"
+    results: dict[str, SummaryResult] = {}
+    with _barrier() as barrier:
+        if world_size > 1:
+            if rank == 0:
+                if parts.is_dir():
+                    _remove_parts(parts)  # of an interrupted earlier run
+                parts.mkdir(parents=True)
+            barrier()
+        part = _part_file(parts, rank, world_size).open("w", encoding="utf-8") if world_size > 1 else None
+        try:
+            for group in owned:
+                group_results = summarizer.summarize([t for _, t, _ in group], ids=[i for i, _, _ in group])
+                results.update((r.id, r) for r in group_results)
+                if part is not None:
+                    part.write("".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in group_results))
+                    part.flush()
+                    os.fsync(part.fileno())
+                if bar is not None:
+                    bar.update(len(group_results))
+        finally:
+            if part is not None:
+                part.close()
+        if bar is not None:
+            bar.close()
+        if world_size > 1:
+            barrier()
+            if rank == 0:
+                for path in sorted(parts.glob("part-*.jsonl")):
+                    for line in _complete_records(path):
+                        result = _result_from_dict(json.loads(line))
+                        results.setdefault(result.id, result)
+                _remove_parts(parts)
+            barrier()
+    if rank != 0:
+        return None
+    assert len(results) == len(ids), f"results for {len(results)} of {len(ids)} examples"
+    return [dataclasses.replace(results[str(k)], id=doc_id) for k, doc_id in enumerate(ids)]
+
+
+def _result_from_dict(record: dict[str, Any]) -> SummaryResult:
+    windows = [Window(**w) for w in record["windows"]]
+    return SummaryResult(**{**record, "windows": windows})
 
 
 _EVAL_FILES = {
@@ -949,5 +1253,6 @@ __all__ = [
     "resolve_dtype",
     "stats_path",
     "summarize_files",
+    "summarize_in_parts",
     "window_spans",
 ]

@@ -102,6 +102,11 @@ class TrainConfig:
     """Use at most this many training examples (None: all)."""
     max_eval_samples: int | None = None
     """Use at most this many evaluation examples (None: all); generation makes evaluation slow."""
+    streaming: bool = False
+    """Read the training split as a stream (`datasets` streaming: a Hub dataset is not downloaded
+    whole), tokenized as it is read and shuffled in a buffer of 1,000 rows; the data has no known
+    length, so `max_steps` is the stopping rule (the stream starts again when it ends). An eval
+    split is then read as a stream too, its first `max_eval_samples` rows."""
     max_source_length: int = 16384
     """Documents are cut to this many tokens (specials included); the MEGA seed encoder has 16,384."""
     max_target_length: int = 512
@@ -238,6 +243,16 @@ class TrainConfig:
             )
         if self.eval_split == "":
             self.eval_split = None
+        if self.streaming and self.max_steps < 1:
+            raise ValueError(
+                "`streaming` reads the data as a stream of unknown length, so the step count is the stopping rule: "
+                f"set max_steps (now {self.max_steps}) to a positive number"
+            )
+        if self.streaming and self.eval_split is not None and self.max_eval_samples is None:
+            raise ValueError(
+                f"`streaming` reads the eval split {self.eval_split!r} as a stream too: set max_eval_samples (the "
+                "rows to evaluate), or eval_split none"
+            )
         if self.eval_steps is not None and self.eval_split is None:
             raise ValueError(f"`eval_steps` ({self.eval_steps}) needs an `eval_split`")
         clashes = sorted(set(self.extra_training_args) & _MAPPED_TRAINING_ARGS)
@@ -295,6 +310,15 @@ class TrainConfig:
         distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
         return "gloo" if distributed and self.resolved_use_cpu() else None
 
+    def requested_sharding(self) -> str | None:
+        """"FSDP" or "DeepSpeed" if `extra_training_args` or `accelerate launch --config_file` ask for it."""
+        extra = self.extra_training_args
+        if extra.get("fsdp") or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+            return "FSDP"
+        if extra.get("deepspeed") or os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+            return "DeepSpeed"
+        return None
+
     def to_training_arguments(self) -> Seq2SeqTrainingArguments:
         """The `Seq2SeqTrainingArguments` of this run (the only place the two are mapped)."""
         use_cpu = self.resolved_use_cpu()
@@ -303,6 +327,15 @@ class TrainConfig:
         if self.report_to != "none" and importlib.util.find_spec(_REPORTER_PACKAGES[self.report_to]) is None:
             raise ImportError(f"report_to={self.report_to!r} needs its package: pip install {self.report_to}")
         warmup: float = int(self.warmup_steps) if self.warmup_steps >= 1 else float(self.warmup_steps)
+        sharding = self.requested_sharding()
+        if sharding and use_cpu:
+            # measured with accelerate 1.15: AcceleratorState turns a CPU job into MULTI_CPU (DDP) and
+            # enables FSDP/DeepSpeed only for GPU-like devices, so the sharding settings would be ignored
+            raise ValueError(
+                f"{sharding} was requested, but this run is on the CPU, where accelerate ignores {sharding} and "
+                "trains with plain DDP: run on GPUs, or drop the sharding settings (accelerate config, "
+                "extra_training_args fsdp/deepspeed) to train with DDP"
+            )
         return Seq2SeqTrainingArguments(
             output_dir=self.output_dir,
             per_device_train_batch_size=self.per_device_train_batch_size,
@@ -684,30 +717,34 @@ def build_trainer(
     counts = apply_freeze(model, config.freeze)
     logger.info("freeze=%r: %d trainable parameters, %d frozen", config.freeze, counts["trainable"], counts["frozen"])
 
-    raw, load_stats = load_summarization_dataset(
-        config.dataset,
-        config.dataset_config,
-        text_column=config.text_column,
-        summary_column=config.summary_column,
-    )
-    needed = [config.train_split] + ([config.eval_split] if config.eval_split else [])
-    for split in needed:
-        if split not in raw:
-            raise ValueError(f"dataset {config.dataset!r} has no split {split!r}; its splits are {sorted(raw)}")
-    train_raw = raw[config.train_split]
-    if config.max_train_samples:
-        train_raw = train_raw.select(range(min(config.max_train_samples, len(train_raw))))
-    splits = {"train": train_raw}
-    if config.eval_split:
-        eval_raw = raw[config.eval_split]
-        if config.max_eval_samples:
-            eval_raw = eval_raw.select(range(min(config.max_eval_samples, len(eval_raw))))
-        splits["eval"] = eval_raw
-    from datasets import DatasetDict
+    if config.streaming:
+        tokenized, token_stats, data_stats = _streamed_splits(config, tokenizer)
+    else:
+        raw, load_stats = load_summarization_dataset(
+            config.dataset,
+            config.dataset_config,
+            text_column=config.text_column,
+            summary_column=config.summary_column,
+        )
+        needed = [config.train_split] + ([config.eval_split] if config.eval_split else [])
+        for split in needed:
+            if split not in raw:
+                raise ValueError(f"dataset {config.dataset!r} has no split {split!r}; its splits are {sorted(raw)}")
+        train_raw = raw[config.train_split]
+        if config.max_train_samples:
+            train_raw = train_raw.select(range(min(config.max_train_samples, len(train_raw))))
+        splits = {"train": train_raw}
+        if config.eval_split:
+            eval_raw = raw[config.eval_split]
+            if config.max_eval_samples:
+                eval_raw = eval_raw.select(range(min(config.max_eval_samples, len(eval_raw))))
+            splits["eval"] = eval_raw
+        from datasets import DatasetDict
 
-    tokenized, token_stats = tokenize_dataset(
-        DatasetDict(splits), tokenizer, config.max_source_length, config.max_target_length
-    )
+        tokenized, token_stats = tokenize_dataset(
+            DatasetDict(splits), tokenizer, config.max_source_length, config.max_target_length
+        )
+        data_stats = load_stats.to_dict()
 
     chunk = _encoder_chunk_size(model)
     pad_multiple = config.pad_to_multiple_of or chunk or 8
@@ -738,7 +775,7 @@ def build_trainer(
         # undivided per-micro-batch mean: the Trainer must divide by the accumulation steps itself.
         trainer.model_accepts_loss_kwargs = False
     summary = {
-        "data": load_stats.to_dict(),
+        "data": data_stats,
         "tokenization": {name: stats.to_dict() for name, stats in token_stats.items()},
         "parameters": counts,
         "pad_to_multiple_of": pad_multiple,
@@ -746,6 +783,41 @@ def build_trainer(
         "world_size": args.world_size,
     }
     return trainer, summary
+
+
+STREAM_SHUFFLE_BUFFER = 1000
+
+
+def _streamed_splits(config: TrainConfig, tokenizer: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """`config.streaming`: the train split as a shuffled, lazily tokenized stream; the eval split's
+    first `max_eval_samples` rows read from a stream into memory (generation needs a sized set)."""
+    from datasets import Dataset
+
+    from mega2bart.data import load_summarization_stream, tokenize_dataset
+
+    def stream(split: str) -> Any:
+        return load_summarization_stream(
+            config.dataset, config.dataset_config, split=split, text_column=config.text_column,
+            summary_column=config.summary_column,
+        )
+
+    train = stream(config.train_split)
+    if config.max_train_samples:
+        train = train.take(config.max_train_samples)
+    # the Trainer calls set_epoch, so each pass over the stream is shuffled anew
+    train = train.shuffle(seed=config.seed, buffer_size=STREAM_SHUFFLE_BUFFER)
+    tokenized = {"train": tokenize_dataset(train, tokenizer, config.max_source_length, config.max_target_length)[0]}
+    token_stats = {}
+    if config.eval_split:
+        rows = list(stream(config.eval_split).take(config.max_eval_samples))
+        if not rows:
+            raise ValueError(f"the eval split {config.eval_split!r} of {config.dataset!r} has no usable row")
+        eval_set = Dataset.from_list(rows, split=config.eval_split)
+        tokenized["eval"], stats = tokenize_dataset(eval_set, tokenizer, config.max_source_length, config.max_target_length)
+        token_stats = {"eval": next(iter(stats.values()))}
+    if config.train_sampling_strategy == "group_by_length":
+        logger.info("streaming: the training rows come in stream order (shuffled in a buffer), not grouped by length")
+    return tokenized, token_stats, {"source": config.dataset, "streaming": True, "train_split": config.train_split}
 
 
 class ShipBuildFilesCallback(TrainerCallback):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import random
@@ -146,6 +147,46 @@ def test_pack_documents() -> None:
     assert rows == [[0, 10, 11, 12, 2], [0, 20, 21, 2, 30], [0, 31, 32, 33, 2]]
     with pytest.raises(ValueError, match="fewer than one packed sequence of max_length 64"):
         pack_documents([[5, 6]], max_length=64, bos_id=0, eos_id=2)
+
+
+@pytest.fixture(scope="module")
+def jsonl_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four rows of ~150 words in a local .jsonl: a stand-in for a Hub dataset read with streaming=True."""
+    path = tmp_path_factory.mktemp("corpus") / "corpus.jsonl"
+    rng = random.Random(1)
+    rows = [{"text": " ".join(rng.choice(WORDS) for _ in range(150))} for _ in range(4)]
+    rows.insert(2, {"text": "  "})  # empty documents are dropped in both modes
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_packed_stream_gives_the_sequences_of_pack_documents(text_dir: Path, jsonl_corpus: Path, tmp_path: Path):
+    from mega2bart.pretraining import PackedStream, load_pretrain_tokenizer
+
+    config = _config(text_dir, tmp_path, dataset=str(jsonl_corpus), max_documents=6)
+    streamed = dataclasses.replace(config, streaming=True)
+    tokenizer = load_pretrain_tokenizer(config)
+    ids = tokenizer(load_documents(config), add_special_tokens=False, verbose=False)["input_ids"]
+    expected = pack_documents(ids, 64, tokenizer.bos_token_id, tokenizer.eos_token_id)
+    assert [row["input_ids"] for row in PackedStream(streamed, tokenizer, 64)] == expected
+    assert len(expected) > 10
+
+
+def test_streaming_run_reads_a_local_jsonl_stream_and_stops_at_max_steps(jsonl_corpus: Path, tmp_path: Path) -> None:
+    from mega2bart.pretraining import PackedStream, load_pretrain_tokenizer
+
+    config = PretrainConfig(
+        encoder="tiny", dataset=str(jsonl_corpus), streaming=True, output_dir=str(tmp_path / "out"), max_length=64,
+        max_steps=12, per_device_train_batch_size=2, learning_rate=3e-3, save_steps=6, logging_steps=3,
+    )
+    sequences = len(list(PackedStream(config, load_pretrain_tokenizer(config), 64)))
+    assert 2 * 12 > sequences  # the stream ends before max_steps: it is read again
+    final = run_pretraining(config)
+    phase = json.loads((final.parent / "metrics.json").read_text())["phases"][0]
+    assert phase["steps"] == 12 and phase["sequences"] is None  # streamed: never counted
+    state = json.loads((final.parent / "phase1-len64" / "checkpoint-12" / "trainer_state.json").read_text())
+    assert state["global_step"] == 12
+    assert phase["mlm_loss_after"] < phase["mlm_loss_before"], phase
 
 
 # ----------------------------------------------------------------------------------------------

@@ -306,6 +306,60 @@ def test_summarize_files_overwrite_replaces_its_own_output(model_and_tokenizer, 
     assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == [str(doc)]
 
 
+def test_assign_shares_groups_by_tokens_deterministically():
+    from mega2bart.summarize import _assign
+
+    groups = [[("a", "", 90)], [("b", "", 50)], [("c", "", 40)], [("d", "", 30), ("e", "", 20)], [("f", "", 0)]]
+    # loads after each group: [90, 0] [90, 50] [90, 90] [140, 90] (a tie: the lower rank) [140, 91]
+    assert _assign(groups, 2) == [0, 1, 1, 0, 1]
+    assert _assign(groups, 1) == [0] * 5
+    assert _assign(groups, 8) == [0, 1, 2, 3, 4]
+
+
+def test_skip_existing_merges_the_parts_of_an_interrupted_run_with_several_processes(model_and_tokenizer, tmp_path):
+    # a run under 2 processes that crashed leaves records in <output>.parts/; resuming with one
+    # process (a different number) keeps them and writes the output a single process writes
+    inputs = []
+    for i in range(5):
+        path = tmp_path / f"doc{i}.txt"
+        path.write_text(LONG_DOCUMENT if i == 2 else f"Document {i} is short." + " It has more words." * i)
+        inputs.append(path)
+    summarizer = _summarizer(model_and_tokenizer, batch_size=2)
+    reference = tmp_path / "reference.jsonl"
+    summarize_files(summarizer, inputs, reference, progress=False)
+    lines = reference.read_bytes().splitlines(keepends=True)
+
+    out = tmp_path / "out.jsonl"
+    parts = tmp_path / "out.jsonl.parts"
+    parts.mkdir()
+    (parts / "part-00000-of-00002.jsonl").write_bytes(lines[3] + lines[0])
+    (parts / "part-00001-of-00002.jsonl").write_bytes(lines[1] + lines[4][:25])  # torn by the crash
+    with pytest.raises(FileExistsError, match="unmerged parts of an interrupted run"):
+        check_output(out, inputs)
+    with pytest.raises(FileExistsError, match="unmerged parts"):
+        summarize_files(summarizer, inputs, out, progress=False)
+
+    counts = summarize_files(summarizer, inputs, out, skip_existing=True, progress=False)
+    assert counts == {"documents": 5, "skipped": 3, "written": 2, "windowed": 0, "refused": 0}
+    assert out.read_bytes() == reference.read_bytes()  # same records, same order
+    assert not parts.exists()
+
+
+def test_parts_that_are_not_summary_records_are_refused_and_left_alone(model_and_tokenizer, tmp_path):
+    doc = tmp_path / "doc.txt"
+    doc.write_text("A short document.")
+    parts = tmp_path / "out.jsonl.parts"
+    parts.mkdir()
+    (parts / "part-00000-of-00002.jsonl").write_text('{"note": "keep me"}\n')
+    with pytest.raises(ValueError, match="not a summaries file written by mega2bart"):
+        summarize_files(_summarizer(model_and_tokenizer), [doc], tmp_path / "out.jsonl", skip_existing=True,
+                        progress=False)
+    assert (parts / "part-00000-of-00002.jsonl").read_text() == '{"note": "keep me"}\n'
+    (tmp_path / "x.jsonl.parts").write_text("a file")
+    with pytest.raises(ValueError, match="in the way of the part files"):
+        check_output(tmp_path / "x.jsonl", [doc])
+
+
 def test_read_documents_refuses_empty_null_and_undecodable_documents(tmp_path):
     (tmp_path / "empty.txt").write_text("")
     (tmp_path / "blank.md").write_text("  \n\t\n")

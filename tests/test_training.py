@@ -142,6 +142,25 @@ def test_config_yaml_round_trip_and_unknown_keys(tmp_path):
         TrainConfig.from_yaml(path)
 
 
+@pytest.mark.parametrize(
+    "extra, env, name",
+    [
+        ({"fsdp": "full_shard auto_wrap"}, {}, "FSDP"),
+        ({}, {"ACCELERATE_USE_FSDP": "true"}, "FSDP"),  # what `accelerate launch --config_file fsdp.yaml` sets
+        ({}, {"ACCELERATE_USE_DEEPSPEED": "true"}, "DeepSpeed"),
+    ],
+)
+def test_sharding_on_the_cpu_is_refused_instead_of_silently_training_ddp(tmp_path, monkeypatch, extra, env, name):
+    for key in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    config = TrainConfig(model="m", output_dir=str(tmp_path), use_cpu=True, extra_training_args=extra)
+    assert config.requested_sharding() == name
+    with pytest.raises(ValueError, match=f"{name} was requested, but this run is on the CPU"):
+        config.to_training_arguments()
+
+
 def test_to_training_arguments_long_document_defaults(tmp_path):
     args = TrainConfig(model="m", output_dir=str(tmp_path), warmup_steps=0.1, label_smoothing=0.1).to_training_arguments()
     assert args.bf16 is False  # "auto" means CUDA bf16 only; this machine has no CUDA
@@ -184,6 +203,69 @@ def test_bridge_parameters_are_projection_and_cross_attention():
 
 
 # ----------------------------------------------------------------------------- runs
+
+
+def test_fsdp_style_activation_checkpointing_of_whole_layers_trains(tiny_mega2bart_dir):
+    # FSDP (fsdp_activation_checkpointing) wraps each MEGA block and BART decoder layer in torch's
+    # checkpoint_wrapper, which recomputes the layer in backward; a decoder cache filled during the
+    # forward made the recomputation save fewer tensors (CheckpointError) until a loss turned it off
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
+        apply_activation_checkpointing,
+        checkpoint_wrapper,
+    )
+    from transformers.models.bart.modeling_bart import BartDecoderLayer
+
+    from mega2bart.builder import load_mega2bart
+    from mega2bart.models.mega.modeling_mega import MegaBlock
+
+    model, tokenizer = load_mega2bart(tiny_mega2bart_dir)
+    model.train()
+    units = (MegaBlock, BartDecoderLayer)
+    apply_activation_checkpointing(model, checkpoint_wrapper_fn=checkpoint_wrapper, check_fn=lambda m: isinstance(m, units))
+    batch = tokenizer(["A short document about checkpointing."], return_tensors="pt", padding="max_length", max_length=64)
+    labels = tokenizer(text_target=["Checkpointing."], return_tensors="pt")["input_ids"]
+    model(**batch, labels=labels).loss.backward()
+    projection = model.enc_to_dec_proj.weight.grad
+    assert projection is not None and projection.abs().sum() > 0
+
+
+def test_streaming_needs_max_steps_and_a_bounded_eval_split():
+    with pytest.raises(ValueError, match="step count is the stopping rule: set max_steps"):
+        TrainConfig(model="m", streaming=True, eval_split=None)
+    with pytest.raises(ValueError, match="set max_eval_samples"):
+        TrainConfig(model="m", streaming=True, max_steps=5, eval_split="validation")
+
+
+def test_streaming_reads_a_local_jsonl_as_a_stream_and_stops_at_max_steps(tiny_mega2bart_dir, tmp_path):
+    import json
+
+    import datasets
+
+    from mega2bart.training import build_trainer
+
+    data = tmp_path / "data.jsonl"
+    rows = [
+        {"id": f"r{i}", "document": f"Document {i} is about topic {i}. " * 30, "summary": f"Topic {i}."} for i in range(3)
+    ]
+    rows.insert(1, {"id": "blank", "document": " ", "summary": "skipped as it comes"})
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    config = _config(
+        tiny_mega2bart_dir, tmp_path / "run", dataset=str(data), streaming=True, max_train_samples=None,
+        gradient_accumulation_steps=1, max_steps=5, save_steps=5, max_source_length=64, max_target_length=16,
+    )
+    trainer, summary = build_trainer(config)
+    assert isinstance(trainer.train_dataset, datasets.IterableDataset)  # read lazily, never materialised
+    streamed = list(trainer.train_dataset)
+    assert sorted(row["id"] for row in streamed) == ["r0", "r1", "r2"]
+    assert all(len(row["input_ids"]) == 64 for row in streamed)  # cut to max_source_length as it is read
+    assert summary["data"]["streaming"] is True
+
+    results = train(config)
+    losses = [entry["loss"] for entry in results["log_history"] if "loss" in entry]
+    # 3 usable rows, 1 per step: the step count, not the end of the stream, ends the run
+    assert results["run"]["global_step"] == 5 and len(losses) == 5, results["log_history"]
+    assert all(loss == loss for loss in losses)  # no NaN
+    assert (tmp_path / "run" / "model.safetensors").is_file()
 
 
 def test_short_aclsum_run_loss_falls_and_writes_everything(tiny_mega2bart_dir, tmp_path):

@@ -186,7 +186,7 @@ class MegaConfig(PretrainedConfig):
         if self.relative_positional_bias not in RELATIVE_POSITIONAL_BIASES:
             fail("relative_positional_bias", f"must be one of {RELATIVE_POSITIONAL_BIASES}")
         if self.activation not in ACT2FN:
-            fail("activation", f"must be a transformers activation name such as 'silu' or 'gelu'")
+            fail("activation", "must be a transformers activation name such as 'silu' or 'gelu'")
         if self.relative_positional_bias == "rotary" and self.shared_representation_size % 2:
             fail("shared_representation_size", "must be even with relative_positional_bias='rotary'")
         if self.use_chunking and (not isinstance(self.chunk_size, int) or self.chunk_size <= 0):
