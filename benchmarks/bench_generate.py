@@ -133,7 +133,10 @@ def plan_jobs(args: argparse.Namespace) -> list[Job]:
     for dtype in args.dtypes:
         for length in args.lengths:
             for beams in args.beams:
-                jobs += [Job(case, length, beams, dtype) for case in GENERATE_CASES if case in args.cases]
+                cases = [case for case in GENERATE_CASES if case in args.cases]
+                if args.targets_only and beams < max(args.beams):
+                    cases = [case for case in cases if case == "mega2bart"]  # the baselines matter at the most beams
+                jobs += [Job(case, length, beams, dtype) for case in cases]
     for length in args.train_lengths:
         jobs += [Job(case, length) for case in TRAIN_CASES if case in args.cases]
     return jobs
@@ -356,6 +359,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="RSS at which a worker is killed (default: MemAvailable at start - 1 GB)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: tiny models, 1,024 tokens, 8 new tokens, 32 label tokens")
+    parser.add_argument("--targets-only", action="store_true",
+                        help="only the rows the targets need: the baselines at the most beams, mega2bart at every count")
     parser.add_argument("--json", type=Path, help="write everything (raw results, rows, ratios, targets) here")
     parser.add_argument("--markdown", type=Path, help="write the markdown tables here")
     args = parser.parse_args(argv)
