@@ -359,3 +359,40 @@ def test_cross_attention_errors() -> None:
         model(random_ids(1, 4))
     with pytest.raises(ValueError, match="simple relative bias range 16"):
         model(random_ids(1, 4), encoder_hidden_states=torch.zeros(1, 17, 32))
+
+
+def test_cross_attention_sdpa_equals_eager_and_reaches_composite() -> None:
+    """set_attn_implementation on a MEGA-to-MEGA Mega2BartModel reaches both sides; sdpa == eager, masks included."""
+    from mega2bart.modeling_mega2bart import Mega2BartModel
+    from mega2bart.models.mega import MegaModel
+
+    torch.manual_seed(0)
+    encoder = perturbed(MegaModel(tiny_config(), add_pooling_layer=False))
+    decoder = _cross_decoder(use_chunking=True, chunk_size=16, relative_positional_bias="rotary")
+    model = Mega2BartModel(encoder=encoder, decoder=decoder).eval()
+    model.config.decoder_start_token_id, model.config.pad_token_id = 2, 1
+    ids, labels = random_ids(2, 40), random_ids(2, 20, seed=1)
+    mask = torch.ones_like(ids)
+    mask[1, 25:] = 0
+    logits, calls = {}, {}
+    original = torch.nn.functional.scaled_dot_product_attention
+    for implementation in ("eager", "sdpa"):
+        model.set_attn_implementation(implementation)
+        assert model.encoder.config._attn_implementation == implementation
+        assert model.decoder.config._attn_implementation == implementation
+        seen = []
+
+        def spy(*args, **kwargs):
+            seen.append(tuple(args[2].shape))
+            return original(*args, **kwargs)
+
+        torch.nn.functional.scaled_dot_product_attention = spy
+        try:
+            with torch.no_grad():
+                logits[implementation] = model(input_ids=ids, attention_mask=mask, labels=labels).logits
+        finally:
+            torch.nn.functional.scaled_dot_product_attention = original
+        calls[implementation] = seen
+    assert calls["eager"] == []
+    assert (2, 1, 40, 32) in calls["sdpa"], calls["sdpa"]  # the decoder's cross-attention values (B, 1, S, H)
+    torch.testing.assert_close(logits["sdpa"], logits["eager"], atol=1e-5, rtol=1e-5)

@@ -483,8 +483,6 @@ class MegaMovingAverageGatedAttention(nn.Module):
         self.dropout = MegaDropout(config.dropout_prob, config.use_feature_dropout)
         self.hidden_dropout = MegaDropout(config.hidden_dropout_prob, config.use_feature_dropout)
         self.attention_dropout = config.attention_probs_dropout_prob  # plain dropout on probabilities
-        # softmax attention through F.scaled_dot_product_attention: None = on every device but the CPU
-        self.use_sdpa: bool | None = None
         self.norm = MegaSequenceNorm(config)
         self.ema_gate = MegaMultiDimensionDampedEma(config)
         self.v_proj = nn.Linear(hidden, e_dim)
@@ -506,11 +504,14 @@ class MegaMovingAverageGatedAttention(nn.Module):
         output_attentions: bool = False,
         cache: MegaCache | None = None,
         layer_idx: int = 0,
+        attn_implementation: str = "eager",
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x (B, L, H) residual stream; keep (B, L) bool. Returns (out (B, L, H), attention or None).
 
         With `cache` (causal decoding), the EMA continues from the cached state and the attention
         sees the cached keys/values of the current block; both are updated in place.
+        `attn_implementation` ("eager" or "sdpa", the model's `config._attn_implementation`) picks
+        how softmax attention is computed; both give the same numbers.
         """
         config = self.config
         # without autograd (inference) activations and gates are applied in place: at 16k tokens each
@@ -541,7 +542,9 @@ class MegaMovingAverageGatedAttention(nn.Module):
         if cache is not None and cache.keys[layer_idx] is not None:
             attended, weights = self._attend_cached(query, key, value, keep, cache, layer_idx, output_attentions)
         else:
-            attended, weights = self._attend(query, key, value, keep, causal, output_attentions)  # (B, L, E)
+            attended, weights = self._attend(
+                query, key, value, keep, causal, output_attentions, attn_implementation
+            )  # (B, L, E)
             if cache is not None:
                 self._store_block_tail(key, value, cache, layer_idx)
 
@@ -600,7 +603,8 @@ class MegaMovingAverageGatedAttention(nn.Module):
         """Causal attention of L new queries over the r cached keys of their block plus the L new keys.
 
         MegaModel guarantees the new tokens do not cross a block boundary. Returns (B, L, E) and
-        attention weights (B, 1, L, r + L) when asked.
+        attention weights (B, 1, L, r + L) when asked. Always explicit matmuls, whatever the
+        attn_implementation: the score matrix of a decoding step is at most (L, chunk_size).
         """
         batch, length, _ = query.shape
         cached = cache.keys[layer_idx].shape[1]
@@ -647,6 +651,7 @@ class MegaMovingAverageGatedAttention(nn.Module):
         keep: torch.Tensor | None,
         causal: bool,
         output_attentions: bool,
+        attn_implementation: str = "eager",
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch, length, _ = query.shape
         block = self._blocks(length)
@@ -668,10 +673,9 @@ class MegaMovingAverageGatedAttention(nn.Module):
             if keep_chunks is not None:
                 # pad keys -> -inf, except in chunks whose keys are all padding (left unmasked: no NaN, as 4.x)
                 masked_keys = ~keep_chunks & keep_chunks.any(dim=-1, keepdim=True)  # (B, n_chunks, C)
-            use_sdpa = self.use_sdpa if self.use_sdpa is not None else q.device.type != "cpu"
-            if output_attentions or not use_sdpa:
-                # explicit matmuls: on CPU ~1.7x (fp32) to ~6x (bf16) faster than SDPA's math fallback,
-                # which is all CPU SDPA offers when the value width E differs from Z
+            if output_attentions or attn_implementation != "sdpa":
+                # explicit matmuls ("eager"; SDPA returns no weights): on CPU ~1.7x (fp32) to ~6x (bf16) faster
+                # than SDPA's math fallback, which is all CPU SDPA offers when the value width E differs from Z
                 scores = torch.matmul(q * self.scaling, k.transpose(-1, -2))  # (B, n_chunks, C, C)
                 scores.add_(mask)  # in place: matmul's backward does not need its output
                 if masked_keys is not None:
@@ -758,6 +762,7 @@ class MegaGatedCrossAttention(nn.Module):
         source_keep: torch.Tensor | None = None,
         start: int = 0,
         output_attentions: bool = False,
+        attn_implementation: str = "eager",
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x (B, T, H) at target positions start..start+T-1; key (B, S, Z), value (B, S, H); source_keep (B, S).
 
@@ -772,6 +777,23 @@ class MegaGatedCrossAttention(nn.Module):
         u, r = torch.sigmoid(u), F.silu(r)
         length, sources = query.shape[1], key.shape[1]
         bias = self.rel_pos_bias.rectangle(start, length, sources).to(query.dtype)  # (T, S)
+        weights = None
+        if config.attention_activation == "softmax" and attn_implementation == "sdpa" and not output_attentions:
+            mask = bias  # (T, S)
+            if source_keep is not None:
+                source_bias = torch.zeros(source_keep.shape, dtype=query.dtype, device=query.device)
+                mask = mask + source_bias.masked_fill(~source_keep, float("-inf"))[:, None, :]  # (B, T, S)
+            attended = F.scaled_dot_product_attention(
+                query.unsqueeze(1),
+                key.unsqueeze(1),
+                self.hidden_dropout(value).unsqueeze(1),
+                attn_mask=mask.unsqueeze(-3),
+                dropout_p=self.attention_dropout if self.training else 0.0,
+                scale=self.scaling,
+            ).squeeze(1)  # (B, 1, T, H) -> (B, T, H)
+            h = self.dropout(self.activation(self.h_proj(attended * r)))  # (B, T, H)
+            out = torch.addcmul(residual, u, h - residual)
+            return (out if config.normalize_before_mega else self.norm(out)), None
         if config.attention_activation == "softmax":
             scores = torch.matmul(query * self.scaling, key.transpose(-1, -2)) + bias  # (B, T, S)
             if source_keep is not None:
@@ -852,11 +874,18 @@ class MegaBlock(GradientCheckpointingLayer):
         output_attentions: bool = False,
         cache: MegaCache | None = None,
         layer_idx: int = 0,
+        attn_implementation: str = "eager",
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Returns (hidden states (B, L, H), self-attention weights or None, cross-attention weights or None)."""
         start = cache.seen_tokens if cache is not None else 0  # absolute position of the first token
         hidden_states, weights = self.mega_layer(
-            hidden_states, keep, causal=causal, output_attentions=output_attentions, cache=cache, layer_idx=layer_idx
+            hidden_states,
+            keep,
+            causal=causal,
+            output_attentions=output_attentions,
+            cache=cache,
+            layer_idx=layer_idx,
+            attn_implementation=attn_implementation,
         )
         cross_weights = None
         if self.cross_attn is not None:
@@ -874,7 +903,13 @@ class MegaBlock(GradientCheckpointingLayer):
                     cache.cross_keys[layer_idx], cache.cross_values[layer_idx] = key, value
                     cache.cross_keep = source_keep
             hidden_states, cross_weights = self.cross_attn(
-                hidden_states, key, value, source_keep, start=start, output_attentions=output_attentions
+                hidden_states,
+                key,
+                value,
+                source_keep,
+                start=start,
+                output_attentions=output_attentions,
+                attn_implementation=attn_implementation,
             )
         if self.nffn is not None:
             hidden_states = self.nffn(hidden_states)
@@ -903,10 +938,33 @@ class MegaPreTrainedModel(PreTrainedModel):
     config: MegaConfig
     base_model_prefix = "mega"
     supports_gradient_checkpointing = True
+    _supports_sdpa = True
     _no_split_modules = ["MegaBlock"]
     _keys_to_ignore_on_load_unexpected = [r"embedding_layer\.token_type_ids"]
     # the losses are per-call means (as 4.x): the Trainer must scale them under gradient accumulation
     accepts_loss_kwargs = False
+
+    @classmethod
+    def _can_set_attn_implementation(cls) -> bool:
+        # MegaModel reads config._attn_implementation on every call and hands it to its blocks, so
+        # `set_attn_implementation` takes effect at once (transformers' source heuristic looks for
+        # its AttentionInterface, which MEGA's chunked single-head attention does not use)
+        return True
+
+    def get_correct_attn_implementation(self, requested_attention: str | None, is_init_check: bool = False) -> str:
+        """"eager" (explicit matmuls) or "sdpa"; unset: "sdpa" with an accelerator present, else "eager".
+
+        On CPU the explicit matmuls are faster than SDPA's math fallback (benchmarks/README.md), so a
+        CPU-only machine defaults to them. Both give the same numbers (tested).
+        """
+        if requested_attention is None:
+            requested_attention = "sdpa" if torch.accelerator.is_available() else "eager"
+        if requested_attention not in ("eager", "sdpa"):
+            raise ValueError(
+                f"MEGA supports attn_implementation 'eager' or 'sdpa', got {requested_attention!r}: "
+                "pass one of those (flash and flex attention do not fit its chunked single-head attention with bias)"
+            )
+        return super().get_correct_attn_implementation(requested_attention, is_init_check)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -1134,6 +1192,10 @@ class MegaModel(MegaPreTrainedModel):
             )
 
         hidden_states = self.embedding_layer(input_ids, token_type_ids, inputs_embeds)  # (B, L', H)
+        # Hidden states and attentions are collected here, not by transformers 5's output recording
+        # (`_can_record_outputs` hooks): the blocks run on the chunk-padded length L' and every
+        # recorded state would need slicing back to L afterwards, and a cached call crossing a block
+        # boundary runs several passes (`_forward_segments`) whose outputs are concatenated along L.
         all_hidden = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
         all_cross = () if output_attentions and config.add_cross_attention else None
@@ -1147,6 +1209,7 @@ class MegaModel(MegaPreTrainedModel):
                 output_attentions=output_attentions,
                 cache=cache,
                 layer_idx=index,
+                attn_implementation=config._attn_implementation,
             )
             if output_hidden_states:
                 all_hidden += (hidden_states,)
