@@ -312,6 +312,12 @@ class MegaMultiDimensionDampedEma(nn.Module):
         size = self.kernel_size(length)
         p_beta, q, eta = self.coefficients()
         log_q = torch.log(q)  # (D, N)
+        if torch.compiler.is_compiling():
+            # compiled: the plain sum over n of c q^l, which inductor fuses into one reduction without
+            # materialising (D, N, K); it keeps the shape arithmetic free of the block split below, whose
+            # sqrt/ceil of a symbolic length would pin dynamic shapes to ranges of lengths
+            lags = torch.arange(size, dtype=torch.float32, device=q.device)  # (K,)
+            return ((p_beta * eta)[:, :, None] * torch.exp(log_q[:, :, None] * lags)).sum(1)  # (D, N, K) -> (D, K)
         block = 1 << max(0, math.ceil(math.log2(math.sqrt(size))))
         n_blocks = -(-size // block)
         lags = torch.arange(block, dtype=torch.float32, device=q.device)  # (b,)
@@ -341,7 +347,8 @@ class MegaMultiDimensionDampedEma(nn.Module):
         batch, length, hidden = signal.shape
         kernel = self.compute_kernel(length)  # (D, K) float32
         size = kernel.shape[-1]
-        n_fft = _fast_fft_length(length + size - 1)
+        # >= L + K - 1; the smooth-size search is plain Python over ints, so compiled code takes 2L (K <= L)
+        n_fft = 2 * length if torch.compiler.is_compiling() else _fast_fft_length(length + size - 1)
         if self.bidirectional:
             forward_k, backward_k = kernel.split(hidden, dim=0)  # 2 x (H, K)
             # circular layout: index m < K holds K_f[m] (+ K_b[0] at m = 0), index n_fft - i holds K_b[i]
@@ -1027,6 +1034,8 @@ def _to_keep_mask(attention_mask: torch.Tensor | None, shape: tuple[int, int], d
             "pass a (batch, length) mask with 1 for tokens to keep and 0 for padding"
         )
     keep = attention_mask.to(device=device) != 0
+    if torch.compiler.is_compiling():
+        return keep  # an all-ones mask gives the same numbers; testing for one would break the graph
     return None if bool(keep.all()) else keep
 
 
