@@ -12,7 +12,9 @@ Models (batch 1, random init, dropouts 0):
 - port:   transformers 4.57.1's deprecated MegaModel, same configuration, run with --port-python. In eval mode
           it caches its EMA kernel, so its first call (kernel rebuilt, as in training and for every new length)
           and its cached calls are reported as two rows;
-- led:    transformers 5's LEDEncoder configured like allenai/led-base-16384 (built from the config, no Hub).
+- led:    transformers 5's LEDEncoder configured like allenai/led-base-16384 (built from the config, no Hub);
+- compiled: the native model under torch.compile(fullgraph=True) at the job's fixed length; its first call
+          compiles, and the compile time (first call minus steady median) is reported separately.
 
 Modes: infer (eval, inference_mode, forward only), train (forward + backward of last_hidden_state.sum()),
 train-ckpt (train with gradient checkpointing; the port has none).
@@ -141,7 +143,7 @@ def led_forward_flops(length: int, cfg: dict[str, Any] = LED_BASE_CONFIG) -> dic
     return out
 
 
-def forward_flops(impl: str, length: int) -> float:
+def forward_flops(impl: str, length: int) -> float:  # "compiled" is the native model: MEGA FLOPs
     return led_forward_flops(length)["total"] if impl == "led" else mega_forward_flops(length)["total"]
 
 
@@ -263,7 +265,7 @@ def _children_cpu_s() -> float:
 def run_job(job: Job, args: argparse.Namespace) -> dict[str, Any]:
     """Run one job in a fresh subprocess; kill it past --timeout or past --mem-limit-gb of RSS."""
     spec = {"impl": job.impl, "threads": args.threads, "seed": 0, **job.extra}
-    if job.impl in ("native", "port", "led", "flops"):
+    if job.impl in ("native", "port", "led", "compiled", "flops"):
         spec.update(length=job.length, mode=job.mode, dtype=job.dtype, repeats=job.repeats)
     python = args.port_python if job.impl == "port" else sys.executable
     command = [python, str(WORKER), json.dumps(spec)]
@@ -325,6 +327,8 @@ def plan_jobs(args: argparse.Namespace) -> list[Job]:
                 )
                 if not args.skip_native:
                     jobs.append(Job("native", length, mode, dtype, repeats, skip=too_long))
+                if not args.skip_compiled and dtype in args.compiled_dtypes and mode in args.compiled_modes:
+                    jobs.append(Job("compiled", length, mode, dtype, max(repeats, 1), skip=too_long))
                 if not args.skip_port and dtype in args.baseline_dtypes:
                     job = Job("port", length, mode, dtype, repeats)
                     if mode == "train-ckpt":
@@ -351,7 +355,7 @@ def result_rows(records: list[dict[str, Any]], peaks: dict[str, float]) -> list[
     rows = []
     for record in records:
         job = record["job"]
-        if job["impl"] not in ("native", "port", "led"):
+        if job["impl"] not in ("native", "port", "led", "compiled"):
             continue
         base = {k: job[k] for k in ("impl", "length", "mode", "dtype")}
         if job["skip"] or "error" in record:
@@ -389,7 +393,7 @@ def result_rows(records: list[dict[str, Any]], peaks: dict[str, float]) -> list[
                         f"{res['params_with_grad']}/{res['params_trainable']}" if "params_with_grad" in res else ""
                     ),
                     "other_load": record["other_load"],
-                    "note": "",
+                    "note": f"compile {res['compile_s']:.0f} s" if "compile_s" in res else "",
                 }
             )
     return rows
@@ -420,6 +424,10 @@ COMPARISONS = [
     ("native bf16 infer vs native fp32 infer", ("native", "infer", "bf16", ""), ("native", "infer", "fp32", "")),
     ("native bf16 train vs native fp32 train", ("native", "train", "bf16", ""), ("native", "train", "fp32", "")),
     ("native train-ckpt vs native train", ("native", "train-ckpt", "fp32", ""), ("native", "train", "fp32", "")),
+    ("compiled infer vs native infer", ("compiled", "infer", "fp32", ""), ("native", "infer", "fp32", "")),
+    ("compiled train vs native train", ("compiled", "train", "fp32", ""), ("native", "train", "fp32", "")),
+    ("compiled infer vs LED-base encoder", ("compiled", "infer", "fp32", ""), ("led", "infer", "fp32", "")),
+    ("compiled train vs LED train", ("compiled", "train", "fp32", ""), ("led", "train", "fp32", "")),
 ]
 
 
@@ -490,6 +498,11 @@ def target_rows(rows: list[dict[str, Any]], machine: dict[str, Any]) -> list[dic
     )
     value = nat["pct_of_peak"] if nat else None
     add("16k fp32 infer: % of measured fp32 matmul peak", value, ">= 60", None if value is None else value >= 60)
+    compiled = get("compiled", big, "infer", "fp32")
+    value = compiled["pct_of_peak"] if compiled else None
+    add("16k fp32 infer compiled: % of fp32 matmul peak", value, ">= 60", None if value is None else value >= 60)
+    value = ratio(compiled, led, "seconds")
+    add("16k fp32 infer compiled: speedup vs LED-base", value, ">= 1.5", None if value is None else value >= 1.5)
     return targets
 
 
@@ -634,6 +647,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-port", action="store_true", help="no transformers 4.57.1 port baseline")
     parser.add_argument("--skip-led", action="store_true", help="no LED-base baseline")
     parser.add_argument("--skip-native", action="store_true", help="baselines only")
+    parser.add_argument("--skip-compiled", action="store_true", help="no torch.compile rows")
+    parser.add_argument(
+        "--compiled-modes", type=_choice_list(MODES), default=["infer", "train"], help="modes of the compiled rows"
+    )
+    parser.add_argument(
+        "--compiled-dtypes", type=_choice_list(DTYPE_NAMES), default=["fp32"], help="dtypes of the compiled rows"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="steady repeats after the first call (median)")
     parser.add_argument("--long-repeats", type=int, default=1, help="steady repeats at lengths >= --long-from")
     parser.add_argument("--long-from", type=int, default=16384, help="length from which --long-repeats applies")
@@ -692,9 +712,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"{prefix}: skipped ({job.skip})", flush=True)
         elif "error" in record:
             print(f"{prefix}: FAILED ({record['error']})", flush=True)
-        elif job.impl in ("native", "port", "led"):
+        elif job.impl in ("native", "port", "led", "compiled"):
             res = record["result"]
             steady = f", steady {res['steady_s']:.2f} s" if res["steady_s"] is not None else ""
+            steady += f" (compile {res['compile_s']:.0f} s)" if "compile_s" in res else ""
             print(
                 f"{prefix}: first {res['first_s']:.2f} s{steady}, peak RSS {res['peak_rss_gb']:.2f} GB "
                 f"(model {res['rss_model_gb']:.2f} GB), wall {record['wall_s']:.0f} s, "

@@ -242,11 +242,11 @@ def _check_encoder_type(config: PretrainedConfig, spec: Spec) -> None:
 def _check_decoder_type(config: PretrainedConfig, spec: Spec) -> None:
     """Refuse a MEGA model or a whole encoder-decoder where a cross-attention decoder is expected."""
     what = os.fspath(spec) if isinstance(spec, (str, os.PathLike)) else type(config).__name__
-    if config.model_type == "mega":
+    if config.model_type == "mega" and getattr(config, "bidirectional", True):
         raise BuildError(
-            f"decoder {what!r} is a MEGA model: mega2bart uses MEGA only as the encoder (pass it as the encoder); "
-            f"the decoder argument expects a BART-family checkpoint with cross-attention ({DEFAULT_DECODER}, "
-            "facebook/bart-base, ...)"
+            f"decoder {what!r} is a bidirectional MEGA model (an encoder, such as the seed checkpoint): pass it as "
+            "the encoder; the decoder argument expects a BART-family checkpoint with cross-attention "
+            f"({DEFAULT_DECODER}, facebook/bart-base, ...) or a MEGA decoder config with bidirectional=False"
         )
     if config.model_type == "encoder-decoder":
         raise BuildError(
@@ -337,6 +337,13 @@ def _restore_shared_embeddings(
     return [key for key in missing if key not in restored]
 
 
+def _has_weights(directory: str) -> bool:
+    return any(
+        name.endswith((".safetensors", ".bin", ".pt", ".pth")) or name.endswith(".safetensors.index.json")
+        for name in os.listdir(directory)
+    )
+
+
 def load_decoder(spec: Spec) -> tuple[PreTrainedModel, Source, list[tuple[str, int]]]:
     """The decoder as a causal LM with cross-attention (BartForCausalLM for the BART family).
 
@@ -364,6 +371,12 @@ def load_decoder(spec: Spec) -> tuple[PreTrainedModel, Source, list[tuple[str, i
         raise _hub_error("decoder", source, exc) from exc
     _check_decoder_type(config, spec)
     config = _prepare_decoder_config(config)
+    if source.kind == "local" and not _has_weights(path):
+        # a directory holding only config.json (e.g. a MEGA decoder config): a random-init decoder
+        logger.info("decoder directory %s holds a config and no weights: building the decoder with random init", path)
+        model = AutoModelForCausalLM.from_config(config)
+        source.model_class = type(model).__name__
+        return model, source, _all_parameters(model, "decoder.")
     try:
         model, loading = AutoModelForCausalLM.from_pretrained(
             path, config=config, revision=revision, output_loading_info=True
@@ -476,6 +489,30 @@ def check_cross_attention(decoder: nn.Module, name: str = "decoder") -> int:
         )
     logger.info("cross-attention present in all %d decoder layers (%s)", len(layers), type(layers[0]).__name__)
     return len(layers)
+
+
+def check_mega_decoder(config: PretrainedConfig, max_input_length: int | None) -> None:
+    """A MEGA decoder must be causal, and its cross-attention bias must cover the inputs (simple bias)."""
+    if getattr(config, "model_type", None) != "mega":
+        return
+    if config.bidirectional:
+        raise BuildError(
+            "MEGA decoder config has bidirectional=True: its backward EMA would read future summary tokens; "
+            "use a decoder config with bidirectional=False"
+        )
+    if config.relative_positional_bias == "simple":
+        bias_range = config.chunk_size if config.chunk_size >= 0 else config.max_positions
+        if max_input_length is None or max_input_length > bias_range:
+            raise BuildError(
+                f"MEGA decoder cross-attention with the simple relative bias covers {bias_range} source positions "
+                f"(chunk_size, or max_positions when chunk_size < 0) but inputs may have {max_input_length}: use "
+                "relative_positional_bias='rotary' in the decoder config, or --max-input-length <= that range"
+            )
+    logger.info(
+        "decoder: MEGA with gated cross-attention (%s bias): full, unchunked attention of every summary token over "
+        "every input token, O(target x source) per layer",
+        config.relative_positional_bias,
+    )
 
 
 def _embedding_rows(model: PreTrainedModel) -> int:
@@ -662,7 +699,7 @@ def build_mega2bart(
 
     # top-level ids: EncoderDecoderModel shifts labels with these, and generate() falls back to them
     config = model.config
-    config.decoder_start_token_id = decoder_model.config.decoder_start_token_id
+    config.decoder_start_token_id = getattr(decoder_model.config, "decoder_start_token_id", None)
     if config.decoder_start_token_id is None:
         config.decoder_start_token_id = tok.eos_token_id
     config.pad_token_id = vocab["pad_token_id"]
@@ -683,6 +720,7 @@ def build_mega2bart(
         )
     if max_input_length is not None:
         tok.model_max_length = max_input_length
+    check_mega_decoder(decoder_model.config, max_input_length)
     chunk = getattr(encoder_model.config, "chunk_size", None) if getattr(encoder_model.config, "use_chunking", False) else None
     logger.info(
         "tokenizer model_max_length = %s (encoder context %s)%s",

@@ -66,7 +66,7 @@ def build(
         str | None, typer.Option(help="tiny (random, offline), base (bart-base) or large (bart-large; default).")
     ] = None,
     encoder: Annotated[str | None, typer.Option(help="Encoder Hub id (owner/name, optionally @revision) or directory.")] = None,
-    decoder: Annotated[str | None, typer.Option(help="Decoder Hub id or directory (BART family).")] = None,
+    decoder: Annotated[str | None, typer.Option(help="Decoder Hub id or directory (BART family, or MEGA: a config alone = random init).")] = None,
     tokenizer: Annotated[
         str | None, typer.Option(help='Tokenizer Hub id or directory, or "offline" (default: the decoder\'s).')
     ] = None,

@@ -223,5 +223,38 @@ def test_built_model_as_encoder_and_mega_as_decoder_are_refused(
     _assert_failed_cleanly(
         _invoke("build", output, "--preset", "tiny", "--decoder", tiny_mega_encoder_dir, "--tokenizer", "offline",
                 "--quiet"),
-        "is a MEGA model: mega2bart uses MEGA only as the encoder", output,
+        "is a bidirectional MEGA model (an encoder, such as the seed checkpoint): pass it as the encoder", output,
     )
+
+
+def test_build_mega_decoder_with_cross_attention(tmp_path) -> None:
+    """A directory holding only a MEGA config builds a random-init MEGA decoder with gated cross-attention."""
+    from mega2bart.builder import load_mega2bart
+    from mega2bart.presets import TINY_ENCODER
+
+    decoder_dir = tmp_path / "mega-decoder"
+    decoder_dir.mkdir()
+    config = dict(TINY_ENCODER, model_type="mega", bidirectional=False, relative_positional_bias="rotary")
+    (decoder_dir / "config.json").write_text(json.dumps(config))
+    output = tmp_path / "mega2mega"
+    result = _invoke("build", output, "--preset", "tiny", "--decoder", decoder_dir, "--max-input-length", "1024")
+    assert result.exit_code == 0, result.output
+    assert "building the decoder with random init" in result.output and "gated cross-attention" in result.output
+    model, tokenizer = load_mega2bart(output)
+    assert type(model.decoder).__name__ == "MegaForCausalLM" and model.decoder.config.add_cross_attention
+    assert not hasattr(model, "enc_to_dec_proj")  # both sides are 32 wide
+    batch = tokenizer(["a long document about summaries", "short"], return_tensors="pt", padding=True)
+    model.eval()
+    with torch.no_grad():
+        cached = model.generate(**batch, num_beams=2, max_new_tokens=6, min_new_tokens=2)
+        uncached = model.generate(**batch, num_beams=2, max_new_tokens=6, min_new_tokens=2, use_cache=False)
+    assert torch.equal(cached, uncached)
+
+    simple = dict(config, relative_positional_bias="simple")  # bias range chunk_size 64 < 1024 inputs
+    (decoder_dir / "config.json").write_text(json.dumps(simple))
+    result = _invoke("build", tmp_path / "simple", "--preset", "tiny", "--decoder", decoder_dir,
+                     "--max-input-length", "1024")
+    _assert_failed_cleanly(result, "relative_positional_bias='rotary'", tmp_path / "simple")
+    (decoder_dir / "config.json").write_text(json.dumps(dict(config, bidirectional=True)))
+    result = _invoke("build", tmp_path / "bidi", "--preset", "tiny", "--decoder", decoder_dir)
+    _assert_failed_cleanly(result, "bidirectional=True", tmp_path / "bidi")

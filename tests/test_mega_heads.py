@@ -268,3 +268,163 @@ def test_encoder_never_caches() -> None:
     config = MegaConfig(**{**tiny_config().to_dict(), "is_decoder": False})
     model = MegaForSequenceClassification(config).eval()
     assert model.mega(random_ids(1, 5), use_cache=True).cache is None
+
+
+# ----------------------------------------------------------------------------------------------
+# MEGA as a decoder with its own gated cross-attention (add_cross_attention=True)
+
+CROSS_CASES = ["cross_causal_simple_softmax", "cross_model_chunked_rotary_laplace_prenorm"]
+
+
+def _load_cross(case: str) -> tuple[torch.nn.Module, dict, dict[str, torch.Tensor]]:
+    meta = json.loads((FIXTURES / case / "meta.json").read_text())
+    io = load_file(str(FIXTURES / case / "io.safetensors"))
+    cls = getattr(mega2bart.models.mega, meta["model_class"])
+    extra = {"add_pooling_layer": False} if meta["model_class"] == "MegaModel" else {}
+    model, info = cls.from_pretrained(FIXTURES / case, output_loading_info=True, **extra)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
+    return model.eval(), meta, io
+
+
+@pytest.mark.parametrize("case", CROSS_CASES)
+@pytest.mark.parametrize("input_set", ["masked", "unmasked"])
+def test_cross_attention_parity_with_port(case: str, input_set: str) -> None:
+    """The port's decoder with cross-attention loads with every key and matches every output (cross weights too)."""
+    model, meta, io = _load_cross(case)
+    prefix = f"{input_set}."
+    inputs = {k[len(prefix):]: v for k, v in io.items() if k.startswith(prefix) and ".out." not in k}
+    with torch.no_grad():
+        out = model(**inputs, use_cache=False, output_hidden_states=True, output_attentions=True)
+    diffs = {}
+    for key, expected in io.items():
+        if not key.startswith(prefix + "out."):
+            continue
+        field, _, index = key[len(prefix + "out."):].partition(".")
+        actual = getattr(out, field)[int(index)] if index else getattr(out, field)
+        assert actual.shape == expected.shape, f"{key}: {tuple(actual.shape)} != {tuple(expected.shape)}"
+        diffs[key] = float((actual.double() - expected.double()).abs().max())
+    assert any(".cross_attentions." in key for key in diffs), sorted(diffs)
+    worst = max(diffs, key=diffs.get)
+    assert diffs[worst] <= ATOL, f"{case}/{input_set}: {worst} differs from 4.57.1 by {diffs[worst]:.2e}"
+
+
+def _cross_decoder(**overrides) -> MegaForCausalLM:
+    torch.manual_seed(0)
+    config = tiny_config(is_decoder=True, bidirectional=False, add_cross_attention=True, **overrides)
+    return perturbed(MegaForCausalLM(config)).eval()
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(use_chunking=True, chunk_size=16, relative_positional_bias="rotary"),
+        dict(use_chunking=False, chunk_size=-1, attention_activation="laplace"),
+    ],
+    ids=["chunked_rotary_softmax", "unchunked_simple_laplace"],
+)
+def test_cross_attention_cached_equals_uncached(overrides: dict) -> None:
+    """Token-by-token and uneven cached pieces give the uncached logits; the encoder is projected once."""
+    model = _cross_decoder(**overrides)
+    ids = random_ids(2, 37)
+    states = torch.randn(2, 23, 32, generator=torch.Generator().manual_seed(3))
+    source_mask = torch.ones(2, 23, dtype=torch.long)
+    source_mask[1, 15:] = 0
+    mask = torch.ones_like(ids)
+    mask[1, -5:] = 0
+    call = dict(encoder_hidden_states=states, encoder_attention_mask=source_mask)
+    with torch.no_grad():
+        full = model(ids, attention_mask=mask, use_cache=False, **call).logits  # (B, T, V)
+        for pieces in ([1] * ids.shape[1], [5, 14, 1, 1, 9, ids.shape[1] - 30]):
+            cache, logits, start = None, [], 0
+            for size in pieces:
+                end = start + size
+                out = model(ids[:, start:end], attention_mask=mask[:, :end], cache=cache, use_cache=True, **call)
+                cache, start = out.cache, end
+                logits.append(out.logits)
+            cached = torch.cat(logits, dim=1)
+            real = mask.bool()
+            diff = float((cached - full)[real].abs().max())
+            assert diff <= ATOL, f"pieces {pieces}: cached logits differ from uncached by {diff:.2e}"
+            assert all(k is not None for k in cache.cross_keys) and cache.cross_keep is not None
+
+
+def test_cross_attention_cache_reorders_for_beams() -> None:
+    """Beam reordering and batch expansion move the cached encoder projections with the rows."""
+    model = _cross_decoder(use_chunking=False, chunk_size=-1)
+    states = torch.randn(2, 9, 32, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        out = model(random_ids(2, 3), encoder_hidden_states=states, use_cache=True)
+    cache = out.cache
+    keys = cache.cross_keys[0].clone()
+    cache.reorder_cache(torch.tensor([1, 0]))
+    assert torch.equal(cache.cross_keys[0], keys.flip(0))
+
+
+def test_cross_attention_gradient_checkpointing() -> None:
+    """Checkpointed blocks give the same loss and gradients (encoder states included) as plain ones."""
+    ids = random_ids(2, 32)
+    states = torch.randn(2, 20, 32, generator=torch.Generator().manual_seed(5))
+    results = []
+    for checkpointing in (False, True):
+        model = _cross_decoder(use_chunking=True, chunk_size=16, relative_positional_bias="rotary").train()
+        if checkpointing:
+            model.gradient_checkpointing_enable()
+        source = states.clone().requires_grad_(True)
+        loss = model(ids, labels=ids, encoder_hidden_states=source).loss
+        loss.backward()
+        grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+        results.append((loss.detach(), grads, source.grad.clone()))
+    (loss0, grads0, src0), (loss1, grads1, src1) = results
+    assert any("cross_attn" in name for name in grads0)
+    assert set(grads0) == set(grads1)
+    torch.testing.assert_close(loss1, loss0, atol=1e-6, rtol=0)
+    torch.testing.assert_close(src1, src0, atol=1e-6, rtol=1e-5)
+    for name in grads0:
+        torch.testing.assert_close(grads1[name], grads0[name], atol=1e-6, rtol=1e-5, msg=lambda m: f"{name}: {m}")
+
+
+def test_cross_attention_errors() -> None:
+    with pytest.raises(ValueError, match="needs is_decoder=True"):
+        mega2bart.models.mega.MegaModel(tiny_config(add_cross_attention=True))
+    model = _cross_decoder(use_chunking=True, chunk_size=16)  # simple bias: range 16
+    with pytest.raises(ValueError, match="no encoder_hidden_states"):
+        model(random_ids(1, 4))
+    with pytest.raises(ValueError, match="simple relative bias range 16"):
+        model(random_ids(1, 4), encoder_hidden_states=torch.zeros(1, 17, 32))
+
+
+def test_cross_attention_sdpa_equals_eager_and_reaches_composite() -> None:
+    """set_attn_implementation on a MEGA-to-MEGA Mega2BartModel reaches both sides; sdpa == eager, masks included."""
+    from mega2bart.modeling_mega2bart import Mega2BartModel
+    from mega2bart.models.mega import MegaModel
+
+    torch.manual_seed(0)
+    encoder = perturbed(MegaModel(tiny_config(), add_pooling_layer=False))
+    decoder = _cross_decoder(use_chunking=True, chunk_size=16, relative_positional_bias="rotary")
+    model = Mega2BartModel(encoder=encoder, decoder=decoder).eval()
+    model.config.decoder_start_token_id, model.config.pad_token_id = 2, 1
+    ids, labels = random_ids(2, 40), random_ids(2, 20, seed=1)
+    mask = torch.ones_like(ids)
+    mask[1, 25:] = 0
+    logits, calls = {}, {}
+    original = torch.nn.functional.scaled_dot_product_attention
+    for implementation in ("eager", "sdpa"):
+        model.set_attn_implementation(implementation)
+        assert model.encoder.config._attn_implementation == implementation
+        assert model.decoder.config._attn_implementation == implementation
+        seen = []
+
+        def spy(*args, **kwargs):
+            seen.append(tuple(args[2].shape))
+            return original(*args, **kwargs)
+
+        torch.nn.functional.scaled_dot_product_attention = spy
+        try:
+            with torch.no_grad():
+                logits[implementation] = model(input_ids=ids, attention_mask=mask, labels=labels).logits
+        finally:
+            torch.nn.functional.scaled_dot_product_attention = original
+        calls[implementation] = seen
+    assert calls["eager"] == []
+    assert (2, 1, 40, 32) in calls["sdpa"], calls["sdpa"]  # the decoder's cross-attention values (B, 1, S, H)
+    torch.testing.assert_close(logits["sdpa"], logits["eager"], atol=1e-5, rtol=1e-5)

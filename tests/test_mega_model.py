@@ -75,24 +75,55 @@ def test_bad_mask_shape_is_explained(model: MegaModel) -> None:
 
 @pytest.mark.parametrize("causal", [False, True])
 def test_sdpa_path_equals_explicit_softmax(model: MegaModel, causal: bool) -> None:
-    """SDPA (the default off the CPU) and the explicit matmuls (the CPU default) agree, padding included."""
+    """attn_implementation "sdpa" and "eager" (explicit matmuls) agree, padding included."""
     ids = random_ids(2, 48)
     mask = torch.ones(2, 48)
     mask[1, 37:] = 0
     mask[0, 30:] = 0  # row 0: its last chunk is all padding
-    layers = [layer.mega_layer for layer in model.layers]
     model.config.is_decoder = causal
     try:
+        model.set_attn_implementation("eager")
         explicit = model(ids, attention_mask=mask).last_hidden_state
-        for layer in layers:
-            layer.use_sdpa = True
+        model.set_attn_implementation("sdpa")
+        assert model.config._attn_implementation == "sdpa"
         fast = model(ids, attention_mask=mask).last_hidden_state
     finally:
         model.config.is_decoder = False
-        for layer in layers:
-            layer.use_sdpa = None
+        model.set_attn_implementation("eager")
     assert torch.isfinite(explicit).all()
     torch.testing.assert_close(fast, explicit, atol=1e-6, rtol=1e-6)
+
+
+def test_attn_implementation_at_load_time_and_default(tmp_path) -> None:
+    """from_pretrained(attn_implementation=...) is honoured; SDPA actually runs; the CPU-only default is eager."""
+    torch.manual_seed(0)
+    saved = perturbed(MegaModel(tiny_config(), add_pooling_layer=False)).eval()
+    expected = "sdpa" if torch.accelerator.is_available() else "eager"
+    assert saved.config._attn_implementation == expected
+    saved.save_pretrained(tmp_path)
+    ids = random_ids(2, 40)
+    outputs, calls = {}, {}
+    for implementation in ("eager", "sdpa"):
+        loaded = MegaModel.from_pretrained(tmp_path, attn_implementation=implementation, add_pooling_layer=False).eval()
+        assert loaded.config._attn_implementation == implementation
+        seen = []
+        original = torch.nn.functional.scaled_dot_product_attention
+
+        def spy(*args, **kwargs):
+            seen.append(args[0].shape)
+            return original(*args, **kwargs)
+
+        torch.nn.functional.scaled_dot_product_attention = spy
+        try:
+            with torch.no_grad():
+                outputs[implementation] = loaded(ids).last_hidden_state
+        finally:
+            torch.nn.functional.scaled_dot_product_attention = original
+        calls[implementation] = len(seen)
+    assert calls == {"eager": 0, "sdpa": 2}, calls  # one SDPA call per layer, only when asked for
+    torch.testing.assert_close(outputs["sdpa"], outputs["eager"], atol=1e-6, rtol=1e-6)
+    with pytest.raises(ValueError, match="MEGA supports attn_implementation 'eager' or 'sdpa'"):
+        MegaModel.from_pretrained(tmp_path, attn_implementation="flex_attention")
 
 
 def test_every_parameter_gets_a_gradient() -> None:

@@ -59,7 +59,7 @@ class MegaConfig(PretrainedConfig):
         use_cache: return key/value/EMA states in decoder mode.
         add_lm_hidden_dense_layer: Linear(H, H) + tanh before the LM head.
         is_decoder: causal attention (a decoder); the EMA should then be unidirectional.
-        add_cross_attention: MEGA's own gated cross-attention (4.x decoder option; not supported here).
+        add_cross_attention: MEGA's own gated cross-attention to encoder states (needs is_decoder; 4.x decoder option).
         tie_word_embeddings: tie the MLM head weight to the word embeddings (4.x default).
         use_pooler: default of `MegaModel(config)`'s `add_pooling_layer` (4.x always built the pooler).
             mega2bart sets it False for encoders inside an EncoderDecoderModel, where a pooler is unused

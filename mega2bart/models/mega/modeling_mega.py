@@ -209,6 +209,23 @@ class MegaSimpleRelativePositionalBias(nn.Module):
         # windows[s, t] = window[s + t]; B[i, j] = window[L-1 - i + j] = windows[L-1 - i, j]
         return window.unfold(0, seq_len, 1).flip(0)  # (L, L)
 
+    def rectangle(self, start: int, rows: int, cols: int) -> torch.Tensor:
+        """Cross-attention bias B[i, j] = w[base - 1 + j - i], target rows i = start..start+rows-1, sources j < cols.
+
+        The 4.x port slices these rows out of the square bias of max(targets, sources), so both the
+        target positions and the source length must fit in the bias range.
+        """
+        if max(start + rows, cols) > self.max_positions:
+            raise ValueError(
+                f"cross-attention over {cols} source and {start + rows} target positions exceeds the simple relative "
+                f"bias range {self.max_positions} (chunk_size, or max_positions when chunk_size < 0): use a decoder "
+                "config with relative_positional_bias='rotary' or a larger range, or shorten the inputs"
+            )
+        device = self.rel_pos_bias.device
+        i = torch.arange(start, start + rows, device=device)  # (rows,)
+        j = torch.arange(cols, device=device)  # (cols,)
+        return self.rel_pos_bias[self.max_positions - 1 + j[None, :] - i[:, None]]  # (rows, cols)
+
 
 class MegaRotaryRelativePositionalBias(nn.Module):
     """B = rot(alpha) rot(beta)^T with sinusoidal rotation by position (base 10000, Z/2 frequencies)."""
@@ -220,18 +237,28 @@ class MegaRotaryRelativePositionalBias(nn.Module):
         self.b_param = nn.Parameter(torch.zeros(1, self.embed_dim))  # beta in the paper
         self.register_buffer("_float_tensor", torch.zeros(1))  # persistent in 4.x checkpoints
 
-    def _rotate(self, x: torch.Tensor, seq_len: int) -> torch.Tensor:
+    def _rotate(self, x: torch.Tensor, seq_len: int, start: int = 0) -> torch.Tensor:
+        """x (1, Z) rotated to positions start..start+seq_len-1: (L, Z)."""
         half = self.embed_dim // 2
         inv_freq = torch.exp(
             torch.arange(half, dtype=torch.float32, device=x.device) * -(math.log(10000) / half)
         )  # (Z/2,)
-        angles = torch.arange(seq_len, dtype=torch.float32, device=x.device)[:, None] * inv_freq[None, :]  # (L, Z/2)
+        positions = torch.arange(start, start + seq_len, dtype=torch.float32, device=x.device)  # (L,)
+        angles = positions[:, None] * inv_freq[None, :]  # (L, Z/2)
         sin, cos = angles.sin().to(x.dtype), angles.cos().to(x.dtype)
         first, second = x.expand(seq_len, self.embed_dim).chunk(2, dim=-1)  # 2 x (L, Z/2)
         return torch.cat([first * cos - second * sin, second * cos + first * sin], dim=-1)  # (L, Z)
 
     def forward(self, seq_len: int) -> torch.Tensor:
         return self._rotate(self.alpha, seq_len) @ self._rotate(self.b_param, seq_len).T  # (L, L)
+
+    def rectangle(self, start: int, rows: int, cols: int) -> torch.Tensor:
+        """Cross-attention bias: rows of target positions start..start+rows-1, columns of sources 0..cols-1.
+
+        Each entry depends only on its two positions, so this equals the port's slice of the square
+        bias of max(targets, sources) without building the square.
+        """
+        return self._rotate(self.alpha, rows, start) @ self._rotate(self.b_param, cols).T  # (rows, cols)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -285,6 +312,12 @@ class MegaMultiDimensionDampedEma(nn.Module):
         size = self.kernel_size(length)
         p_beta, q, eta = self.coefficients()
         log_q = torch.log(q)  # (D, N)
+        if torch.compiler.is_compiling():
+            # compiled: the plain sum over n of c q^l, which inductor fuses into one reduction without
+            # materialising (D, N, K); it keeps the shape arithmetic free of the block split below, whose
+            # sqrt/ceil of a symbolic length would pin dynamic shapes to ranges of lengths
+            lags = torch.arange(size, dtype=torch.float32, device=q.device)  # (K,)
+            return ((p_beta * eta)[:, :, None] * torch.exp(log_q[:, :, None] * lags)).sum(1)  # (D, N, K) -> (D, K)
         block = 1 << max(0, math.ceil(math.log2(math.sqrt(size))))
         n_blocks = -(-size // block)
         lags = torch.arange(block, dtype=torch.float32, device=q.device)  # (b,)
@@ -314,7 +347,8 @@ class MegaMultiDimensionDampedEma(nn.Module):
         batch, length, hidden = signal.shape
         kernel = self.compute_kernel(length)  # (D, K) float32
         size = kernel.shape[-1]
-        n_fft = _fast_fft_length(length + size - 1)
+        # >= L + K - 1; the smooth-size search is plain Python over ints, so compiled code takes 2L (K <= L)
+        n_fft = 2 * length if torch.compiler.is_compiling() else _fast_fft_length(length + size - 1)
         if self.bidirectional:
             forward_k, backward_k = kernel.split(hidden, dim=0)  # 2 x (H, K)
             # circular layout: index m < K holds K_f[m] (+ K_b[0] at m = 0), index n_fft - i holds K_b[i]
@@ -377,8 +411,10 @@ class MegaCache(Cache):
     Per layer: the EMA state (B, H, N) float32, and the keys (B, r, Z) / values (B, r, E) of the
     attention block being filled (r = seen % chunk_size with chunking, all seen tokens without;
     with chunking they are dropped when a block fills, as the port does). `key_keep` (B, r) is the
-    padding of those cached keys (None = all real), shared by the layers. It subclasses `Cache` so
-    that `generate()` accepts it; it keeps no transformers cache layers (`layers` is empty).
+    padding of those cached keys (None = all real), shared by the layers. With cross-attention, also
+    the projected encoder keys (B, S, Z) / values (B, S, H) per layer, made on the first cached call,
+    and their padding `cross_keep` (B, S) (None = all real). It subclasses `Cache` so that
+    `generate()` accepts it; it keeps no transformers cache layers (`layers` is empty).
     """
 
     is_compileable = False
@@ -390,6 +426,9 @@ class MegaCache(Cache):
         self.keys: list[torch.Tensor | None] = [None] * num_layers
         self.values: list[torch.Tensor | None] = [None] * num_layers
         self.key_keep: torch.Tensor | None = None
+        self.cross_keys: list[torch.Tensor | None] = [None] * num_layers
+        self.cross_values: list[torch.Tensor | None] = [None] * num_layers
+        self.cross_keep: torch.Tensor | None = None
         self.seen_tokens = 0
 
     def __len__(self) -> int:
@@ -408,12 +447,14 @@ class MegaCache(Cache):
         self.__init__(self.num_layers)
 
     def _map(self, fn) -> None:
-        for store in (self.ema_states, self.keys, self.values):
+        for store in (self.ema_states, self.keys, self.values, self.cross_keys, self.cross_values):
             for i, tensor in enumerate(store):
                 if tensor is not None:
                     store[i] = fn(tensor)
         if self.key_keep is not None:
             self.key_keep = fn(self.key_keep)
+        if self.cross_keep is not None:
+            self.cross_keep = fn(self.cross_keep)
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         self._map(lambda t: t.index_select(0, beam_idx.to(t.device)))
@@ -449,8 +490,6 @@ class MegaMovingAverageGatedAttention(nn.Module):
         self.dropout = MegaDropout(config.dropout_prob, config.use_feature_dropout)
         self.hidden_dropout = MegaDropout(config.hidden_dropout_prob, config.use_feature_dropout)
         self.attention_dropout = config.attention_probs_dropout_prob  # plain dropout on probabilities
-        # softmax attention through F.scaled_dot_product_attention: None = on every device but the CPU
-        self.use_sdpa: bool | None = None
         self.norm = MegaSequenceNorm(config)
         self.ema_gate = MegaMultiDimensionDampedEma(config)
         self.v_proj = nn.Linear(hidden, e_dim)
@@ -472,11 +511,14 @@ class MegaMovingAverageGatedAttention(nn.Module):
         output_attentions: bool = False,
         cache: MegaCache | None = None,
         layer_idx: int = 0,
+        attn_implementation: str = "eager",
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x (B, L, H) residual stream; keep (B, L) bool. Returns (out (B, L, H), attention or None).
 
         With `cache` (causal decoding), the EMA continues from the cached state and the attention
         sees the cached keys/values of the current block; both are updated in place.
+        `attn_implementation` ("eager" or "sdpa", the model's `config._attn_implementation`) picks
+        how softmax attention is computed; both give the same numbers.
         """
         config = self.config
         # without autograd (inference) activations and gates are applied in place: at 16k tokens each
@@ -507,7 +549,9 @@ class MegaMovingAverageGatedAttention(nn.Module):
         if cache is not None and cache.keys[layer_idx] is not None:
             attended, weights = self._attend_cached(query, key, value, keep, cache, layer_idx, output_attentions)
         else:
-            attended, weights = self._attend(query, key, value, keep, causal, output_attentions)  # (B, L, E)
+            attended, weights = self._attend(
+                query, key, value, keep, causal, output_attentions, attn_implementation
+            )  # (B, L, E)
             if cache is not None:
                 self._store_block_tail(key, value, cache, layer_idx)
 
@@ -566,7 +610,8 @@ class MegaMovingAverageGatedAttention(nn.Module):
         """Causal attention of L new queries over the r cached keys of their block plus the L new keys.
 
         MegaModel guarantees the new tokens do not cross a block boundary. Returns (B, L, E) and
-        attention weights (B, 1, L, r + L) when asked.
+        attention weights (B, 1, L, r + L) when asked. Always explicit matmuls, whatever the
+        attn_implementation: the score matrix of a decoding step is at most (L, chunk_size).
         """
         batch, length, _ = query.shape
         cached = cache.keys[layer_idx].shape[1]
@@ -613,6 +658,7 @@ class MegaMovingAverageGatedAttention(nn.Module):
         keep: torch.Tensor | None,
         causal: bool,
         output_attentions: bool,
+        attn_implementation: str = "eager",
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch, length, _ = query.shape
         block = self._blocks(length)
@@ -634,10 +680,9 @@ class MegaMovingAverageGatedAttention(nn.Module):
             if keep_chunks is not None:
                 # pad keys -> -inf, except in chunks whose keys are all padding (left unmasked: no NaN, as 4.x)
                 masked_keys = ~keep_chunks & keep_chunks.any(dim=-1, keepdim=True)  # (B, n_chunks, C)
-            use_sdpa = self.use_sdpa if self.use_sdpa is not None else q.device.type != "cpu"
-            if output_attentions or not use_sdpa:
-                # explicit matmuls: on CPU ~1.7x (fp32) to ~6x (bf16) faster than SDPA's math fallback,
-                # which is all CPU SDPA offers when the value width E differs from Z
+            if output_attentions or attn_implementation != "sdpa":
+                # explicit matmuls ("eager"; SDPA returns no weights): on CPU ~1.7x (fp32) to ~6x (bf16) faster
+                # than SDPA's math fallback, which is all CPU SDPA offers when the value width E differs from Z
                 scores = torch.matmul(q * self.scaling, k.transpose(-1, -2))  # (B, n_chunks, C, C)
                 scores.add_(mask)  # in place: matmul's backward does not need its output
                 if masked_keys is not None:
@@ -681,6 +726,107 @@ class MegaMovingAverageGatedAttention(nn.Module):
         return out.reshape(batch, length, -1), weights  # (B, L, E)
 
 
+class MegaGatedCrossAttention(nn.Module):
+    """MEGA's gated cross-attention (the 4.x port's decoder sublayer, after the self-attention).
+
+    With x the decoder stream (B, T, H) and e the encoder states (B, S, H):
+        [u | r | q] = q_proj(norm?(x))           # update gate sigmoid (H), target gate SiLU (H), query (Z)
+        k = k_proj(e), v = act(v_proj(e))         # (B, S, Z), (B, S, H)
+        a = attention(q, k) v                      # one full (unchunked) block: T x S scores, no causality
+        out = x + u * (act(h_proj(r * a)) - x)     # then the norm if post-norm
+    The bias rows are the absolute target positions, so a cached step reads the row of its position.
+    """
+
+    def __init__(self, config: MegaConfig):
+        super().__init__()
+        self.config = config
+        hidden, z_dim = config.hidden_size, config.shared_representation_size
+        self.activation = ACT2FN[config.activation]
+        self.scaling = z_dim**-0.5 if config.attention_activation == "softmax" else None
+        self.dropout = MegaDropout(config.dropout_prob, config.use_feature_dropout)
+        self.hidden_dropout = MegaDropout(config.hidden_dropout_prob, config.use_feature_dropout)
+        self.attention_dropout = config.attention_probs_dropout_prob  # plain dropout on probabilities
+        self.norm = MegaSequenceNorm(config)
+        self.k_proj = nn.Linear(hidden, z_dim)
+        self.v_proj = nn.Linear(hidden, hidden)
+        # rows: [u (H) | r (H) | query (Z)]
+        self.q_proj = nn.Linear(hidden, 2 * hidden + z_dim)
+        self.h_proj = nn.Linear(hidden, hidden)
+        if config.relative_positional_bias == "simple":
+            self.rel_pos_bias = MegaSimpleRelativePositionalBias(config)
+        else:
+            self.rel_pos_bias = MegaRotaryRelativePositionalBias(config)
+
+    def project_source(self, encoder_hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder states (B, S, H) -> keys (B, S, Z), values (B, S, H); cached once per generation."""
+        return self.k_proj(encoder_hidden_states), self.activation(self.v_proj(encoder_hidden_states))
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        source_keep: torch.Tensor | None = None,
+        start: int = 0,
+        output_attentions: bool = False,
+        attn_implementation: str = "eager",
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x (B, T, H) at target positions start..start+T-1; key (B, S, Z), value (B, S, H); source_keep (B, S).
+
+        Returns (out (B, T, H), attention weights (B, T, S) or None).
+        """
+        config = self.config
+        hidden, z_dim = config.hidden_size, config.shared_representation_size
+        residual = x
+        if config.normalize_before_mega:
+            x = self.norm(x)
+        u, r, query = self.q_proj(x).split([hidden, hidden, z_dim], dim=-1)  # (B, T, H), (B, T, H), (B, T, Z)
+        u, r = torch.sigmoid(u), F.silu(r)
+        length, sources = query.shape[1], key.shape[1]
+        bias = self.rel_pos_bias.rectangle(start, length, sources).to(query.dtype)  # (T, S)
+        weights = None
+        if config.attention_activation == "softmax" and attn_implementation == "sdpa" and not output_attentions:
+            mask = bias  # (T, S)
+            if source_keep is not None:
+                source_bias = torch.zeros(source_keep.shape, dtype=query.dtype, device=query.device)
+                mask = mask + source_bias.masked_fill(~source_keep, float("-inf"))[:, None, :]  # (B, T, S)
+            attended = F.scaled_dot_product_attention(
+                query.unsqueeze(1),
+                key.unsqueeze(1),
+                self.hidden_dropout(value).unsqueeze(1),
+                attn_mask=mask.unsqueeze(-3),
+                dropout_p=self.attention_dropout if self.training else 0.0,
+                scale=self.scaling,
+            ).squeeze(1)  # (B, 1, T, H) -> (B, T, H)
+            h = self.dropout(self.activation(self.h_proj(attended * r)))  # (B, T, H)
+            out = torch.addcmul(residual, u, h - residual)
+            return (out if config.normalize_before_mega else self.norm(out)), None
+        if config.attention_activation == "softmax":
+            scores = torch.matmul(query * self.scaling, key.transpose(-1, -2)) + bias  # (B, T, S)
+            if source_keep is not None:
+                scores = scores.masked_fill(~source_keep[:, None, :], float("-inf"))
+            weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+        else:
+            # element attention: act(q k^T / n + bias) * source mask, n = real sources per row
+            if source_keep is not None:
+                lengths = source_keep.sum(-1).to(query.dtype)[:, None, None]  # (B, 1, 1)
+            else:
+                lengths = float(sources)
+            scores = torch.matmul(query, key.transpose(-1, -2)) / lengths + bias  # (B, T, S)
+            weights = _laplace(scores) if config.attention_activation == "laplace" else F.relu(scores).square()
+            if source_keep is not None:
+                weights = weights * source_keep[:, None, :].to(weights.dtype)
+        probabilities = weights
+        if self.training and self.attention_dropout > 0.0:
+            probabilities = F.dropout(weights, p=self.attention_dropout, training=True)
+        attended = torch.matmul(probabilities, self.hidden_dropout(value))  # (B, T, H)
+        h = self.dropout(self.activation(self.h_proj(attended * r)))  # (B, T, H)
+        out = torch.addcmul(residual, u, h - residual)  # (1 - u) * residual + u * h
+        if not config.normalize_before_mega:
+            out = self.norm(out)
+        return out, (weights if output_attentions else None)
+
+
 class MegaNormalizedFeedForwardNetwork(nn.Module):
     """Y = fc2(dropout(act(fc1(norm?(X))))) + X, then norm if post-norm."""
 
@@ -710,28 +856,71 @@ class MegaNormalizedFeedForwardNetwork(nn.Module):
 
 
 class MegaBlock(GradientCheckpointingLayer):
-    """MEGA sublayer then (optionally) the normalised FFN."""
+    """MEGA sublayer, then (decoder with `add_cross_attention`) gated cross-attention, then the normalised FFN."""
 
     def __init__(self, config: MegaConfig):
         super().__init__()
         self.mega_layer = MegaMovingAverageGatedAttention(config)
+        if config.add_cross_attention:
+            if not config.is_decoder:
+                raise ValueError(
+                    "MegaConfig.add_cross_attention (True) needs is_decoder=True: cross-attention belongs to a decoder"
+                )
+            self.cross_attn = MegaGatedCrossAttention(config)
+        else:
+            self.cross_attn = None
         self.nffn = MegaNormalizedFeedForwardNetwork(config) if config.use_normalized_ffn else None
 
     def forward(
         self,
         hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
         keep: torch.Tensor | None = None,
+        source_keep: torch.Tensor | None = None,
         causal: bool = False,
         output_attentions: bool = False,
         cache: MegaCache | None = None,
         layer_idx: int = 0,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attn_implementation: str = "eager",
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Returns (hidden states (B, L, H), self-attention weights or None, cross-attention weights or None)."""
+        start = cache.seen_tokens if cache is not None else 0  # absolute position of the first token
         hidden_states, weights = self.mega_layer(
-            hidden_states, keep, causal=causal, output_attentions=output_attentions, cache=cache, layer_idx=layer_idx
+            hidden_states,
+            keep,
+            causal=causal,
+            output_attentions=output_attentions,
+            cache=cache,
+            layer_idx=layer_idx,
+            attn_implementation=attn_implementation,
         )
+        cross_weights = None
+        if self.cross_attn is not None:
+            if cache is not None and cache.cross_keys[layer_idx] is not None:
+                key, value = cache.cross_keys[layer_idx], cache.cross_values[layer_idx]
+                source_keep = cache.cross_keep
+            else:
+                if encoder_hidden_states is None:
+                    raise ValueError(
+                        "this MEGA decoder has cross-attention (add_cross_attention=True) but got no "
+                        "encoder_hidden_states: pass the encoder's last hidden state (B, S, hidden_size)"
+                    )
+                key, value = self.cross_attn.project_source(encoder_hidden_states)  # (B, S, Z), (B, S, H)
+                if cache is not None:
+                    cache.cross_keys[layer_idx], cache.cross_values[layer_idx] = key, value
+                    cache.cross_keep = source_keep
+            hidden_states, cross_weights = self.cross_attn(
+                hidden_states,
+                key,
+                value,
+                source_keep,
+                start=start,
+                output_attentions=output_attentions,
+                attn_implementation=attn_implementation,
+            )
         if self.nffn is not None:
             hidden_states = self.nffn(hidden_states)
-        return hidden_states, weights
+        return hidden_states, weights, cross_weights
 
 
 class MegaPooler(nn.Module):
@@ -756,10 +945,33 @@ class MegaPreTrainedModel(PreTrainedModel):
     config: MegaConfig
     base_model_prefix = "mega"
     supports_gradient_checkpointing = True
+    _supports_sdpa = True
     _no_split_modules = ["MegaBlock"]
     _keys_to_ignore_on_load_unexpected = [r"embedding_layer\.token_type_ids"]
     # the losses are per-call means (as 4.x): the Trainer must scale them under gradient accumulation
     accepts_loss_kwargs = False
+
+    @classmethod
+    def _can_set_attn_implementation(cls) -> bool:
+        # MegaModel reads config._attn_implementation on every call and hands it to its blocks, so
+        # `set_attn_implementation` takes effect at once (transformers' source heuristic looks for
+        # its AttentionInterface, which MEGA's chunked single-head attention does not use)
+        return True
+
+    def get_correct_attn_implementation(self, requested_attention: str | None, is_init_check: bool = False) -> str:
+        """"eager" (explicit matmuls) or "sdpa"; unset: "sdpa" with an accelerator present, else "eager".
+
+        On CPU the explicit matmuls are faster than SDPA's math fallback (benchmarks/README.md), so a
+        CPU-only machine defaults to them. Both give the same numbers (tested).
+        """
+        if requested_attention is None:
+            requested_attention = "sdpa" if torch.accelerator.is_available() else "eager"
+        if requested_attention not in ("eager", "sdpa"):
+            raise ValueError(
+                f"MEGA supports attn_implementation 'eager' or 'sdpa', got {requested_attention!r}: "
+                "pass one of those (flash and flex attention do not fit its chunked single-head attention with bias)"
+            )
+        return super().get_correct_attn_implementation(requested_attention, is_init_check)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -822,6 +1034,8 @@ def _to_keep_mask(attention_mask: torch.Tensor | None, shape: tuple[int, int], d
             "pass a (batch, length) mask with 1 for tokens to keep and 0 for padding"
         )
     keep = attention_mask.to(device=device) != 0
+    if torch.compiler.is_compiling():
+        return keep  # an all-ones mask gives the same numbers; testing for one would break the graph
     return None if bool(keep.all()) else keep
 
 
@@ -831,17 +1045,15 @@ class MegaModel(MegaPreTrainedModel):
     Inputs of any length work: with chunking, a length above `chunk_size` that is not a multiple of
     it is right-padded (pad id, mask 0) to the next multiple, and every output is sliced back.
     Attention maps (`output_attentions`) keep the padded shape (B, n_chunks, C, C).
+
+    With `config.add_cross_attention` (a decoder), every block also attends to `encoder_hidden_states`
+    (B, S, H) through `MegaGatedCrossAttention`; `cross_attentions` are (B, L', S).
     """
 
     def __init__(self, config: MegaConfig, add_pooling_layer: bool | None = None):
         super().__init__(config)
         if add_pooling_layer is None:
             add_pooling_layer = getattr(config, "use_pooler", True)
-        if config.add_cross_attention:
-            raise NotImplementedError(
-                "MEGA's own gated cross-attention decoder is not implemented in mega2bart: "
-                "use MEGA as the encoder of an EncoderDecoderModel (mega2bart.build_mega2bart) instead"
-            )
         self.embedding_layer = MegaEmbeddings(config)
         self.layers = nn.ModuleList([MegaBlock(config) for _ in range(config.num_hidden_layers)])
         self.pooler = MegaPooler(config) if add_pooling_layer else None
@@ -922,6 +1134,8 @@ class MegaModel(MegaPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
         cache: MegaCache | None = None,
         use_cache: bool | None = None,
         output_attentions: bool | None = None,
@@ -933,6 +1147,8 @@ class MegaModel(MegaPreTrainedModel):
 
         `past_key_values` is the transformers 4.x name of `cache`. With a cache, `attention_mask`
         may cover the past and new tokens (B, past + L), as `generate()` passes it, or only the new ones.
+        `encoder_hidden_states` (B, S, H) and `encoder_attention_mask` (B, S), 1 = keep, feed the
+        cross-attention; a cache keeps their projections from its first call and ignores later ones.
         """
         config = self.config
         output_attentions = output_attentions if output_attentions is not None else config.output_attentions
@@ -969,12 +1185,15 @@ class MegaModel(MegaPreTrainedModel):
             if len(segments) > 1:
                 return self._forward_segments(
                     segments, input_ids, attention_mask, token_type_ids, inputs_embeds, cache,
-                    output_attentions, output_hidden_states,
+                    output_attentions, output_hidden_states, encoder_hidden_states, encoder_attention_mask,
                 )
         else:
             cache = None
 
         keep = _to_keep_mask(attention_mask, shape, device)
+        source_keep = None
+        if encoder_hidden_states is not None and config.add_cross_attention:
+            source_keep = _to_keep_mask(encoder_attention_mask, tuple(encoder_hidden_states.shape[:2]), device)
         extra = 0
         if cache is None:
             input_ids, inputs_embeds, keep, token_type_ids, extra = self._pad_to_chunks(
@@ -982,21 +1201,31 @@ class MegaModel(MegaPreTrainedModel):
             )
 
         hidden_states = self.embedding_layer(input_ids, token_type_ids, inputs_embeds)  # (B, L', H)
+        # Hidden states and attentions are collected here, not by transformers 5's output recording
+        # (`_can_record_outputs` hooks): the blocks run on the chunk-padded length L' and every
+        # recorded state would need slicing back to L afterwards, and a cached call crossing a block
+        # boundary runs several passes (`_forward_segments`) whose outputs are concatenated along L.
         all_hidden = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
+        all_cross = () if output_attentions and config.add_cross_attention else None
         for index, layer in enumerate(self.layers):
-            hidden_states, weights = layer(
+            hidden_states, weights, cross_weights = layer(
                 hidden_states,
+                encoder_hidden_states,
                 keep,
+                source_keep,
                 causal=config.is_decoder,
                 output_attentions=output_attentions,
                 cache=cache,
                 layer_idx=index,
+                attn_implementation=config._attn_implementation,
             )
             if output_hidden_states:
                 all_hidden += (hidden_states,)
             if output_attentions:
                 all_attentions += (weights,)
+                if all_cross is not None:
+                    all_cross += (cross_weights,)
 
         if cache is not None:
             self._advance_cache(cache, keep, shape)
@@ -1004,6 +1233,8 @@ class MegaModel(MegaPreTrainedModel):
             hidden_states = hidden_states[:, :length]
             if all_hidden is not None:
                 all_hidden = tuple(h[:, :length] for h in all_hidden)
+            if all_cross is not None:
+                all_cross = tuple(w[:, :length] for w in all_cross)
         pooled = self.pooler(hidden_states) if self.pooler is not None else None
         return BaseModelOutputWithPoolingAndCrossAttentions(
             last_hidden_state=hidden_states,
@@ -1011,6 +1242,7 @@ class MegaModel(MegaPreTrainedModel):
             cache=cache,
             hidden_states=all_hidden,
             attentions=all_attentions,
+            cross_attentions=all_cross,
         )
 
     def _advance_cache(self, cache: MegaCache, keep: torch.Tensor | None, shape: tuple[int, int]) -> None:
@@ -1037,6 +1269,8 @@ class MegaModel(MegaPreTrainedModel):
         cache: MegaCache,
         output_attentions: bool,
         output_hidden_states: bool,
+        encoder_hidden_states: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
     ) -> BaseModelOutputWithPoolingAndCrossAttentions:
         """A cached call split at attention-block boundaries; outputs are concatenated along L."""
         if output_attentions:
@@ -1056,6 +1290,8 @@ class MegaModel(MegaPreTrainedModel):
                     attention_mask=piece(attention_mask),
                     token_type_ids=piece(token_type_ids),
                     inputs_embeds=piece(inputs_embeds),
+                    encoder_hidden_states=encoder_hidden_states,
+                    encoder_attention_mask=encoder_attention_mask,
                     cache=cache,
                     use_cache=True,
                     output_hidden_states=output_hidden_states,
@@ -1201,6 +1437,8 @@ class MegaForCausalLM(MegaPreTrainedModel, GenerationMixin):
         token_type_ids: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
         cache: MegaCache | None = None,
         use_cache: bool | None = None,
         output_attentions: bool | None = None,
@@ -1216,6 +1454,8 @@ class MegaForCausalLM(MegaPreTrainedModel, GenerationMixin):
             attention_mask=attention_mask,
             token_type_ids=token_type_ids,
             inputs_embeds=inputs_embeds,
+            encoder_hidden_states=encoder_hidden_states,
+            encoder_attention_mask=encoder_attention_mask,
             cache=cache if cache is not None else past_key_values,
             use_cache=use_cache,
             output_attentions=output_attentions,
@@ -1236,6 +1476,7 @@ class MegaForCausalLM(MegaPreTrainedModel, GenerationMixin):
             cache=outputs.cache,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
+            cross_attentions=outputs.cross_attentions,
         )
 
 
