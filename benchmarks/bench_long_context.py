@@ -123,7 +123,7 @@ def make_examples(
     k = len(BUCKET_NAMES)
     filler_length = length - 2 - k * fact_tokens  # <s> and </s>
     if filler_length < 8 * k:
-        raise ValueError(f"--length ({length}) is too short for {k} facts of {fact_tokens} tokens: use >= 512")
+        raise ValueError(f"length ({length}) is too short for {k} facts of {fact_tokens} tokens: use >= 128")
     if len(stream) < 2 * filler_length:
         raise ValueError(f"ACLSum {split} has {len(stream)} tokens, too few for inputs of {length}")
     rng = random.Random(seed)
@@ -408,12 +408,12 @@ class Settings:
 
 
 FULL = Settings(
-    length=16384, control_context=CONTROL_CONTEXT, stage1_length=256, stage1_examples=6000, stage1_steps=300,
-    stage1_batch=16, stage2_examples=160, stage2_steps=40, stage2_batch=4, test_examples=40,
+    length=16384, control_context=CONTROL_CONTEXT, stage1_length=128, stage1_examples=8000, stage1_steps=450,
+    stage1_batch=16, stage2_examples=60, stage2_steps=30, stage2_batch=2, test_examples=40,
     learning_rate=3e-3, stage2_learning_rate=1e-3, eval_batch=4,
 )
 QUICK = Settings(
-    length=1024, control_context=64, stage1_length=256, stage1_examples=64, stage1_steps=8,
+    length=1024, control_context=64, stage1_length=128, stage1_examples=64, stage1_steps=8,
     stage1_batch=8, stage2_examples=8, stage2_steps=2, stage2_batch=4, test_examples=4,
     learning_rate=3e-3, stage2_learning_rate=1e-3, eval_batch=4,
 )
@@ -445,7 +445,9 @@ def train_args(model: Path, data: Path, output: Path, s: Settings, *, stage: int
         "--learning-rate", str(lr), "--max-source-length", str(context), "--max-target-length", "96",
         "--eval-split", "none", "--save-steps", str(steps), "--no-gradient-checkpointing", "--seed", str(seed),
         "--overwrite", "--resume", "none", "--quiet",
-        "--set", f"warmup_steps={max(1, steps // 10)}", "--set", "lr_scheduler_type=cosine",
+        # stage 1 keeps its peak rate (the copy is learned late, after a plateau); stage 2 anneals
+        "--set", f"warmup_steps={max(1, min(20, steps // 10))}",
+        "--set", f"lr_scheduler_type={'constant_with_warmup' if stage == 1 else 'cosine'}",
         "--set", "weight_decay=0.0", "--set", f"logging_steps={max(1, min(10, steps // 4))}",
         "--set", "save_total_limit=1", "--set", "train_sampling_strategy=random",
         # short stage-1 inputs stay short: MEGA pads only inputs longer than its chunk
@@ -459,6 +461,28 @@ def eval_args(model: Path, data: Path, output: Path, s: Settings, *, context: in
         "--max-input-tokens", str(context), "--batch-size", str(s.eval_batch), "--num-beams", "1",
         "--max-new-tokens", "80", "--min-new-tokens", "0", "--bootstrap-samples", "0", "--quiet",
     ]
+
+
+def encoder_similarity(model_dir: Path, documents: list[str], context: int, positions: int = 512) -> float:
+    """Mean cosine similarity between the encoder's outputs at `positions` random token positions of each
+    document (cut to `context`): near 1 means the encoder emits the same vector everywhere, so the decoder
+    has nothing position- or token-specific to copy from."""
+    import torch
+
+    from mega2bart.builder import load_mega2bart
+
+    model, tokenizer = load_mega2bart(model_dir)
+    model.eval()
+    generator = torch.Generator().manual_seed(0)
+    values = []
+    with torch.inference_mode():
+        for document in documents:
+            batch = tokenizer(document, return_tensors="pt", truncation=True, max_length=context)
+            hidden = model.encoder(**batch).last_hidden_state[0]  # (length, H)
+            pick = torch.randperm(hidden.shape[0], generator=generator)[:positions]
+            unit = torch.nn.functional.normalize(hidden[pick].double(), dim=-1)  # (positions, H)
+            values.append(float((unit @ unit.T).mean()))
+    return sum(values) / len(values)
 
 
 def training_losses(output: Path) -> list[tuple[int, float]]:
@@ -479,14 +503,15 @@ def machine() -> dict[str, Any]:
 def markdown(results: dict[str, Any]) -> str:
     arms = results["arms"]
     lines = [
-        "| arm | context | " + " | ".join(f"recall {b}" for b in BUCKET_NAMES) + " | recall (all) | all facts in order |",
-        "|---|---|" + "---|" * (len(BUCKET_NAMES) + 2),
+        "| arm | context | " + " | ".join(f"recall {b}" for b in BUCKET_NAMES)
+        + " | recall (all) | all facts in order | encoder cosine |",
+        "|---|---|" + "---|" * (len(BUCKET_NAMES) + 3),
     ]
     for name, arm in arms.items():
         r = arm["score"]
         cells = [("-" if r["recall_by_bucket"][b] is None else f"{100 * r['recall_by_bucket'][b]:.1f}%") for b in BUCKET_NAMES]
         lines.append(f"| {name} | {arm['context']:,} | " + " | ".join(cells)
-                     + f" | {100 * r['recall']:.1f}% | {100 * r['ordered']:.1f}% |")
+                     + f" | {100 * r['recall']:.1f}% | {100 * r['ordered']:.1f}% | {arm['encoder_cosine']:.3f} |")
     s = results["settings"]
     facts = arms[next(iter(arms))]["score"]["facts_by_bucket"]
     lines += [
@@ -558,6 +583,7 @@ def main(argv: list[str] | None = None) -> int:
             "score": score(references, [predictions[r["id"]] for r in references], context),
             "losses": {"stage2": training_losses(model_dir)},
             "examples": [{"reference": r["summary"], "prediction": predictions[r["id"]]} for r in references[:3]],
+            "encoder_cosine": encoder_similarity(model_dir, [r["document"] for r in references[:2]], context),
         }
         print(f"{name}: {json.dumps(arms[name]['score'])}", flush=True)
 
