@@ -408,8 +408,8 @@ class Settings:
 
 
 FULL = Settings(
-    length=16384, control_context=CONTROL_CONTEXT, stage1_length=128, stage1_examples=8000, stage1_steps=450,
-    stage1_batch=16, stage2_examples=60, stage2_steps=30, stage2_batch=2, test_examples=40,
+    length=16384, control_context=CONTROL_CONTEXT, stage1_length=128, stage1_examples=8000, stage1_steps=600,
+    stage1_batch=8, stage2_examples=60, stage2_steps=30, stage2_batch=2, test_examples=40,
     learning_rate=3e-3, stage2_learning_rate=1e-3, eval_batch=4,
 )
 QUICK = Settings(
@@ -444,7 +444,7 @@ def train_args(model: Path, data: Path, output: Path, s: Settings, *, stage: int
         "--max-steps", str(steps), "--batch-size", str(batch), "--gradient-accumulation-steps", "1",
         "--learning-rate", str(lr), "--max-source-length", str(context), "--max-target-length", "96",
         "--eval-split", "none", "--save-steps", str(steps), "--no-gradient-checkpointing", "--seed", str(seed),
-        "--overwrite", "--resume", "none", "--quiet",
+        "--overwrite", "--resume", "none",  # not --quiet: the log shows progress and losses
         # stage 1 keeps its peak rate (the copy is learned late, after a plateau); stage 2 anneals
         "--set", f"warmup_steps={max(1, min(20, steps // 10))}",
         "--set", f"lr_scheduler_type={'constant_with_warmup' if stage == 1 else 'cosine'}",
