@@ -1,0 +1,611 @@
+"""Does a mega2bart model read the whole document? A planted-fact probe, trained from scratch on the CPU.
+
+Every input is real text (ACLSum paper bodies, `mega2bart.data`'s offline "aclsum" set, run together)
+cut to a target length, with K short fact sentences planted in it, one in each depth bucket
+(0-1k, 1-4k, 4-8k, 8-12k, 12-16k of a 16,384-token input; the same fractions of a shorter one):
+
+    ... The access code of the Delta archive is 4 7 1 9. ...
+
+The entity is one of 24 names and the code 4 random digits, drawn per input, so nothing can be
+guessed. The target is the K facts in document order. Training inputs come from ACLSum's train
+papers, held-out inputs from its test papers, with other seeds. Both are written as JSONL
+("document"/"summary") that `mega2bart train` and `mega2bart eval` read unchanged.
+
+The model is a small mega2bart built by `mega2bart.builder.build_mega2bart` from configs (random
+init; MEGA with the seed's chunk size 1,024 and its bidirectional multi-dimensional damped EMA,
+post-norm ScaleNorm, simple relative bias), trained with `mega2bart train` in two stages:
+
+1. `--stage1-length` inputs (short, cheap: the model learns to find and copy facts), shared by both arms;
+2. full-length inputs (16,384 tokens), continuing from stage 1:
+   - mega-16k: the model reads all `--length` tokens, in training and evaluation;
+   - truncated-1k (control): the same stage-1 model, trained and evaluated on the same data with
+     inputs truncated to 1,024 tokens (its first chunk); it cannot see facts beyond that.
+
+Then `mega2bart eval` generates greedily for the held-out inputs and this script scores the
+predictions: recall (exact match of each fact sentence) per depth bucket and the share of outputs
+that hold every fact in document order. It writes `results.json`, `results.md` and
+`recall_by_depth.png` (a dependency-free PNG writer; no matplotlib needed).
+
+    .venv/bin/python benchmarks/bench_long_context.py --quick        # 1,024-token inputs, minutes
+    .venv/bin/python benchmarks/bench_long_context.py --out-dir runs/long_context   # the full run
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import platform
+import random
+import re
+import shlex
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+# Single-token names in the BART/GPT-2 byte-level BPE (checked in `make_fact`).
+NAMES = (
+    "Alpha", "Beta", "Gamma", "Delta", "Kappa", "Sigma", "Omega", "Orion", "Atlas", "Apollo", "Hermes", "Juno",
+    "Titan", "Vega", "Nova", "Echo", "Falcon", "Raven", "Tiger", "Eagle", "Cobra", "Phoenix", "Maple", "Cedar",
+)
+FACT_TEMPLATE = "The access code of the {name} archive is {digits}."
+FACT_RE = re.compile(r"The access code of the (\w+) archive is ((?:\d ){3}\d)\.")
+CODE_DIGITS = 4
+# Depth buckets as fractions of the input: 0-1k, 1-4k, 4-8k, 8-12k, 12-16k of 16,384 tokens.
+BUCKET_EDGES = (0.0, 1 / 16, 4 / 16, 8 / 16, 12 / 16, 1.0)
+BUCKET_NAMES = ("0-1k", "1-4k", "4-8k", "8-12k", "12-16k")
+CONTROL_CONTEXT = 1024
+
+
+# ------------------------------------------------------------------------------------------------
+# data
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Example:
+    """One probe input: `document` of exactly `length` tokens (specials included), the facts and where they start."""
+
+    id: str
+    document: str
+    summary: str
+    facts: list[str]
+    depths: list[int]  # token index of each fact's first token in the tokenized document
+    length: int
+    fact_tokens: int
+
+
+def make_fact(rng: random.Random, name: str) -> str:
+    digits = " ".join(str(rng.randrange(10)) for _ in range(CODE_DIGITS))
+    return FACT_TEMPLATE.format(name=name, digits=digits)
+
+
+@functools.lru_cache(maxsize=4)
+def filler_stream(tokenizer: Any, split: str) -> tuple[list[int], list[int], list[int]]:
+    """ACLSum paper bodies of `split`, run together, as token ids; the indices where a word starts with a
+    space (there a fact can be spliced in without changing how the text around it tokenizes); and the
+    indices where a paragraph opens."""
+    from mega2bart.data import load_summarization_dataset
+
+    data, _ = load_summarization_dataset("aclsum")
+    text = "\n\n".join(data[split]["document"])
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    tokens = tokenizer.convert_ids_to_tokens(ids)
+    starts = [i for i, token in enumerate(tokens) if token.startswith("Ġ") and len(token) > 1]
+    # paragraph openings: a document starts there, so it tokenizes the same once loaders strip() it
+    openings = [i for i in range(1, len(tokens)) if tokens[i - 1].endswith("Ċ") and not tokens[i].startswith(("Ġ", "Ċ"))]
+    return ids, starts, openings
+
+
+def make_examples(
+    tokenizer: Any, split: str, count: int, length: int, seed: int, prefix: str, *, some_buckets: bool = False
+) -> list[Example]:
+    """`count` inputs of exactly `length` tokens: filler from ACLSum `split` with one fact per depth bucket.
+
+    `some_buckets=True` (the short first training stage) plants facts in a random non-empty subset of the
+    buckets instead, 1 to 5 facts: single facts teach copying before several facts demand an order."""
+    import bisect
+
+    stream, starts, openings = filler_stream(tokenizer, split)
+    fact_tokens = len(tokenizer(" " + make_fact(random.Random(0), NAMES[0]), add_special_tokens=False)["input_ids"])
+    for name in NAMES:
+        pieces = tokenizer(" " + name, add_special_tokens=False)["input_ids"]
+        assert len(pieces) == 1, f"{name!r} is {len(pieces)} tokens; NAMES must be single tokens"
+    k = len(BUCKET_NAMES)
+    filler_length = length - 2 - k * fact_tokens  # <s> and </s>
+    if filler_length < 8 * k:
+        raise ValueError(f"length ({length}) is too short for {k} facts of {fact_tokens} tokens: use >= 128")
+    if len(stream) < 2 * filler_length:
+        raise ValueError(f"ACLSum {split} has {len(stream)} tokens, too few for inputs of {length}")
+    rng = random.Random(seed)
+    examples: list[Example] = []
+    while len(examples) < count:
+        begin = openings[rng.randrange(bisect.bisect_left(openings, len(stream) - filler_length - 1))]
+        filler = stream[begin:begin + filler_length]
+        # fact i starts at document position 1 + cut_i + i * fact_tokens, inside bucket i
+        chosen = sorted(rng.sample(range(k), rng.randint(1, k))) if some_buckets else list(range(k))
+        cuts: list[int] = []
+        for i in range(k):
+            low = max(int(BUCKET_EDGES[i] * length), 1 + i * fact_tokens)
+            high = int(BUCKET_EDGES[i + 1] * length) - fact_tokens - 1
+            depth = rng.randrange(low, max(low + 1, high))
+            cut = depth - 1 - i * fact_tokens
+            # snap to the next word start of the filler (token strings beginning with a space)
+            j = bisect.bisect_left(starts, begin + cut)
+            cut = starts[j] - begin if j < len(starts) else filler_length
+            cuts.append(min(max(cut, cuts[-1] if cuts else 0), filler_length))
+        names = rng.sample(NAMES, len(chosen))
+        facts = [make_fact(rng, name) for name in names]
+        cuts = [cuts[i] for i in chosen]  # unplanted buckets keep their filler; the input is shorter by their facts
+        pieces, previous = [], 0
+        for cut, fact in zip(cuts, facts):
+            pieces.append(tokenizer.decode(filler[previous:cut]))
+            pieces.append(" " + fact)
+            previous = cut
+        pieces.append(tokenizer.decode(filler[previous:]))
+        document = "".join(pieces)
+        if document != document.strip():
+            continue  # filler ending in whitespace: the loaders strip it, which would change the length
+        ids = tokenizer(document)["input_ids"]
+        depths = [1 + cut + i * fact_tokens for i, cut in enumerate(cuts)]
+        fact_ids = [tokenizer(" " + fact, add_special_tokens=False)["input_ids"] for fact in facts]
+        expected = length - (k - len(chosen)) * fact_tokens
+        if len(ids) != expected or any(ids[d:d + fact_tokens] != f for d, f in zip(depths, fact_ids)):
+            continue  # a splice changed the tokenization (rare): draw again
+        examples.append(Example(
+            id=f"{prefix}-{len(examples)}", document=document, summary=" ".join(facts),
+            facts=facts, depths=depths, length=expected, fact_tokens=fact_tokens,
+        ))
+    return examples
+
+
+def write_jsonl(path: Path, examples: list[Example]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as fh:
+        for example in examples:
+            fh.write(json.dumps(asdict(example)) + "\n")
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+# ------------------------------------------------------------------------------------------------
+# scoring
+# ------------------------------------------------------------------------------------------------
+
+
+def bucket_of(depth: int, length: int) -> int:
+    fraction = depth / length
+    return next(i for i in range(len(BUCKET_NAMES)) if fraction < BUCKET_EDGES[i + 1])
+
+
+def score(references: list[dict[str, Any]], predictions: list[str], context: int | None = None) -> dict[str, Any]:
+    """Recall per depth bucket (a fact counts if its exact sentence is in the output), the share of outputs
+    holding every fact in document order, and (with `context`) recall of the facts inside / beyond it."""
+    assert len(references) == len(predictions), (len(references), len(predictions))
+    k = len(BUCKET_NAMES)
+    found, total = [0] * k, [0] * k
+    inside, beyond = [0, 0], [0, 0]
+    ordered = 0
+    for reference, prediction in zip(references, predictions):
+        positions = [prediction.find(fact) for fact in reference["facts"]]
+        for depth, position in zip(reference["depths"], positions):
+            b = bucket_of(depth, reference["length"])
+            total[b] += 1
+            found[b] += position >= 0
+            if context is not None:
+                side = inside if depth + reference["fact_tokens"] <= context - 1 else beyond  # </s> is kept
+                side[0] += position >= 0
+                side[1] += 1
+        ordered += all(p >= 0 for p in positions) and positions == sorted(positions)
+    result: dict[str, Any] = {
+        "recall_by_bucket": {name: (found[i] / total[i] if total[i] else None) for i, name in enumerate(BUCKET_NAMES)},
+        "facts_by_bucket": {name: total[i] for i, name in enumerate(BUCKET_NAMES)},
+        "recall": sum(found) / max(1, sum(total)),
+        "ordered": ordered / max(1, len(references)),
+        "outputs": len(references),
+    }
+    if context is not None:
+        result["recall_inside_context"] = inside[0] / inside[1] if inside[1] else None
+        result["recall_beyond_context"] = beyond[0] / beyond[1] if beyond[1] else None
+    return result
+
+
+# ------------------------------------------------------------------------------------------------
+# model
+# ------------------------------------------------------------------------------------------------
+
+
+def model_configs(length: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The probe's encoder and decoder configs: the tiny preset's options at a width that trains on 2 cores,
+    with the seed's chunk size (1,024) and EMA kind (bidirectional, multi-dimensional damped)."""
+    from mega2bart.presets import TINY_DECODER, TINY_ENCODER
+
+    encoder = {
+        **TINY_ENCODER,
+        "hidden_size": 64,
+        "intermediate_size": 64,  # E, the value width of the gated attention
+        "nffn_hidden_size": 128,
+        "shared_representation_size": 16,  # Z, queries and keys
+        "ema_projection_size": 16,  # N, EMA dimensions per channel
+        "num_hidden_layers": 2,
+        "chunk_size": 1024,
+        "max_positions": max(length, 16384),
+    }
+    decoder = {
+        **TINY_DECODER,
+        "d_model": 128,
+        "encoder_attention_heads": 4,
+        "decoder_attention_heads": 4,
+        "encoder_ffn_dim": 256,
+        "decoder_ffn_dim": 256,
+        "max_position_embeddings": 256,
+    }
+    return encoder, decoder
+
+
+def build_model(directory: Path, length: int, max_new_tokens: int) -> dict[str, Any]:
+    """Build and save the random-init probe model; returns its parameter counts."""
+    from mega2bart.builder import build_mega2bart, parameter_counts, save_mega2bart
+
+    encoder, decoder = model_configs(length)
+    model, tokenizer = build_mega2bart(
+        encoder, decoder, "offline", max_input_length=length,
+        generation={"max_new_tokens": max_new_tokens, "min_new_tokens": 0, "num_beams": 1,
+                    "no_repeat_ngram_size": 0, "length_penalty": 1.0, "early_stopping": False},
+    )
+    save_mega2bart(model, tokenizer, directory, overwrite=True)
+    return parameter_counts(model)
+
+
+# ------------------------------------------------------------------------------------------------
+# plot: a PNG written with zlib alone (no matplotlib), a 5x7 bitmap font for the labels
+# ------------------------------------------------------------------------------------------------
+
+_GLYPHS = {  # 5 columns x 7 rows, one string of 5 bits per row
+    "0": "01110 10001 10011 10101 11001 10001 01110", "1": "00100 01100 00100 00100 00100 00100 01110",
+    "2": "01110 10001 00001 00010 00100 01000 11111", "3": "11110 00001 00001 01110 00001 00001 11110",
+    "4": "00010 00110 01010 10010 11111 00010 00010", "5": "11111 10000 11110 00001 00001 10001 01110",
+    "6": "00110 01000 10000 11110 10001 10001 01110", "7": "11111 00001 00010 00100 01000 01000 01000",
+    "8": "01110 10001 10001 01110 10001 10001 01110", "9": "01110 10001 10001 01111 00001 00010 01100",
+    "%": "11001 11010 00010 00100 01000 01011 10011", "-": "00000 00000 00000 11111 00000 00000 00000",
+    ".": "00000 00000 00000 00000 00000 01100 01100", " ": "00000 00000 00000 00000 00000 00000 00000",
+    "(": "00010 00100 01000 01000 01000 00100 00010", ")": "01000 00100 00010 00010 00010 00100 01000",
+    ",": "00000 00000 00000 00000 01100 00100 01000", "/": "00001 00010 00010 00100 01000 01000 10000",
+    "A": "01110 10001 10001 11111 10001 10001 10001", "C": "01110 10001 10000 10000 10000 10001 01110",
+    "D": "11110 10001 10001 10001 10001 10001 11110", "E": "11111 10000 10000 11110 10000 10000 11111",
+    "G": "01110 10001 10000 10111 10001 10001 01111", "K": "10001 10010 10100 11000 10100 10010 10001",
+    "M": "10001 11011 10101 10101 10001 10001 10001", "R": "11110 10001 10001 11110 10100 10010 10001",
+    "T": "11111 00100 00100 00100 00100 00100 00100", "a": "00000 00000 01110 00001 01111 10001 01111",
+    "c": "00000 00000 01110 10000 10000 10001 01110", "d": "00001 00001 01101 10011 10001 10001 01111",
+    "e": "00000 00000 01110 10001 11111 10000 01110", "f": "00110 01001 01000 11100 01000 01000 01000",
+    "h": "10000 10000 10110 11001 10001 10001 10001", "i": "00100 00000 01100 00100 00100 00100 01110",
+    "k": "10000 10000 10010 10100 11000 10100 10010", "l": "01100 00100 00100 00100 00100 00100 01110",
+    "n": "00000 00000 10110 11001 10001 10001 10001", "o": "00000 00000 01110 10001 10001 10001 01110",
+    "p": "00000 00000 11110 10001 10001 11110 10000", "r": "00000 00000 10110 11001 10000 10000 10000",
+    "s": "00000 00000 01110 10000 01110 00001 11110", "t": "01000 01000 11100 01000 01000 01001 00110",
+    "u": "00000 00000 10001 10001 10001 10011 01101", "w": "00000 00000 10001 10001 10101 10101 01010",
+    "x": "00000 00000 10001 01010 00100 01010 10001", "b": "10000 10000 10110 11001 10001 10001 11110",
+    "g": "00000 01111 10001 10001 01111 00001 01110", "m": "00000 00000 11010 10101 10101 10001 10001",
+    "v": "00000 00000 10001 10001 10001 01010 00100", "q": "00000 00000 01101 10011 01111 00001 00001",
+    ":": "00000 01100 01100 00000 01100 01100 00000", "=": "00000 00000 11111 00000 11111 00000 00000", "y": "00000 00000 10001 10001 01111 00001 01110",
+}
+
+
+class Canvas:
+    """An RGB raster with lines, boxes and text, saved as PNG."""
+
+    def __init__(self, width: int, height: int) -> None:
+        self.width, self.height = width, height
+        self.pixels = bytearray(b"\xff" * (width * height * 3))
+
+    def dot(self, x: int, y: int, color: tuple[int, int, int], size: int = 1) -> None:
+        for dy in range(size):
+            for dx in range(size):
+                px, py = x + dx, y + dy
+                if 0 <= px < self.width and 0 <= py < self.height:
+                    i = (py * self.width + px) * 3
+                    self.pixels[i:i + 3] = bytes(color)
+
+    def line(self, x0: float, y0: float, x1: float, y1: float, color: tuple[int, int, int], size: int = 1) -> None:
+        steps = int(max(abs(x1 - x0), abs(y1 - y0))) + 1
+        for s in range(steps + 1):
+            t = s / steps
+            self.dot(round(x0 + (x1 - x0) * t), round(y0 + (y1 - y0) * t), color, size)
+
+    def box(self, x: int, y: int, w: int, h: int, color: tuple[int, int, int]) -> None:
+        for yy in range(y, y + h):
+            self.line(x, yy, x + w - 1, yy, color)
+
+    def text(self, x: int, y: int, text: str, color: tuple[int, int, int] = (0, 0, 0), scale: int = 2) -> int:
+        """Draw `text` with its top-left corner at (x, y); returns the x after it."""
+        for char in text:
+            rows = _GLYPHS.get(char, _GLYPHS[" "]).split()
+            for r, bits in enumerate(rows):
+                for c, bit in enumerate(bits):
+                    if bit == "1":
+                        self.dot(x + c * scale, y + r * scale, color, scale)
+            x += 6 * scale
+        return x
+
+    def save(self, path: Path) -> None:
+        raw = b"".join(b"\x00" + bytes(self.pixels[y * self.width * 3:(y + 1) * self.width * 3]) for y in range(self.height))
+
+        def chunk(kind: bytes, data: bytes) -> bytes:
+            return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+        header = struct.pack(">IIBBBBB", self.width, self.height, 8, 2, 0, 0, 0)  # 8-bit RGB
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+
+
+COLORS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189))
+
+
+def plot_recall(arms: dict[str, dict[str, Any]], path: Path, title: str) -> None:
+    """Recall (%) per depth bucket, one line per arm, bucket names on the x axis."""
+    width, height, left, right, top, bottom = 720, 450, 80, 30, 50, 100
+    canvas = Canvas(width, height)
+    plot_w, plot_h = width - left - right, height - top - bottom
+    canvas.text(left, 14, title, scale=2)
+    for percent in range(0, 101, 20):
+        y = top + plot_h - round(plot_h * percent / 100)
+        canvas.line(left, y, left + plot_w, y, (225, 225, 225))
+        canvas.text(left - 12 - 6 * 2 * len(f"{percent}%"), y - 7, f"{percent}%", scale=2)
+    canvas.line(left, top, left, top + plot_h, (0, 0, 0))
+    canvas.line(left, top + plot_h, left + plot_w, top + plot_h, (0, 0, 0))
+    n = len(BUCKET_NAMES)
+    xs = [left + round(plot_w * (i + 0.5) / n) for i in range(n)]
+    for x, name in zip(xs, BUCKET_NAMES):
+        canvas.line(x, top + plot_h, x, top + plot_h + 5, (0, 0, 0))
+        canvas.text(x - 6 * len(name), top + plot_h + 10, name, scale=2)
+    canvas.text(left + plot_w // 2 - 6 * 2 * 7, top + plot_h + 36, "depth (tokens)", scale=2)
+    legend_x = left + 10
+    for (name, result), color in zip(arms.items(), COLORS):
+        points = [(x, result["recall_by_bucket"][b]) for x, b in zip(xs, BUCKET_NAMES)]
+        ys = [None if r is None else top + plot_h - round(plot_h * r) for _, r in points]
+        for (x0, _), (x1, _), y0, y1 in zip(points, points[1:], ys, ys[1:]):
+            if y0 is not None and y1 is not None:
+                canvas.line(x0, y0, x1, y1, color, size=3)
+        for (x, _), y in zip(points, ys):
+            if y is not None:
+                canvas.box(x - 4, y - 4, 9, 9, color)
+        canvas.box(legend_x, top + plot_h + 74, 20, 6, color)
+        legend_x = canvas.text(legend_x + 26, top + plot_h + 70, name, scale=2) + 24
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+
+
+# ------------------------------------------------------------------------------------------------
+# the run
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Settings:
+    length: int
+    control_context: int
+    stage1_length: int
+    stage1_examples: int
+    stage1_steps: int
+    stage1_batch: int
+    stage2_examples: int
+    stage2_steps: int
+    stage2_batch: int
+    test_examples: int
+    learning_rate: float
+    stage2_learning_rate: float
+    eval_batch: int
+
+
+FULL = Settings(
+    length=16384, control_context=CONTROL_CONTEXT, stage1_length=128, stage1_examples=8000, stage1_steps=600,
+    stage1_batch=8, stage2_examples=60, stage2_steps=30, stage2_batch=2, test_examples=40,
+    learning_rate=3e-3, stage2_learning_rate=1e-3, eval_batch=4,
+)
+QUICK = Settings(
+    length=1024, control_context=64, stage1_length=128, stage1_examples=64, stage1_steps=8,
+    stage1_batch=8, stage2_examples=8, stage2_steps=2, stage2_batch=4, test_examples=4,
+    learning_rate=3e-3, stage2_learning_rate=1e-3, eval_batch=4,
+)
+
+
+def run_cli(args: list[str], log: Path, threads: int) -> float:
+    """Run `mega2bart ARGS` in a subprocess (this checkout first on PYTHONPATH); returns its seconds."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+           "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "mega2bart.cli", *args]
+    print(f"$ mega2bart {shlex.join(args)}  (log: {log})", flush=True)
+    start = time.perf_counter()
+    with log.open("w", encoding="utf-8") as fh:
+        done = subprocess.run(command, env=env, stdout=fh, stderr=subprocess.STDOUT, cwd=REPO)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        tail = "".join(log.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)[-15:])
+        raise SystemExit(f"mega2bart {args[0]} failed (exit {done.returncode}); last lines of {log}:\n{tail}")
+    print(f"  done in {seconds:.0f} s", flush=True)
+    return seconds
+
+
+def train_args(model: Path, data: Path, output: Path, s: Settings, *, stage: int, context: int, seed: int) -> list[str]:
+    steps, batch, lr = (s.stage1_steps, s.stage1_batch, s.learning_rate) if stage == 1 else (
+        s.stage2_steps, s.stage2_batch, s.stage2_learning_rate)
+    return [
+        "train", "--model", str(model), "--dataset", str(data), "--output-dir", str(output),
+        "--max-steps", str(steps), "--batch-size", str(batch), "--gradient-accumulation-steps", "1",
+        "--learning-rate", str(lr), "--max-source-length", str(context), "--max-target-length", "96",
+        "--eval-split", "none", "--save-steps", str(steps), "--no-gradient-checkpointing", "--seed", str(seed),
+        "--overwrite", "--resume", "none",  # not --quiet: the log shows progress and losses
+        # stage 1 keeps its peak rate (the copy is learned late, after a plateau); stage 2 anneals
+        "--set", f"warmup_steps={max(1, min(20, steps // 10))}",
+        "--set", f"lr_scheduler_type={'constant_with_warmup' if stage == 1 else 'cosine'}",
+        "--set", "weight_decay=0.0", "--set", f"logging_steps={max(1, min(10, steps // 4))}",
+        "--set", "save_total_limit=1", "--set", "train_sampling_strategy=random",
+        # short stage-1 inputs stay short: MEGA pads only inputs longer than its chunk
+        "--set", "pad_to_multiple_of=8",
+    ]
+
+
+def eval_args(model: Path, data: Path, output: Path, s: Settings, *, context: int) -> list[str]:
+    return [
+        "eval", str(model), "--output-dir", str(output), "--dataset", str(data), "--split", "train",
+        "--max-input-tokens", str(context), "--batch-size", str(s.eval_batch), "--num-beams", "1",
+        "--max-new-tokens", "80", "--min-new-tokens", "0", "--bootstrap-samples", "0", "--quiet",
+    ]
+
+
+def encoder_similarity(model_dir: Path, documents: list[str], context: int, positions: int = 512) -> float:
+    """Mean cosine similarity between the encoder's outputs at `positions` random token positions of each
+    document (cut to `context`): near 1 means the encoder emits the same vector everywhere, so the decoder
+    has nothing position- or token-specific to copy from."""
+    import torch
+
+    from mega2bart.builder import load_mega2bart
+
+    model, tokenizer = load_mega2bart(model_dir)
+    model.eval()
+    generator = torch.Generator().manual_seed(0)
+    values = []
+    with torch.inference_mode():
+        for document in documents:
+            batch = tokenizer(document, return_tensors="pt", truncation=True, max_length=context)
+            hidden = model.encoder(**batch).last_hidden_state[0]  # (length, H)
+            pick = torch.randperm(hidden.shape[0], generator=generator)[:positions]
+            unit = torch.nn.functional.normalize(hidden[pick].double(), dim=-1)  # (positions, H)
+            values.append(float((unit @ unit.T).mean()))
+    return sum(values) / len(values)
+
+
+def training_losses(output: Path) -> list[tuple[int, float]]:
+    metrics = json.loads((output / "metrics.json").read_text(encoding="utf-8"))
+    return [(e["step"], e["loss"]) for e in metrics.get("log_history", []) if "loss" in e]
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cpu_count": os.cpu_count(), "python": platform.python_version()}
+
+
+def markdown(results: dict[str, Any]) -> str:
+    arms = results["arms"]
+    lines = [
+        "| arm | context | " + " | ".join(f"recall {b}" for b in BUCKET_NAMES)
+        + " | recall (all) | all facts in order | encoder cosine |",
+        "|---|---|" + "---|" * (len(BUCKET_NAMES) + 3),
+    ]
+    for name, arm in arms.items():
+        r = arm["score"]
+        cells = [("-" if r["recall_by_bucket"][b] is None else f"{100 * r['recall_by_bucket'][b]:.1f}%") for b in BUCKET_NAMES]
+        lines.append(f"| {name} | {arm['context']:,} | " + " | ".join(cells)
+                     + f" | {100 * r['recall']:.1f}% | {100 * r['ordered']:.1f}% | {arm['encoder_cosine']:.3f} |")
+    s = results["settings"]
+    facts = arms[next(iter(arms))]["score"]["facts_by_bucket"]
+    lines += [
+        "",
+        f"{results['test_inputs']} held-out inputs of {s['length']:,} tokens, {len(BUCKET_NAMES)} facts each "
+        f"(facts per bucket: {', '.join(f'{b} {n}' for b, n in facts.items())}); "
+        f"bucket names are for 16,384 tokens, the same fractions of shorter inputs.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="short inputs and a few steps: checks the pipeline (minutes)")
+    parser.add_argument("--out-dir", type=Path, default=REPO / "runs" / "long_context", help="data, models, logs, results")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="OMP threads of each subprocess")
+    parser.add_argument("--seed", type=int, default=0, help="data and training seed")
+    parser.add_argument("--length", type=int, help="input tokens (default: 16,384; --quick: 1,024)")
+    parser.add_argument("--stage1-steps", type=int, help="optimiser steps on short inputs")
+    parser.add_argument("--stage2-steps", type=int, help="optimiser steps on full-length inputs, per arm")
+    parser.add_argument("--test-examples", type=int, help="held-out inputs")
+    parser.add_argument("--plot", type=Path, help="also copy the PNG here")
+    args = parser.parse_args(argv)
+
+    s = QUICK if args.quick else FULL
+    overrides = {"length": args.length, "stage1_steps": args.stage1_steps, "stage2_steps": args.stage2_steps,
+                 "test_examples": args.test_examples}
+    s = Settings(**{**asdict(s), **{k: v for k, v in overrides.items() if v is not None}})
+    if s.length < 512 or s.control_context >= s.length:
+        raise SystemExit(f"--length ({s.length}) must be >= 512 and above the control context ({s.control_context})")
+    out: Path = args.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+
+    from mega2bart.tokenization import load_offline_tokenizer
+
+    tokenizer = load_offline_tokenizer(model_max_length=s.length)
+    t0 = time.perf_counter()
+    stage1_data, stage2_data, test_data = out / "stage1.jsonl", out / "train.jsonl", out / "test.jsonl"
+    write_jsonl(stage1_data, make_examples(tokenizer, "train", s.stage1_examples, s.stage1_length, args.seed + 1, "short",
+                                           some_buckets=True))
+    write_jsonl(stage2_data, make_examples(tokenizer, "train", s.stage2_examples, s.length, args.seed + 2, "train"))
+    write_jsonl(test_data, make_examples(tokenizer, "test", s.test_examples, s.length, args.seed + 3, "test"))
+    seconds["data"] = time.perf_counter() - t0
+    print(f"data: {s.stage1_examples} x {s.stage1_length}, {s.stage2_examples} x {s.length}, "
+          f"{s.test_examples} held-out x {s.length} tokens in {seconds['data']:.0f} s", flush=True)
+
+    t0 = time.perf_counter()
+    parameters = build_model(out / "model", s.length, max_new_tokens=80)
+    seconds["build"] = time.perf_counter() - t0
+    print(f"model: {parameters}", flush=True)
+
+    logs = out / "logs"
+    logs.mkdir(exist_ok=True)
+    seconds["stage1"] = run_cli(train_args(out / "model", stage1_data, out / "stage1", s, stage=1,
+                                           context=s.stage1_length, seed=args.seed), logs / "stage1.log", args.threads)
+    arms: dict[str, dict[str, Any]] = {}
+    for name, context in ((f"mega-{s.length // 1024}k", s.length), (f"truncated-{s.control_context}", s.control_context)):
+        model_dir = out / name
+        seconds[f"train {name}"] = run_cli(train_args(out / "stage1", stage2_data, model_dir, s, stage=2,
+                                                      context=context, seed=args.seed), logs / f"train-{name}.log", args.threads)
+        seconds[f"eval {name}"] = run_cli(eval_args(model_dir, test_data, out / f"eval-{name}", s, context=context),
+                                          logs / f"eval-{name}.log", args.threads)
+        references = read_jsonl(test_data)
+        predictions = {row["id"]: row["prediction"] for row in read_jsonl(out / f"eval-{name}" / "predictions.jsonl")}
+        arms[name] = {
+            "context": context,
+            "score": score(references, [predictions[r["id"]] for r in references], context),
+            "losses": {"stage2": training_losses(model_dir)},
+            "examples": [{"reference": r["summary"], "prediction": predictions[r["id"]]} for r in references[:3]],
+            "encoder_cosine": encoder_similarity(model_dir, [r["document"] for r in references[:2]], context),
+        }
+        print(f"{name}: {json.dumps(arms[name]['score'])}", flush=True)
+
+    results = {
+        "settings": asdict(s), "seed": args.seed, "threads": args.threads, "machine": machine(),
+        "parameters": parameters, "model_configs": dict(zip(("encoder", "decoder"), model_configs(s.length))),
+        "stage1_losses": training_losses(out / "stage1"), "seconds": seconds,
+        "total_seconds": time.perf_counter() - started, "test_inputs": s.test_examples, "arms": arms,
+        "command": "benchmarks/bench_long_context.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    table = markdown(results)
+    (out / "results.md").write_text(table, encoding="utf-8")
+    plot_recall({name: arm["score"] for name, arm in arms.items()}, out / "recall_by_depth.png",
+                f"fact recall by depth, {s.length:,}-token inputs")
+    if args.plot:
+        plot_recall({name: arm["score"] for name, arm in arms.items()}, args.plot,
+                    f"fact recall by depth, {s.length:,}-token inputs")
+    print(table)
+    print(f"total {results['total_seconds']:.0f} s; wrote {out / 'results.json'}, results.md, recall_by_depth.png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
