@@ -245,7 +245,7 @@ def _check_decoder_type(config: PretrainedConfig, spec: Spec) -> None:
     if config.model_type == "mega" and getattr(config, "bidirectional", True):
         raise BuildError(
             f"decoder {what!r} is a bidirectional MEGA model (an encoder, such as the seed checkpoint): pass it as "
-            "the encoder; the decoder argument expects a BART-family checkpoint with cross-attention "
+            "the encoder (bidirectional=True: its backward EMA would read future summary tokens); the decoder argument expects a BART-family checkpoint with cross-attention "
             f"({DEFAULT_DECODER}, facebook/bart-base, ...) or a MEGA decoder config with bidirectional=False"
         )
     if config.model_type == "encoder-decoder":

@@ -291,18 +291,15 @@ class Mega2BartModel(EncoderDecoderModel):
         self, generation_config: GenerationConfig, model_kwargs: dict[str, Any], *args: Any, **kwargs: Any
     ) -> Any:
         """The stock cache, with its EncoderDecoderCache made a `SharedCrossAttentionCache` when sharing."""
+        # A decoder with its own cache (MEGA: EMA state, the open attention block, the projected encoder
+        # states in a MegaCache) builds it on its first call: generate() must not hand it an EncoderDecoderCache.
+        if not type(self.decoder)._supports_default_dynamic_cache() and model_kwargs.get("cache") is None:
+            return None
         result = super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
         cache = model_kwargs.get("cache")
         if self._sharing_encoder and type(cache) is EncoderDecoderCache:
             model_kwargs["cache"] = SharedCrossAttentionCache(cache.self_attention_cache, cache.cross_attention_cache)
         return result
-
-    def _prepare_cache_for_generation(self, generation_config, model_kwargs, *args, **kwargs) -> None:
-        # A decoder with its own cache (MEGA: EMA state, the open attention block, the projected encoder
-        # states in a MegaCache) builds it on its first call: generate() must not hand it an EncoderDecoderCache.
-        if not type(self.decoder)._supports_default_dynamic_cache() and model_kwargs.get("cache") is None:
-            return
-        super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
 
     @can_return_tuple
     def forward(

@@ -526,8 +526,8 @@ def test_generation_settings_are_checked() -> None:
     assert model.generation_config.min_new_tokens == model.generation_config.max_new_tokens == 4
 
 
-def test_mega_decoder_config_is_refused(offline_tokenizer) -> None:
-    with pytest.raises(BuildError, match="is a MEGA model: mega2bart uses MEGA only as the encoder"):
+def test_bidirectional_mega_decoder_config_is_refused(offline_tokenizer) -> None:
+    with pytest.raises(BuildError, match=r"is a bidirectional MEGA model \(an encoder, such as the seed checkpoint\): pass it as the encoder"):
         build_mega2bart(
             encoder=TINY_ENCODER, decoder={**TINY_ENCODER, "model_type": "mega"}, tokenizer=offline_tokenizer
         )
