@@ -20,6 +20,7 @@ from mega2bart.modeling_mega2bart import (
     SharedCrossAttentionCache,
 )
 from mega2bart.models.mega import MegaConfig, MegaModel
+from mega2bart.presets import BART_LARGE_DECODER, SEED_ENCODER
 
 SCORE_TOLERANCE = dict(rtol=1e-5, atol=1e-5)
 
@@ -254,49 +255,13 @@ def _medium_model() -> Mega2BartModel:
     """Full-size widths with one layer each: the seed MEGA encoder's shape, bart-large's decoder shape."""
     torch.manual_seed(0)
     vocab = 1024  # small vocabulary: the widths, not the embedding tables, are what is exercised
-    encoder = MegaModel(
-        MegaConfig(
-            vocab_size=vocab,
-            hidden_size=768,
-            num_hidden_layers=1,
-            intermediate_size=2304,
-            nffn_hidden_size=2304,
-            shared_representation_size=192,
-            ema_projection_size=32,
-            bidirectional=True,
-            use_chunking=True,
-            chunk_size=1024,
-            max_positions=16384,
-            relative_positional_bias="simple",
-            normalization_type="scalenorm",
-            normalize_before_mega=False,
-            normalize_before_ffn=False,
-            add_token_type_embeddings=True,
-            pad_token_id=1,
-            bos_token_id=0,
-            eos_token_id=2,
-        ),
-        add_pooling_layer=False,
-    )
-    decoder = BartForCausalLM(
-        BartConfig(
-            vocab_size=vocab,
-            d_model=1024,
-            encoder_layers=1,
-            decoder_layers=1,
-            encoder_attention_heads=16,
-            decoder_attention_heads=16,
-            encoder_ffn_dim=4096,
-            decoder_ffn_dim=4096,
-            max_position_embeddings=1024,
-            is_decoder=True,
-            add_cross_attention=True,
-            pad_token_id=1,
-            bos_token_id=0,
-            eos_token_id=2,
-            decoder_start_token_id=2,
-        )
-    )
+    # the seed encoder's and bart-large's widths from the presets, one layer each
+    encoder = MegaModel(MegaConfig(**{**SEED_ENCODER, "vocab_size": vocab, "num_hidden_layers": 1}),
+                        add_pooling_layer=False)
+    decoder = BartForCausalLM(BartConfig(**{
+        **BART_LARGE_DECODER, "vocab_size": vocab, "encoder_layers": 1, "decoder_layers": 1,
+        "is_decoder": True, "add_cross_attention": True,
+    }))
     model = Mega2BartModel(encoder=encoder, decoder=decoder).eval()
     model.config.decoder_start_token_id, model.config.pad_token_id = 2, 1
     model.generation_config.decoder_start_token_id = 2
