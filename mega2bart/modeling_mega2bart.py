@@ -36,6 +36,9 @@ cross-attention cache at every beam step: with bart-large's decoder (12 layers, 
   mask between query positions, only the encoder padding mask, which is the same for the k folded
   rows, so every query row sees exactly what it saw unfolded. With equal batches (training, stock
   generation, k = 1) it is BART's attention unchanged; self-attention is never touched.
+- on a CPU in float32 the decoder's linear layers compute a decoding step's few rows (B*k) as (W x^T)^T
+  (`_weight_major_linear`), which the CPU BLAS runs at the cost of one matrix-vector product instead of
+  one per row: without it a 4-beam token cost 2x a 1-beam token at 16,384 tokens, with it 1.4x.
 
 The tokens are those of the stock path (tests/test_generate_shared.py compares them, and the
 scores, in float32). Returned `encoder_attentions`/`encoder_hidden_states` have B rows, not B*k.
@@ -199,6 +202,51 @@ def _project_once(projection: torch.nn.Linear) -> Any:
     return forward
 
 
+# At most this many rows (batch x beams x new positions) take the weight-major product in a decoding step.
+SMALL_BATCH_ROWS = 64
+
+
+def _weight_major_linear(linear: torch.nn.Linear) -> Any:
+    """`linear.forward` for decoding on a CPU in float32: y = (W x^T)^T for inputs of at most SMALL_BATCH_ROWS rows.
+
+    `F.linear(x, W)` is x @ W^T. For a few rows (a decoding step: batch x beams rows) the CPU BLAS packs the
+    transposed weight for every call, and the product costs about as much per row as a matrix-vector product:
+    on a 2-core AMD EPYC (benchmarks/README.md, "the 4-beam token"), 4 rows through bart-large's lm_head
+    (1024 -> 50,265) took 48.8 ms against 12.9 ms for 1 row. W @ x^T streams W in its stored row-major order:
+    12.9 ms for 4 rows. Same products, summed in the BLAS's order (float32 rounding apart, the same values).
+    Larger inputs, other dtypes (bfloat16 gains nothing there) and other devices take `F.linear` unchanged.
+    """
+
+    def forward(hidden_states: torch.Tensor) -> torch.Tensor:  # (..., in) -> (..., out)
+        rows = hidden_states.numel() // linear.in_features
+        weight = linear.weight  # (out, in)
+        if rows > SMALL_BATCH_ROWS or weight.dtype != torch.float32 or weight.device.type != "cpu" or rows == 0:
+            return F.linear(hidden_states, weight, linear.bias)
+        flat = hidden_states.reshape(rows, linear.in_features).t()  # (in, rows)
+        if linear.bias is None:
+            product = torch.mm(weight, flat)  # (out, rows)
+        else:
+            product = torch.addmm(linear.bias.unsqueeze(1), weight, flat)  # (out, rows)
+        return product.t().contiguous().reshape(*hidden_states.shape[:-1], linear.out_features)
+
+    return forward
+
+
+class _WeightMajorDecoding:
+    """Context: every `nn.Linear` of `module` uses `_weight_major_linear` (restored on exit)."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.linears = [m for m in module.modules() if type(m) is torch.nn.Linear and "forward" not in m.__dict__]
+
+    def __enter__(self) -> None:
+        for linear in self.linears:
+            linear.forward = _weight_major_linear(linear)
+
+    def __exit__(self, *exc_info: Any) -> None:
+        for linear in self.linears:
+            del linear.forward  # back to nn.Linear.forward
+
+
 class Mega2BartConfig(EncoderDecoderConfig):
     """An EncoderDecoderConfig (model_type "encoder-decoder"); a named class so remote code can point at it."""
 
@@ -250,7 +298,10 @@ class Mega2BartModel(EncoderDecoderModel):
         if projection is not None:
             projection.forward = _project_once(projection)
         try:
-            return super().generate(inputs, generation_config=generation_config, **kwargs)
+            if not share:
+                return super().generate(inputs, generation_config=generation_config, **kwargs)
+            with _WeightMajorDecoding(self.decoder):
+                return super().generate(inputs, generation_config=generation_config, **kwargs)
         finally:
             self._sharing_encoder = previous
             if projection is not None:

@@ -15,9 +15,11 @@ import torch
 from transformers import BartConfig, BartForCausalLM, EncoderDecoderModel
 
 from mega2bart.modeling_mega2bart import (
+    SMALL_BATCH_ROWS,
     BeamFoldingCrossAttention,
     Mega2BartModel,
     SharedCrossAttentionCache,
+    _weight_major_linear,
 )
 from mega2bart.models.mega import MegaConfig, MegaModel
 from mega2bart.presets import BART_LARGE_DECODER, SEED_ENCODER
@@ -231,6 +233,52 @@ def test_encoder_projection_runs_once_per_generate(tiny_model) -> None:
     assert len(stock_calls) == 6 and set(stock_calls) == {(8, 150, 32)}, stock_calls  # per step, per beam
     assert torch.equal(shared, stock)
     assert "forward" not in vars(projection)  # the per-call override is gone after generate
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_weight_major_linear_equals_linear(bias: bool) -> None:
+    """(W x^T)^T is x W^T: float32 rounding apart for few rows; F.linear itself (bit-equal) for the rest."""
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(96, 200, bias=bias)
+    forward = _weight_major_linear(linear)
+    for shape in [(1, 96), (4, 1, 96), (2, 3, 96), (SMALL_BATCH_ROWS, 96)]:
+        x = torch.randn(*shape)
+        out = forward(x)
+        assert out.shape == (*shape[:-1], 200) and out.is_contiguous()
+        # sums of 96 products of magnitude <~ 0.3: float32 rounding stays far below 1e-5
+        torch.testing.assert_close(out, torch.nn.functional.linear(x, linear.weight, linear.bias), rtol=1e-5, atol=1e-5)
+        exact = torch.nn.functional.linear(x.double(), linear.weight.double(), None if linear.bias is None else linear.bias.double())
+        assert (out.double() - exact).abs().max() < 1e-5
+    many = torch.randn(SMALL_BATCH_ROWS + 1, 96)
+    assert torch.equal(forward(many), torch.nn.functional.linear(many, linear.weight, linear.bias))
+    half = linear.to(torch.bfloat16)
+    x = torch.randn(4, 96, dtype=torch.bfloat16)
+    assert torch.equal(_weight_major_linear(half)(x), torch.nn.functional.linear(x, half.weight, half.bias))
+
+
+def test_decoder_linears_are_weight_major_only_inside_a_sharing_generate(tiny_model) -> None:
+    batch = _padded_batch((60,), seed=7)
+    decoder_linears = [m for m in tiny_model.decoder.modules() if type(m) is torch.nn.Linear]
+    assert decoder_linears and tiny_model.decoder.lm_head in decoder_linears
+    seen = []
+
+    def record(*_):
+        seen.append([("forward" in vars(m)) for m in decoder_linears])
+
+    handle = tiny_model.decoder.register_forward_pre_hook(record)
+    try:
+        tiny_model.generate(**batch, num_beams=2, max_new_tokens=3, min_new_tokens=3)
+        shared_steps, seen[:] = list(seen), []
+        tiny_model.generate(**batch, num_beams=2, max_new_tokens=3, min_new_tokens=3, share_encoder=False)
+        stock_steps = list(seen)
+    finally:
+        handle.remove()
+    assert len(shared_steps) == 3 and all(all(step) for step in shared_steps)
+    assert len(stock_steps) == 3 and not any(any(step) for step in stock_steps)  # the stock path is untouched
+    assert not any("forward" in vars(m) for m in decoder_linears)  # restored after generate
+    with pytest.raises(ValueError):
+        tiny_model.generate(**batch, num_beams=2, max_new_tokens=3, min_new_tokens=3, num_return_sequences=3)
+    assert not any("forward" in vars(m) for m in decoder_linears)  # and after a failing one
 
 
 def test_sharing_falls_back_to_stock_where_it_cannot_apply(tiny_model) -> None:
