@@ -617,7 +617,8 @@ def default_generation_config(tokenizer: PreTrainedTokenizerBase, decoder_config
                               overrides: Mapping[str, Any] | None = None) -> GenerationConfig:
     """`DEFAULT_GENERATION` + the special ids; forced BOS when the tokenizer starts targets with `<s>`."""
     settings = check_generation_settings(overrides)
-    starts_with_bos = tokenizer("a")["input_ids"][:1] == [tokenizer.bos_token_id]
+    from .tokenization import special_tokens_around
+    starts_with_bos = special_tokens_around(tokenizer).lead[:1] == (tokenizer.bos_token_id,)
     decoder_start = getattr(decoder_config, "decoder_start_token_id", None)
     if decoder_start is None:
         decoder_start = tokenizer.eos_token_id  # BART convention: decoding starts from </s>

@@ -8,11 +8,12 @@ Three steps, each usable alone:
 2. `tokenize_dataset(ds, tokenizer, max_source_length, max_target_length)` -> (tokenized data
    with input_ids/attention_mask/labels/length, per-split `TokenizationStats` with truncation
    counts and length percentiles).
-3. `SummarizationCollator`: `DataCollatorForSeq2Seq` that pads encoder inputs to a multiple of
-   the MEGA `chunk_size` (`pad_to_multiple_of`) but labels only to `label_pad_to_multiple_of`
-   (a 200-token summary is not padded to 1024), labels with -100, and adds `decoder_input_ids`
-   from `model.prepare_decoder_input_ids_from_labels` when a model is given (label smoothing
-   needs them: transformers PR #9844).
+3. `SummarizationCollator`: `DataCollatorForSeq2Seq` that collates only the model's columns
+   (input_ids, attention_mask, token_type_ids, labels), pads labels with -100, and adds
+   `decoder_input_ids` from `model.prepare_decoder_input_ids_from_labels` when a model is given
+   (label smoothing needs them: transformers PR #9844). Inputs are padded to the longest in the
+   batch (times `pad_to_multiple_of`); MEGA pads to a multiple of its `chunk_size` inside and
+   slices its outputs back, so the collator need not know the chunk size.
 
 Batches grouped by length: `Seq2SeqTrainingArguments(train_sampling_strategy="group_by_length")`
 (transformers 5; the 4.x flag was `group_by_length=True`) makes the Trainer build a
@@ -36,6 +37,8 @@ from typing import Any
 import numpy as np
 from datasets import Dataset, DatasetDict, IterableDataset, load_dataset
 from transformers import DataCollatorForSeq2Seq, PreTrainedTokenizerBase
+
+from mega2bart.tokenization import special_tokens_around
 
 logger = logging.getLogger(__name__)
 
@@ -441,17 +444,6 @@ def _load_aclsum() -> DatasetDict:
 # ----------------------------------------------------------------------------- tokenizing
 
 
-def _special_token_layout(tokenizer: PreTrainedTokenizerBase) -> tuple[int, int]:
-    """How many special tokens the tokenizer puts before and after a single sequence."""
-    probe = "hello"
-    bare = tokenizer(probe, add_special_tokens=False)["input_ids"]
-    full = tokenizer(probe)["input_ids"]
-    for lead in range(len(full) - len(bare) + 1):
-        if full[lead : lead + len(bare)] == bare:
-            return lead, len(full) - len(bare) - lead
-    raise ValueError(f"cannot locate the text inside {type(tokenizer).__name__}'s special-token template {full}")
-
-
 def _truncate(ids: list[int], max_length: int, lead: int, trail: int) -> list[int]:
     """Keep the leading/trailing specials and the first `max_length - lead - trail` text tokens,
     which is what `truncation=True` does to a single right-padded sequence."""
@@ -490,7 +482,8 @@ def tokenize_dataset(
         The tokenized data (same type as `ds`) and `TokenizationStats` per split ("train", ...;
         a lone `Dataset` is reported under its split name, or "dataset"). The stats are logged.
     """
-    lead, trail = _special_token_layout(tokenizer)
+    specials = special_tokens_around(tokenizer)
+    lead, trail = len(specials.lead), len(specials.trail)
     for name, value in (("max_source_length", max_source_length), ("max_target_length", max_target_length)):
         if value <= lead + trail:
             raise ValueError(
@@ -573,25 +566,26 @@ def tokenize_dataset(
 
 @dataclass
 class SummarizationCollator(DataCollatorForSeq2Seq):
-    """`DataCollatorForSeq2Seq` with separate padding multiples for encoder inputs and labels.
+    """`DataCollatorForSeq2Seq` for rows that carry more than the model's columns.
 
-    - `pad_to_multiple_of` (set it to the MEGA `chunk_size`): input_ids/attention_mask are padded
-      to a multiple of it, so chunked attention never sees a ragged last chunk.
-    - `label_pad_to_multiple_of` (default 8): labels are padded with `label_pad_token_id` (-100)
-      to a multiple of this only; the parent class would pad them to `pad_to_multiple_of` too.
-    - `model`: if it has `prepare_decoder_input_ids_from_labels` (EncoderDecoderModel and BART
-      do), `decoder_input_ids` are added, as label smoothing needs.
-    - Features may carry extra columns (id, document, summary, length): only input_ids,
-      attention_mask, token_type_ids and labels are collated.
+    Its one job beyond the parent's: rows may hold extra columns (id, document, summary, the
+    `length` that the length-grouped sampler reads when `remove_unused_columns=False`); only
+    input_ids, attention_mask, token_type_ids and labels are collated (the parent would try to
+    pad the text columns into tensors). It also refuses a left-padding tokenizer, which would put
+    the labels' -100 padding before the summary.
+
+    Padding is the parent's: inputs with the pad id and labels with `label_pad_token_id` (-100),
+    both to the longest row rounded up to `pad_to_multiple_of` (None: no rounding). A MEGA
+    encoder needs no chunk-sized padding here: `MegaModel` pads inputs to a multiple of its
+    `chunk_size` itself (pad id, mask 0) and slices its outputs back, which gives the same
+    encoder states at the real positions. With `model` (EncoderDecoderModel and BART have
+    `prepare_decoder_input_ids_from_labels`), `decoder_input_ids` are added, as label smoothing needs.
     """
 
-    label_pad_to_multiple_of: int | None = 8
-
     def __post_init__(self) -> None:
-        for name in ("pad_to_multiple_of", "label_pad_to_multiple_of"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"`{name}` ({value!r}) must be a positive int or None")
+        value = self.pad_to_multiple_of
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"`pad_to_multiple_of` ({value!r}) must be a positive int or None")
         if self.tokenizer.padding_side != "right":
             raise ValueError(
                 f"tokenizer.padding_side is {self.tokenizer.padding_side!r}; seq2seq inputs and labels must be "
@@ -600,24 +594,4 @@ class SummarizationCollator(DataCollatorForSeq2Seq):
 
     def __call__(self, features: list[dict[str, Any]], return_tensors: str | None = None) -> dict[str, Any]:
         features = [{k: f[k] for k in _MODEL_KEYS if k in f} for f in features]
-        batch = super().__call__(features, return_tensors=return_tensors)
-        labels = batch.get("labels")
-        if labels is None or self.pad_to_multiple_of is None:
-            return batch
-        # The parent padded labels to a multiple of pad_to_multiple_of; cut the all -100 tail
-        # back to the label multiple (never past the parent's width, so if the two multiples do
-        # not nest the width may not be a multiple of label_pad_to_multiple_of).
-        # decoder_input_ids = labels shifted right, so their prefix is exactly what the shorter
-        # labels would give.
-        longest = max(len(f["labels"]) for f in features)
-        multiple = self.label_pad_to_multiple_of or 1
-        label_length = -(-longest // multiple) * multiple  # ceil to the multiple
-        for key in ("labels", "decoder_input_ids"):
-            if key in batch:
-                # contiguous: BART's loss calls labels.view(-1), which a column slice would break
-                batch[key] = _contiguous(batch[key][:, :label_length])
-        return batch
-
-
-def _contiguous(array: Any) -> Any:
-    return array.contiguous() if hasattr(array, "contiguous") else np.ascontiguousarray(array)
+        return super().__call__(features, return_tensors=return_tensors)

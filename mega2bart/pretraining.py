@@ -3,10 +3,11 @@
 One `PretrainConfig` -> `run_pretraining(config)` -> `<output_dir>/final`, a `MegaForMaskedLM`
 plus tokenizer that `MegaModel.from_pretrained` and `mega2bart build --encoder` accept.
 
-- Text: local .txt/.md files (one document each), .jsonl files (one document per line, field
-  `text_column`), directories of those, a Hugging Face `datasets` name, or the built-ins
-  "aclsum" (full paper texts, offline, `pip install aclsum==0.1.2`) and "gensim-wiki" (the
-  shortened English Wikipedia dump shipped in the gensim 4.4.0 wheel).
+- Text: local .txt/.md/.html files (one document each), .jsonl files (one document per line, field
+  `text_column`), directories of those (all read by `mega2bart.documents`), a Hugging Face
+  `datasets` name, or the built-ins "aclsum" (full paper texts, offline, `pip install
+  aclsum==0.1.2`) and "gensim-wiki" (the shortened English Wikipedia dump shipped in the gensim
+  4.4.0 wheel).
 - Packing: documents are tokenized once, joined with `</s>` into one stream and cut into
   sequences `<s>` + (max_length - 1) tokens, so no position is padding. The tail shorter than
   a sequence is dropped.
@@ -43,6 +44,7 @@ import torch.utils.data
 import yaml
 
 from mega2bart.config_types import coerce_fields, read_yaml_mapping
+from mega2bart.documents import DocumentError, document_files, read_documents
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -55,7 +57,6 @@ CONFIG_FILE = "pretrain_config.yaml"
 METRICS_FILE = "metrics.json"
 FINAL_DIR = "final"
 PHASE_FILE = "phase.json"
-TEXT_SUFFIXES = (".txt", ".md", ".jsonl")
 BUILTIN_DATASETS = ("aclsum", "gensim-wiki")
 TINY_ENCODER = "tiny"
 GENSIM_WIKI_FILE = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
@@ -241,9 +242,7 @@ class PretrainConfig:
 
 def load_documents(config: PretrainConfig) -> list[str]:
     """All documents named by `config` (files first, then the dataset), empty ones dropped."""
-    documents: list[str] = []
-    for path in _expand_text_files(config.text_files):
-        documents.extend(_read_text_file(path, config.text_column))
+    documents = list(_file_documents(config))
     if config.dataset:
         documents.extend(_dataset_documents(config))
     documents = [doc for doc in documents if doc.strip()]
@@ -255,41 +254,21 @@ def load_documents(config: PretrainConfig) -> list[str]:
     return documents
 
 
-def _expand_text_files(paths: list[str]) -> list[Path]:
-    files: list[Path] = []
-    for name in paths:
-        path = Path(name).expanduser()
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
-            if not found:
-                raise ValueError(f"directory {name!r} holds no {'/'.join(TEXT_SUFFIXES)} file")
-            files.extend(found)
-        elif path.is_file():
-            if path.suffix.lower() not in TEXT_SUFFIXES:
-                raise ValueError(f"text file {name!r} has suffix {path.suffix!r}; supported: {', '.join(TEXT_SUFFIXES)}")
-            files.append(path)
-        else:
-            raise FileNotFoundError(f"text file or directory {name!r} does not exist")
-    return files
+def _file_documents(config: PretrainConfig) -> Iterator[str]:
+    """The texts of `config.text_files` (directories expanded), read by `mega2bart.documents`, one file
+    (or .jsonl line) at a time; .jsonl lines hold the text in `config.text_column`.
 
-
-def _read_text_file(path: Path, text_column: str) -> list[str]:
-    if path.suffix.lower() != ".jsonl":
-        return [path.read_text(encoding="utf-8", errors="replace")]
-    documents = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{number} is not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict) or text_column not in row:
-                keys = sorted(row) if isinstance(row, dict) else type(row).__name__
-                raise ValueError(f"{path}:{number} has no field {text_column!r} (found {keys}): pass text_column")
-            documents.append(str(row[text_column]))
-    return documents
+    Documents that cannot be used (empty or whitespace, a null or non-string field, not UTF-8) are
+    skipped, each logged at debug level and counted in one warning once the files are read."""
+    refused: list[DocumentError] = []
+    files = document_files(config.text_files)
+    hint = "pass text_column"
+    for _, text in read_documents(files, refused=refused, text_fields=(config.text_column,), field_hint=hint):
+        yield text
+    for error in refused:
+        logger.debug("skipped %s", error)
+    if refused:
+        logger.warning("skipped %d documents of text_files without usable text (first: %s)", len(refused), refused[0])
 
 
 _DATA_FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -344,8 +323,7 @@ def _stream_column(rows: Any, name: str, column: str) -> Iterator[str]:
 
 def iter_documents(config: PretrainConfig) -> Iterator[str]:
     """The documents of `load_documents`, in the same order, read one at a time (for streaming)."""
-    files = (doc for path in _expand_text_files(config.text_files) for doc in _read_text_file(path, config.text_column))
-    sources = itertools.chain(files, _dataset_documents(config) if config.dataset else ())
+    sources = itertools.chain(_file_documents(config), _dataset_documents(config) if config.dataset else ())
     documents = (doc for doc in sources if doc.strip())
     return itertools.islice(documents, config.max_documents)
 

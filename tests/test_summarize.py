@@ -11,15 +11,12 @@ import pytest
 import torch
 
 from mega2bart.summarize import (
-    DocumentError,
     GenerationOptions,
     Summarizer,
     check_output,
     evaluate_model,
     finished_ids,
-    html_to_text,
     load_for_inference,
-    read_documents,
     resolve_dtype,
     stats_path,
     summarize_files,
@@ -137,42 +134,6 @@ def test_generation_options_checks():
 
 
 # ----------------------------------------------------------------------------- files
-
-
-def test_read_documents_formats(tmp_path):
-    (tmp_path / "a.txt").write_text("plain text")
-    (tmp_path / "b.md").write_text("# Title\n\nBody.")
-    (tmp_path / "c.html").write_text(
-        "<html><head><title>t</title><style>p{}</style></head><body><h1>Head</h1><p>Para &amp; more</p>"
-        "<script>x()</script></body></html>"
-    )
-    (tmp_path / "d.jsonl").write_text('{"id": "x1", "text": "first"}\n\n{"document": "second"}\n')
-    docs = dict(read_documents([tmp_path / n for n in ("a.txt", "b.md", "c.html", "d.jsonl")] + ["-"],
-                               stdin=io.StringIO("from stdin")))
-    assert docs[str(tmp_path / "a.txt")] == "plain text"
-    assert docs[str(tmp_path / "b.md")] == "# Title\n\nBody."
-    assert docs[str(tmp_path / "c.html")] == "Head\nPara & more"
-    assert docs["x1"] == "first" and docs[f"{tmp_path / 'd.jsonl'}:3"] == "second"
-    assert docs["-"] == "from stdin"
-    assert html_to_text("<p>a<br>b</p>") == "a\nb"
-
-
-@pytest.mark.parametrize(
-    "name, content, error, match",
-    [
-        ("x.pdf", "%PDF", ValueError, "unsupported extension '.pdf'"),
-        ("x.jsonl", "{broken\n", ValueError, "x.jsonl:1 is not valid JSON"),
-        ("x.jsonl", '{"body": "t"}\n', ValueError, "no text field"),
-    ],
-)
-def test_read_documents_errors(tmp_path, name, content, error, match):
-    (tmp_path / name).write_text(content)
-    with pytest.raises(error, match=match):
-        list(read_documents([tmp_path / name]))
-    with pytest.raises(FileNotFoundError, match="missing.txt"):
-        list(read_documents([tmp_path / "missing.txt"]))
-
-
 
 
 def test_summarize_files_resumes_without_redoing_finished_documents(model_and_tokenizer, tmp_path):
@@ -307,9 +268,10 @@ def test_summarize_files_overwrite_replaces_its_own_output(model_and_tokenizer, 
 
 
 def test_assign_shares_groups_by_tokens_deterministically():
-    from mega2bart.summarize import _assign
+    from mega2bart.summarize import _assign, _Pending
 
-    groups = [[("a", "", 90)], [("b", "", 50)], [("c", "", 40)], [("d", "", 30), ("e", "", 20)], [("f", "", 0)]]
+    sizes = [[("a", 90)], [("b", 50)], [("c", 40)], [("d", 30), ("e", 20)], [("f", 0)]]
+    groups = [[_Pending(doc_id, "", tokens) for doc_id, tokens in group] for group in sizes]
     # loads after each group: [90, 0] [90, 50] [90, 90] [140, 90] (a tie: the lower rank) [140, 91]
     assert _assign(groups, 2) == [0, 1, 1, 0, 1]
     assert _assign(groups, 1) == [0] * 5
@@ -344,6 +306,10 @@ def test_skip_existing_merges_the_parts_of_an_interrupted_run_with_several_proce
         "documents": 5, "skipped": 3, "written": 2, "windowed": 0, "refused": 0}
     assert out.read_bytes() == reference.read_bytes()  # same records, same order
     assert not parts.exists()
+    stats = json.loads(stats_path(out).read_text())  # the statistics a single process writes
+    assert {key: stats[key] for key in ("documents", "skipped", "written", "windowed", "refused")} == {
+        "documents": 5, "skipped": 3, "written": 2, "windowed": 0, "refused": 0}
+    assert stats["dtype"] == "fp32" and stats["documents_per_hour"] == counts["documents_per_hour"] > 0
 
 
 def test_parts_that_are_not_summary_records_are_refused_and_left_alone(model_and_tokenizer, tmp_path):
@@ -359,35 +325,6 @@ def test_parts_that_are_not_summary_records_are_refused_and_left_alone(model_and
     (tmp_path / "x.jsonl.parts").write_text("a file")
     with pytest.raises(ValueError, match="in the way of the part files"):
         check_output(tmp_path / "x.jsonl", [doc])
-
-
-def test_read_documents_refuses_empty_null_and_undecodable_documents(tmp_path):
-    (tmp_path / "empty.txt").write_text("")
-    (tmp_path / "blank.md").write_text("  \n\t\n")
-    (tmp_path / "latin1.txt").write_bytes("Caf\u00e9 au lait".encode("latin-1"))
-    (tmp_path / "utf16.txt").write_bytes("hello".encode("utf-16-le"))
-    (tmp_path / "empty.html").write_text("<html><script>x()</script></html>")
-    (tmp_path / "bom.txt").write_bytes("\ufeffWith a byte order mark".encode("utf-8"))
-    (tmp_path / "d.jsonl").write_text(
-        '{"id": "ok", "text": "fine"}\n{"id": "n", "text": null}\n{"text": "  "}\n{"id": "num", "text": 5}\n'
-    )
-    names = ["empty.txt", "blank.md", "latin1.txt", "utf16.txt", "empty.html", "bom.txt", "d.jsonl"]
-    refused: list[DocumentError] = []
-    docs = dict(read_documents([tmp_path / n for n in names] + ["-"], stdin=io.StringIO(""), refused=refused))
-    assert docs == {str(tmp_path / "bom.txt"): "With a byte order mark", "ok": "fine"}
-    reasons = {error.doc_id: str(error) for error in refused}
-    assert set(reasons) == {str(tmp_path / n) for n in names[:5]} | {"n", f"{tmp_path / 'd.jsonl'}:3", "num", "-"}
-    assert "is empty" in reasons[str(tmp_path / "empty.txt")]
-    assert "only whitespace" in reasons[str(tmp_path / "blank.md")]
-    latin1 = reasons[str(tmp_path / "latin1.txt")]
-    assert "not UTF-8" in latin1 and "0xe9" in latin1 and "convert it to UTF-8" in latin1
-    assert "NUL" in reasons[str(tmp_path / "utf16.txt")]
-    assert '"text" field is null' in reasons["n"] and "d.jsonl:2" in reasons["n"]
-    assert "int, not a string" in reasons["num"]
-    assert "standard input is empty" in reasons["-"]
-    # without a list to collect them, the first bad document raises
-    with pytest.raises(DocumentError, match="is empty"):
-        list(read_documents([tmp_path / "empty.txt"]))
 
 
 def test_summarize_files_skips_bad_documents_and_fails_when_none_is_left(model_and_tokenizer, tmp_path, caplog):
