@@ -10,6 +10,8 @@
 
 To add a command: write one small function decorated with `@app.command()`, import the library
 inside its body, and turn user errors into `_fail(...)` (message on stderr, exit code 2).
+The `train` and `pretrain` options are generated from the `TrainConfig` / `PretrainConfig` fields
+(`_with_run_config`): to add or change one, edit the field (`mega2bart.config_types.setting`).
 """
 
 from __future__ import annotations
@@ -273,7 +275,9 @@ def _option_type(annotation: Any) -> Any:
         return list[str]
     if all(member is bool or typing.get_origin(member) is Literal for member in members):
         return str  # e.g. bf16: auto | true | false, turned into values by the field's `choices`
-    raise TypeError(f"no command-line type for {annotation!r}: give the field no flag (--set only) or extend _option_type")
+    raise TypeError(
+        f"no command-line type for {annotation!r}: give the field no flag (--set only) or extend _option_type"
+    )
 
 
 def _flag(field: dataclasses.Field) -> str:
@@ -313,7 +317,7 @@ def _flag_value(field: dataclasses.Field, given: Any) -> Any:
     return aliases[word] if word in aliases else given
 
 
-def _parse_set(items: list[str] | None, what: str = "TrainConfig") -> dict:
+def _parse_set(items: list[str] | None, what: str) -> dict:
     """`--set key=value` pairs; values are YAML (`--set eval_split=null --set freeze=encoder`)."""
     import yaml
 
@@ -329,7 +333,9 @@ def _parse_set(items: list[str] | None, what: str = "TrainConfig") -> dict:
     return values
 
 
-def _with_run_config(config_class: type[RunConfig], missing: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+def _with_run_config(
+    config_class: type[RunConfig], missing: str
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
     """Turn `command(run_config, **own_options)` into a typer command whose options are `--config`, one
     option per field of `config_class` with a `flag`, `--set`, then the command's own.
 
@@ -342,18 +348,22 @@ def _with_run_config(config_class: type[RunConfig], missing: str) -> Callable[[C
     flagged = [field for field in fields if field.metadata.get("flag")]
     name = config_class.__name__
     set_only = ", ".join(field.name for field in fields if not field.metadata.get("flag"))
-    config_option = inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
-        Path | None, typer.Option(help=f"YAML file of {name} fields; flags given here win.")])
-    set_option = inspect.Parameter("set_", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
-        list[str] | None, typer.Option("--set", help=f"Any other {name} field: KEY=VALUE (YAML value); {set_only}.")])
+    config_help = f"YAML file of {name} fields; flags given here win."
+    set_help = f"Any other {name} field: KEY=VALUE (YAML value); {set_only}."
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    config_option = inspect.Parameter(
+        "config", keyword, default=None, annotation=Annotated[Path | None, typer.Option(help=config_help)]
+    )
+    set_option = inspect.Parameter(
+        "set_", keyword, default=None, annotation=Annotated[list[str] | None, typer.Option("--set", help=set_help)]
+    )
 
     def decorate(command: Callable[..., None]) -> Callable[..., None]:
-        own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
-               for p in list(inspect.signature(command, eval_str=True).parameters.values())[1:]]
+        own = [p.replace(kind=keyword) for p in list(inspect.signature(command, eval_str=True).parameters.values())[1:]]
         parameters = [config_option, *(_field_option(f, hints[f.name]) for f in flagged), set_option, *own]
         clashes = sorted({p.name for p in own} & {"config", "set_", *(f.name for f in fields)})
         if clashes:
-            raise TypeError(f"{command.__name__}: options {clashes} are also {name} fields or config options: rename them")
+            raise TypeError(f"{command.__name__}: options {clashes} are also {name} fields or options: rename them")
 
         def run(**options: Any) -> None:
             overrides = {}
@@ -363,7 +373,7 @@ def _with_run_config(config_class: type[RunConfig], missing: str) -> Callable[[C
                     overrides[field.name] = _flag_value(field, given)
             config_file = options.pop("config")
             overrides.update(_parse_set(options.pop("set_"), name))
-            if config_file is None and any(f.name not in overrides for f in fields if _is_required(f)):
+            if config_file is None and not set(config_class.required_fields()) <= set(overrides):
                 _fail(missing)
             try:
                 run_config = config_class.load(config_file, overrides)
@@ -376,10 +386,6 @@ def _with_run_config(config_class: type[RunConfig], missing: str) -> Callable[[C
         return run
 
     return decorate
-
-
-def _is_required(field: dataclasses.Field) -> bool:
-    return field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
 
 
 @app.command()

@@ -284,18 +284,25 @@ class RunConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "dict") -> Self:
         """Build from a mapping of field names; unknown or missing required keys raise, naming them."""
-        fields = dataclasses.fields(cls)
-        names = {f.name for f in fields}
+        names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
             raise ValueError(f"{source}: unknown {cls.__name__} field(s) {unknown}; valid fields are {sorted(names)}")
-        missing = [f.name for f in fields if _required(f) and f.name not in data]
+        missing = [name for name in cls.required_fields() if name not in data]
         if missing:
             raise ValueError(
                 f"{source}: no value for the required {cls.__name__} field(s) {missing}: set them in the YAML file "
                 "or on the command line"
             )
         return cls(**data)
+
+    @classmethod
+    def required_fields(cls) -> list[str]:
+        """Names of the fields without a default (e.g. `model`): a config needs a value for each."""
+        return [
+            f.name for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]  (subclasses are dataclasses)
@@ -348,10 +355,6 @@ class RunConfig:
                 )
             targets[field.name] = target
         return targets
-
-
-def _required(field: dataclasses.Field) -> bool:
-    return field.init and field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
 
 
 def field_help(field: dataclasses.Field) -> str:

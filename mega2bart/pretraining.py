@@ -165,7 +165,8 @@ class PretrainConfig(RunConfig):
     mask_ratio: float = setting(0.4, flag=True, help="Fraction of tokens selected for the MLM loss (one phase).")
     phases: str | None = setting(
         None, flag=True,
-        help='Several phases "length:mask_ratio[:steps],...", e.g. "2048:0.4,4096:0.3"; overrides max_length/mask_ratio.',
+        help='Several phases "length:mask_ratio[:steps],...", e.g. "2048:0.4,4096:0.3"; overrides '
+        "max_length/mask_ratio.",
     )
     max_steps: int = setting(
         1000, flag=True, min=1, training_arg=True,
@@ -194,7 +195,9 @@ class PretrainConfig(RunConfig):
         False, flag=True, training_arg=True,
         help="bf16 mixed precision (autocast; weights stay float32, the EMA kernel is built in float32).",
     )
-    save_steps: int = setting(500, flag=True, min=1, training_arg=True, help="Save a Trainer checkpoint every N optimiser steps.")
+    save_steps: int = setting(
+        500, flag=True, min=1, training_arg=True, help="Save a Trainer checkpoint every N optimiser steps."
+    )
     save_total_limit: int | None = setting(
         2, min=1, training_arg=True, help="Keep at most this many checkpoints per phase (None: all)."
     )

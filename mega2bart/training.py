@@ -94,21 +94,31 @@ class TrainConfig(RunConfig):
         flag=True, help="Directory of a built model (`mega2bart build`) or a checkpoint of an earlier run."
     )
     dataset: str = setting(
-        "aclsum", flag=True, help='"aclsum" (offline), a local .json/.jsonl/.csv/.parquet file, or a Hugging Face Hub name.'
+        "aclsum", flag=True,
+        help='"aclsum" (offline), a local .json/.jsonl/.csv/.parquet file, or a Hugging Face Hub name.',
     )
     output_dir: str = setting(
         "runs/train", flag=True, training_arg=True,
         help="Where checkpoints, the final model, `train_config.yaml` and `metrics.json` go.",
     )
-    dataset_config: str | None = setting(None, help='The Hub configuration of `dataset` ("arxiv" for "scientific_papers").')
-    text_column: str | None = setting(None, help='Document column; default from `mega2bart.data.KNOWN_COLUMNS`, else "document".')
-    summary_column: str | None = setting(None, help='Summary column; default from `mega2bart.data.KNOWN_COLUMNS`, else "summary".')
+    dataset_config: str | None = setting(
+        None, help='The Hub configuration of `dataset` ("arxiv" for "scientific_papers").'
+    )
+    text_column: str | None = setting(
+        None, help='Document column; default from `mega2bart.data.KNOWN_COLUMNS`, else "document".'
+    )
+    summary_column: str | None = setting(
+        None, help='Summary column; default from `mega2bart.data.KNOWN_COLUMNS`, else "summary".'
+    )
     train_split: str = setting("train", help="Split to train on.")
     eval_split: str | None = setting(
         "validation", flag=True, aliases={"none": None, "": None},
-        help='Split for evaluation during and after training; None or "" skips evaluation (on the command line: "none").',
+        help='Split for evaluation during and after training; None or "" skips evaluation '
+        '(on the command line: "none").',
     )
-    max_train_samples: int | None = setting(None, flag=True, min=1, help="Use at most this many training examples (None: all).")
+    max_train_samples: int | None = setting(
+        None, flag=True, min=1, help="Use at most this many training examples (None: all)."
+    )
     max_eval_samples: int | None = setting(
         None, flag=True, min=1,
         help="Use at most this many evaluation examples (None: all); generation makes evaluation slow.",
@@ -157,7 +167,9 @@ class TrainConfig(RunConfig):
     num_train_epochs: float = setting(
         3.0, flag=True, training_arg=True, help="Epochs, unless `max_steps` > 0."
     )
-    max_steps: int = setting(-1, flag=True, training_arg=True, help="Optimiser steps; > 0 overrides `num_train_epochs`.")
+    max_steps: int = setting(
+        -1, flag=True, training_arg=True, help="Optimiser steps; > 0 overrides `num_train_epochs`."
+    )
     label_smoothing: float = setting(
         0.0, flag=True, training_arg="label_smoothing_factor",
         help="Label smoothing in [0, 1); 0.1 is common for summarisation.",
@@ -220,8 +232,8 @@ class TrainConfig(RunConfig):
     run_name: str | None = setting(None, training_arg=True, help="Run name for tensorboard/wandb.")
     resume_from_checkpoint: str | None = setting(
         "auto", flag="--resume", aliases={"none": None}, training_arg=False,  # given to `Trainer.train`
-        help='"auto": the newest complete checkpoint in `output_dir` if any; a path: that checkpoint; None: start fresh '
-        '(on the command line: "none").',
+        help='"auto": the newest complete checkpoint in `output_dir` if any; a path: that checkpoint; '
+        'None: start fresh (on the command line: "none").',
     )
     ddp_backend: str | None = setting(
         None, training_arg=False, help='Distributed backend; None: "gloo" on CPU, the default (NCCL) on CUDA.'
@@ -313,7 +325,7 @@ class TrainConfig(RunConfig):
         return None
 
     def _derived_training_args(self) -> dict[str, Any]:
-        """The `Seq2SeqTrainingArguments` the run derives from the fields or fixes (no field passes them as they are)."""
+        """The `Seq2SeqTrainingArguments` the run derives from fields or fixes (no field passes them as they are)."""
         evaluate = self.eval_split is not None
         return {
             "warmup_steps": int(self.warmup_steps) if self.warmup_steps >= 1 else float(self.warmup_steps),
