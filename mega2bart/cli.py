@@ -10,17 +10,28 @@
 
 To add a command: write one small function decorated with `@app.command()`, import the library
 inside its body, and turn user errors into `_fail(...)` (message on stderr, exit code 2).
+The `train` and `pretrain` options are generated from the `TrainConfig` / `PretrainConfig` fields
+(`_with_run_config`): to add or change one, edit the field (`mega2bart.config_types.setting`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 import logging
 import os
+import types
+import typing
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, Literal, NoReturn
 
 import typer
+
+from .config_types import RunConfig, field_help
+from .pretraining import PretrainConfig  # the configs define the train/pretrain options (below);
+from .training import TrainConfig  # importing them adds the Trainer's import time (about 0.5 s) to each command
 
 app = typer.Typer(
     name="mega2bart",
@@ -248,7 +259,65 @@ def _quiet_libraries() -> None:
     transformers.logging.set_verbosity_error()
 
 
-def _parse_set(items: list[str] | None) -> dict:
+# train and pretrain take their options from the fields of TrainConfig / PretrainConfig: each setting
+# is declared once, there (`mega2bart.config_types.setting`), with its help, flag and range.
+
+
+def _option_type(annotation: Any) -> Any:
+    """The type typer parses a field's option as: `X | None` -> X, Literal (or bool-or-Literal) -> str."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        members = [member for member in typing.get_args(annotation) if member is not type(None)]
+    else:
+        members = [annotation]
+    if len(members) == 1 and members[0] in (bool, int, float, str):
+        return members[0]
+    if len(members) == 1 and typing.get_origin(members[0]) is list:
+        return list[str]
+    if all(member is bool or typing.get_origin(member) is Literal for member in members):
+        return str  # e.g. bf16: auto | true | false, turned into values by the field's `choices`
+    raise TypeError(
+        f"no command-line type for {annotation!r}: give the field no flag (--set only) or extend _option_type"
+    )
+
+
+def _flag(field: dataclasses.Field) -> str:
+    flag = field.metadata["flag"]
+    return flag if isinstance(flag, str) else "--" + field.name.replace("_", "-")
+
+
+def _shown_default(field: dataclasses.Field) -> str | bool:
+    """The config default for `--help` (the option's own default is None: an option not given leaves the
+    YAML file's value or the field default)."""
+    if field.default is dataclasses.MISSING or field.default is None:
+        return False
+    return str(field.default)
+
+
+def _field_option(field: dataclasses.Field, annotation: Any) -> inspect.Parameter:
+    """The typer option of a config field with a `flag`: its type from the annotation, its help from the field."""
+    kind, flag = _option_type(annotation), _flag(field)
+    declaration = f"{flag}/--no-{flag.removeprefix('--')}" if kind is bool else flag
+    option = typer.Option(declaration, help=field_help(field), show_default=_shown_default(field))
+    return inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                             annotation=Annotated[kind | None, option])
+
+
+def _flag_value(field: dataclasses.Field, given: Any) -> Any:
+    """A given option's value, with the field's `choices` or `aliases` words (any case) turned into values."""
+    if not isinstance(given, str):
+        return given
+    word = given.lower()
+    choices = field.metadata.get("choices")
+    if choices is not None:
+        if word not in choices:
+            *first, last = choices
+            _fail(f"{_flag(field)} must be {', '.join(first)} or {last} (got {given!r})")
+        return choices[word]
+    aliases = field.metadata.get("aliases", {})
+    return aliases[word] if word in aliases else given
+
+
+def _parse_set(items: list[str] | None, what: str) -> dict:
     """`--set key=value` pairs; values are YAML (`--set eval_split=null --set freeze=encoder`)."""
     import yaml
 
@@ -256,7 +325,7 @@ def _parse_set(items: list[str] | None) -> dict:
     for item in items or []:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            _fail(f"--set expects KEY=VALUE (a TrainConfig field), got {item!r}")
+            _fail(f"--set expects KEY=VALUE (a {what} field), got {item!r}")
         try:
             values[key.strip()] = yaml.safe_load(raw)
         except yaml.YAMLError:
@@ -264,36 +333,65 @@ def _parse_set(items: list[str] | None) -> dict:
     return values
 
 
+def _with_run_config(
+    config_class: type[RunConfig], missing: str
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Turn `command(run_config, **own_options)` into a typer command whose options are `--config`, one
+    option per field of `config_class` with a `flag`, `--set`, then the command's own.
+
+    The command gets the config loaded by `RunConfig.load`: the YAML file, the given options on top,
+    `--set` values on top of those. `missing` is the error when a required field has no value and
+    there is no `--config`.
+    """
+    hints = typing.get_type_hints(config_class)
+    fields = dataclasses.fields(config_class)
+    flagged = [field for field in fields if field.metadata.get("flag")]
+    name = config_class.__name__
+    set_only = ", ".join(field.name for field in fields if not field.metadata.get("flag"))
+    config_help = f"YAML file of {name} fields; flags given here win."
+    set_help = f"Any other {name} field: KEY=VALUE (YAML value); {set_only}."
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    config_option = inspect.Parameter(
+        "config", keyword, default=None, annotation=Annotated[Path | None, typer.Option(help=config_help)]
+    )
+    set_option = inspect.Parameter(
+        "set_", keyword, default=None, annotation=Annotated[list[str] | None, typer.Option("--set", help=set_help)]
+    )
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        own = [p.replace(kind=keyword) for p in list(inspect.signature(command, eval_str=True).parameters.values())[1:]]
+        parameters = [config_option, *(_field_option(f, hints[f.name]) for f in flagged), set_option, *own]
+        clashes = sorted({p.name for p in own} & {"config", "set_", *(f.name for f in fields)})
+        if clashes:
+            raise TypeError(f"{command.__name__}: options {clashes} are also {name} fields or options: rename them")
+
+        def run(**options: Any) -> None:
+            overrides = {}
+            for field in flagged:
+                given = options.pop(field.name)
+                if given is not None and given != []:
+                    overrides[field.name] = _flag_value(field, given)
+            config_file = options.pop("config")
+            overrides.update(_parse_set(options.pop("set_"), name))
+            if config_file is None and not set(config_class.required_fields()) <= set(overrides):
+                _fail(missing)
+            try:
+                run_config = config_class.load(config_file, overrides)
+            except (ValueError, FileNotFoundError) as exc:
+                _fail(str(exc))
+            command(run_config, **options)
+
+        run.__name__, run.__qualname__, run.__doc__ = command.__name__, command.__qualname__, command.__doc__
+        run.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]  (what typer reads)
+        return run
+
+    return decorate
+
+
 @app.command()
+@_with_run_config(TrainConfig, missing="pass --model MODEL_DIR (from `mega2bart build`) or --config FILE.yaml")
 def train(
-    config: Annotated[Path | None, typer.Option(help="YAML file of TrainConfig fields; flags given here win.")] = None,
-    model: Annotated[str | None, typer.Option(help="Model directory from `mega2bart build` (or a checkpoint).")] = None,
-    dataset: Annotated[str | None, typer.Option(help='"aclsum" (offline), a .jsonl/.json/.csv/.parquet file or a Hub name.')] = None,
-    output_dir: Annotated[str | None, typer.Option(help="Checkpoints, final model, train_config.yaml, metrics.json.")] = None,
-    max_steps: Annotated[int | None, typer.Option(help="Optimiser steps (overrides epochs).")] = None,
-    num_train_epochs: Annotated[float | None, typer.Option(help="Epochs when --max-steps is not set.")] = None,
-    learning_rate: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Documents per device per micro-batch.")] = None,
-    gradient_accumulation_steps: Annotated[int | None, typer.Option(help="Micro-batches per step.")] = None,
-    max_source_length: Annotated[int | None, typer.Option(help="Document tokens kept (16384).")] = None,
-    max_target_length: Annotated[int | None, typer.Option(help="Summary tokens kept (512).")] = None,
-    max_train_samples: Annotated[int | None, typer.Option(help="Use at most N training examples.")] = None,
-    max_eval_samples: Annotated[int | None, typer.Option(help="Use at most N evaluation examples.")] = None,
-    streaming: Annotated[
-        bool | None, typer.Option(help="Read --dataset as a stream (no full download); needs --max-steps.")
-    ] = None,
-    eval_split: Annotated[str | None, typer.Option(help='Evaluation split ("validation"); "none" skips evaluation.')] = None,
-    eval_steps: Annotated[int | None, typer.Option(help="Evaluate every N steps (default: each epoch).")] = None,
-    save_steps: Annotated[int | None, typer.Option(help="Checkpoint every N steps.")] = None,
-    label_smoothing: Annotated[float | None, typer.Option(help="Label smoothing (0.1 is common).")] = None,
-    warm_start_steps: Annotated[int | None, typer.Option(help="First train only projection + cross-attention for N steps.")] = None,
-    freeze: Annotated[str | None, typer.Option(help="none | encoder | decoder")] = None,
-    bf16: Annotated[str | None, typer.Option(help="auto (CUDA bf16 only) | true | false")] = None,
-    gradient_checkpointing: Annotated[bool | None, typer.Option(help="Recompute activations (default on).")] = None,
-    report_to: Annotated[str | None, typer.Option(help="none | tensorboard | wandb")] = None,
-    resume: Annotated[str | None, typer.Option(help='"auto" (newest complete checkpoint in --output-dir), a checkpoint path, or "none".')] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed for init, dropout and data order.")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Any other TrainConfig field: KEY=VALUE (YAML value).")] = None,
+    train_config: TrainConfig,
     overwrite: Annotated[
         bool, typer.Option(help="Delete the previous run's checkpoints, config and weights in --output-dir first.")
     ] = False,
@@ -303,36 +401,10 @@ def train(
     _setup_logging(not quiet)
     if quiet:
         _quiet_libraries()
-    from .training import METRICS_FILE, TrainConfig
+    from .training import METRICS_FILE
     from .training import train as run_training
 
-    flags = {
-        "model": model, "dataset": dataset, "output_dir": output_dir, "max_steps": max_steps,
-        "num_train_epochs": num_train_epochs, "learning_rate": learning_rate, "per_device_train_batch_size": batch_size,
-        "gradient_accumulation_steps": gradient_accumulation_steps, "max_source_length": max_source_length,
-        "max_target_length": max_target_length, "max_train_samples": max_train_samples,
-        "max_eval_samples": max_eval_samples, "streaming": streaming, "eval_steps": eval_steps, "save_steps": save_steps,
-        "label_smoothing": label_smoothing, "warm_start_steps": warm_start_steps, "freeze": freeze,
-        "gradient_checkpointing": gradient_checkpointing, "report_to": report_to, "seed": seed,
-    }
-    overrides = {key: value for key, value in flags.items() if value is not None}
-    if eval_split is not None:
-        overrides["eval_split"] = None if eval_split.lower() in ("none", "") else eval_split
-    if resume is not None:
-        overrides["resume_from_checkpoint"] = None if resume.lower() == "none" else resume
-    if bf16 is not None:
-        choices = {"auto": "auto", "true": True, "false": False}
-        if bf16.lower() not in choices:
-            _fail(f"--bf16 must be auto, true or false (got {bf16!r})")
-        overrides["bf16"] = choices[bf16.lower()]
-    overrides.update(_parse_set(set_))
     try:
-        if config is not None:
-            train_config = TrainConfig.from_yaml(config, **overrides)
-        elif "model" not in overrides:
-            _fail("pass --model MODEL_DIR (from `mega2bart build`) or --config FILE.yaml")
-        else:
-            train_config = TrainConfig.from_dict(overrides, source="command line")
         results = run_training(train_config, overwrite=overwrite)
     except (ValueError, FileNotFoundError, ImportError) as exc:
         _fail(str(exc))
@@ -482,52 +554,18 @@ def summarize(
 
 
 @app.command()
+@_with_run_config(
+    PretrainConfig, missing='pass --encoder (a MEGA checkpoint directory, a Hub id or "tiny") or --config FILE.yaml'
+)
 def pretrain(
-    config: Annotated[Path | None, typer.Option(help="YAML file of PretrainConfig fields; flags given here win.")] = None,
-    encoder: Annotated[str | None, typer.Option(help='MEGA checkpoint directory or Hub id, or "tiny" (random, offline).')] = None,
-    dataset: Annotated[str | None, typer.Option(help='"aclsum", "gensim-wiki" or a datasets name.')] = None,
-    text_files: Annotated[
-        list[str] | None, typer.Option("--text-files", help=".txt/.md/.jsonl file or directory (repeatable).")
-    ] = None,
-    tokenizer: Annotated[str | None, typer.Option(help='Tokenizer directory/Hub id or "offline" (default: the encoder\'s).')] = None,
-    output_dir: Annotated[str | None, typer.Option(help="Phase checkpoints, final/, metrics.json.")] = None,
-    max_length: Annotated[int | None, typer.Option(help="Tokens per packed sequence (2048).")] = None,
-    mask_ratio: Annotated[float | None, typer.Option(help="MLM mask ratio (0.4).")] = None,
-    phases: Annotated[str | None, typer.Option(help='Length/mask ramp "2048:0.4,4096:0.3" (length:mask[:steps]).')] = None,
-    max_steps: Annotated[int | None, typer.Option(help="Optimiser steps in all (1000).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Sequences per device per micro-batch.")] = None,
-    learning_rate: Annotated[float | None, typer.Option(help="Peak learning rate (1e-4).")] = None,
-    max_documents: Annotated[int | None, typer.Option(help="Read at most N documents.")] = None,
-    streaming: Annotated[
-        bool | None, typer.Option(help="Stream --dataset and pack text as it is read (no full download).")
-    ] = None,
-    save_steps: Annotated[int | None, typer.Option(help="Checkpoint every N steps.")] = None,
-    gradient_checkpointing: Annotated[bool | None, typer.Option(help="Recompute MEGA blocks in backward (default on).")] = None,
-    bf16: Annotated[bool | None, typer.Option(help="bf16 mixed precision (default off).")] = None,
-    resume: Annotated[bool | None, typer.Option(help="Continue the run in --output-dir from its last checkpoint.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed for init, data order and masking.")] = None,
+    pretrain_config: PretrainConfig,
     quiet: Annotated[bool, typer.Option(help="Only warnings and errors.")] = False,
 ) -> None:
     """Continue MLM pretraining of a MEGA encoder on raw text; the result feeds `mega2bart build --encoder`."""
     _setup_logging(not quiet)
-    from .pretraining import METRICS_FILE, PretrainConfig, run_pretraining
+    from .pretraining import METRICS_FILE, run_pretraining
 
-    flags = {
-        "encoder": encoder, "dataset": dataset, "text_files": text_files or None, "tokenizer": tokenizer,
-        "output_dir": output_dir, "max_length": max_length, "mask_ratio": mask_ratio, "phases": phases,
-        "max_steps": max_steps, "per_device_train_batch_size": batch_size, "learning_rate": learning_rate,
-        "max_documents": max_documents, "streaming": streaming, "save_steps": save_steps,
-        "gradient_checkpointing": gradient_checkpointing,
-        "bf16": bf16, "resume": resume, "seed": seed,
-    }
-    overrides = {key: value for key, value in flags.items() if value is not None}
     try:
-        if config is not None:
-            pretrain_config = PretrainConfig.from_yaml(config, **overrides)
-        elif "encoder" not in overrides:
-            _fail('pass --encoder (a MEGA checkpoint directory, a Hub id or "tiny") or --config FILE.yaml')
-        else:
-            pretrain_config = PretrainConfig.from_dict(overrides, source="command line")
         final = run_pretraining(pretrain_config)
     except (ValueError, FileNotFoundError, ImportError) as exc:
         _fail(str(exc))

@@ -1,4 +1,23 @@
-"""Type checks for the run configs (`TrainConfig`, `PretrainConfig`), read from the dataclass annotations.
+"""Run settings declared once: `setting()` fields and the `RunConfig` base of `TrainConfig` and `PretrainConfig`.
+
+A setting is one dataclass field made with `setting(default, help=..., ...)`. Its metadata is the
+only description of the setting; the command line (`mega2bart train`/`pretrain` options are
+generated from it in `mega2bart.cli`), the checks below and `TrainingArguments` read it:
+
+- `help`: what the setting does; the CLI option's help and the documentation of the YAML key.
+- `flag`: the CLI option (True: `--field-name`; a string: that option, e.g. "--batch-size");
+  a field without one is set in the YAML file or with `--set KEY=VALUE`.
+- `min` / `above`: inclusive / exclusive lower bound, checked after the type conversion
+  (None passes where the annotation allows it); `note` is added to that error.
+- `aliases`: CLI words (any case) that stand for another value, e.g. {"none": None}.
+- `choices`: the only CLI words (any case) the option takes, with their values.
+- `training_arg`: how the field reaches `TrainingArguments` (`RunConfig.training_arguments_kwargs`):
+  True passes it under its own name, a string under that name, False keeps it mega2bart's own
+  (also for a field named like a `TrainingArguments` field that the run sets itself).
+
+`RunConfig` loads a config from a YAML file, flags and `--set` values (`load`), checks types and
+ranges (`coerce_fields`, run by `__post_init__`), saves it and picks the fields that go to
+`TrainingArguments`.
 
 YAML and `--set KEY=VALUE` deliver values of the wrong type in ordinary use: PyYAML reads `1e-4`
 as the string "1e-4" (YAML 1.1 wants a dot: `1.0e-4`), and a quoted `"off"` stays a string that
@@ -18,26 +37,75 @@ the rest with one line naming the field, the value and the rule:
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 import types
 import typing
-from typing import Any, Literal
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 _TRUE = ("true", "yes", "on")
 _FALSE = ("false", "no", "off")
 
 
+def setting(
+    default: Any = dataclasses.MISSING,
+    *,
+    help: str,
+    flag: str | bool = False,
+    min: float | None = None,
+    above: float | None = None,
+    note: str | None = None,
+    aliases: Mapping[str, Any] | None = None,
+    choices: Mapping[str, Any] | None = None,
+    training_arg: str | bool | None = None,
+    default_factory: Callable[[], Any] | Any = dataclasses.MISSING,
+) -> Any:
+    """A dataclass field that carries its own description (see the module docstring for each key).
+
+    `help` may span lines in the source; its whitespace is collapsed to single spaces.
+    """
+    metadata: dict[str, Any] = {"help": " ".join(help.split())}
+    given = {"flag": flag or None, "min": min, "above": above, "note": note, "aliases": aliases, "choices": choices,
+             "training_arg": training_arg}
+    metadata.update({key: value for key, value in given.items() if value is not None})
+    return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
+
+
 def coerce_fields(instance: Any) -> None:
-    """Check and convert every field of the dataclass `instance` to its annotated type (in place).
+    """Check and convert every field of the dataclass `instance` to its annotated type (in place),
+    then check the field's range (`min`, `above` in its metadata).
 
     Raises:
         ValueError: "`name` (value) must be <rule>" for the first field that does not fit.
     """
     hints = typing.get_type_hints(type(instance))
     for field in dataclasses.fields(instance):
-        value = getattr(instance, field.name)
-        setattr(instance, field.name, _coerce(field.name, value, hints[field.name]))
+        value = _coerce(field.name, getattr(instance, field.name), hints[field.name])
+        _check_range(field, value, hints[field.name])
+        setattr(instance, field.name, value)
+
+
+def _check_range(field: dataclasses.Field, value: Any, annotation: Any) -> None:
+    low, above = field.metadata.get("min"), field.metadata.get("above")
+    if value is None or (low is None and above is None):
+        return
+    if (low is None or value >= low) and (above is None or value > above):
+        return
+    members = _union_members(annotation)
+    if low == 1 and int in members and float not in members:
+        rule = "a positive integer"
+    else:
+        rule = " and ".join(text for bound, text in ((low, f">= {low}"), (above, f"> {above}")) if bound is not None)
+    if type(None) in members:
+        rule += " or None"
+    note = field.metadata.get("note")
+    raise ValueError(f"`{field.name}` ({value!r}) must be {rule}" + (f" ({note})" if note else ""))
 
 
 def _coerce(name: str, value: Any, annotation: Any) -> Any:
@@ -184,4 +252,121 @@ def _describe(options: list[Any]) -> str:
     return " or ".join(words)
 
 
-__all__ = ["coerce_fields", "read_yaml_mapping"]
+class RunConfig:
+    """Base of the run configs (`TrainConfig`, `PretrainConfig`): dataclasses of `setting()` fields.
+
+    One loader for both: `load(path, overrides)` reads the YAML file and puts the overrides (CLI
+    flags, `--set` values) on top; `from_dict` refuses unknown and missing keys; `__post_init__`
+    checks types and ranges (`coerce_fields`); subclasses add the checks between fields.
+    """
+
+    file_name: ClassVar[str]
+    """Name of the resolved config that `save` writes into the output directory."""
+    output_dir: str  # a field of every subclass: where the run writes
+
+    def __post_init__(self) -> None:
+        coerce_fields(self)  # types from the annotations: "1e-4" -> 1e-4, "off" -> False, else one-line errors
+
+    # ------------------------------------------------------------------ files
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None, overrides: Mapping[str, Any] | None = None) -> Self:
+        """The config of the YAML file `path` (None: no file) with `overrides` on top (flags win)."""
+        data = read_yaml_mapping(path, cls.__name__) if path is not None else {}
+        source = os.fspath(path) if path is not None else "command line"
+        return cls.from_dict({**data, **(overrides or {})}, source=source)
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike, **overrides: Any) -> Self:
+        """Read a YAML mapping of field names; `overrides` (e.g. CLI flags that were given) win."""
+        return cls.load(path, overrides)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "dict") -> Self:
+        """Build from a mapping of field names; unknown or missing required keys raise, naming them."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"{source}: unknown {cls.__name__} field(s) {unknown}; valid fields are {sorted(names)}")
+        missing = [name for name in cls.required_fields() if name not in data]
+        if missing:
+            raise ValueError(
+                f"{source}: no value for the required {cls.__name__} field(s) {missing}: set them in the YAML file "
+                "or on the command line"
+            )
+        return cls(**data)
+
+    @classmethod
+    def required_fields(cls) -> list[str]:
+        """Names of the fields without a default (e.g. `model`): a config needs a value for each."""
+        return [
+            f.name for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]  (subclasses are dataclasses)
+
+    def save(self, directory: str | os.PathLike | None = None) -> Path:
+        """Write the resolved config to `<directory or output_dir>/<file_name>`."""
+        import yaml
+
+        path = Path(directory or self.output_dir) / self.file_name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False), encoding="utf-8")
+        return path
+
+    # ------------------------------------------------------------------ TrainingArguments
+
+    def training_arguments_kwargs(self, arguments_class: type) -> dict[str, Any]:
+        """The fields that go to `arguments_class` (`TrainingArguments` or a subclass), under its names.
+
+        Each field's `training_arg` decides (see the module docstring); the run adds what it
+        derives (strategies, resolved devices) on top.
+        """
+        targets = self.training_arg_targets(arguments_class)
+        return {targets[name]: getattr(self, name) for name in targets if targets[name] is not None}
+
+    @classmethod
+    def training_arg_targets(cls, arguments_class: type) -> dict[str, str | None]:
+        """{field name: the `arguments_class` field it sets, or None for mega2bart's own}.
+
+        Raises:
+            ValueError: a field passed on under a name `arguments_class` lacks (a typo), or a field
+                named like an `arguments_class` field that does not say whether it is passed on.
+        """
+        known = {f.name for f in dataclasses.fields(arguments_class)}
+        targets: dict[str, str | None] = {}
+        for field in dataclasses.fields(cls):
+            marker = field.metadata.get("training_arg")
+            target = field.name if marker is True else marker or None
+            where = f"{cls.__name__}.{field.name}"
+            if target is not None and target not in known:
+                close = difflib.get_close_matches(target, known, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(
+                    f"{where} is passed to {arguments_class.__name__} as {target!r}, which is not one of its "
+                    f"fields{hint}: check the spelling of the field or of its training_arg"
+                )
+            if marker is None and field.name in known:
+                raise ValueError(
+                    f"{where} has the name of a {arguments_class.__name__} field but no training_arg: give it "
+                    "training_arg=True (passed on as it is) or training_arg=False (the run sets it itself)"
+                )
+            targets[field.name] = target
+        return targets
+
+
+def field_help(field: dataclasses.Field) -> str:
+    """The `help` of a `setting()` field.
+
+    Raises:
+        ValueError: the field was declared without `setting(..., help=...)`.
+    """
+    text = field.metadata.get("help")
+    if not text:
+        raise ValueError(f"field {field.name!r} has no help: declare it with setting(..., help='what it does')")
+    return text
+
+
+__all__ = ["RunConfig", "coerce_fields", "field_help", "read_yaml_mapping", "setting"]

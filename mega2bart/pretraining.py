@@ -36,18 +36,17 @@ import itertools
 import logging
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch.utils.data
-import yaml
 
-from mega2bart.config_types import coerce_fields, read_yaml_mapping
+from mega2bart.config_types import RunConfig, setting
 from mega2bart.documents import DocumentError, document_files, read_documents
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
+    from transformers import PreTrainedTokenizerBase, TrainingArguments
 
     from mega2bart.models.mega import MegaForMaskedLM
 
@@ -116,70 +115,102 @@ def _check_length_and_ratio(length: int, ratio: float, what: str) -> None:
 
 
 @dataclass
-class PretrainConfig:
-    """Everything a continued-MLM run needs; the YAML keys are these field names."""
+class PretrainConfig(RunConfig):
+    """Everything a continued-MLM run needs; the YAML keys are these field names.
 
-    encoder: str
-    """MEGA checkpoint directory or Hub id (MegaForMaskedLM, or MegaModel: the MLM bias then starts at 0),
-    or "tiny" for the random-init tiny preset encoder (offline demos and tests)."""
-    output_dir: str = "runs/pretrain"
-    """Phase folders, `final/`, `metrics.json` and `pretrain_config.yaml` go here."""
-    dataset: str | None = None
-    """"aclsum", "gensim-wiki", a Hugging Face `datasets` name or a local .jsonl/.json/.csv/.parquet file
-    (`text_column` of each row); may be combined with `text_files`."""
-    text_files: list[str] = field(default_factory=list)
-    """Local .txt/.md (one document per file) or .jsonl files (one per line), or directories of them."""
-    dataset_config: str | None = None
-    """The `datasets` configuration name (e.g. "20231101.en" for "wikimedia/wikipedia")."""
-    dataset_split: str = "train"
-    """Split of `dataset` to read (aclsum: train/validation/test)."""
-    text_column: str = "text"
-    """Text field of .jsonl lines and `datasets` rows."""
-    max_documents: int | None = None
-    """Read at most this many documents (None: all)."""
-    streaming: bool = False
-    """Read `dataset` as a stream and the text files one by one, packing as they are read, instead of
-    loading and tokenizing all text first (the built-ins "aclsum" and "gensim-wiki" are read whole)."""
-    tokenizer: str | None = None
-    """Tokenizer directory or Hub id, or "offline" (BART layout, not BART ids); None: the encoder's own
-    (the offline one for `encoder="tiny"`)."""
-    max_length: int = 2048
-    """Tokens per packed sequence (one phase); a multiple of the encoder's chunk_size avoids padding."""
-    mask_ratio: float = 0.4
-    """Fraction of tokens selected for the MLM loss (one phase)."""
-    phases: str | None = None
-    """Several phases "length:mask_ratio[:steps],...", e.g. "2048:0.4,4096:0.3"; overrides max_length/mask_ratio."""
-    max_steps: int = 1000
-    """Optimiser steps in all (split over phases that do not give their own)."""
-    per_device_train_batch_size: int = 1
-    """Sequences per device per micro-batch."""
-    gradient_accumulation_steps: int = 1
-    """Micro-batches per optimiser step."""
-    learning_rate: float = 1e-4
-    """Peak AdamW learning rate of every phase."""
-    weight_decay: float = 0.01
-    """AdamW weight decay."""
-    warmup_steps: int = 0
-    """Linear warm-up steps at the start of every phase."""
-    lr_scheduler_type: str = "linear"
-    """Learning-rate schedule after warm-up ("linear", "cosine", "constant_with_warmup", ...)."""
-    gradient_checkpointing: bool = True
-    """Recompute each MEGA block in backward: far less memory at long lengths, ~30% slower."""
-    bf16: bool = False
-    """bf16 mixed precision (autocast; weights stay float32, the EMA kernel is built in float32)."""
-    save_steps: int = 500
-    """Save a Trainer checkpoint every N optimiser steps."""
-    save_total_limit: int | None = 2
-    """Keep at most this many checkpoints per phase (None: all)."""
-    logging_steps: int = 10
-    """Log the training loss every N steps."""
-    resume: bool = False
-    """Continue an interrupted run in `output_dir`; without it a non-empty `output_dir` is an error."""
-    seed: int = 42
-    """Seed for initialisation, data order and masking."""
+    Each field is declared once, with `setting()`: its help is the `mega2bart pretrain` option's
+    help (fields with a `flag`; the others are set with `--set KEY=VALUE` or in the YAML file), and
+    its `training_arg` says whether it goes to `TrainingArguments` (`to_training_arguments`).
+    """
+
+    file_name: ClassVar[str] = CONFIG_FILE
+
+    encoder: str = setting(
+        flag=True,
+        help="""MEGA checkpoint directory or Hub id (MegaForMaskedLM, or MegaModel: the MLM bias then starts at 0),
+        or "tiny" for the random-init tiny preset encoder (offline demos and tests).""",
+    )
+    output_dir: str = setting(
+        "runs/pretrain", flag=True, training_arg=True,
+        help="Phase folders, `final/`, `metrics.json` and `pretrain_config.yaml` go here.",
+    )
+    dataset: str | None = setting(
+        None, flag=True,
+        help='''"aclsum", "gensim-wiki", a Hugging Face `datasets` name or a local .jsonl/.json/.csv/.parquet file
+        (`text_column` of each row); may be combined with `text_files`.''',
+    )
+    text_files: list[str] = setting(
+        default_factory=list, flag=True,
+        help="Local .txt/.md/.html (one document per file) or .jsonl files (one per line), or directories of them.",
+    )
+    dataset_config: str | None = setting(
+        None, help='The `datasets` configuration name (e.g. "20231101.en" for "wikimedia/wikipedia").'
+    )
+    dataset_split: str = setting("train", help="Split of `dataset` to read (aclsum: train/validation/test).")
+    text_column: str = setting("text", help="Text field of .jsonl lines and `datasets` rows.")
+    max_documents: int | None = setting(None, flag=True, min=1, help="Read at most this many documents (None: all).")
+    streaming: bool = setting(
+        False, flag=True,
+        help="""Read `dataset` as a stream and the text files one by one, packing as they are read, instead of
+        loading and tokenizing all text first (the built-ins "aclsum" and "gensim-wiki" are read whole).""",
+    )
+    tokenizer: str | None = setting(
+        None, flag=True,
+        help="""Tokenizer directory or Hub id, or "offline" (BART layout, not BART ids); None: the encoder's own
+        (the offline one for `encoder="tiny"`).""",
+    )
+    max_length: int = setting(
+        2048, flag=True,
+        help="Tokens per packed sequence (one phase); a multiple of the encoder's chunk_size avoids padding.",
+    )
+    mask_ratio: float = setting(0.4, flag=True, help="Fraction of tokens selected for the MLM loss (one phase).")
+    phases: str | None = setting(
+        None, flag=True,
+        help='Several phases "length:mask_ratio[:steps],...", e.g. "2048:0.4,4096:0.3"; overrides '
+        "max_length/mask_ratio.",
+    )
+    max_steps: int = setting(
+        1000, flag=True, min=1, training_arg=True,
+        help="Optimiser steps in all (split over phases that do not give their own).",
+    )
+    per_device_train_batch_size: int = setting(
+        1, flag="--batch-size", min=1, training_arg=True, help="Sequences per device per micro-batch."
+    )
+    gradient_accumulation_steps: int = setting(1, min=1, training_arg=True, help="Micro-batches per optimiser step.")
+    learning_rate: float = setting(
+        1e-4, flag=True, above=0, training_arg=True, help="Peak AdamW learning rate of every phase."
+    )
+    weight_decay: float = setting(
+        0.01, min=0, note="0: no weight decay", training_arg=True, help="AdamW weight decay."
+    )
+    warmup_steps: int = setting(0, min=0, training_arg=True, help="Linear warm-up steps at the start of every phase.")
+    lr_scheduler_type: str = setting(
+        "linear", training_arg=True,
+        help='Learning-rate schedule after warm-up ("linear", "cosine", "constant_with_warmup", ...).',
+    )
+    gradient_checkpointing: bool = setting(
+        True, flag=True, training_arg=False,  # to_training_arguments names it as the installed transformers does
+        help="Recompute each MEGA block in backward: far less memory at long lengths, ~30% slower.",
+    )
+    bf16: bool = setting(
+        False, flag=True, training_arg=True,
+        help="bf16 mixed precision (autocast; weights stay float32, the EMA kernel is built in float32).",
+    )
+    save_steps: int = setting(
+        500, flag=True, min=1, training_arg=True, help="Save a Trainer checkpoint every N optimiser steps."
+    )
+    save_total_limit: int | None = setting(
+        2, min=1, training_arg=True, help="Keep at most this many checkpoints per phase (None: all)."
+    )
+    logging_steps: int = setting(10, min=1, training_arg=True, help="Log the training loss every N steps.")
+    resume: bool = setting(
+        False, flag=True,
+        help="Continue an interrupted run in `output_dir`; without it a non-empty `output_dir` is an error.",
+    )
+    seed: int = setting(42, flag=True, training_arg=True, help="Seed for initialisation, data order and masking.")
 
     def __post_init__(self) -> None:
-        coerce_fields(self)  # types from the annotations: "1e-4" -> 1e-4, one path -> [path], else one-line errors
+        super().__post_init__()  # types and ranges of single fields: "1e-4" -> 1e-4, one path -> [path]
         if not self.encoder:
             raise ValueError("`encoder` is empty: pass a MEGA checkpoint directory or Hub id, or 'tiny'")
         if not self.dataset and not self.text_files:
@@ -187,22 +218,8 @@ class PretrainConfig:
                 "no text to pretrain on: pass `dataset` ('aclsum', 'gensim-wiki' or a datasets name) and/or `text_files`"
             )
         _check_length_and_ratio(self.max_length, self.mask_ratio, "`max_length`/`mask_ratio`")
-        for name in ("max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "save_steps", "logging_steps"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` ({value!r}) must be a positive integer")
-        for name in ("max_documents", "save_total_limit"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"`{name}` ({value!r}) must be a positive integer or None")
-        if self.warmup_steps < 0:
-            raise ValueError(f"`warmup_steps` ({self.warmup_steps}) must be >= 0")
-        if self.weight_decay < 0:
-            raise ValueError(f"`weight_decay` ({self.weight_decay}) must be >= 0 (0: no weight decay)")
         if not 0 <= self.seed < 2**32:
             raise ValueError(f"`seed` ({self.seed}) must be in [0, 2**32) (numpy's seed range)")
-        if not self.learning_rate > 0:
-            raise ValueError(f"`learning_rate` ({self.learning_rate}) must be > 0")
         if self.phases:
             parse_phases(self.phases, self.max_steps)  # raises on a bad spec
 
@@ -211,29 +228,20 @@ class PretrainConfig:
             return parse_phases(self.phases, self.max_steps)
         return [Phase(self.max_length, self.mask_ratio, self.max_steps)]
 
-    @classmethod
-    def from_yaml(cls, path: str | Path, **overrides: Any) -> PretrainConfig:
-        """Read a YAML mapping of field names; `overrides` (e.g. CLI flags that were given) win."""
-        data = read_yaml_mapping(path, "PretrainConfig")
-        return cls.from_dict({**data, **overrides}, source=str(path))
+    def to_training_arguments(self, phase_dir: str | Path, steps: int) -> TrainingArguments:
+        """The `TrainingArguments` of one phase: the fields whose `training_arg` passes them on, the
+        phase's folder and steps, and what every phase fixes (step checkpoints, no reporters)."""
+        from transformers import TrainingArguments
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "dict") -> PretrainConfig:
-        """Build from a mapping of field names; unknown keys raise with the list of valid ones."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"{source}: unknown PretrainConfig field(s) {unknown}; valid fields are {sorted(names)}")
-        return cls(**data)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def save(self, directory: str | Path | None = None) -> Path:
-        path = Path(directory or self.output_dir) / CONFIG_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
-        return path
+        return TrainingArguments(**{
+            **self.training_arguments_kwargs(TrainingArguments),
+            "output_dir": str(phase_dir),
+            "max_steps": steps,
+            **_checkpointing_args(TrainingArguments, self.gradient_checkpointing),
+            "save_strategy": "steps",
+            "report_to": "none",
+            "dataloader_num_workers": 0,
+        })
 
 
 # ----------------------------------------------------------------------------------------------
@@ -488,7 +496,7 @@ def run_pretraining(config: PretrainConfig) -> Path:
         FileNotFoundError: a missing text file or encoder directory.
     """
     import datasets
-    from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments, set_seed
+    from transformers import DataCollatorForLanguageModeling, Trainer, set_seed
 
     from mega2bart.training import newest_complete_checkpoint
 
@@ -544,25 +552,7 @@ def run_pretraining(config: PretrainConfig) -> Path:
             [{"input_ids": ids} for ids in head]
         )
         loss_before = _mlm_loss(model, probe)
-        args = TrainingArguments(
-            output_dir=str(phase_dir),
-            max_steps=phase.steps,
-            per_device_train_batch_size=config.per_device_train_batch_size,
-            gradient_accumulation_steps=config.gradient_accumulation_steps,
-            learning_rate=config.learning_rate,
-            weight_decay=config.weight_decay,
-            warmup_steps=config.warmup_steps,
-            lr_scheduler_type=config.lr_scheduler_type,
-            **_checkpointing_args(TrainingArguments, config.gradient_checkpointing),
-            bf16=config.bf16,
-            save_strategy="steps",
-            save_steps=config.save_steps,
-            save_total_limit=config.save_total_limit,
-            logging_steps=config.logging_steps,
-            seed=config.seed,
-            report_to="none",
-            dataloader_num_workers=0,
-        )
+        args = config.to_training_arguments(phase_dir, phase.steps)
         trainer = Trainer(model=model, args=args, train_dataset=train_set, data_collator=collator, processing_class=tokenizer)
         last = newest_complete_checkpoint(phase_dir) if config.resume else None  # skips one cut short by a crash
         if last:

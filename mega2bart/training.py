@@ -1,8 +1,10 @@
 """Fine-tuning: one `TrainConfig` -> `Seq2SeqTrainer` with generation-based ROUGE.
 
-`TrainConfig` is the single source of truth for a run: built from CLI flags or a YAML file
-(`TrainConfig.from_yaml`), checked in `__post_init__`, converted to `Seq2SeqTrainingArguments`
-by `to_training_arguments()` and written, resolved, to `<output_dir>/train_config.yaml`.
+`TrainConfig` is the single source of truth for a run: each setting is one field, declared once
+with its help (which is also the `mega2bart train` option's help, see `mega2bart.config_types`),
+built from CLI flags and/or a YAML file (`TrainConfig.load`), checked in `__post_init__`, converted
+to `Seq2SeqTrainingArguments` by `to_training_arguments()` and written, resolved, to
+`<output_dir>/train_config.yaml`.
 `train(config)` runs it and writes `<output_dir>/metrics.json` beside the checkpoints.
 
 Long-document defaults and why:
@@ -48,12 +50,11 @@ import logging
 import os
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
-import yaml
 from transformers import (
     PreTrainedModel,
     Seq2SeqTrainer,
@@ -65,7 +66,7 @@ from transformers import (
 )
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from mega2bart.config_types import coerce_fields, read_yaml_mapping
+from mega2bart.config_types import RunConfig, read_yaml_mapping, setting
 
 logger = logging.getLogger(__name__)
 
@@ -79,143 +80,180 @@ _BRIDGE_PATTERN = re.compile(r"(^|\.)(enc_to_dec_proj|encoder_attn|encoder_attn_
 
 
 @dataclass
-class TrainConfig:
-    """Everything a fine-tuning run needs; the YAML keys are these field names."""
+class TrainConfig(RunConfig):
+    """Everything a fine-tuning run needs; the YAML keys are these field names.
 
-    model: str
-    """Directory of a built model (`mega2bart build`) or a checkpoint of an earlier run."""
-    dataset: str = "aclsum"
-    """"aclsum" (offline), a local .json/.jsonl/.csv/.parquet file, or a Hugging Face Hub name."""
-    output_dir: str = "runs/train"
-    """Where checkpoints, the final model, `train_config.yaml` and `metrics.json` go."""
-    dataset_config: str | None = None
-    """The Hub configuration of `dataset` ("arxiv" for "scientific_papers")."""
-    text_column: str | None = None
-    """Document column; default from `mega2bart.data.KNOWN_COLUMNS`, else "document"."""
-    summary_column: str | None = None
-    """Summary column; default from `mega2bart.data.KNOWN_COLUMNS`, else "summary"."""
-    train_split: str = "train"
-    """Split to train on."""
-    eval_split: str | None = "validation"
-    """Split for evaluation during and after training; None or "" skips evaluation."""
-    max_train_samples: int | None = None
-    """Use at most this many training examples (None: all)."""
-    max_eval_samples: int | None = None
-    """Use at most this many evaluation examples (None: all); generation makes evaluation slow."""
-    streaming: bool = False
-    """Read the training split as a stream (`datasets` streaming: a Hub dataset is not downloaded
-    whole), tokenized as it is read and shuffled in a buffer of 1,000 rows; the data has no known
-    length, so `max_steps` is the stopping rule (the stream starts again when it ends). An eval
-    split is then read as a stream too, its first `max_eval_samples` rows."""
-    max_source_length: int = 16384
-    """Documents are cut to this many tokens (specials included); the MEGA seed encoder has 16,384."""
-    max_target_length: int = 512
-    """Summaries are cut to this many tokens for training."""
-    pad_to_multiple_of: int | None = None
-    """Pad encoder inputs to a multiple of this; None: the encoder's `chunk_size` (MEGA) or 8."""
-    per_device_train_batch_size: int = 1
-    """Documents per device per micro-batch."""
-    per_device_eval_batch_size: int = 1
-    """Documents per device per evaluation batch."""
-    gradient_accumulation_steps: int = 16
-    """Micro-batches per optimiser step; the loss is normalised over all their label tokens."""
-    learning_rate: float = 5e-5
-    """Peak learning rate (AdamW)."""
-    weight_decay: float = 0.01
-    """AdamW weight decay (not applied to biases and norms)."""
-    warmup_steps: float = 0.05
-    """Linear warm-up: an int >= 1 is a step count, a float in [0, 1) a fraction of all steps."""
-    lr_scheduler_type: str = "linear"
-    """Learning-rate schedule after warm-up: "linear", "cosine", "constant_with_warmup", ..."""
-    max_grad_norm: float = 1.0
-    """Gradient clipping norm."""
-    num_train_epochs: float = 3.0
-    """Epochs, unless `max_steps` > 0."""
-    max_steps: int = -1
-    """Optimiser steps; > 0 overrides `num_train_epochs`."""
-    label_smoothing: float = 0.0
-    """Label smoothing in [0, 1); 0.1 is common for summarisation."""
-    bf16: bool | Literal["auto"] = "auto"
-    """bf16 mixed precision: "auto" = on iff CUDA supports bf16 (off on CPU); True forces it."""
-    gradient_checkpointing: bool = True
-    """Recompute activations in backward (MEGA blocks and BART layers): far less memory, ~20-30% slower."""
-    freeze: Literal["none", "encoder", "decoder"] = "none"
-    """"encoder": MEGA is not trained. "decoder": BART's self-attention, feed-forward, embeddings
-    and LM head are not trained. The projection and cross-attention always train."""
-    warm_start_steps: int = 0
-    """Staged training: the first N steps train only the projection and the cross-attention."""
-    eval_steps: int | None = None
-    """Evaluate (generate + ROUGE) every N steps; None: once per epoch (never if no eval split)."""
-    save_steps: int = 500
-    """Save a checkpoint every N optimiser steps (plus one at the end)."""
-    save_total_limit: int | None = 3
-    """Keep at most this many checkpoints (None: all)."""
-    logging_steps: int = 10
-    """Log the training loss every N steps."""
-    eval_accumulation_steps: int | None = 8
-    """Move generated ids to the CPU every N eval batches (None: keep all on the device)."""
-    generation_max_new_tokens: int = 256
-    """Maximum summary length in new tokens when generating for evaluation (other settings: the
-    model's generation_config.json)."""
-    generation_num_beams: int = 1
-    """Beams when generating for evaluation (1 = greedy; beams multiply encoder memory)."""
-    train_sampling_strategy: Literal["random", "group_by_length"] = "group_by_length"
-    """"group_by_length" batches documents of similar length together (less padding)."""
-    seed: int = 42
-    """Seed for initialisation, dropout and data order."""
-    full_determinism: bool = False
-    """Deterministic algorithms everywhere (slower; for exact reproducibility on GPU)."""
-    dataloader_num_workers: int = 0
-    """Worker processes for data loading."""
-    report_to: Literal["none", "tensorboard", "wandb"] = "none"
-    """Where to report logs besides `trainer_state.json` and `metrics.json`."""
-    run_name: str | None = None
-    """Run name for tensorboard/wandb."""
-    resume_from_checkpoint: str | None = "auto"
-    """"auto": the newest checkpoint in `output_dir` if any; a path: that checkpoint; None: start fresh."""
-    ddp_backend: str | None = None
-    """Distributed backend; None: "gloo" on CPU, the default (NCCL) on CUDA."""
-    use_cpu: bool | None = None
-    """Train on the CPU even if CUDA is present; None: CPU iff no CUDA."""
-    extra_training_args: dict[str, Any] = field(default_factory=dict)
-    """Further `Seq2SeqTrainingArguments` fields, passed as given (for options not listed here)."""
+    Each field is declared once, with `setting()`: its help is the `mega2bart train` option's help
+    (fields with a `flag`; the others are set with `--set KEY=VALUE` or in the YAML file), and its
+    `training_arg` says whether it goes to `Seq2SeqTrainingArguments` (`to_training_arguments`).
+    """
+
+    file_name: ClassVar[str] = CONFIG_FILE
+
+    model: str = setting(
+        flag=True, help="Directory of a built model (`mega2bart build`) or a checkpoint of an earlier run."
+    )
+    dataset: str = setting(
+        "aclsum", flag=True,
+        help='"aclsum" (offline), a local .json/.jsonl/.csv/.parquet file, or a Hugging Face Hub name.',
+    )
+    output_dir: str = setting(
+        "runs/train", flag=True, training_arg=True,
+        help="Where checkpoints, the final model, `train_config.yaml` and `metrics.json` go.",
+    )
+    dataset_config: str | None = setting(
+        None, help='The Hub configuration of `dataset` ("arxiv" for "scientific_papers").'
+    )
+    text_column: str | None = setting(
+        None, help='Document column; default from `mega2bart.data.KNOWN_COLUMNS`, else "document".'
+    )
+    summary_column: str | None = setting(
+        None, help='Summary column; default from `mega2bart.data.KNOWN_COLUMNS`, else "summary".'
+    )
+    train_split: str = setting("train", help="Split to train on.")
+    eval_split: str | None = setting(
+        "validation", flag=True, aliases={"none": None, "": None},
+        help='Split for evaluation during and after training; None or "" skips evaluation '
+        '(on the command line: "none").',
+    )
+    max_train_samples: int | None = setting(
+        None, flag=True, min=1, help="Use at most this many training examples (None: all)."
+    )
+    max_eval_samples: int | None = setting(
+        None, flag=True, min=1,
+        help="Use at most this many evaluation examples (None: all); generation makes evaluation slow.",
+    )
+    streaming: bool = setting(
+        False, flag=True,
+        help="""Read the training split as a stream (`datasets` streaming: a Hub dataset is not downloaded
+        whole), tokenized as it is read and shuffled in a buffer of 1,000 rows; the data has no known
+        length, so `max_steps` is the stopping rule (the stream starts again when it ends). An eval
+        split is then read as a stream too, its first `max_eval_samples` rows.""",
+    )
+    max_source_length: int = setting(
+        16384, flag=True, min=1,
+        help="Documents are cut to this many tokens (specials included); the MEGA seed encoder has 16,384.",
+    )
+    max_target_length: int = setting(512, flag=True, min=1, help="Summaries are cut to this many tokens for training.")
+    pad_to_multiple_of: int | None = setting(
+        None, min=1, help="Pad each batch to a multiple of this (None: 8); MEGA pads to its chunk_size inside."
+    )
+    per_device_train_batch_size: int = setting(
+        1, flag="--batch-size", min=1, training_arg=True, help="Documents per device per micro-batch."
+    )
+    per_device_eval_batch_size: int = setting(
+        1, min=1, training_arg=True, help="Documents per device per evaluation batch."
+    )
+    gradient_accumulation_steps: int = setting(
+        16, flag=True, min=1, training_arg=True,
+        help="Micro-batches per optimiser step; the loss is normalised over all their label tokens.",
+    )
+    learning_rate: float = setting(5e-5, flag=True, above=0, training_arg=True, help="Peak learning rate (AdamW).")
+    weight_decay: float = setting(
+        0.01, min=0, note="0: no weight decay", training_arg=True,
+        help="AdamW weight decay (not applied to biases and norms).",
+    )
+    warmup_steps: float = setting(
+        0.05, training_arg=False,  # to_training_arguments passes a step count as an int
+        help="Linear warm-up: an int >= 1 is a step count, a float in [0, 1) a fraction of all steps.",
+    )
+    lr_scheduler_type: str = setting(
+        "linear", training_arg=True,
+        help='Learning-rate schedule after warm-up: "linear", "cosine", "constant_with_warmup", ...',
+    )
+    max_grad_norm: float = setting(
+        1.0, min=0, note="0: no gradient clipping", training_arg=True, help="Gradient clipping norm."
+    )
+    num_train_epochs: float = setting(
+        3.0, flag=True, training_arg=True, help="Epochs, unless `max_steps` > 0."
+    )
+    max_steps: int = setting(
+        -1, flag=True, training_arg=True, help="Optimiser steps; > 0 overrides `num_train_epochs`."
+    )
+    label_smoothing: float = setting(
+        0.0, flag=True, training_arg="label_smoothing_factor",
+        help="Label smoothing in [0, 1); 0.1 is common for summarisation.",
+    )
+    bf16: bool | Literal["auto"] = setting(
+        "auto", flag=True, choices={"auto": "auto", "true": True, "false": False}, training_arg=False,
+        help='bf16 mixed precision: "auto" = on iff CUDA supports bf16 (off on CPU); true forces it.',
+    )
+    gradient_checkpointing: bool = setting(
+        True, flag=True, training_arg="activation_checkpointing",
+        help="Recompute activations in backward (MEGA blocks and BART layers): far less memory, ~20-30% slower.",
+    )
+    freeze: Literal["none", "encoder", "decoder"] = setting(
+        "none", flag=True,
+        help='''"encoder": MEGA is not trained. "decoder": BART's self-attention, feed-forward, embeddings
+        and LM head are not trained. The projection and cross-attention always train.''',
+    )
+    warm_start_steps: int = setting(
+        0, flag=True, min=0, note="0: no warm start",
+        help="Staged training: the first N steps train only the projection and the cross-attention.",
+    )
+    eval_steps: int | None = setting(
+        None, flag=True, min=1, training_arg=True,
+        help="Evaluate (generate + ROUGE) every N steps; None: once per epoch (never if no eval split).",
+    )
+    save_steps: int = setting(
+        500, flag=True, min=1, training_arg=True,
+        help="Save a checkpoint every N optimiser steps (plus one at the end).",
+    )
+    save_total_limit: int | None = setting(
+        3, min=1, training_arg=True, help="Keep at most this many checkpoints (None: all)."
+    )
+    logging_steps: int = setting(10, min=1, training_arg=True, help="Log the training loss every N steps.")
+    eval_accumulation_steps: int | None = setting(
+        8, min=1, training_arg=True,
+        help="Move generated ids to the CPU every N eval batches (None: keep all on the device).",
+    )
+    generation_max_new_tokens: int = setting(
+        256, min=1,
+        help="""Maximum summary length in new tokens when generating for evaluation (other settings: the
+        model's generation_config.json).""",
+    )
+    generation_num_beams: int = setting(
+        1, min=1, training_arg=True,
+        help="Beams when generating for evaluation (1 = greedy; beams multiply encoder memory).",
+    )
+    train_sampling_strategy: Literal["random", "group_by_length"] = setting(
+        "group_by_length", training_arg=True,
+        help='"group_by_length" batches documents of similar length together (less padding).',
+    )
+    seed: int = setting(42, flag=True, training_arg=True, help="Seed for initialisation, dropout and data order.")
+    full_determinism: bool = setting(
+        False, training_arg=True, help="Deterministic algorithms everywhere (slower; for exact reproducibility on GPU)."
+    )
+    dataloader_num_workers: int = setting(0, min=0, training_arg=True, help="Worker processes for data loading.")
+    report_to: Literal["none", "tensorboard", "wandb"] = setting(
+        "none", flag=True, training_arg=True,
+        help="Where to report logs besides `trainer_state.json` and `metrics.json`.",
+    )
+    run_name: str | None = setting(None, training_arg=True, help="Run name for tensorboard/wandb.")
+    resume_from_checkpoint: str | None = setting(
+        "auto", flag="--resume", aliases={"none": None}, training_arg=False,  # given to `Trainer.train`
+        help='"auto": the newest complete checkpoint in `output_dir` if any; a path: that checkpoint; '
+        'None: start fresh (on the command line: "none").',
+    )
+    ddp_backend: str | None = setting(
+        None, training_arg=False, help='Distributed backend; None: "gloo" on CPU, the default (NCCL) on CUDA.'
+    )
+    use_cpu: bool | None = setting(
+        None, training_arg=False, help="Train on the CPU even if CUDA is present; None: CPU iff no CUDA."
+    )
+    extra_training_args: dict[str, Any] = setting(
+        default_factory=dict,
+        help="Further `Seq2SeqTrainingArguments` fields, passed as given (for options not listed here).",
+    )
 
     def __post_init__(self) -> None:
-        coerce_fields(self)  # types from the annotations: "1e-4" -> 1e-4, "off" -> False, else one-line errors
+        super().__post_init__()  # types and ranges of single fields
         if not self.model:
             raise ValueError("`model` is empty: pass the directory written by `mega2bart build`")
-        positive = (
-            "max_source_length",
-            "max_target_length",
-            "per_device_train_batch_size",
-            "per_device_eval_batch_size",
-            "gradient_accumulation_steps",
-            "save_steps",
-            "logging_steps",
-            "generation_max_new_tokens",
-            "generation_num_beams",
-        )
-        for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"`{name}` ({value!r}) must be a positive integer")
-        for name in ("max_train_samples", "max_eval_samples", "pad_to_multiple_of", "eval_steps",
-                     "save_total_limit", "eval_accumulation_steps"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                raise ValueError(f"`{name}` ({value!r}) must be a positive integer or None")
         if self.max_steps == 0 or self.max_steps < -1:
             raise ValueError(f"`max_steps` ({self.max_steps}) must be > 0, or -1 to train `num_train_epochs`")
         if self.max_steps == -1 and self.num_train_epochs <= 0:
             raise ValueError(f"`num_train_epochs` ({self.num_train_epochs}) must be > 0 when `max_steps` is -1")
-        if self.learning_rate <= 0:
-            raise ValueError(f"`learning_rate` ({self.learning_rate}) must be > 0")
-        if self.weight_decay < 0:
-            raise ValueError(f"`weight_decay` ({self.weight_decay}) must be >= 0 (0: no weight decay)")
-        if self.max_grad_norm < 0:
-            raise ValueError(f"`max_grad_norm` ({self.max_grad_norm}) must be >= 0 (0: no gradient clipping)")
-        if self.dataloader_num_workers < 0:
-            raise ValueError(f"`dataloader_num_workers` ({self.dataloader_num_workers}) must be >= 0")
         if not 0 <= self.seed < 2**32:
             raise ValueError(f"`seed` ({self.seed}) must be in [0, 2**32) (numpy's seed range)")
         if not 0.0 <= self.label_smoothing < 1.0:
@@ -224,22 +262,10 @@ class TrainConfig:
             raise ValueError(
                 f"`warmup_steps` ({self.warmup_steps}) must be a step count (int >= 1) or a fraction in [0, 1)"
             )
-        if self.bf16 not in ("auto", True, False):
-            raise ValueError(f"`bf16` ({self.bf16!r}) must be 'auto', true or false")
-        if self.freeze not in ("none", "encoder", "decoder"):
-            raise ValueError(f"`freeze` ({self.freeze!r}) must be one of 'none', 'encoder', 'decoder'")
-        if self.warm_start_steps < 0:
-            raise ValueError(f"`warm_start_steps` ({self.warm_start_steps}) must be >= 0 (0: no warm start)")
         if self.max_steps > 0 and self.warm_start_steps >= self.max_steps:
             raise ValueError(
                 f"`warm_start_steps` ({self.warm_start_steps}) must be below `max_steps` ({self.max_steps}), "
                 "or the full model never trains"
-            )
-        if self.report_to not in REPORTERS:
-            raise ValueError(f"`report_to` ({self.report_to!r}) must be one of {list(REPORTERS)}")
-        if self.train_sampling_strategy not in ("random", "group_by_length"):
-            raise ValueError(
-                f"`train_sampling_strategy` ({self.train_sampling_strategy!r}) must be 'random' or 'group_by_length'"
             )
         if self.eval_split == "":
             self.eval_split = None
@@ -255,7 +281,13 @@ class TrainConfig:
             )
         if self.eval_steps is not None and self.eval_split is None:
             raise ValueError(f"`eval_steps` ({self.eval_steps}) needs an `eval_split`")
-        clashes = sorted(set(self.extra_training_args) & _MAPPED_TRAINING_ARGS)
+        self._check_extra_training_args()
+
+    def _check_extra_training_args(self) -> None:
+        """`extra_training_args` may name only `Seq2SeqTrainingArguments` fields that the run does not set."""
+        targets = self.training_arg_targets(Seq2SeqTrainingArguments)
+        owned = {*targets, *filter(None, targets.values()), *self._derived_training_args()}
+        clashes = sorted(set(self.extra_training_args) & owned)
         if clashes:
             raise ValueError(f"`extra_training_args` sets {clashes}, which TrainConfig sets itself: use those fields")
         known = {f.name for f in dataclasses.fields(Seq2SeqTrainingArguments)}
@@ -264,33 +296,6 @@ class TrainConfig:
             raise ValueError(
                 f"`extra_training_args` has {unknown}, which are not Seq2SeqTrainingArguments fields: check the spelling"
             )
-
-    # ------------------------------------------------------------------ files
-
-    @classmethod
-    def from_yaml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
-        """Read a YAML mapping of field names; `overrides` (e.g. CLI flags that were given) win."""
-        data = read_yaml_mapping(path, "TrainConfig")
-        return cls.from_dict({**data, **overrides}, source=str(path))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "dict") -> TrainConfig:
-        """Build from a mapping of field names; unknown keys raise with the list of valid ones."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"{source}: unknown TrainConfig field(s) {unknown}; valid fields are {sorted(names)}")
-        return cls(**data)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def save(self, output_dir: str | Path | None = None) -> Path:
-        """Write the resolved config to `<output_dir>/train_config.yaml`."""
-        path = Path(output_dir or self.output_dir) / CONFIG_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False), encoding="utf-8")
-        return path
 
     # ------------------------------------------------------------------ resolution
 
@@ -319,16 +324,32 @@ class TrainConfig:
             return "DeepSpeed"
         return None
 
-    def to_training_arguments(self) -> Seq2SeqTrainingArguments:
-        """The `Seq2SeqTrainingArguments` of this run (the only place the two are mapped)."""
-        use_cpu = self.resolved_use_cpu()
+    def _derived_training_args(self) -> dict[str, Any]:
+        """The `Seq2SeqTrainingArguments` the run derives from fields or fixes (no field passes them as they are)."""
         evaluate = self.eval_split is not None
-        eval_strategy = "no" if not evaluate else ("steps" if self.eval_steps else "epoch")
+        return {
+            "warmup_steps": int(self.warmup_steps) if self.warmup_steps >= 1 else float(self.warmup_steps),
+            "bf16": self.resolved_bf16(),
+            "use_cpu": self.resolved_use_cpu(),
+            "ddp_backend": self.resolved_ddp_backend(),
+            "eval_strategy": "no" if not evaluate else ("steps" if self.eval_steps else "epoch"),
+            "save_strategy": "steps",
+            "logging_strategy": "steps",
+            "predict_with_generate": evaluate,
+            "generation_max_length": None,  # evaluation generates `generation_max_new_tokens` (SummarizationTrainer)
+            "length_column_name": "length",
+            "remove_unused_columns": False,  # keeps `length` for the sampler; the collator drops text columns
+            # staged training leaves most parameters without gradients for a while: DDP must be told
+            "ddp_find_unused_parameters": True if self.warm_start_steps else None,
+        }
+
+    def to_training_arguments(self) -> Seq2SeqTrainingArguments:
+        """The `Seq2SeqTrainingArguments` of this run (the only place the two are mapped): the fields
+        whose `training_arg` passes them on, what the run derives, then `extra_training_args`."""
         if self.report_to != "none" and importlib.util.find_spec(_REPORTER_PACKAGES[self.report_to]) is None:
             raise ImportError(f"report_to={self.report_to!r} needs its package: pip install {self.report_to}")
-        warmup: float = int(self.warmup_steps) if self.warmup_steps >= 1 else float(self.warmup_steps)
         sharding = self.requested_sharding()
-        if sharding and use_cpu:
+        if sharding and self.resolved_use_cpu():
             # measured with accelerate 1.15: AcceleratorState turns a CPU job into MULTI_CPU (DDP) and
             # enables FSDP/DeepSpeed only for GPU-like devices, so the sharding settings would be ignored
             raise ValueError(
@@ -337,58 +358,10 @@ class TrainConfig:
                 "extra_training_args fsdp/deepspeed) to train with DDP"
             )
         return Seq2SeqTrainingArguments(
-            output_dir=self.output_dir,
-            per_device_train_batch_size=self.per_device_train_batch_size,
-            per_device_eval_batch_size=self.per_device_eval_batch_size,
-            gradient_accumulation_steps=self.gradient_accumulation_steps,
-            learning_rate=self.learning_rate,
-            weight_decay=self.weight_decay,
-            warmup_steps=warmup,
-            lr_scheduler_type=self.lr_scheduler_type,
-            max_grad_norm=self.max_grad_norm,
-            num_train_epochs=self.num_train_epochs,
-            max_steps=self.max_steps,
-            label_smoothing_factor=self.label_smoothing,
-            bf16=self.resolved_bf16(),
-            activation_checkpointing=self.gradient_checkpointing,
-            eval_strategy=eval_strategy,
-            eval_steps=self.eval_steps,
-            save_strategy="steps",
-            save_steps=self.save_steps,
-            save_total_limit=self.save_total_limit,
-            logging_strategy="steps",
-            logging_steps=self.logging_steps,
-            eval_accumulation_steps=self.eval_accumulation_steps,
-            predict_with_generate=evaluate,
-            generation_num_beams=self.generation_num_beams,
-            train_sampling_strategy=self.train_sampling_strategy,
-            length_column_name="length",
-            remove_unused_columns=False,  # keeps `length` for the sampler; the collator drops text columns
-            seed=self.seed,
-            full_determinism=self.full_determinism,
-            dataloader_num_workers=self.dataloader_num_workers,
-            report_to=self.report_to,
-            run_name=self.run_name,
-            use_cpu=use_cpu,
-            ddp_backend=self.resolved_ddp_backend(),
-            # staged training leaves most parameters without gradients for a while: DDP must be told
-            ddp_find_unused_parameters=True if self.warm_start_steps else None,
+            **self.training_arguments_kwargs(Seq2SeqTrainingArguments),
+            **self._derived_training_args(),
             **self.extra_training_args,
         )
-
-
-_MAPPED_TRAINING_ARGS = frozenset(
-    {
-        "output_dir", "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
-        "learning_rate", "weight_decay", "warmup_steps", "lr_scheduler_type", "max_grad_norm", "num_train_epochs",
-        "max_steps", "label_smoothing_factor", "bf16", "activation_checkpointing", "gradient_checkpointing",
-        "eval_strategy", "eval_steps", "save_strategy", "save_steps", "save_total_limit", "logging_strategy",
-        "logging_steps", "eval_accumulation_steps", "predict_with_generate", "generation_max_length",
-        "generation_num_beams", "train_sampling_strategy", "length_column_name", "remove_unused_columns", "seed",
-        "full_determinism", "dataloader_num_workers", "report_to", "run_name", "use_cpu", "ddp_backend",
-        "ddp_find_unused_parameters",
-    }
-)
 
 
 # ----------------------------------------------------------------------------- parameters

@@ -33,6 +33,8 @@ def _default(param) -> str:
         return "required"
     if param.multiple:
         return "repeatable"
+    if param.default is None and isinstance(param.show_default, str):
+        return f"`{param.show_default}`"  # a train/pretrain option: its config field's default, unless --config sets it
     if param.default is None:
         return "–"  # unset: the library default named in the help (or the --config file) applies
     return f"`{param.default}`"
