@@ -1066,7 +1066,7 @@ def evaluate_model(
         The content of eval_results.json (None on the other processes of a run under several).
     """
     from mega2bart.data import load_summarization_dataset
-    from mega2bart.metrics import SENTENCE_SPLITTER, length_stats, rouge_per_example, rouge_scores
+    from mega2bart.metrics import SENTENCE_SPLITTER, aggregate_rouge, length_stats, rouge_per_example
 
     if limit is not None and limit < 1:
         raise ValueError(f"`limit` ({limit}) must be >= 1 or None (the whole split)")
@@ -1097,8 +1097,8 @@ def evaluate_model(
         return None
     predictions = [r.summary for r in results]
     references = list(rows["summary"])
-    scores = rouge_scores(predictions, references, bootstrap_samples=bootstrap_samples, seed=seed)
-    per_example = rouge_per_example(predictions, references)
+    per_example = rouge_per_example(predictions, references)  # scored once: the report and each record
+    scores = aggregate_rouge(per_example, bootstrap_samples=bootstrap_samples, seed=seed)
     report = {
         "model": str(model_dir),
         "dataset": dataset,

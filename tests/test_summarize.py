@@ -10,6 +10,7 @@ import threading
 import pytest
 import torch
 
+from mega2bart.metrics import SENTENCE_SPLITTER
 from mega2bart.summarize import (
     DocumentError,
     GenerationOptions,
@@ -447,7 +448,7 @@ def test_evaluate_model_writes_rouge_with_intervals_and_predictions(tiny_mega2ba
     written = json.loads((tmp_path / "eval" / "eval_results.json").read_text())
     assert written == json.loads(json.dumps(report, default=str))
     assert written["num_examples"] == 3 and written["split"] == "test"
-    assert written["sentence_splitter"] == "mega2bart-regex-v1"
+    assert written["sentence_splitter"] == SENTENCE_SPLITTER
     for name in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
         entry = written["rouge"][name]
         assert entry["ci_low"] <= entry["mean"] <= entry["ci_high"]
