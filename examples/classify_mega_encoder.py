@@ -15,7 +15,13 @@ import argparse
 import numpy as np
 import torch
 from datasets import Dataset
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    Trainer,
+    TrainingArguments,
+)
 
 import mega2bart  # noqa: F401  registers MEGA with AutoModelForSequenceClassification
 from mega2bart.data import load_summarization_dataset

@@ -42,8 +42,8 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import timedelta
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -235,7 +235,7 @@ class Summarizer:
                     **self.generation.to_kwargs(),
                 )
             texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
-            for i, text in zip(batch_ids, texts):
+            for i, text in zip(batch_ids, texts, strict=True):
                 out[i] = text.strip()
             if progress is not None:
                 progress.update(len(batch_ids))
@@ -250,7 +250,7 @@ class Summarizer:
         if len(ids) != len(texts):
             raise ValueError(f"got {len(ids)} ids for {len(texts)} texts")
         tokens = [self._encode(t) for t in texts]
-        results = [SummaryResult(id=i, summary="", num_tokens=len(t), levels=0) for i, t in zip(ids, tokens)]
+        results = [SummaryResult(id=i, summary="", num_tokens=len(t), levels=0) for i, t in zip(ids, tokens, strict=True)]
         current = list(tokens)  # the input of the current level, per document
         # per document: the [start, end) token span of each previous-level summary in `current`
         part_spans: dict[int, list[tuple[int, int]]] = {}
@@ -285,7 +285,7 @@ class Summarizer:
                 bar.refresh()
             summaries = self.generate([ids_ for _, _, ids_ in jobs], progress=bar)
             by_doc: dict[int, list[Window]] = {}
-            for (doc, window, _), summary in zip(jobs, summaries):
+            for (doc, window, _), summary in zip(jobs, summaries, strict=True):
                 window.summary = summary
                 by_doc.setdefault(doc, []).append(window)
             next_active = []
@@ -964,7 +964,7 @@ def summarize_in_parts(
         lengths = [(i, t, len(summarizer._encode(t))) for i, t in todo]
         lengths.sort(key=lambda item: -item[2])
         groups = list(_groups(lengths, summarizer.batch_size, summarizer.window))
-        owned = [group for group, owner in zip(groups, _assign(groups, world_size)) if owner == rank]
+        owned = [group for group, owner in zip(groups, _assign(groups, world_size), strict=True) if owner == rank]
         logger.info(
             "process %d of %d: %d of %d groups (%d documents; %d already done)",
             rank, world_size, len(owned), len(groups), sum(map(len, owned)), len(documents) - len(todo),
@@ -1118,7 +1118,7 @@ def evaluate_model(
     }
     output_dir.mkdir(parents=True, exist_ok=True)
     with (output_dir / "predictions.jsonl").open("w", encoding="utf-8") as fh:
-        for i, (result, reference) in enumerate(zip(results, references)):
+        for i, (result, reference) in enumerate(zip(results, references, strict=True)):
             record = {
                 "id": result.id,
                 "prediction": result.summary,
@@ -1159,7 +1159,7 @@ def _summarize_split(
     items = [(k, t, min(n, window) if truncate else n) for k, t, n in items]
     items.sort(key=lambda item: -item[2])
     groups = list(_groups(items, summarizer.batch_size, None if truncate else window))
-    owned = [group for group, owner in zip(groups, _assign(groups, world_size)) if owner == rank]
+    owned = [group for group, owner in zip(groups, _assign(groups, world_size), strict=True) if owner == rank]
     bar = _progress(progress and rank == 0, desc="examples", total=sum(map(len, owned)), unit="ex")
     parts = output_dir / "predictions.parts"
     results: dict[str, SummaryResult] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import threading
@@ -70,7 +71,7 @@ def test_window_spans_cover_everything_with_the_overlap():
     spans = window_spans(1000, 96, 16)
     assert spans[0][0] == 0 and spans[-1][1] == 1000
     assert all(end - start == 96 for start, end in spans)
-    assert all(a[1] - b[0] >= 16 for a, b in zip(spans, spans[1:]))
+    assert all(a[1] - b[0] >= 16 for a, b in itertools.pairwise(spans))
     with pytest.raises(ValueError, match="window_overlap"):
         window_spans(100, 10, 10)
 
