@@ -55,6 +55,7 @@ def test_train_eval_summarize_end_to_end(tiny_mega2bart_dir, tmp_path):
     assert (run / "checkpoint-2").is_dir() and (run / "train_config.yaml").is_file()
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["run"]["global_step"] == 2 and "eval_rougeLsum" in metrics["eval"]
+    assert metrics["run"]["rouge_sentence_splitter"] == SENTENCE_SPLITTER
 
     output = _ok(runner.invoke(app, [
         "eval", str(run), "--output-dir", str(tmp_path / "eval"), "--limit", "2", "--max-input-tokens", "256",
