@@ -31,6 +31,7 @@ Training ("train"): `model.train()`, gradient checkpointing on, forward with `la
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import statistics
@@ -206,7 +207,7 @@ def measure_generate(spec: dict[str, Any]) -> dict[str, Any]:
             "first_token_s": stamps[0] - start if stamps else None,
             "per_token_s": (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else None,
             "steps": len(stamps),
-            "step_gaps_s": [b - a for a, b in zip(stamps, stamps[1:])],
+            "step_gaps_s": [b - a for a, b in itertools.pairwise(stamps)],
         }
         return timing, out
 

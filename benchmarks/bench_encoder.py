@@ -44,6 +44,7 @@ WORKER = HERE / "_worker.py"
 sys.path.insert(0, str(HERE))
 from _worker import LED_BASE_CONFIG, RESULT_PREFIX, SEED_MEGA_CONFIG  # noqa: E402
 
+
 def reference_python() -> Path:
     """The reference environment's python, where scripts/reference_env.sh creates it (same rule)."""
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
@@ -320,8 +321,8 @@ def plan_jobs(args: argparse.Namespace) -> list[Job]:
         for mode in args.modes:
             for dtype in args.dtypes:
                 too_long = (
-                    f"activations without checkpointing grow ~1.4-1.8 GB per 1,024 tokens (measured at "
-                    f"1,024), i.e. > 20 GB here; raise --train-max-length to try, or see train-ckpt"
+                    "activations without checkpointing grow ~1.4-1.8 GB per 1,024 tokens (measured at "
+                    "1,024), i.e. > 20 GB here; raise --train-max-length to try, or see train-ckpt"
                     if mode == "train" and length > args.train_max_length
                     else None
                 )

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import json
 import os
 import platform
@@ -147,7 +148,7 @@ def make_examples(
         facts = [make_fact(rng, name) for name in names]
         cuts = [cuts[i] for i in chosen]  # unplanted buckets keep their filler; the input is shorter by their facts
         pieces, previous = [], 0
-        for cut, fact in zip(cuts, facts):
+        for cut, fact in zip(cuts, facts, strict=True):
             pieces.append(tokenizer.decode(filler[previous:cut]))
             pieces.append(" " + fact)
             previous = cut
@@ -159,7 +160,7 @@ def make_examples(
         depths = [1 + cut + i * fact_tokens for i, cut in enumerate(cuts)]
         fact_ids = [tokenizer(" " + fact, add_special_tokens=False)["input_ids"] for fact in facts]
         expected = length - (k - len(chosen)) * fact_tokens
-        if len(ids) != expected or any(ids[d:d + fact_tokens] != f for d, f in zip(depths, fact_ids)):
+        if len(ids) != expected or any(ids[d:d + fact_tokens] != f for d, f in zip(depths, fact_ids, strict=True)):
             continue  # a splice changed the tokenization (rare): draw again
         examples.append(Example(
             id=f"{prefix}-{len(examples)}", document=document, summary=" ".join(facts),
@@ -197,9 +198,9 @@ def score(references: list[dict[str, Any]], predictions: list[str], context: int
     found, total = [0] * k, [0] * k
     inside, beyond = [0, 0], [0, 0]
     ordered = 0
-    for reference, prediction in zip(references, predictions):
+    for reference, prediction in zip(references, predictions, strict=True):
         positions = [prediction.find(fact) for fact in reference["facts"]]
-        for depth, position in zip(reference["depths"], positions):
+        for depth, position in zip(reference["depths"], positions, strict=True):
             b = bucket_of(depth, reference["length"])
             total[b] += 1
             found[b] += position >= 0
@@ -365,18 +366,18 @@ def plot_recall(arms: dict[str, dict[str, Any]], path: Path, title: str) -> None
     canvas.line(left, top + plot_h, left + plot_w, top + plot_h, (0, 0, 0))
     n = len(BUCKET_NAMES)
     xs = [left + round(plot_w * (i + 0.5) / n) for i in range(n)]
-    for x, name in zip(xs, BUCKET_NAMES):
+    for x, name in zip(xs, BUCKET_NAMES, strict=True):
         canvas.line(x, top + plot_h, x, top + plot_h + 5, (0, 0, 0))
         canvas.text(x - 6 * len(name), top + plot_h + 10, name, scale=2)
     canvas.text(left + plot_w // 2 - 6 * 2 * 7, top + plot_h + 36, "depth (tokens)", scale=2)
     legend_x = left + 10
-    for (name, result), color in zip(arms.items(), COLORS):
-        points = [(x, result["recall_by_bucket"][b]) for x, b in zip(xs, BUCKET_NAMES)]
+    for (name, result), color in zip(arms.items(), COLORS, strict=False):
+        points = [(x, result["recall_by_bucket"][b]) for x, b in zip(xs, BUCKET_NAMES, strict=True)]
         ys = [None if r is None else top + plot_h - round(plot_h * r) for _, r in points]
-        for (x0, _), (x1, _), y0, y1 in zip(points, points[1:], ys, ys[1:]):
+        for ((x0, _), (x1, _)), (y0, y1) in zip(itertools.pairwise(points), itertools.pairwise(ys), strict=True):
             if y0 is not None and y1 is not None:
                 canvas.line(x0, y0, x1, y1, color, size=3)
-        for (x, _), y in zip(points, ys):
+        for (x, _), y in zip(points, ys, strict=True):
             if y is not None:
                 canvas.box(x - 4, y - 4, 9, 9, color)
         canvas.box(legend_x, top + plot_h + 74, 20, 6, color)
@@ -589,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results = {
         "settings": asdict(s), "seed": args.seed, "threads": args.threads, "machine": machine(),
-        "parameters": parameters, "model_configs": dict(zip(("encoder", "decoder"), model_configs(s.length))),
+        "parameters": parameters, "model_configs": dict(zip(("encoder", "decoder"), model_configs(s.length), strict=True)),
         "stage1_losses": training_losses(out / "stage1"), "seconds": seconds,
         "total_seconds": time.perf_counter() - started, "test_inputs": s.test_examples, "arms": arms,
         "command": "benchmarks/bench_long_context.py " + shlex.join(argv if argv is not None else sys.argv[1:]),

@@ -15,7 +15,7 @@ import argparse
 import numpy as np
 import torch
 from datasets import Dataset
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
 
 import mega2bart  # noqa: F401  registers MEGA with AutoModelForSequenceClassification
 from mega2bart.data import load_summarization_dataset
@@ -69,7 +69,7 @@ def main() -> None:
             bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(), save_strategy="no", report_to="none",
         ),
         train_dataset=data["train"], eval_dataset=data["validation"],
-        data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer, compute_metrics=accuracy,
+        processing_class=tokenizer, compute_metrics=accuracy,  # a tokenizer: the Trainer pads with DataCollatorWithPadding
     )
     trainer.train()
     print(f"validation accuracy: {trainer.evaluate()['eval_accuracy']:.3f} on {len(data['validation'])} passages")

@@ -206,8 +206,9 @@ def fill_mask(
 ) -> None:
     """Predict the <mask> token with a MEGA masked-language model (pipeline "fill-mask")."""
     _setup_logging(False)
-    import mega2bart  # noqa: F401  (registers MEGA with the Auto classes)
     from transformers import pipeline
+
+    import mega2bart  # noqa: F401  (registers MEGA with the Auto classes)
 
     from .presets import DEFAULT_ENCODER
 

@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import json
 import itertools
+import json
 import logging
 import math
 from collections.abc import Iterator
@@ -395,9 +395,9 @@ def pack_documents(token_docs: list[list[int]], max_length: int, bos_id: int, eo
 
 def load_mlm_model(spec: str) -> MegaForMaskedLM:
     """A MEGA MLM model from a checkpoint (MegaForMaskedLM or MegaModel) or the "tiny" preset config."""
-    import mega2bart  # noqa: F401  (registers model_type "mega")
     from transformers import AutoConfig
 
+    import mega2bart  # noqa: F401  (registers model_type "mega")
     from mega2bart.models.mega import MegaConfig, MegaForMaskedLM
 
     if spec == TINY_ENCODER and not Path(spec).exists():

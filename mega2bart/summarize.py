@@ -44,8 +44,8 @@ import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import timedelta
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, TextIO
 
@@ -1018,7 +1018,7 @@ def evaluate_model(
         The content of eval_results.json (None on the other processes of a run under several).
     """
     from mega2bart.data import load_summarization_dataset
-    from mega2bart.metrics import SENTENCE_SPLITTER, length_stats, rouge_per_example, rouge_scores
+    from mega2bart.metrics import SENTENCE_SPLITTER, aggregate_rouge, length_stats, rouge_per_example
 
     if limit is not None and limit < 1:
         raise ValueError(f"`limit` ({limit}) must be >= 1 or None (the whole split)")
@@ -1049,8 +1049,8 @@ def evaluate_model(
         return None
     predictions = [r.summary for r in results]
     references = list(rows["summary"])
-    scores = rouge_scores(predictions, references, bootstrap_samples=bootstrap_samples, seed=seed)
-    per_example = rouge_per_example(predictions, references)
+    per_example = rouge_per_example(predictions, references)  # scored once: the report and each record
+    scores = aggregate_rouge(per_example, bootstrap_samples=bootstrap_samples, seed=seed)
     report = {
         "model": str(model_dir),
         "dataset": dataset,
@@ -1070,7 +1070,7 @@ def evaluate_model(
     }
     output_dir.mkdir(parents=True, exist_ok=True)
     with (output_dir / "predictions.jsonl").open("w", encoding="utf-8") as fh:
-        for i, (result, reference) in enumerate(zip(results, references)):
+        for i, (result, reference) in enumerate(zip(results, references, strict=True)):
             record = {
                 "id": result.id,
                 "prediction": result.summary,

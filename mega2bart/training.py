@@ -675,7 +675,7 @@ def build_trainer(
     """Load model, tokenizer and data for `config` and return the trainer and a run summary
     (data loading and tokenization statistics, parameter counts) for `metrics.json`."""
     from mega2bart.data import SummarizationCollator, load_summarization_dataset, tokenize_dataset
-    from mega2bart.metrics import build_compute_metrics
+    from mega2bart.metrics import SENTENCE_SPLITTER, build_compute_metrics
 
     args = config.to_training_arguments()  # first: it validates the environment (reporters, devices)
     model, tokenizer = load_model_and_tokenizer(config.model)
@@ -745,6 +745,7 @@ def build_trainer(
         "pad_to_multiple_of": pad_multiple,
         "bf16": args.bf16,
         "world_size": args.world_size,
+        "rouge_sentence_splitter": SENTENCE_SPLITTER if config.eval_split else None,
     }
     return trainer, summary
 

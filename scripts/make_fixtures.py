@@ -21,7 +21,6 @@ then manual_seed(1) and add 0.05 * randn_like to every parameter in named_parame
 from __future__ import annotations
 
 import argparse
-import copy
 import hashlib
 import json
 import logging
@@ -550,8 +549,8 @@ def make_head_case(name: str, out_dir: Path) -> dict[str, Any]:
             with torch.no_grad():
                 step0 = model(input_ids=ids[:, :prefix], use_cache=True, return_dict=True)
                 past = step0.past_key_values
-                io[f"incremental.input_ids"] = ids.contiguous()
-                io[f"incremental.prefix.logits"] = step0.logits.contiguous()
+                io["incremental.input_ids"] = ids.contiguous()
+                io["incremental.prefix.logits"] = step0.logits.contiguous()
                 step_diffs = []
                 for s in range(2):
                     pos = prefix + s

@@ -98,6 +98,6 @@ def test_quick_run_end_to_end(tmp_path: Path) -> None:
     for row in map(json.loads, (tmp_path / "test.jsonl").read_text().splitlines()):
         ids = tokenizer(row["document"])["input_ids"]
         assert len(ids) == row["length"] == 1024, (row["id"], len(ids))
-        for fact, depth in zip(row["facts"], row["depths"]):
+        for fact, depth in zip(row["facts"], row["depths"], strict=True):
             assert tokenizer.decode(ids[depth:depth + row["fact_tokens"]]) == " " + fact, (row["id"], fact, depth)
         assert row["summary"] == " ".join(row["facts"])

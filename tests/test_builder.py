@@ -49,7 +49,7 @@ def _batch(tokenizer, lengths=(150, 30), label_lengths=(5, 17), seed=0):
     """Right-padded inputs of the given lengths and -100-padded labels (ids from the real vocabulary)."""
     generator = torch.Generator().manual_seed(seed)
     features = []
-    for length, label_length in zip(lengths, label_lengths):
+    for length, label_length in zip(lengths, label_lengths, strict=True):
         features.append(
             {
                 "input_ids": [0, *torch.randint(4, 50000, (length - 2,), generator=generator).tolist(), 2],
@@ -471,9 +471,9 @@ def test_gradient_checkpointing_reaches_encoder_and_decoder() -> None:
     calls = {id(layer): 0 for layer in encoder_layers + decoder_layers}
     for layer in encoder_layers + decoder_layers:
         assert layer.gradient_checkpointing
-        inner = layer._gradient_checkpointing_func
+        inner, key = layer._gradient_checkpointing_func, id(layer)
 
-        def counting(*args, _inner=inner, _key=id(layer), **kwargs):
+        def counting(*args, _inner=inner, _key=key, **kwargs):
             calls[_key] += 1
             return _inner(*args, **kwargs)
 
@@ -482,7 +482,7 @@ def test_gradient_checkpointing_reaches_encoder_and_decoder() -> None:
     model(**batch, use_cache=False).loss.backward()
     reference(**batch, use_cache=False).loss.backward()
     assert all(count == 1 for count in calls.values()), calls
-    for (name, p), (_, q) in zip(model.named_parameters(), reference.named_parameters()):
+    for (name, p), (_, q) in zip(model.named_parameters(), reference.named_parameters(), strict=True):
         if q.grad is None:
             assert p.grad is None, name
             continue

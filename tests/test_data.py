@@ -50,7 +50,7 @@ def test_aclsum_splits_and_texts():
     all_ids = [i for split in ds.values() for i in split["id"]]
     assert len(set(all_ids)) == 250
     train = ds["train"]
-    assert all(doc.strip() and summ.strip() for doc, summ in zip(train["document"], train["summary"]))
+    assert all(doc.strip() and summ.strip() for doc, summ in zip(train["document"], train["summary"], strict=True))
     # full papers, not abstracts: body text is an order of magnitude longer than the summary
     assert statistics.median(map(len, train["document"])) > 10 * statistics.median(map(len, train["summary"]))
     first = train[0]
@@ -219,7 +219,7 @@ def test_tokenize_truncation_and_stats(tok):
     assert stats["train"].source_length_percentiles["max"] == 52.0
     assert stats["train"].target_length_percentiles["max"] == 22.0
     assert set(stats["train"].source_length_percentiles) == {"mean", "p50", "p90", "p95", "p99", "max"}
-    for row, document, summary in zip(train, ds["train"]["document"], ds["train"]["summary"]):
+    for row, document, summary in zip(train, ds["train"]["document"], ds["train"]["summary"], strict=True):
         # same ids as the tokenizer's own truncation, closing </s> kept
         assert row["input_ids"] == tok(document, truncation=True, max_length=32)["input_ids"]
         assert row["labels"] == tok(text_target=summary, truncation=True, max_length=8)["input_ids"]

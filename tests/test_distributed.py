@@ -201,7 +201,7 @@ def test_fsdp2_on_the_cpu_shards_mega_blocks_and_bart_layers_like_one_process(ti
     losses_one = json.loads((tmp_path / "one" / "losses.json").read_text())
     losses_two = json.loads((tmp_path / "two" / "losses.json").read_text())
     assert len(losses_one) == 3 and losses_one[-1] < losses_one[0] - 1.0, losses_one
-    for step, (a, b) in enumerate(zip(losses_one, losses_two), start=1):
+    for step, (a, b) in enumerate(zip(losses_one, losses_two, strict=True), start=1):
         assert abs(a - b) <= 1e-6 * abs(a), f"step {step}: one process {a!r}, FSDP2 {b!r}"
     weights_one = load_file(str(tmp_path / "one" / "model.safetensors"))
     weights_two = load_file(str(tmp_path / "two" / "model.safetensors"))  # gathered to full tensors

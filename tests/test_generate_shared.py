@@ -10,6 +10,8 @@ kernel's blocking and so the summation order; log-probabilities of magnitude <= 
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from transformers import BartConfig, BartForCausalLM, EncoderDecoderModel
@@ -68,10 +70,10 @@ def _assert_same(shared, stock) -> None:
         torch.testing.assert_close(shared.sequences_scores, stock.sequences_scores, **SCORE_TOLERANCE)
     if stock.scores is not None:
         assert len(shared.scores) == len(stock.scores)
-        for step, (ours, theirs) in enumerate(zip(shared.scores, stock.scores)):
+        for step, (ours, theirs) in enumerate(zip(shared.scores, stock.scores, strict=True)):
             finite = torch.isfinite(theirs)
             assert torch.equal(finite, torch.isfinite(ours)), f"step {step}: different -inf pattern"
-            torch.testing.assert_close(ours[finite], theirs[finite], **SCORE_TOLERANCE, msg=lambda m: f"step {step}: {m}")
+            torch.testing.assert_close(ours[finite], theirs[finite], **SCORE_TOLERANCE, msg=lambda m, step=step: f"step {step}: {m}")
 
 
 SCORED = dict(return_dict_in_generate=True, output_scores=True)
@@ -141,10 +143,10 @@ def test_cross_attentions_match_stock_unfolded(tiny_model) -> None:
         tiny_model.set_attn_implementation("sdpa")
     assert shared.sequences.tolist() == stock.sequences.tolist()
     assert len(shared.cross_attentions) == len(stock.cross_attentions) == 5
-    for step, (ours, theirs) in enumerate(zip(shared.cross_attentions, stock.cross_attentions)):
-        for layer, (a, b) in enumerate(zip(ours, theirs)):
+    for step, (ours, theirs) in enumerate(zip(shared.cross_attentions, stock.cross_attentions, strict=True)):
+        for layer, (a, b) in enumerate(zip(ours, theirs, strict=True)):
             assert a.shape == b.shape == (6, 4, 1, 90), (step, layer, a.shape, b.shape)
-            torch.testing.assert_close(a, b, **SCORE_TOLERANCE, msg=lambda m: f"step {step} layer {layer}: {m}")
+            torch.testing.assert_close(a, b, **SCORE_TOLERANCE, msg=lambda m, step=step, layer=layer: f"step {step} layer {layer}: {m}")
 
 
 def _record_generation(model: Mega2BartModel, **kwargs) -> tuple[list[int], list[dict]]:
@@ -205,7 +207,7 @@ def test_encoder_side_is_computed_and_stored_once_per_input(tiny_model) -> None:
         # each reorder index-selects a new tensor while the old one is alive, so consecutive steps differ
         # (a freed block may come back later, so pointers are not compared across non-adjacent steps)
         pointers = [step["cross_pointers"] for step in steps]
-        assert len(pointers) == 7 and all(before != after for before, after in zip(pointers, pointers[1:]))
+        assert len(pointers) == 7 and all(before != after for before, after in itertools.pairwise(pointers))
 
 
 def test_encoder_projection_runs_once_per_generate(tiny_model) -> None:

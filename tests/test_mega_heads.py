@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -380,7 +381,7 @@ def test_cross_attention_gradient_checkpointing() -> None:
     torch.testing.assert_close(loss1, loss0, atol=1e-6, rtol=0)
     torch.testing.assert_close(src1, src0, atol=1e-6, rtol=1e-5)
     for name in grads0:
-        torch.testing.assert_close(grads1[name], grads0[name], atol=1e-6, rtol=1e-5, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(grads1[name], grads0[name], atol=1e-6, rtol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
 
 
 def test_cross_attention_errors() -> None:
@@ -407,24 +408,14 @@ def test_cross_attention_sdpa_equals_eager_and_reaches_composite() -> None:
     mask = torch.ones_like(ids)
     mask[1, 25:] = 0
     logits, calls = {}, {}
-    original = torch.nn.functional.scaled_dot_product_attention
+    sdpa = torch.nn.functional.scaled_dot_product_attention
     for implementation in ("eager", "sdpa"):
         model.set_attn_implementation(implementation)
         assert model.encoder.config._attn_implementation == implementation
         assert model.decoder.config._attn_implementation == implementation
-        seen = []
-
-        def spy(*args, **kwargs):
-            seen.append(tuple(args[2].shape))
-            return original(*args, **kwargs)
-
-        torch.nn.functional.scaled_dot_product_attention = spy
-        try:
-            with torch.no_grad():
-                logits[implementation] = model(input_ids=ids, attention_mask=mask, labels=labels).logits
-        finally:
-            torch.nn.functional.scaled_dot_product_attention = original
-        calls[implementation] = seen
+        with mock.patch("torch.nn.functional.scaled_dot_product_attention", wraps=sdpa) as spy, torch.no_grad():
+            logits[implementation] = model(input_ids=ids, attention_mask=mask, labels=labels).logits
+        calls[implementation] = [tuple(call.args[2].shape) for call in spy.call_args_list]
     assert calls["eager"] == []
     assert (2, 1, 40, 32) in calls["sdpa"], calls["sdpa"]  # the decoder's cross-attention values (B, 1, S, H)
     torch.testing.assert_close(logits["sdpa"], logits["eager"], atol=1e-5, rtol=1e-5)

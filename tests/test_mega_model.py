@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
 import pytest
 import torch
 from mega_tiny import perturbed, random_ids, tiny_config
@@ -106,20 +108,10 @@ def test_attn_implementation_at_load_time_and_default(tmp_path) -> None:
     for implementation in ("eager", "sdpa"):
         loaded = MegaModel.from_pretrained(tmp_path, attn_implementation=implementation, add_pooling_layer=False).eval()
         assert loaded.config._attn_implementation == implementation
-        seen = []
-        original = torch.nn.functional.scaled_dot_product_attention
-
-        def spy(*args, **kwargs):
-            seen.append(args[0].shape)
-            return original(*args, **kwargs)
-
-        torch.nn.functional.scaled_dot_product_attention = spy
-        try:
-            with torch.no_grad():
-                outputs[implementation] = loaded(ids).last_hidden_state
-        finally:
-            torch.nn.functional.scaled_dot_product_attention = original
-        calls[implementation] = len(seen)
+        sdpa = torch.nn.functional.scaled_dot_product_attention
+        with mock.patch("torch.nn.functional.scaled_dot_product_attention", wraps=sdpa) as spy, torch.no_grad():
+            outputs[implementation] = loaded(ids).last_hidden_state
+        calls[implementation] = spy.call_count
     assert calls == {"eager": 0, "sdpa": 2}, calls  # one SDPA call per layer, only when asked for
     torch.testing.assert_close(outputs["sdpa"], outputs["eager"], atol=1e-6, rtol=1e-6)
     with pytest.raises(ValueError, match="MEGA supports attn_implementation 'eager' or 'sdpa'"):
@@ -288,5 +280,5 @@ def test_inference_path_equals_autograd_path(activation: str) -> None:
     with_grad = model(ids, attention_mask=mask, output_hidden_states=True)
     with torch.inference_mode():
         without = model(ids, attention_mask=mask, output_hidden_states=True)
-    for a, b in zip(with_grad.hidden_states, without.hidden_states):
+    for a, b in zip(with_grad.hidden_states, without.hidden_states, strict=True):
         torch.testing.assert_close(b, a.detach(), atol=2e-6, rtol=1e-5)

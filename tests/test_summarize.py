@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import threading
@@ -10,6 +11,7 @@ import threading
 import pytest
 import torch
 
+from mega2bart.metrics import SENTENCE_SPLITTER
 from mega2bart.summarize import (
     GenerationOptions,
     Summarizer,
@@ -66,7 +68,7 @@ def test_window_spans_cover_everything_with_the_overlap():
     spans = window_spans(1000, 96, 16)
     assert spans[0][0] == 0 and spans[-1][1] == 1000
     assert all(end - start == 96 for start, end in spans)
-    assert all(a[1] - b[0] >= 16 for a, b in zip(spans, spans[1:]))
+    assert all(a[1] - b[0] >= 16 for a, b in itertools.pairwise(spans))
     with pytest.raises(ValueError, match="window_overlap"):
         window_spans(100, 10, 10)
 
@@ -384,7 +386,7 @@ def test_evaluate_model_writes_rouge_with_intervals_and_predictions(tiny_mega2ba
     written = json.loads((tmp_path / "eval" / "eval_results.json").read_text())
     assert written == json.loads(json.dumps(report, default=str))
     assert written["num_examples"] == 3 and written["split"] == "test"
-    assert written["sentence_splitter"] == "mega2bart-regex-v1"
+    assert written["sentence_splitter"] == SENTENCE_SPLITTER
     for name in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
         entry = written["rouge"][name]
         assert entry["ci_low"] <= entry["mean"] <= entry["ci_high"]

@@ -26,9 +26,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 from torch.nn import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
-
+from torch.utils.checkpoint import checkpoint
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache
@@ -1039,6 +1038,11 @@ def _to_keep_mask(attention_mask: torch.Tensor | None, shape: tuple[int, int], d
     return None if bool(keep.all()) else keep
 
 
+def _token_slice(t: torch.Tensor | None, start: int, end: int) -> torch.Tensor | None:
+    """Positions start:end of a (B, L, ...) input; None stays None."""
+    return None if t is None else t[:, start:end]
+
+
 class MegaModel(MegaPreTrainedModel):
     """The bare MEGA encoder (or causal decoder when `config.is_decoder`), outputting hidden states.
 
@@ -1280,16 +1284,12 @@ class MegaModel(MegaPreTrainedModel):
             )
         pieces = []
         for start, end in segments:
-
-            def piece(t: torch.Tensor | None) -> torch.Tensor | None:
-                return None if t is None else t[:, start:end]
-
             pieces.append(
                 self(
-                    input_ids=piece(input_ids),
-                    attention_mask=piece(attention_mask),
-                    token_type_ids=piece(token_type_ids),
-                    inputs_embeds=piece(inputs_embeds),
+                    input_ids=_token_slice(input_ids, start, end),
+                    attention_mask=_token_slice(attention_mask, start, end),
+                    token_type_ids=_token_slice(token_type_ids, start, end),
+                    inputs_embeds=_token_slice(inputs_embeds, start, end),
                     encoder_hidden_states=encoder_hidden_states,
                     encoder_attention_mask=encoder_attention_mask,
                     cache=cache,
@@ -1301,7 +1301,7 @@ class MegaModel(MegaPreTrainedModel):
         hidden_states = torch.cat([out.last_hidden_state for out in pieces], dim=1)  # (B, L, H)
         all_hidden = None
         if output_hidden_states:
-            all_hidden = tuple(torch.cat(layer, dim=1) for layer in zip(*(out.hidden_states for out in pieces)))
+            all_hidden = tuple(torch.cat(layer, dim=1) for layer in zip(*(out.hidden_states for out in pieces), strict=True))
         return BaseModelOutputWithPoolingAndCrossAttentions(
             last_hidden_state=hidden_states,
             pooler_output=self.pooler(hidden_states) if self.pooler is not None else None,
