@@ -795,7 +795,7 @@ def resolve_dtype(name: str, device: torch.device | str) -> torch.dtype:
 
 def load_for_inference(model_dir: str | os.PathLike, dtype: str = "fp32") -> tuple[Any, Any]:
     """A saved mega2bart model in eval mode, in `dtype`, on CUDA when available (else the CPU), + its tokenizer."""
-    from mega2bart.builder import load_mega2bart
+    from mega2bart.build import load_mega2bart
 
     device = inference_device()
     torch_dtype = resolve_dtype(dtype, device)  # before loading: a wrong choice fails at once

@@ -524,7 +524,7 @@ def load_model_and_tokenizer(path: str | Path) -> tuple[PreTrainedModel, Any]:
     `Mega2BartModel` normalises the loss by the accumulated batch's label tokens (the Trainer's
     `num_items_in_batch`), so gradient accumulation gives the loss of the whole batch.
     """
-    from mega2bart.builder import load_mega2bart
+    from mega2bart.build import load_mega2bart
 
     return load_mega2bart(path)
 
@@ -827,7 +827,7 @@ class ShipBuildFilesCallback(TrainerCallback):
         self.source = source
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
-        from mega2bart.builder import ship_build_files
+        from mega2bart.build import ship_build_files
 
         checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if state.is_world_process_zero and (checkpoint / "config.json").is_file():
@@ -874,7 +874,7 @@ def _delete_run(output_dir: Path) -> None:
     weights, configs and remote code. Other files stay (the tokenizer files are rewritten by the next run)."""
     import shutil
 
-    from mega2bart.builder import BUILD_INFO_FILE, REMOTE_CODE_FILES
+    from mega2bart.build import BUILD_INFO_FILE, REMOTE_CODE_FILES
 
     names = {CONFIG_FILE, METRICS_FILE, "config.json", "generation_config.json", "training_args.bin",
              "model.safetensors", "model.safetensors.index.json", BUILD_INFO_FILE, *REMOTE_CODE_FILES}
@@ -903,7 +903,7 @@ def train(config: TrainConfig, callbacks: Sequence[TrainerCallback] = (), overwr
 
     Returns the content of `metrics.json`: {"train": ..., "eval": ..., "run": ...}.
     """
-    from mega2bart.builder import ship_build_files
+    from mega2bart.build import ship_build_files
 
     prepare_output_dir(config, overwrite)
     checkpoint = resolve_checkpoint(config)
