@@ -518,17 +518,6 @@ class SummarizationTrainer(Seq2SeqTrainer):
             self.model.generation_config = saved
 
 
-def load_model_and_tokenizer(path: str | Path) -> tuple[PreTrainedModel, Any]:
-    """A mega2bart model directory (or training checkpoint) -> (`Mega2BartModel`, tokenizer).
-
-    `Mega2BartModel` normalises the loss by the accumulated batch's label tokens (the Trainer's
-    `num_items_in_batch`), so gradient accumulation gives the loss of the whole batch.
-    """
-    from mega2bart.build import load_mega2bart
-
-    return load_mega2bart(path)
-
-
 def _encoder_chunk_size(model: PreTrainedModel) -> int | None:
     encoder_config = getattr(model.config, "encoder", None)
     if encoder_config is not None and getattr(encoder_config, "use_chunking", False):
@@ -708,11 +697,13 @@ def build_trainer(
 ) -> tuple[Seq2SeqTrainer, dict[str, Any]]:
     """Load model, tokenizer and data for `config` and return the trainer and a run summary
     (data loading and tokenization statistics, parameter counts) for `metrics.json`."""
+    from mega2bart.build import load_mega2bart
     from mega2bart.data import SummarizationCollator, load_summarization_dataset, tokenize_dataset
     from mega2bart.metrics import build_compute_metrics
 
     args = config.to_training_arguments()  # first: it validates the environment (reporters, devices)
-    model, tokenizer = load_model_and_tokenizer(config.model)
+    # Mega2BartModel: its loss is normalised by the accumulated batch's label tokens (num_items_in_batch)
+    model, tokenizer = load_mega2bart(config.model)
     tokenizer.padding_side = "right"
     counts = apply_freeze(model, config.freeze)
     logger.info("freeze=%r: %d trainable parameters, %d frozen", config.freeze, counts["trainable"], counts["frozen"])
@@ -941,7 +932,6 @@ __all__ = [
     "build_trainer",
     "checkpoint_problem",
     "is_bridge_parameter",
-    "load_model_and_tokenizer",
     "newest_complete_checkpoint",
     "prepare_output_dir",
     "resolve_checkpoint",
