@@ -1197,7 +1197,11 @@ def _summarize_split(
             barrier()
     if rank != 0:
         return None
-    assert len(results) == len(ids), f"results for {len(results)} of {len(ids)} examples"
+    if len(results) != len(ids):
+        raise RuntimeError(
+            f"evaluation has summaries for {len(results)} of {len(ids)} examples: a process's part file "
+            f"({parts.name}/part-RANK-of-WORLD.jsonl) was incomplete; run the evaluation again"
+        )
     return [dataclasses.replace(results[str(k)], id=doc_id) for k, doc_id in enumerate(ids)]
 
 
