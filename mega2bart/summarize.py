@@ -210,8 +210,8 @@ class Summarizer:
         self.merge = merge
         self.max_levels = max_levels
         self.overflow = overflow
-        encoder_config = getattr(getattr(model.config, "encoder", None), "use_chunking", False)
-        self.pad_multiple = int(model.config.encoder.chunk_size) if encoder_config else None
+        chunked = getattr(getattr(model.config, "encoder", None), "use_chunking", False)
+        self.pad_multiple = int(model.config.encoder.chunk_size) if chunked else None
 
     # ------------------------------------------------------------------ generation
 
