@@ -9,14 +9,14 @@ from transformers import GenerationConfig, PretrainedConfig, PreTrainedTokenizer
 
 from .errors import BuildError
 
-DEFAULT_GENERATION: dict[str, Any] = dict(
-    num_beams=4,
-    max_new_tokens=512,
-    min_new_tokens=32,
-    no_repeat_ngram_size=3,
-    length_penalty=2.0,
-    early_stopping=True,
-)
+DEFAULT_GENERATION: dict[str, Any] = {
+    "num_beams": 4,
+    "max_new_tokens": 512,
+    "min_new_tokens": 32,
+    "no_repeat_ngram_size": 3,
+    "length_penalty": 2.0,
+    "early_stopping": True,
+}
 """Beam search suited to long-document summaries (LED/arXiv-style settings), instead of the
 20-token fallback that cuts summaries short (transformers #10032, #13424)."""
 

@@ -13,7 +13,7 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -55,6 +55,17 @@ def _missing_parameters(model: nn.Module, missing: list[str], prefix: str) -> li
     return [RandomInitTensor(f"{prefix}{key}", params[key].numel()) for key in sorted(missing) if key in params]
 
 
+def _pretrained_config(spec: str | os.PathLike, role: str) -> tuple[str, Source, Any, PretrainedConfig]:
+    """(path, source, revision, config) of a Hub id or directory, the revision pinned to one commit."""
+    path, source = resolve_source(spec, role)
+    revision = pin_revision(path, source)
+    try:
+        config = AutoConfig.from_pretrained(path, revision=revision)
+    except (OSError, ValueError, KeyError) as exc:
+        raise hub_error(role, source, exc) from exc
+    return path, source, revision, config
+
+
 def _object_part(model: PreTrainedModel) -> LoadedPart:
     name = type(model).__name__
     return LoadedPart(model, Source("object", name, model_class=name), [])
@@ -91,12 +102,7 @@ def load_encoder(spec: Spec) -> LoadedPart:
         model = AutoModel.from_config(_prepare_encoder_config(config))
         source = Source("config", type(config).__name__, model_class=type(model).__name__)
         return LoadedPart(model, source, all_parameters(model, "encoder."))
-    path, source = resolve_source(spec, "encoder")
-    revision = pin_revision(path, source)
-    try:
-        config = AutoConfig.from_pretrained(path, revision=revision)
-    except (OSError, ValueError, KeyError) as exc:
-        raise hub_error("encoder", source, exc) from exc
+    path, source, revision, config = _pretrained_config(spec, "encoder")
     check_encoder_type(config, spec)
     if config.is_decoder or getattr(config, "add_cross_attention", False):
         logger.info("encoder %s was saved as a decoder: is_decoder and add_cross_attention turned off", path)
@@ -224,12 +230,7 @@ def load_decoder(spec: Spec) -> LoadedPart:
         config = spec if isinstance(spec, PretrainedConfig) else config_from_mapping(spec, "bart")
         check_decoder_type(config, spec)
         return _random_decoder(_prepare_decoder_config(config), Source("config", type(config).__name__))
-    path, source = resolve_source(spec, "decoder")
-    revision = pin_revision(path, source)
-    try:
-        config = AutoConfig.from_pretrained(path, revision=revision)
-    except (OSError, ValueError, KeyError) as exc:
-        raise hub_error("decoder", source, exc) from exc
+    path, source, revision, config = _pretrained_config(spec, "decoder")
     check_decoder_type(config, spec)
     config = _prepare_decoder_config(config)
     if source.kind == "local" and not _has_weights(path):
