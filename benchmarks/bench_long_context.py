@@ -11,7 +11,7 @@ guessed. The target is the K facts in document order. Training inputs come from 
 papers, held-out inputs from its test papers, with other seeds. Both are written as JSONL
 ("document"/"summary") that `mega2bart train` and `mega2bart eval` read unchanged.
 
-The model is a small mega2bart built by `mega2bart.builder.build_mega2bart` from configs (random
+The model is a small mega2bart built by `mega2bart.build.build_mega2bart` from configs (random
 init; MEGA with the seed's chunk size 1,024 and its bidirectional multi-dimensional damped EMA,
 post-norm ScaleNorm, simple relative bias), trained with `mega2bart train` in two stages:
 
@@ -257,7 +257,7 @@ def model_configs(length: int) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def build_model(directory: Path, length: int, max_new_tokens: int) -> dict[str, Any]:
     """Build and save the random-init probe model; returns its parameter counts."""
-    from mega2bart.builder import build_mega2bart, parameter_counts, save_mega2bart
+    from mega2bart.build import build_mega2bart, parameter_counts, save_mega2bart
 
     encoder, decoder = model_configs(length)
     model, tokenizer = build_mega2bart(
@@ -470,7 +470,7 @@ def encoder_similarity(model_dir: Path, documents: list[str], context: int, posi
     has nothing position- or token-specific to copy from."""
     import torch
 
-    from mega2bart.builder import load_mega2bart
+    from mega2bart.build import load_mega2bart
 
     model, tokenizer = load_mega2bart(model_dir)
     model.eval()

@@ -18,7 +18,7 @@ import logging
 import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-from mega2bart.builder import build_mega2bart, preset_kwargs, save_mega2bart
+from mega2bart.build import build_mega2bart, preset_kwargs, save_mega2bart
 
 
 def main() -> None:
@@ -38,9 +38,9 @@ def main() -> None:
         sources.update(decoder=args.decoder, tokenizer=args.decoder)
     model, tokenizer = build_mega2bart(**sources)
     info = model.mega2bart_build_info
-    print(f"parameters: {info['parameters']}")
-    print(f"random-init: {info['random_init_parameters']:,} parameters in {len(info['random_init'])} tensors")
-    print(f"context: {info['context_length']} tokens; generation: {info['generation']}")
+    print(f"parameters: {info.parameters}")
+    print(f"random-init: {info.random_init_parameters:,} parameters in {len(info.random_init)} tensors")
+    print(f"context: {info.context_length} tokens; generation: {info.generation}")
     path = save_mega2bart(model, tokenizer, args.output_dir, overwrite=args.overwrite)
 
     # Reload the way a user of the saved directory would, and summarise a sentence.

@@ -96,7 +96,7 @@ def build(
 ) -> None:
     """Build a MEGA encoder + BART decoder EncoderDecoderModel and save it with tokenizer and model card."""
     _setup_logging(not quiet)
-    from .builder import BuildError, build_mega2bart, preset_kwargs, save_mega2bart
+    from .build import BuildError, build_mega2bart, preset_kwargs, save_mega2bart
 
     output = output_dir.expanduser()
     if output.exists() and not output.is_dir():
@@ -132,10 +132,11 @@ def build(
         _fail(str(exc))
     except ValueError as exc:  # e.g. inconsistent generation settings
         _fail(f"{type(exc).__name__}: {exc}")
-    counts = model.mega2bart_build_info["parameters"]
+    info = model.mega2bart_build_info
+    counts = info.parameters
     typer.echo(
         f"saved {path} (encoder {counts['encoder']:,}, decoder {counts['decoder']:,}, total {counts['total']:,} "
-        f"parameters; {model.mega2bart_build_info['random_init_parameters']:,} random-init)"
+        f"parameters; {info.random_init_parameters:,} random-init)"
     )
 
 
@@ -145,52 +146,16 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print the full description as JSON.")] = False,
 ) -> None:
     """Show architecture, parameters per part, random-init weights, context length and generation settings."""
-    from .builder import BuildError, describe_mega2bart
+    from .build import BuildError, describe_mega2bart
 
     try:
         description = describe_mega2bart(model_dir)
     except BuildError as exc:
         _fail(str(exc))
     if as_json:
-        typer.echo(json.dumps(description, indent=2, default=str))
+        typer.echo(json.dumps(description.to_dict(), indent=2, default=str))
         return
-    arch = description["architecture"]
-    enc, dec = arch["encoder"], arch["decoder"]
-    lines = [
-        f"model: {description['path']}",
-        f"architecture: EncoderDecoderModel = {enc['model_type']} encoder ({enc['layers']} layers, width "
-        f"{enc['hidden_size']}, chunk {enc['chunk_size']}) -> {dec['model_type']} decoder ({dec['layers']} layers, "
-        f"width {dec['hidden_size']})" + (" via enc_to_dec_proj" if arch["enc_to_dec_proj"] else ""),
-    ]
-    for part in ("encoder", "decoder", "tokenizer"):
-        source = description.get(part)
-        if isinstance(source, dict):
-            revision = f" @ {source['revision']}" if source.get("revision") else ""
-            lines.append(f"{part} source: {source.get('kind')} {source.get('name')}{revision}")
-    lines.append("parameters: " + ", ".join(f"{k} {v:,}" for k, v in (description["parameters"] or {}).items()))
-    random_init = description.get("random_init")
-    if random_init is None:
-        lines.append("random-init weights: unknown (no mega2bart_build.json)")
-    else:
-        lines.append(
-            f"random-init weights: {len(random_init)} tensors, {description.get('random_init_parameters', 0):,} parameters"
-            + (" (ALL weights: a random-init model, not pretrained)"
-               if description.get("random_init_parameters") == (description["parameters"] or {}).get("total") else "")
-        )
-        whole = [part for part in ("encoder", "decoder") if (description.get(part) or {}).get("kind") == "config"]
-        for part in whole:
-            entries = [e for e in random_init if e["name"].startswith(part + ".")]
-            lines.append(f"  {part}.*: all {len(entries)} tensors, {sum(e['numel'] for e in entries):,} (built from a config)")
-        listed = [e for e in random_init if e["name"].split(".", 1)[0] not in whole]
-        for entry in listed[:20]:
-            lines.append(f"  {entry['name']}: {entry['numel']:,}")
-        if len(listed) > 20:
-            lines.append(f"  ... {len(listed) - 20} more (see --json)")
-    lines.append(f"context length: {description['context_length']}")
-    generation = {k: v for k, v in description["generation"].items() if v is not None}
-    lines.append("generation: " + ", ".join(f"{k}={v}" for k, v in sorted(generation.items())))
-    lines.append(f"remote code shipped: {description['remote_code']}")
-    typer.echo("\n".join(lines))
+    typer.echo("\n".join(description.summary_lines()))
 
 
 @app.command("fill-mask")
@@ -522,7 +487,7 @@ def summarize(
     _setup_logging(not quiet)
     if quiet:
         _quiet_libraries()
-    from .builder import BuildError
+    from .build import BuildError
     from .summarize import Summarizer, check_output, load_for_inference, stats_path, summarize_files
 
     if merge not in ("summarize", "concatenate"):

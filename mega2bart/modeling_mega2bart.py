@@ -47,22 +47,39 @@ implementation, `cache_implementation="static"`, a user-passed `cache`, an assis
 generate, `generate` falls back to the stock path.
 `transformers.EncoderDecoderModel.generate(model, ...)` on this class is also the stock path.
 
-This file imports only torch and transformers, so `mega2bart.builder` also ships it as remote code
-(`modeling_mega2bart.py` in a saved model directory, beside the MEGA files). There the marker line
-below is replaced by imports of the sibling MEGA files that register "mega" with the Auto classes.
+This file imports only torch and transformers, so `mega2bart.build.remote_code` ships it unchanged as
+remote code (`modeling_mega2bart.py` in a saved model directory, beside the MEGA files). The block
+after the imports registers "mega" with the Auto classes from those sibling MEGA files when nothing
+has registered it yet: in a saved directory loaded without mega2bart. Inside the package
+`import mega2bart` registers "mega" first, so the block is skipped and its sibling imports never run.
 """
 
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from transformers import EncoderDecoderConfig, EncoderDecoderModel, GenerationConfig, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    EncoderDecoderConfig,
+    EncoderDecoderModel,
+    GenerationConfig,
+    PreTrainedModel,
+)
 from transformers.cache_utils import Cache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers.models.bart.modeling_bart import BartAttention
 from transformers.utils.generic import can_return_tuple
 
-# @mega2bart:remote-code-registration@
+if "mega" not in CONFIG_MAPPING:
+    # Only as remote code without mega2bart: the MEGA files shipped beside this one build the "mega"
+    # encoder sub-config and model (these sibling files exist only in a saved model directory).
+    from .configuration_mega import MegaConfig
+    from .modeling_mega import MegaModel
+
+    AutoConfig.register("mega", MegaConfig, exist_ok=True)
+    AutoModel.register(MegaConfig, MegaModel, exist_ok=True)
 
 
 def seq2seq_lm_loss(

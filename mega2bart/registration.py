@@ -32,17 +32,15 @@ def register_mega() -> None:
 
     AutoConfig.register("mega", mega.MegaConfig, exist_ok=True)
     pairs = [
-        (AutoModel, "MegaModel"),
-        (AutoModelForMaskedLM, "MegaForMaskedLM"),
-        (AutoModelForSequenceClassification, "MegaForSequenceClassification"),
-        (AutoModelForTokenClassification, "MegaForTokenClassification"),
-        (AutoModelForQuestionAnswering, "MegaForQuestionAnswering"),
-        (AutoModelForMultipleChoice, "MegaForMultipleChoice"),
-        (AutoModelForCausalLM, "MegaForCausalLM"),
+        (AutoModel, mega.MegaModel),
+        (AutoModelForMaskedLM, mega.MegaForMaskedLM),
+        (AutoModelForSequenceClassification, mega.MegaForSequenceClassification),
+        (AutoModelForTokenClassification, mega.MegaForTokenClassification),
+        (AutoModelForQuestionAnswering, mega.MegaForQuestionAnswering),
+        (AutoModelForMultipleChoice, mega.MegaForMultipleChoice),
+        (AutoModelForCausalLM, mega.MegaForCausalLM),
     ]
-    for auto_class, name in pairs:
-        model_class = getattr(mega, name, None)
-        if model_class is not None:
-            auto_class.register(mega.MegaConfig, model_class, exist_ok=True)
+    for auto_class, model_class in pairs:
+        auto_class.register(mega.MegaConfig, model_class, exist_ok=True)
     _REGISTERED = True
     logger.debug("registered MEGA (model_type 'mega') with the transformers Auto classes")

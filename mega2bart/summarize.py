@@ -744,7 +744,7 @@ def resolve_dtype(name: str, device: torch.device | str) -> torch.dtype:
 
 def load_for_inference(model_dir: str | os.PathLike, dtype: str = "fp32") -> tuple[Any, Any]:
     """A saved mega2bart model in eval mode, in `dtype`, on CUDA when available (else the CPU), + its tokenizer."""
-    from mega2bart.builder import load_mega2bart
+    from mega2bart.build import load_mega2bart
 
     device = inference_device()
     torch_dtype = resolve_dtype(dtype, device)  # before loading: a wrong choice fails at once
@@ -1142,7 +1142,11 @@ def _summarize_split(
             barrier()
     if rank != 0:
         return None
-    assert len(results) == len(ids), f"results for {len(results)} of {len(ids)} examples"
+    if len(results) != len(ids):
+        raise RuntimeError(
+            f"evaluation has summaries for {len(results)} of {len(ids)} examples: a process's part file "
+            f"({parts.name}/part-RANK-of-WORLD.jsonl) was incomplete; run the evaluation again"
+        )
     return [dataclasses.replace(results[str(k)], id=doc_id) for k, doc_id in enumerate(ids)]
 
 

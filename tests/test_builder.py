@@ -1,4 +1,4 @@
-"""mega2bart.builder: wiring, checks, provenance, save/load (also as remote code), generation, training correctness."""
+"""mega2bart.build: wiring, checks, provenance, save/load (also as remote code), generation, training correctness."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from transformers import (
     Seq2SeqTrainingArguments,
 )
 
-from mega2bart.builder import (
+from mega2bart.build import (
     BUILD_INFO_FILE,
     BuildError,
     build_mega2bart,
@@ -92,9 +92,9 @@ def test_tiny_preset_wiring_and_defaults(caplog) -> None:
     assert (generation.decoder_start_token_id, generation.forced_bos_token_id, generation.forced_eos_token_id) == (2, 0, 2)
     # everything is random in a preset built from configs, and the report says so
     info = model.mega2bart_build_info
-    assert info["random_init_parameters"] == sum(p.numel() for p in model.parameters())
-    assert info["encoder"]["kind"] == "config" and info["tokenizer"]["kind"] == "offline"
-    assert info["vocabulary"]["embedding_rows"] == {"encoder": 50272, "decoder": 50265, "decoder LM head": 50265}
+    assert info.random_init_parameters == sum(p.numel() for p in model.parameters()) and info.all_random
+    assert info.encoder.kind == "config" and info.tokenizer.kind == "offline"
+    assert info.vocabulary["embedding_rows"] == {"encoder": 50272, "decoder": 50265, "decoder LM head": 50265}
 
 
 def test_build_from_local_dirs_loads_every_pretrained_weight(
@@ -113,7 +113,7 @@ def test_build_from_local_dirs_loads_every_pretrained_weight(
         assert torch.equal(built_decoder.state_dict()[name], tensor), name  # incl. embed_tokens and encoder_attn
     assert model.decoder.lm_head.weight is built_decoder.embed_tokens.weight  # BART's tie survives
     # only the projection is new: the MEGA pooler (unused under a decoder) is left out
-    random_names = [entry["name"] for entry in model.mega2bart_build_info["random_init"]]
+    random_names = [tensor.name for tensor in model.mega2bart_build_info.random_init]
     assert random_names == ["enc_to_dec_proj.weight", "enc_to_dec_proj.bias"]
     assert model.encoder.pooler is None and model.encoder.config.use_pooler is False
     assert "loaded them from model.shared.weight" in caplog.text
@@ -145,15 +145,15 @@ def test_random_init_presets_have_the_real_shapes(name, caplog) -> None:
         model, tokenizer = build_mega2bart(**preset_kwargs(name, random_init=True))
     assert any("RANDOM weights" in record.getMessage() for record in caplog.records)
     info = model.mega2bart_build_info
-    assert info["parameters"] == FULL_SIZE_COUNTS[name], info["parameters"]
-    assert info["random_init_parameters"] == FULL_SIZE_COUNTS[name]["total"]  # nothing pretrained
-    assert info["encoder"]["kind"] == info["decoder"]["kind"] == "config" and info["tokenizer"]["kind"] == "offline"
+    assert info.parameters == FULL_SIZE_COUNTS[name], info.parameters
+    assert info.random_init_parameters == FULL_SIZE_COUNTS[name]["total"]  # nothing pretrained
+    assert info.encoder.kind == info.decoder.kind == "config" and info.tokenizer.kind == "offline"
     encoder, decoder = model.encoder.config, model.decoder.config
     assert (encoder.hidden_size, encoder.num_hidden_layers, encoder.chunk_size, encoder.max_positions) == (768, 8, 1024, 16384)
     width, layers, heads, ffn = {"large": (1024, 12, 16, 4096), "base": (768, 6, 12, 3072)}[name]
     assert (decoder.d_model, decoder.decoder_layers, decoder.decoder_attention_heads, decoder.decoder_ffn_dim) == (
         width, layers, heads, ffn)
-    assert info["context_length"] == tokenizer.model_max_length == 16384
+    assert info.context_length == tokenizer.model_max_length == 16384
     assert model.generation_config.num_beams == 4 and model.generation_config.no_repeat_ngram_size == 3
     assert model.generation_config.forced_eos_token_id == 2 and model.config.decoder_start_token_id == 2
 
@@ -241,23 +241,36 @@ def test_save_reload_gives_identical_logits_and_settings(tmp_path) -> None:
 
 def test_model_card_and_describe(tiny_mega2bart_dir, tiny_mega_encoder_dir, tiny_bart_decoder_dir) -> None:
     description = describe_mega2bart(tiny_mega2bart_dir)
-    assert description["architecture"]["encoder"] == {
+    assert description.to_dict()["architecture"]["encoder"] == {
         "model_type": "mega", "hidden_size": 32, "layers": 2, "chunk_size": 64, "vocab_size": 50272,
     }
-    assert description["architecture"]["enc_to_dec_proj"] is True
+    assert description.architecture.enc_to_dec_proj is True
     model, _ = load_mega2bart(tiny_mega2bart_dir)
-    params = description["parameters"]
+    params = description.parameters
     assert params["total"] == sum(p.numel() for p in model.parameters())
     assert params["enc_to_dec_proj"] == 32 * 64 + 64
-    assert description["context_length"] == 16384
-    assert description["generation"]["num_beams"] == 4 and description["remote_code"] is True
-    assert description["encoder"]["name"] == str(Path(tiny_mega_encoder_dir).resolve())
+    assert description.context_length == 16384
+    assert description.generation["num_beams"] == 4 and description.remote_code is True
+    assert description.build.encoder.name == str(Path(tiny_mega_encoder_dir).resolve())
     card = (tiny_mega2bart_dir / "README.md").read_text()
     assert card.startswith("---\nlibrary_name: transformers\npipeline_tag: summarization")
     assert str(Path(tiny_bart_decoder_dir).resolve()) in card
     assert "`enc_to_dec_proj.weight`: 2,048" in card and "pooler" not in card
     assert '"num_beams": 4' in card and "trust_remote_code=True" in card
     assert f"| total | {params['total']:,} |" in card
+
+
+def test_build_info_file_round_trips_and_remote_code_is_shipped_unchanged(tiny_mega2bart_dir) -> None:
+    """mega2bart_build.json reads into a ModelDescription and writes back byte for byte (so directories saved
+    earlier keep loading), and the remote-code files are the package's own files, not edited copies."""
+    import mega2bart.build.remote_code as remote_code
+    from mega2bart.build import ModelDescription, read_build_info
+
+    saved = (tiny_mega2bart_dir / BUILD_INFO_FILE).read_text()
+    assert ModelDescription.from_dict(json.loads(saved)).to_json() == saved
+    assert read_build_info(tiny_mega2bart_dir) == describe_mega2bart(tiny_mega2bart_dir).build
+    for name, source in remote_code.REMOTE_CODE_SOURCES.items():
+        assert (tiny_mega2bart_dir / name).read_bytes() == source.read_bytes(), name
 
 
 def test_save_refuses_non_empty_dir_and_overwrites_on_request(tmp_path) -> None:
@@ -273,7 +286,7 @@ def test_save_refuses_non_empty_dir_and_overwrites_on_request(tmp_path) -> None:
 
 
 def test_crash_during_save_leaves_nothing_that_looks_complete(tmp_path, monkeypatch) -> None:
-    import mega2bart.builder as builder
+    import mega2bart.build.remote_code as remote_code
 
     model, tokenizer = _tiny()
 
@@ -281,7 +294,7 @@ def test_crash_during_save_leaves_nothing_that_looks_complete(tmp_path, monkeypa
         assert (directory / "model.safetensors").is_file()  # crash after the weights are written
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(builder, "_write_remote_code", explode)
+    monkeypatch.setattr(remote_code, "write_remote_code", explode)
     with pytest.raises(RuntimeError, match="disk full"):
         save_mega2bart(model, tokenizer, tmp_path / "fresh")
     assert list(tmp_path.iterdir()) == []
@@ -503,12 +516,12 @@ def test_real_seed_encoder_with_bart_large(tmp_path) -> None:
     info = model.mega2bart_build_info
     assert is_real_bart_tokenizer(tokenizer) and tokenizer.model_max_length == 16384
     assert (model.enc_to_dec_proj.in_features, model.enc_to_dec_proj.out_features) == (768, 1024)
-    random_names = {entry["name"] for entry in info["random_init"]}
+    random_names = {tensor.name for tensor in info.random_init}
     assert random_names == {
         "encoder.pooler.dense.weight", "encoder.pooler.dense.bias", "enc_to_dec_proj.weight", "enc_to_dec_proj.bias",
     }
-    assert info["vocabulary"]["embedding_rows"]["encoder"] == 50304
-    assert info["encoder"]["revision"] and info["decoder"]["revision"]
+    assert info.vocabulary["embedding_rows"]["encoder"] == 50304
+    assert info.encoder.revision and info.decoder.revision
     save_mega2bart(model, tokenizer, tmp_path / "large")
     reloaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "large").eval()
     inputs = tokenizer("The quick brown fox jumps over the lazy dog. " * 40, return_tensors="pt")
@@ -550,11 +563,12 @@ def test_killed_save_leaves_staging_that_the_next_save_removes(tmp_path) -> None
     killed = textwrap.dedent(
         f"""
         import os, torch
-        import mega2bart.builder as builder
+        import mega2bart.build as build
+        import mega2bart.build.remote_code as remote_code
         torch.manual_seed(0)
-        model, tokenizer = builder.build_mega2bart(**builder.preset_kwargs("tiny"))
-        builder._write_remote_code = lambda directory: os._exit(9)  # killed after the weights are written
-        builder.save_mega2bart(model, tokenizer, {str(target)!r})
+        model, tokenizer = build.build_mega2bart(**build.preset_kwargs("tiny"))
+        remote_code.write_remote_code = lambda directory: os._exit(9)  # killed after the weights are written
+        build.save_mega2bart(model, tokenizer, {str(target)!r})
         """
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}

@@ -577,7 +577,7 @@ class MegaMovingAverageGatedAttention(nn.Module):
 
     # -- attention ------------------------------------------------------------------------------
 
-    def _blocks(self, length: int) -> int:
+    def _block_length(self, length: int) -> int:
         """Attention block length for a sequence of `length` tokens."""
         chunk = self.config.chunk_size
         if self.config.use_chunking and length > chunk:
@@ -660,7 +660,7 @@ class MegaMovingAverageGatedAttention(nn.Module):
         attn_implementation: str = "eager",
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch, length, _ = query.shape
-        block = self._blocks(length)
+        block = self._block_length(length)
         n_chunks = length // block
         q = query.reshape(batch, n_chunks, block, -1)  # (B, n_chunks, C, Z)
         k = key.reshape(batch, n_chunks, block, -1)  # (B, n_chunks, C, Z)

@@ -1,0 +1,392 @@
+"""What mega2bart knows about a built model, typed, and how it is shown.
+
+- `BuildInfo`: the provenance `build_mega2bart` records (`model.mega2bart_build_info`): sources,
+  parameters, which weights started random, vocabulary checks, context length, generation defaults,
+  and any training runs `ship_build_files` appended.
+- `ModelDescription`: what `describe_mega2bart` reads from a saved directory's files (architecture,
+  parameters, context, generation, special ids, remote code) together with its `BuildInfo`, if any.
+  `save_mega2bart` writes it (less `path`) as `mega2bart_build.json`; `to_dict` / `from_dict` keep that
+  file's JSON format, so directories saved by earlier versions load unchanged.
+
+The random-init report and the source phrases are rendered here once (`BuildInfo.random_init_lines`,
+`Source.describe`) for the build log, `mega2bart info` and the model card.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from .errors import BuildError
+from .remote_code import has_remote_code
+from .sources import Source
+
+BUILD_INFO_FILE = "mega2bart_build.json"
+"""Machine-readable provenance written beside the weights (read by `describe_mega2bart`)."""
+_PARTS = ("encoder", "decoder")
+
+
+class RandomInitTensor(NamedTuple):
+    """A weight with no value in any checkpoint (randomly initialised): its name in the built model and size."""
+
+    name: str
+    numel: int
+
+
+@dataclasses.dataclass
+class BuildInfo:
+    """Provenance of a model built by `build_mega2bart` (`model.mega2bart_build_info`)."""
+
+    encoder: Source
+    decoder: Source
+    tokenizer: Source
+    tokenizer_is_real_bart: bool | None
+    parameters: dict[str, int]
+    """Unique parameters per part (tied weights once): encoder, decoder, enc_to_dec_proj, total."""
+    random_init: list[RandomInitTensor]
+    enc_to_dec_proj: bool
+    vocabulary: dict[str, Any]
+    """What `check_vocabularies` found: token count, embedding rows per part, the special-token ids."""
+    context_length: int | None
+    encoder_chunk_size: int | None
+    generation: dict[str, Any]
+    mega2bart_version: str = "unknown"
+    training: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    """Training runs since the build, appended by `ship_build_files` (absent from the JSON while empty)."""
+
+    @property
+    def random_init_parameters(self) -> int:
+        return sum(tensor.numel for tensor in self.random_init)
+
+    @property
+    def all_random(self) -> bool:
+        """True when no weight came from a checkpoint (a model built from configs alone)."""
+        return bool(self.random_init) and self.random_init_parameters == self.parameters.get("total")
+
+    def source(self, part: str) -> Source:
+        return {"encoder": self.encoder, "decoder": self.decoder, "tokenizer": self.tokenizer}[part]
+
+    def random_init_lines(self, *, markdown: bool = False, limit: int | None = None) -> list[str]:
+        """The random-init report: a summary, then one line per part built from a config (all its tensors),
+        then one per other random tensor (at most `limit`, then a count).
+
+        Plain lines are indented by two spaces (the build log, `mega2bart info`); `markdown=True` gives
+        list items with the names as code (the model card).
+        """
+        if not self.random_init:
+            return ["none: every weight was loaded from a checkpoint"]
+        summary = f"{len(self.random_init)} tensors, {self.random_init_parameters:,} parameters"
+        if self.all_random:
+            summary += " (ALL weights: a random-init model, not pretrained)"
+        bullet, code = ("- ", "`") if markdown else ("  ", "")
+        lines = [summary]
+        whole = tuple(f"{part}." for part in _PARTS if self.source(part).kind == "config")
+        for prefix in whole:
+            tensors = [t for t in self.random_init if t.name.startswith(prefix)]
+            lines.append(
+                f"{bullet}{code}{prefix}*{code}: all {len(tensors)} tensors, {sum(t.numel for t in tensors):,} "
+                f"parameters, {self.source(prefix[:-1]).describe(markdown=markdown)}"
+            )
+        listed = [t for t in self.random_init if not t.name.startswith(whole or ("\0",))]
+        shown = listed if limit is None else listed[:limit]
+        for tensor in shown:
+            unused = ".pooler." in f".{tensor.name}"
+            note = " (unused: the decoder reads the hidden states, not the pooler)" if unused else ""
+            lines.append(f"{bullet}{code}{tensor.name}{code}: {tensor.numel:,}{note}")
+        if len(listed) > len(shown):
+            lines.append(f"{bullet}... {len(listed) - len(shown)} more tensors: see {code}{BUILD_INFO_FILE}{code}")
+        return lines
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (the keys of `mega2bart_build.json`, in its order)."""
+        data: dict[str, Any] = {
+            "mega2bart_version": self.mega2bart_version,
+            "encoder": self.encoder.to_dict(),
+            "decoder": self.decoder.to_dict(),
+            "tokenizer": self.tokenizer.to_dict(),
+            "tokenizer_is_real_bart": self.tokenizer_is_real_bart,
+            "parameters": dict(self.parameters),
+            "random_init": [tensor._asdict() for tensor in self.random_init],
+            "random_init_parameters": self.random_init_parameters,
+            "enc_to_dec_proj": self.enc_to_dec_proj,
+            "vocabulary": self.vocabulary,
+            "context_length": self.context_length,
+            "encoder_chunk_size": self.encoder_chunk_size,
+            "generation": self.generation,
+        }
+        if self.training:
+            data["training"] = [dict(run) for run in self.training]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BuildInfo:
+        """The inverse of `to_dict`; missing keys take neutral defaults, `random_init_parameters` is recomputed."""
+        return cls(
+            mega2bart_version=str(data.get("mega2bart_version", "unknown")),
+            encoder=Source.from_dict(data.get("encoder") or {}),
+            decoder=Source.from_dict(data.get("decoder") or {}),
+            tokenizer=Source.from_dict(data.get("tokenizer") or {}),
+            tokenizer_is_real_bart=data.get("tokenizer_is_real_bart"),
+            parameters=dict(data.get("parameters") or {}),
+            random_init=[RandomInitTensor(str(e["name"]), int(e["numel"])) for e in data.get("random_init") or []],
+            enc_to_dec_proj=bool(data.get("enc_to_dec_proj", False)),
+            vocabulary=dict(data.get("vocabulary") or {}),
+            context_length=data.get("context_length"),
+            encoder_chunk_size=data.get("encoder_chunk_size"),
+            generation=dict(data.get("generation") or {}),
+            training=[dict(run) for run in data.get("training") or []],
+        )
+
+
+_BUILD_KEYS = frozenset(
+    {"mega2bart_version", "encoder", "decoder", "tokenizer", "tokenizer_is_real_bart", "parameters", "random_init",
+     "random_init_parameters", "enc_to_dec_proj", "vocabulary", "context_length", "encoder_chunk_size", "generation",
+     "training"}
+)
+
+
+@dataclasses.dataclass
+class EncoderArchitecture:
+    model_type: str | None
+    hidden_size: int | None
+    layers: int | None
+    chunk_size: int | None
+    """The attention chunk when the encoder chunks its attention, else None."""
+    vocab_size: int | None
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> EncoderArchitecture:
+        return cls(
+            model_type=config.get("model_type"),
+            hidden_size=config.get("hidden_size"),
+            layers=config.get("num_hidden_layers"),
+            chunk_size=config.get("chunk_size") if config.get("use_chunking") else None,
+            vocab_size=config.get("vocab_size"),
+        )
+
+
+@dataclasses.dataclass
+class DecoderArchitecture:
+    model_type: str | None
+    hidden_size: int | None
+    layers: int | None
+    vocab_size: int | None
+    max_target_positions: int | None
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> DecoderArchitecture:
+        return cls(
+            model_type=config.get("model_type"),
+            hidden_size=config.get("d_model", config.get("hidden_size")),
+            layers=config.get("decoder_layers", config.get("num_hidden_layers")),
+            vocab_size=config.get("vocab_size"),
+            max_target_positions=config.get("max_position_embeddings"),
+        )
+
+
+@dataclasses.dataclass
+class Architecture:
+    """The encoder and decoder shapes, read from config.json."""
+
+    encoder: EncoderArchitecture
+    decoder: DecoderArchitecture
+    enc_to_dec_proj: bool
+    model: str = "EncoderDecoderModel"
+
+    def describe(self) -> str:
+        enc, dec = self.encoder, self.decoder
+        return (
+            f"{self.model} = {enc.model_type} encoder ({enc.layers} layers, width {enc.hidden_size}, chunk "
+            f"{enc.chunk_size}) -> {dec.model_type} decoder ({dec.layers} layers, width {dec.hidden_size})"
+            + (" via enc_to_dec_proj" if self.enc_to_dec_proj else "")
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "encoder": dataclasses.asdict(self.encoder),
+            "decoder": dataclasses.asdict(self.decoder),
+            "enc_to_dec_proj": self.enc_to_dec_proj,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Architecture:
+        def fields(kind: type, values: Mapping[str, Any]) -> dict[str, Any]:
+            return {f.name: values.get(f.name) for f in dataclasses.fields(kind)}
+
+        return cls(
+            encoder=EncoderArchitecture(**fields(EncoderArchitecture, data.get("encoder") or {})),
+            decoder=DecoderArchitecture(**fields(DecoderArchitecture, data.get("decoder") or {})),
+            enc_to_dec_proj=bool(data.get("enc_to_dec_proj", False)),
+            model=str(data.get("model", "EncoderDecoderModel")),
+        )
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Architecture:
+        """From an EncoderDecoderConfig's dict (config.json)."""
+        encoder = EncoderArchitecture.from_config(config.get("encoder", {}))
+        decoder = DecoderArchitecture.from_config(config.get("decoder", {}))
+        return cls(encoder, decoder, enc_to_dec_proj=encoder.hidden_size != decoder.hidden_size)
+
+
+@dataclasses.dataclass
+class ModelDescription:
+    """Everything `mega2bart info` shows about a saved directory; its JSON form is `mega2bart_build.json`."""
+
+    architecture: Architecture
+    parameters: dict[str, int] | None
+    """Per part, from the safetensors headers (tied weights once); the build's counts when there are no weights."""
+    context_length: int | None
+    generation: dict[str, Any]
+    special_tokens: dict[str, Any]
+    remote_code: bool
+    build: BuildInfo | None = None
+    """None when the directory has no `mega2bart_build.json` (not built by mega2bart)."""
+    path: str | None = None
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Keys of a `mega2bart_build.json` that this version does not know, kept so that a rewrite loses nothing."""
+
+    def random_init_lines(self, *, markdown: bool = False, limit: int | None = None) -> list[str]:
+        """`BuildInfo.random_init_lines`, or a one-line "unknown" without provenance."""
+        if self.build is None:
+            return [f"unknown: the model was not built by `mega2bart build` (no {BUILD_INFO_FILE})"]
+        return self.build.random_init_lines(markdown=markdown, limit=limit)
+
+    def summary_lines(self) -> list[str]:
+        """The text `mega2bart info` prints."""
+        lines = [f"model: {self.path}", f"architecture: {self.architecture.describe()}"]
+        if self.build is not None:
+            parts = ("encoder", "decoder", "tokenizer")
+            lines += [f"{part} source: {self.build.source(part).describe()}" for part in parts]
+        lines.append("parameters: " + ", ".join(f"{k} {v:,}" for k, v in (self.parameters or {}).items()))
+        summary, *details = self.random_init_lines(limit=20)
+        lines += [f"random-init weights: {summary}", *details]
+        lines.append(f"context length: {self.context_length}")
+        generation = {k: v for k, v in self.generation.items() if v is not None}
+        lines.append("generation: " + ", ".join(f"{k}={v}" for k, v in sorted(generation.items())))
+        lines.append(f"remote code shipped: {self.remote_code}")
+        return lines
+
+    def to_dict(self, *, with_path: bool = True) -> dict[str, Any]:
+        """The JSON form: the build's keys first, then the description's (which win where both have one)."""
+        data = self.build.to_dict() if self.build is not None else {}
+        data.update(
+            architecture=self.architecture.to_dict(),
+            parameters=self.parameters,
+            context_length=self.context_length,
+            generation=self.generation,
+            special_tokens=self.special_tokens,
+            remote_code=self.remote_code,
+        )
+        if with_path:
+            data["path"] = self.path
+        data.update(self.extra)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelDescription:
+        """The inverse of `to_dict` (also reads a `mega2bart_build.json` of an earlier version)."""
+        has_build = "random_init" in data
+        known = {"architecture", "parameters", "context_length", "generation", "special_tokens", "remote_code", "path"}
+        known |= _BUILD_KEYS if has_build else set()
+        return cls(
+            architecture=Architecture.from_dict(data.get("architecture") or {}),
+            parameters=data.get("parameters"),
+            context_length=data.get("context_length"),
+            generation=dict(data.get("generation") or {}),
+            special_tokens=dict(data.get("special_tokens") or {}),
+            remote_code=bool(data.get("remote_code", False)),
+            build=BuildInfo.from_dict(data) if has_build else None,
+            path=data.get("path"),
+            extra={key: value for key, value in data.items() if key not in known},
+        )
+
+    def to_json(self) -> str:
+        """The `mega2bart_build.json` text (without `path`: a directory may be moved or renamed)."""
+        return json.dumps(self.to_dict(with_path=False), indent=2, default=str) + "\n"
+
+
+def _safetensors_counts(directory: Path) -> dict[str, int] | None:
+    from safetensors import safe_open
+
+    files = sorted(directory.glob("*.safetensors"))
+    if not files:
+        return None
+    counts = {"encoder": 0, "decoder": 0, "enc_to_dec_proj": 0, "other": 0}
+    for file in files:
+        with safe_open(str(file), framework="pt") as handle:
+            for key in handle.keys():
+                numel = 1
+                for dim in handle.get_slice(key).get_shape():
+                    numel *= dim
+                part = key.split(".", 1)[0]
+                counts[part if part in counts else "other"] += numel
+    counts["total"] = sum(counts.values())
+    if not counts["other"]:
+        del counts["other"]
+    return counts
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def read_build_info(directory: str | os.PathLike) -> BuildInfo | None:
+    """The `BuildInfo` in `directory`'s `mega2bart_build.json`, or None without that file."""
+    path = Path(directory).expanduser() / BUILD_INFO_FILE
+    return ModelDescription.from_dict(_read_json(path)).build if path.is_file() else None
+
+
+def describe_mega2bart(model_dir: str | os.PathLike, build_info: BuildInfo | None = None) -> ModelDescription:
+    """Everything `mega2bart info` shows, from the files only (the model is not instantiated).
+
+    Architecture, parameters per part (from the safetensors headers; tied weights once), random-init
+    weights, context length, generation settings, and provenance: `build_info`, else the directory's
+    `mega2bart_build.json` when it exists.
+
+    Raises:
+        BuildError: no config.json, or a config that is not an encoder-decoder.
+    """
+    directory = Path(model_dir).expanduser()
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        raise BuildError(
+            f"{str(directory)!r} is not a model directory (no config.json); pass a `mega2bart build` output"
+        )
+    config = json.loads(config_path.read_text())
+    if build_info is None:
+        build_info = read_build_info(directory)
+    if config.get("model_type") != "encoder-decoder" or not config.get("encoder") or not config.get("decoder"):
+        raise BuildError(
+            f"{str(directory)!r} holds a {config.get('model_type')!r} model, not an encoder-decoder built by mega2bart"
+        )
+    generation = _read_json(directory / "generation_config.json")
+    generation.pop("transformers_version", None)
+    tokenizer_config = _read_json(directory / "tokenizer_config.json")
+    build = build_info
+    return ModelDescription(
+        architecture=Architecture.from_config(config),
+        parameters=_safetensors_counts(directory) or (build.parameters if build else None),
+        context_length=tokenizer_config.get("model_max_length", build.context_length if build else None),
+        generation=generation or (build.generation if build else {}),
+        special_tokens={key: config.get(key) for key in
+                        ("decoder_start_token_id", "pad_token_id", "eos_token_id", "bos_token_id")},
+        remote_code=has_remote_code(directory),
+        build=build,
+        path=str(directory.resolve()),
+    )
+
+
+__all__ = [
+    "BUILD_INFO_FILE",
+    "Architecture",
+    "BuildInfo",
+    "ModelDescription",
+    "RandomInitTensor",
+    "describe_mega2bart",
+    "read_build_info",
+]

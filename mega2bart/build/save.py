@@ -1,0 +1,207 @@
+"""Save a built model atomically, load it back, and make a Trainer's output as self-contained as a build.
+
+A save writes everything into a hidden staging folder beside the target (`.NAME.partial-*`, with an
+owner marker) and renames it into place at the end, so a crash never leaves a directory that looks
+complete; `remove_stale_staging` deletes the folders that killed saves left behind.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from ..modeling_mega2bart import Mega2BartModel
+from . import remote_code
+from .describe import BUILD_INFO_FILE, ModelDescription, describe_mega2bart
+from .errors import BuildError
+from .modelcard import render_model_card
+from .sources import hub_error, resolve_source
+
+logger = logging.getLogger(__name__)
+
+_STAGING_MARKER = ".mega2bart-staging.json"
+"""Written first into a staging folder: who owns it (pid, host, time). Deleted before the rename."""
+STALE_STAGING_AGE_S = 7 * 24 * 3600
+"""A staging folder this old is stale even when its process cannot be checked (another host)."""
+
+
+def save_mega2bart(
+    model: Mega2BartModel,
+    tokenizer: PreTrainedTokenizerBase,
+    output_dir: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write weights (safetensors), configs, generation config, tokenizer, MEGA remote code, provenance
+    (`mega2bart_build.json`) and a model card (README.md) to `output_dir`, atomically.
+
+    Everything is written to a hidden temporary directory beside `output_dir` and renamed into place
+    at the end, so a crash never leaves a directory that looks complete.
+
+    Raises:
+        BuildError: `output_dir` exists, is not empty and `overwrite` is False (or it is a file).
+    """
+    target = _check_target(Path(output_dir).expanduser(), overwrite)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(target)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    try:
+        _write_owner_marker(staging)
+        _write_model_files(model, tokenizer, staging)
+        (staging / _STAGING_MARKER).unlink()
+        _apply_umask(staging)
+        _replace_directory(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    logger.info("saved mega2bart model to %s", target)
+    return target
+
+
+def _check_target(target: Path, overwrite: bool) -> Path:
+    if target.exists() and not target.is_dir():
+        raise BuildError(f"output {str(target)!r} is a file; pass a directory path")
+    if target.is_dir() and any(target.iterdir()) and not overwrite:
+        raise BuildError(
+            f"output directory {str(target)!r} is not empty; pass overwrite=True (CLI: --overwrite) or another path"
+        )
+    return target
+
+
+def _write_owner_marker(staging: Path) -> None:
+    (staging / _STAGING_MARKER).write_text(
+        json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "created": time.time()}) + "\n"
+    )
+
+
+def _write_model_files(model: Mega2BartModel, tokenizer: PreTrainedTokenizerBase, directory: Path) -> None:
+    """Weights, configs and tokenizer (transformers), remote code, provenance and the model card."""
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    remote_code.write_remote_code(directory)
+    description = describe_mega2bart(directory, build_info=getattr(model, "mega2bart_build_info", None))
+    (directory / BUILD_INFO_FILE).write_text(description.to_json())
+    (directory / "README.md").write_text(render_model_card(description))
+
+
+def _apply_umask(staging: Path) -> None:
+    """mkdtemp makes the folder 0700 and safetensors writes the weights 0600 (through a temporary file):
+    give every entry the modes a plain mkdir / open would, under the current umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in (staging, *staging.rglob("*")):
+        if not path.is_symlink():
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+def _replace_directory(staging: Path, target: Path) -> None:
+    if target.exists():
+        trash = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        target.rename(trash / "old")  # the old directory disappears only once the new one is complete
+        try:
+            staging.rename(target)
+        except BaseException:
+            (trash / "old").rename(target)
+            raise
+        finally:
+            shutil.rmtree(trash, ignore_errors=True)
+    else:
+        staging.rename(target)
+
+
+def _process_is_running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists but belongs to someone else, or cannot tell: assume running
+    return True
+
+
+def remove_stale_staging(target: str | os.PathLike) -> list[Path]:
+    """Delete the `.NAME.partial-*` staging folders that killed saves of `target` left beside it.
+
+    Only folders holding `save_mega2bart`'s owner marker are touched, and only when their process is
+    gone (same host) or they are older than `STALE_STAGING_AGE_S`. Returns the folders removed.
+    """
+    target = Path(target).expanduser()
+    if not target.parent.is_dir():
+        return []
+    removed = []
+    for candidate in target.parent.glob(f".{glob.escape(target.name)}.partial-*"):
+        marker = candidate / _STAGING_MARKER
+        if candidate.is_symlink() or not candidate.is_dir():
+            continue
+        try:
+            owner = json.loads(marker.read_text())
+            pid, host, created = int(owner["pid"]), str(owner["host"]), float(owner["created"])
+        except (OSError, ValueError, KeyError, TypeError):
+            logger.warning(
+                "left alone %s: it has no readable mega2bart owner marker; delete it by hand if stale", candidate
+            )
+            continue
+        same_host = host == socket.gethostname()
+        dead = same_host and not _process_is_running(pid)
+        if dead or time.time() - created > STALE_STAGING_AGE_S:
+            shutil.rmtree(candidate, ignore_errors=True)
+            removed.append(candidate)
+            logger.info("removed stale staging folder %s (pid %d on %s %s)", candidate, pid, host,
+                        "has exited" if dead else f"started over {STALE_STAGING_AGE_S // 86400} days ago")
+    return removed
+
+
+def ship_build_files(target: str | os.PathLike, source: str | os.PathLike | None = None,
+                     training: Mapping[str, Any] | None = None) -> None:
+    """Make a directory saved by the Trainer (final model or checkpoint) self-contained like a built one:
+    write the MEGA remote code (+ `auto_map` in config.json) and copy the provenance file of `source`,
+    the model it was trained from, with `training` appended to its "training" list.
+
+    Without this, `AutoModelForSeq2SeqLM.from_pretrained(target, trust_remote_code=True)` needs
+    mega2bart installed, and `mega2bart info` cannot say which weights started random.
+    """
+    target = Path(target)
+    remote_code.write_remote_code(target)
+    provenance = Path(source).expanduser() / BUILD_INFO_FILE if source is not None else None
+    if provenance is None or not provenance.is_file():
+        logger.info("%s has no %s: %s gets the remote code only", source, BUILD_INFO_FILE, target)
+        return
+    description = ModelDescription.from_dict(json.loads(provenance.read_text()))
+    if training is not None:
+        # a provenance file without a build record (saved from a loaded model) keeps the runs at the top level
+        build = description.build
+        runs = build.training if build is not None else description.extra.setdefault("training", [])
+        runs.append(dict(training))
+    (target / BUILD_INFO_FILE).write_text(description.to_json())
+
+
+def load_mega2bart(model_dir: str | os.PathLike, **kwargs: Any) -> tuple[Mega2BartModel, PreTrainedTokenizerBase]:
+    """Load a saved mega2bart directory as a `Mega2BartModel` + its tokenizer.
+
+    `Mega2BartModel` has the GA-correct loss (training) and shared-encoder beam search (inference).
+    `AutoModelForSeq2SeqLM.from_pretrained(model_dir)` (after `import mega2bart`) gives the plain
+    EncoderDecoderModel with the same weights and transformers' stock generation.
+    """
+    path, source = resolve_source(model_dir, "model")
+    try:
+        model = Mega2BartModel.from_pretrained(path, revision=source.revision, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(path, revision=source.revision)
+    except (OSError, ValueError) as exc:
+        raise hub_error("model", source, exc) from exc
+    return model, tokenizer
+
+
+__all__ = ["STALE_STAGING_AGE_S", "load_mega2bart", "remove_stale_staging", "save_mega2bart", "ship_build_files"]
