@@ -194,8 +194,13 @@ def measure_generate(spec: dict[str, Any]) -> dict[str, Any]:
         torch.manual_seed(spec["seed"] + 1)
         start = time.perf_counter()
         out = generate(
-            **batch, **led_extras(case, batch["input_ids"]), num_beams=beams, max_new_tokens=tokens,
-            min_new_tokens=tokens, do_sample=False, **GENERATION_SETTINGS,
+            **batch,
+            **led_extras(case, batch["input_ids"]),
+            num_beams=beams,
+            max_new_tokens=tokens,
+            min_new_tokens=tokens,
+            do_sample=False,
+            **GENERATION_SETTINGS,
             logits_processor=LogitsProcessorList([timer]),
         )
         end = time.perf_counter()
@@ -293,7 +298,9 @@ def main() -> None:
     import transformers
 
     result.update(
-        spec=spec, threads=torch.get_num_threads(), torch_version=torch.__version__,
+        spec=spec,
+        threads=torch.get_num_threads(),
+        torch_version=torch.__version__,
         transformers_version=transformers.__version__,
     )
     print(RESULT_PREFIX + json.dumps(result), flush=True)

@@ -65,6 +65,8 @@ def shown_path(path: str) -> str:
         return Path(path).relative_to(REPO).as_posix()
     except ValueError:
         return Path(path).name
+
+
 MODES = ("infer", "train", "train-ckpt")
 DTYPE_NAMES = ("fp32", "bf16")
 GIB = 1024**3
@@ -660,7 +662,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--long-from", type=int, default=16384, help="length from which --long-repeats applies")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch.set_num_threads in workers")
     parser.add_argument(
-        "--port-python", default=DEFAULT_PORT_PYTHON,
+        "--port-python",
+        default=DEFAULT_PORT_PYTHON,
         help="python of the transformers 4.57.1 venv (default: where scripts/reference_env.sh creates it)",
     )
     parser.add_argument(

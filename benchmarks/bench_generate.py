@@ -82,9 +82,18 @@ def _relative(text: str) -> str:
 def run_job(job: Job, args: argparse.Namespace) -> dict[str, Any]:
     """Run one job in a fresh subprocess; kill it past --timeout or past --mem-limit-gb of RSS."""
     spec = {
-        "case": job.model, "task": job.task, "size": args.size, "length": job.length, "beams": job.beams,
-        "new_tokens": args.new_tokens, "label_tokens": args.label_tokens, "dtype": job.dtype,
-        "threads": args.threads, "seed": args.seed, "repeats": args.repeats, "warmup_tokens": args.warmup_tokens,
+        "case": job.model,
+        "task": job.task,
+        "size": args.size,
+        "length": job.length,
+        "beams": job.beams,
+        "new_tokens": args.new_tokens,
+        "label_tokens": args.label_tokens,
+        "dtype": job.dtype,
+        "threads": args.threads,
+        "seed": args.seed,
+        "repeats": args.repeats,
+        "warmup_tokens": args.warmup_tokens,
     }
     command = [sys.executable, str(WORKER), json.dumps(spec)]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONUNBUFFERED="1")
@@ -121,10 +130,12 @@ def run_job(job: Job, args: argparse.Namespace) -> dict[str, Any]:
     lines = [line for line in stdout.splitlines() if line.startswith(RESULT_PREFIX)]
     if killed or proc.returncode != 0 or not lines:
         tail = stderr.strip().splitlines()[-6:]
-        record["error"] = (killed or f"exit code {proc.returncode}") + (": " + " | ".join(tail) if tail and not killed else "")
+        record["error"] = (killed or f"exit code {proc.returncode}") + (
+            ": " + " | ".join(tail) if tail and not killed else ""
+        )
         record["max_rss_seen_gb"] = max_rss
     else:
-        record["result"] = json.loads(lines[-1][len(RESULT_PREFIX):])
+        record["result"] = json.loads(lines[-1][len(RESULT_PREFIX) :])
     return record
 
 
@@ -155,13 +166,31 @@ def result_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if res is None:
             rows.append({**row, "note": record["error"]})
             continue
-        row.update(peak_rss_gb=res["peak_rss_gb"], phase_peak_rss_gb=res["phase_peak_rss_gb"],
-                   model_rss_gb=res["rss_model_gb"], n_params=res["n_params"], note="")
+        row.update(
+            peak_rss_gb=res["peak_rss_gb"],
+            phase_peak_rss_gb=res["phase_peak_rss_gb"],
+            model_rss_gb=res["rss_model_gb"],
+            n_params=res["n_params"],
+            note="",
+        )
         if job["case"].startswith("train-"):
             row.update(step_s=res["step_s"], grads=f"{res['params_with_grad']}/{res['params_trainable']}")
         else:
-            row.update({key: res[key] for key in ("encoder_s", "first_token_s", "per_token_s", "total_s", "steps",
-                                                  "encoder_calls", "output_sha", "weights_fingerprint")})
+            row.update(
+                {
+                    key: res[key]
+                    for key in (
+                        "encoder_s",
+                        "first_token_s",
+                        "per_token_s",
+                        "total_s",
+                        "steps",
+                        "encoder_calls",
+                        "output_sha",
+                        "weights_fingerprint",
+                    )
+                }
+            )
             row["new_tokens"] = res["spec"]["new_tokens"]
         rows.append(row)
     return rows
@@ -184,19 +213,35 @@ def ratio_rows(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[dic
                 for baseline in ("stock", "led"):
                     theirs = find(rows, baseline, length, beams, dtype)
                     if ours and theirs:
-                        out.append({
-                            "length": length, "beams": beams, "dtype": dtype, "comparison": f"mega2bart vs {baseline}",
-                            "speedup": theirs["total_s"] / ours["total_s"],
-                            "per_token_speedup": _div(theirs["per_token_s"], ours["per_token_s"]),
-                            "memory_ratio": ours["peak_rss_gb"] / theirs["peak_rss_gb"],
-                            "same_tokens": ours["output_sha"] == theirs["output_sha"] if baseline == "stock" else None,
-                        })
+                        out.append(
+                            {
+                                "length": length,
+                                "beams": beams,
+                                "dtype": dtype,
+                                "comparison": f"mega2bart vs {baseline}",
+                                "speedup": theirs["total_s"] / ours["total_s"],
+                                "per_token_speedup": _div(theirs["per_token_s"], ours["per_token_s"]),
+                                "memory_ratio": ours["peak_rss_gb"] / theirs["peak_rss_gb"],
+                                "same_tokens": ours["output_sha"] == theirs["output_sha"]
+                                if baseline == "stock"
+                                else None,
+                            }
+                        )
     for length in args.train_lengths:
         ours, theirs = find(rows, "train-mega2bart", length), find(rows, "train-led", length)
         if ours and theirs:
-            out.append({"length": length, "beams": 0, "dtype": "fp32", "comparison": "train step: mega2bart vs led",
-                        "speedup": theirs["step_s"] / ours["step_s"], "per_token_speedup": None,
-                        "memory_ratio": ours["peak_rss_gb"] / theirs["peak_rss_gb"], "same_tokens": None})
+            out.append(
+                {
+                    "length": length,
+                    "beams": 0,
+                    "dtype": "fp32",
+                    "comparison": "train step: mega2bart vs led",
+                    "speedup": theirs["step_s"] / ours["step_s"],
+                    "per_token_speedup": None,
+                    "memory_ratio": ours["peak_rss_gb"] / theirs["peak_rss_gb"],
+                    "same_tokens": None,
+                }
+            )
     return out
 
 
@@ -208,8 +253,13 @@ def target_rows(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[di
     """The targets of issue 10 at 16,384 tokens, 4 beams, 64 new tokens, fp32; where that point was not run (e.g.
     --quick), the same ratios at the largest length and beam count measured, shown but not judged."""
     point = dict(TARGET_POINT)
-    judged = (point["length"] in args.lengths and point["beams"] in args.beams and args.new_tokens == point["new_tokens"]
-              and "fp32" in args.dtypes and args.size == "large")
+    judged = (
+        point["length"] in args.lengths
+        and point["beams"] in args.beams
+        and args.new_tokens == point["new_tokens"]
+        and "fp32" in args.dtypes
+        and args.size == "large"
+    )
     if not judged:
         point.update(length=max(args.lengths), beams=max(args.beams), new_tokens=args.new_tokens)
     at = f"L={point['length']:,}, {point['beams']} beams, {point['new_tokens']} tokens, fp32, {args.size}"
@@ -258,8 +308,11 @@ def markdown(report: dict[str, Any]) -> str:
         if row["case"].startswith("train-"):
             continue
         if row["note"]:
-            lines.append(f"| {row['case']} | {row['length']:,} | {row['beams']} | | {row['dtype']} "
-                         + "| " * 7 + f"| {row['note']} |")
+            lines.append(
+                f"| {row['case']} | {row['length']:,} | {row['beams']} | | {row['dtype']} "
+                + "| " * 7
+                + f"| {row['note']} |"
+            )
             continue
         note = f"{row['encoder_calls']} encoder calls" if row["encoder_calls"] != 1 else ""
         lines.append(
@@ -303,7 +356,9 @@ def markdown(report: dict[str, Any]) -> str:
         )
     lines += ["", "Targets (issue 10):", "", "| target | value | rule | result |", "|---|---:|---|---|"]
     for row in report["targets"]:
-        verdict = {True: "PASS", False: "FAIL", None: "not measured" if row["value"] is None else "not judged"}[row["pass"]]
+        verdict = {True: "PASS", False: "FAIL", None: "not measured" if row["value"] is None else "not judged"}[
+            row["pass"]
+        ]
         lines.append(f"| {row['target']} | {_fmt(row['value'])} | {row['rule']} | {verdict} |")
     return "\n".join(lines) + "\n"
 
@@ -355,12 +410,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights (same for mega2bart and stock)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch.set_num_threads in workers")
     parser.add_argument("--timeout", type=float, default=7200.0, help="seconds before a worker is killed")
-    parser.add_argument("--mem-limit-gb", type=float, default=mem_default,
-                        help="RSS at which a worker is killed (default: MemAvailable at start - 1 GB)")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke test: tiny models, 1,024 tokens, 8 new tokens, 32 label tokens")
-    parser.add_argument("--targets-only", action="store_true",
-                        help="only the rows the targets need: the baselines at the most beams, mega2bart at every count")
+    parser.add_argument(
+        "--mem-limit-gb",
+        type=float,
+        default=mem_default,
+        help="RSS at which a worker is killed (default: MemAvailable at start - 1 GB)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke test: tiny models, 1,024 tokens, 8 new tokens, 32 label tokens"
+    )
+    parser.add_argument(
+        "--targets-only",
+        action="store_true",
+        help="only the rows the targets need: the baselines at the most beams, mega2bart at every count",
+    )
     parser.add_argument("--json", type=Path, help="write everything (raw results, rows, ratios, targets) here")
     parser.add_argument("--markdown", type=Path, help="write the markdown tables here")
     args = parser.parse_args(argv)
@@ -368,7 +431,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.size, args.lengths, args.train_lengths = "tiny", [1024], [1024]
         args.new_tokens, args.label_tokens, args.warmup_tokens = 8, 32, 128
     if args.new_tokens < 2 or args.label_tokens < 3 or args.repeats < 1:
-        parser.error("--new-tokens must be >= 2 (one step to time after the first), --label-tokens >= 3, --repeats >= 1")
+        parser.error(
+            "--new-tokens must be >= 2 (one step to time after the first), --label-tokens >= 3, --repeats >= 1"
+        )
     return args
 
 
@@ -388,12 +453,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if res is None:
             print(f"{prefix}: FAILED ({record['error']})", flush=True)
         elif job.task == "train":
-            print(f"{prefix}: step {res['step_s']:.2f} s, peak RSS {res['peak_rss_gb']:.2f} GB, "
-                  f"wall {record['wall_s']:.0f} s", flush=True)
+            print(
+                f"{prefix}: step {res['step_s']:.2f} s, peak RSS {res['peak_rss_gb']:.2f} GB, "
+                f"wall {record['wall_s']:.0f} s",
+                flush=True,
+            )
         else:
-            print(f"{prefix}: encoder {res['encoder_s']:.2f} s, first token {res['first_token_s']:.2f} s, "
-                  f"per token {res['per_token_s']:.3f} s, total {res['total_s']:.2f} s, peak RSS "
-                  f"{res['peak_rss_gb']:.2f} GB, wall {record['wall_s']:.0f} s", flush=True)
+            print(
+                f"{prefix}: encoder {res['encoder_s']:.2f} s, first token {res['first_token_s']:.2f} s, "
+                f"per token {res['per_token_s']:.3f} s, total {res['total_s']:.2f} s, peak RSS "
+                f"{res['peak_rss_gb']:.2f} GB, wall {record['wall_s']:.0f} s",
+                flush=True,
+            )
         records.append(record)
     rows = result_rows(records)
     report = {

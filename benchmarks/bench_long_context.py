@@ -55,8 +55,30 @@ REPO = HERE.parent
 
 # Single-token names in the BART/GPT-2 byte-level BPE (checked in `make_fact`).
 NAMES = (
-    "Alpha", "Beta", "Gamma", "Delta", "Kappa", "Sigma", "Omega", "Orion", "Atlas", "Apollo", "Hermes", "Juno",
-    "Titan", "Vega", "Nova", "Echo", "Falcon", "Raven", "Tiger", "Eagle", "Cobra", "Phoenix", "Maple", "Cedar",
+    "Alpha",
+    "Beta",
+    "Gamma",
+    "Delta",
+    "Kappa",
+    "Sigma",
+    "Omega",
+    "Orion",
+    "Atlas",
+    "Apollo",
+    "Hermes",
+    "Juno",
+    "Titan",
+    "Vega",
+    "Nova",
+    "Echo",
+    "Falcon",
+    "Raven",
+    "Tiger",
+    "Eagle",
+    "Cobra",
+    "Phoenix",
+    "Maple",
+    "Cedar",
 )
 FACT_TEMPLATE = "The access code of the {name} archive is {digits}."
 FACT_RE = re.compile(r"The access code of the (\w+) archive is ((?:\d ){3}\d)\.")
@@ -103,7 +125,9 @@ def filler_stream(tokenizer: Any, split: str) -> tuple[list[int], list[int], lis
     tokens = tokenizer.convert_ids_to_tokens(ids)
     starts = [i for i, token in enumerate(tokens) if token.startswith("Ġ") and len(token) > 1]
     # paragraph openings: a document starts there, so it tokenizes the same once loaders strip() it
-    openings = [i for i in range(1, len(tokens)) if tokens[i - 1].endswith("Ċ") and not tokens[i].startswith(("Ġ", "Ċ"))]
+    openings = [
+        i for i in range(1, len(tokens)) if tokens[i - 1].endswith("Ċ") and not tokens[i].startswith(("Ġ", "Ċ"))
+    ]
     return ids, starts, openings
 
 
@@ -131,7 +155,7 @@ def make_examples(
     examples: list[Example] = []
     while len(examples) < count:
         begin = openings[rng.randrange(bisect.bisect_left(openings, len(stream) - filler_length - 1))]
-        filler = stream[begin:begin + filler_length]
+        filler = stream[begin : begin + filler_length]
         # fact i starts at document position 1 + cut_i + i * fact_tokens, inside bucket i
         chosen = sorted(rng.sample(range(k), rng.randint(1, k))) if some_buckets else list(range(k))
         cuts: list[int] = []
@@ -160,12 +184,19 @@ def make_examples(
         depths = [1 + cut + i * fact_tokens for i, cut in enumerate(cuts)]
         fact_ids = [tokenizer(" " + fact, add_special_tokens=False)["input_ids"] for fact in facts]
         expected = length - (k - len(chosen)) * fact_tokens
-        if len(ids) != expected or any(ids[d:d + fact_tokens] != f for d, f in zip(depths, fact_ids, strict=True)):
+        if len(ids) != expected or any(ids[d : d + fact_tokens] != f for d, f in zip(depths, fact_ids, strict=True)):
             continue  # a splice changed the tokenization (rare): draw again
-        examples.append(Example(
-            id=f"{prefix}-{len(examples)}", document=document, summary=" ".join(facts),
-            facts=facts, depths=depths, length=expected, fact_tokens=fact_tokens,
-        ))
+        examples.append(
+            Example(
+                id=f"{prefix}-{len(examples)}",
+                document=document,
+                summary=" ".join(facts),
+                facts=facts,
+                depths=depths,
+                length=expected,
+                fact_tokens=fact_tokens,
+            )
+        )
     return examples
 
 
@@ -261,9 +292,18 @@ def build_model(directory: Path, length: int, max_new_tokens: int) -> dict[str, 
 
     encoder, decoder = model_configs(length)
     model, tokenizer = build_mega2bart(
-        encoder, decoder, "offline", max_input_length=length,
-        generation={"max_new_tokens": max_new_tokens, "min_new_tokens": 0, "num_beams": 1,
-                    "no_repeat_ngram_size": 0, "length_penalty": 1.0, "early_stopping": False},
+        encoder,
+        decoder,
+        "offline",
+        max_input_length=length,
+        generation={
+            "max_new_tokens": max_new_tokens,
+            "min_new_tokens": 0,
+            "num_beams": 1,
+            "no_repeat_ngram_size": 0,
+            "length_penalty": 1.0,
+            "early_stopping": False,
+        },
     )
     save_mega2bart(model, tokenizer, directory, overwrite=True)
     return parameter_counts(model)
@@ -274,32 +314,59 @@ def build_model(directory: Path, length: int, max_new_tokens: int) -> dict[str, 
 # ------------------------------------------------------------------------------------------------
 
 _GLYPHS = {  # 5 columns x 7 rows, one string of 5 bits per row
-    "0": "01110 10001 10011 10101 11001 10001 01110", "1": "00100 01100 00100 00100 00100 00100 01110",
-    "2": "01110 10001 00001 00010 00100 01000 11111", "3": "11110 00001 00001 01110 00001 00001 11110",
-    "4": "00010 00110 01010 10010 11111 00010 00010", "5": "11111 10000 11110 00001 00001 10001 01110",
-    "6": "00110 01000 10000 11110 10001 10001 01110", "7": "11111 00001 00010 00100 01000 01000 01000",
-    "8": "01110 10001 10001 01110 10001 10001 01110", "9": "01110 10001 10001 01111 00001 00010 01100",
-    "%": "11001 11010 00010 00100 01000 01011 10011", "-": "00000 00000 00000 11111 00000 00000 00000",
-    ".": "00000 00000 00000 00000 00000 01100 01100", " ": "00000 00000 00000 00000 00000 00000 00000",
-    "(": "00010 00100 01000 01000 01000 00100 00010", ")": "01000 00100 00010 00010 00010 00100 01000",
-    ",": "00000 00000 00000 00000 01100 00100 01000", "/": "00001 00010 00010 00100 01000 01000 10000",
-    "A": "01110 10001 10001 11111 10001 10001 10001", "C": "01110 10001 10000 10000 10000 10001 01110",
-    "D": "11110 10001 10001 10001 10001 10001 11110", "E": "11111 10000 10000 11110 10000 10000 11111",
-    "G": "01110 10001 10000 10111 10001 10001 01111", "K": "10001 10010 10100 11000 10100 10010 10001",
-    "M": "10001 11011 10101 10101 10001 10001 10001", "R": "11110 10001 10001 11110 10100 10010 10001",
-    "T": "11111 00100 00100 00100 00100 00100 00100", "a": "00000 00000 01110 00001 01111 10001 01111",
-    "c": "00000 00000 01110 10000 10000 10001 01110", "d": "00001 00001 01101 10011 10001 10001 01111",
-    "e": "00000 00000 01110 10001 11111 10000 01110", "f": "00110 01001 01000 11100 01000 01000 01000",
-    "h": "10000 10000 10110 11001 10001 10001 10001", "i": "00100 00000 01100 00100 00100 00100 01110",
-    "k": "10000 10000 10010 10100 11000 10100 10010", "l": "01100 00100 00100 00100 00100 00100 01110",
-    "n": "00000 00000 10110 11001 10001 10001 10001", "o": "00000 00000 01110 10001 10001 10001 01110",
-    "p": "00000 00000 11110 10001 10001 11110 10000", "r": "00000 00000 10110 11001 10000 10000 10000",
-    "s": "00000 00000 01110 10000 01110 00001 11110", "t": "01000 01000 11100 01000 01000 01001 00110",
-    "u": "00000 00000 10001 10001 10001 10011 01101", "w": "00000 00000 10001 10001 10101 10101 01010",
-    "x": "00000 00000 10001 01010 00100 01010 10001", "b": "10000 10000 10110 11001 10001 10001 11110",
-    "g": "00000 01111 10001 10001 01111 00001 01110", "m": "00000 00000 11010 10101 10101 10001 10001",
-    "v": "00000 00000 10001 10001 10001 01010 00100", "q": "00000 00000 01101 10011 01111 00001 00001",
-    ":": "00000 01100 01100 00000 01100 01100 00000", "=": "00000 00000 11111 00000 11111 00000 00000", "y": "00000 00000 10001 10001 01111 00001 01110",
+    "0": "01110 10001 10011 10101 11001 10001 01110",
+    "1": "00100 01100 00100 00100 00100 00100 01110",
+    "2": "01110 10001 00001 00010 00100 01000 11111",
+    "3": "11110 00001 00001 01110 00001 00001 11110",
+    "4": "00010 00110 01010 10010 11111 00010 00010",
+    "5": "11111 10000 11110 00001 00001 10001 01110",
+    "6": "00110 01000 10000 11110 10001 10001 01110",
+    "7": "11111 00001 00010 00100 01000 01000 01000",
+    "8": "01110 10001 10001 01110 10001 10001 01110",
+    "9": "01110 10001 10001 01111 00001 00010 01100",
+    "%": "11001 11010 00010 00100 01000 01011 10011",
+    "-": "00000 00000 00000 11111 00000 00000 00000",
+    ".": "00000 00000 00000 00000 00000 01100 01100",
+    " ": "00000 00000 00000 00000 00000 00000 00000",
+    "(": "00010 00100 01000 01000 01000 00100 00010",
+    ")": "01000 00100 00010 00010 00010 00100 01000",
+    ",": "00000 00000 00000 00000 01100 00100 01000",
+    "/": "00001 00010 00010 00100 01000 01000 10000",
+    "A": "01110 10001 10001 11111 10001 10001 10001",
+    "C": "01110 10001 10000 10000 10000 10001 01110",
+    "D": "11110 10001 10001 10001 10001 10001 11110",
+    "E": "11111 10000 10000 11110 10000 10000 11111",
+    "G": "01110 10001 10000 10111 10001 10001 01111",
+    "K": "10001 10010 10100 11000 10100 10010 10001",
+    "M": "10001 11011 10101 10101 10001 10001 10001",
+    "R": "11110 10001 10001 11110 10100 10010 10001",
+    "T": "11111 00100 00100 00100 00100 00100 00100",
+    "a": "00000 00000 01110 00001 01111 10001 01111",
+    "c": "00000 00000 01110 10000 10000 10001 01110",
+    "d": "00001 00001 01101 10011 10001 10001 01111",
+    "e": "00000 00000 01110 10001 11111 10000 01110",
+    "f": "00110 01001 01000 11100 01000 01000 01000",
+    "h": "10000 10000 10110 11001 10001 10001 10001",
+    "i": "00100 00000 01100 00100 00100 00100 01110",
+    "k": "10000 10000 10010 10100 11000 10100 10010",
+    "l": "01100 00100 00100 00100 00100 00100 01110",
+    "n": "00000 00000 10110 11001 10001 10001 10001",
+    "o": "00000 00000 01110 10001 10001 10001 01110",
+    "p": "00000 00000 11110 10001 10001 11110 10000",
+    "r": "00000 00000 10110 11001 10000 10000 10000",
+    "s": "00000 00000 01110 10000 01110 00001 11110",
+    "t": "01000 01000 11100 01000 01000 01001 00110",
+    "u": "00000 00000 10001 10001 10001 10011 01101",
+    "w": "00000 00000 10001 10001 10101 10101 01010",
+    "x": "00000 00000 10001 01010 00100 01010 10001",
+    "b": "10000 10000 10110 11001 10001 10001 11110",
+    "g": "00000 01111 10001 10001 01111 00001 01110",
+    "m": "00000 00000 11010 10101 10101 10001 10001",
+    "v": "00000 00000 10001 10001 10001 01010 00100",
+    "q": "00000 00000 01101 10011 01111 00001 00001",
+    ":": "00000 01100 01100 00000 01100 01100 00000",
+    "=": "00000 00000 11111 00000 11111 00000 00000",
+    "y": "00000 00000 10001 10001 01111 00001 01110",
 }
 
 
@@ -316,7 +383,7 @@ class Canvas:
                 px, py = x + dx, y + dy
                 if 0 <= px < self.width and 0 <= py < self.height:
                     i = (py * self.width + px) * 3
-                    self.pixels[i:i + 3] = bytes(color)
+                    self.pixels[i : i + 3] = bytes(color)
 
     def line(self, x0: float, y0: float, x1: float, y1: float, color: tuple[int, int, int], size: int = 1) -> None:
         steps = int(max(abs(x1 - x0), abs(y1 - y0))) + 1
@@ -340,13 +407,17 @@ class Canvas:
         return x
 
     def save(self, path: Path) -> None:
-        raw = b"".join(b"\x00" + bytes(self.pixels[y * self.width * 3:(y + 1) * self.width * 3]) for y in range(self.height))
+        raw = b"".join(
+            b"\x00" + bytes(self.pixels[y * self.width * 3 : (y + 1) * self.width * 3]) for y in range(self.height)
+        )
 
         def chunk(kind: bytes, data: bytes) -> bytes:
             return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
         header = struct.pack(">IIBBBBB", self.width, self.height, 8, 2, 0, 0, 0)  # 8-bit RGB
-        path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+        path.write_bytes(
+            b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
+        )
 
 
 COLORS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189))
@@ -409,21 +480,46 @@ class Settings:
 
 
 FULL = Settings(
-    length=16384, control_context=CONTROL_CONTEXT, stage1_length=128, stage1_examples=8000, stage1_steps=600,
-    stage1_batch=8, stage2_examples=60, stage2_steps=30, stage2_batch=2, test_examples=40,
-    learning_rate=3e-3, stage2_learning_rate=1e-3, eval_batch=4,
+    length=16384,
+    control_context=CONTROL_CONTEXT,
+    stage1_length=128,
+    stage1_examples=8000,
+    stage1_steps=600,
+    stage1_batch=8,
+    stage2_examples=60,
+    stage2_steps=30,
+    stage2_batch=2,
+    test_examples=40,
+    learning_rate=3e-3,
+    stage2_learning_rate=1e-3,
+    eval_batch=4,
 )
 QUICK = Settings(
-    length=1024, control_context=64, stage1_length=128, stage1_examples=64, stage1_steps=8,
-    stage1_batch=8, stage2_examples=8, stage2_steps=2, stage2_batch=4, test_examples=4,
-    learning_rate=3e-3, stage2_learning_rate=1e-3, eval_batch=4,
+    length=1024,
+    control_context=64,
+    stage1_length=128,
+    stage1_examples=64,
+    stage1_steps=8,
+    stage1_batch=8,
+    stage2_examples=8,
+    stage2_steps=2,
+    stage2_batch=4,
+    test_examples=4,
+    learning_rate=3e-3,
+    stage2_learning_rate=1e-3,
+    eval_batch=4,
 )
 
 
 def run_cli(args: list[str], log: Path, threads: int) -> float:
     """Run `mega2bart ARGS` in a subprocess (this checkout first on PYTHONPATH); returns its seconds."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-           "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        "OMP_NUM_THREADS": str(threads),
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_OFFLINE": "1",
+    }
     command = [sys.executable, "-m", "mega2bart.cli", *args]
     print(f"$ mega2bart {shlex.join(args)}  (log: {log})", flush=True)
     start = time.perf_counter()
@@ -438,29 +534,83 @@ def run_cli(args: list[str], log: Path, threads: int) -> float:
 
 
 def train_args(model: Path, data: Path, output: Path, s: Settings, *, stage: int, context: int, seed: int) -> list[str]:
-    steps, batch, lr = (s.stage1_steps, s.stage1_batch, s.learning_rate) if stage == 1 else (
-        s.stage2_steps, s.stage2_batch, s.stage2_learning_rate)
+    steps, batch, lr = (
+        (s.stage1_steps, s.stage1_batch, s.learning_rate)
+        if stage == 1
+        else (s.stage2_steps, s.stage2_batch, s.stage2_learning_rate)
+    )
     return [
-        "train", "--model", str(model), "--dataset", str(data), "--output-dir", str(output),
-        "--max-steps", str(steps), "--batch-size", str(batch), "--gradient-accumulation-steps", "1",
-        "--learning-rate", str(lr), "--max-source-length", str(context), "--max-target-length", "96",
-        "--eval-split", "none", "--save-steps", str(steps), "--no-gradient-checkpointing", "--seed", str(seed),
-        "--overwrite", "--resume", "none",  # not --quiet: the log shows progress and losses
+        "train",
+        "--model",
+        str(model),
+        "--dataset",
+        str(data),
+        "--output-dir",
+        str(output),
+        "--max-steps",
+        str(steps),
+        "--batch-size",
+        str(batch),
+        "--gradient-accumulation-steps",
+        "1",
+        "--learning-rate",
+        str(lr),
+        "--max-source-length",
+        str(context),
+        "--max-target-length",
+        "96",
+        "--eval-split",
+        "none",
+        "--save-steps",
+        str(steps),
+        "--no-gradient-checkpointing",
+        "--seed",
+        str(seed),
+        "--overwrite",
+        "--resume",
+        "none",  # not --quiet: the log shows progress and losses
         # stage 1 keeps its peak rate (the copy is learned late, after a plateau); stage 2 anneals
-        "--set", f"warmup_steps={max(1, min(20, steps // 10))}",
-        "--set", f"lr_scheduler_type={'constant_with_warmup' if stage == 1 else 'cosine'}",
-        "--set", "weight_decay=0.0", "--set", f"logging_steps={max(1, min(10, steps // 4))}",
-        "--set", "save_total_limit=1", "--set", "train_sampling_strategy=random",
+        "--set",
+        f"warmup_steps={max(1, min(20, steps // 10))}",
+        "--set",
+        f"lr_scheduler_type={'constant_with_warmup' if stage == 1 else 'cosine'}",
+        "--set",
+        "weight_decay=0.0",
+        "--set",
+        f"logging_steps={max(1, min(10, steps // 4))}",
+        "--set",
+        "save_total_limit=1",
+        "--set",
+        "train_sampling_strategy=random",
         # short stage-1 inputs stay short: MEGA pads only inputs longer than its chunk
-        "--set", "pad_to_multiple_of=8",
+        "--set",
+        "pad_to_multiple_of=8",
     ]
 
 
 def eval_args(model: Path, data: Path, output: Path, s: Settings, *, context: int) -> list[str]:
     return [
-        "eval", str(model), "--output-dir", str(output), "--dataset", str(data), "--split", "train",
-        "--max-input-tokens", str(context), "--batch-size", str(s.eval_batch), "--num-beams", "1",
-        "--max-new-tokens", "80", "--min-new-tokens", "0", "--bootstrap-samples", "0", "--quiet",
+        "eval",
+        str(model),
+        "--output-dir",
+        str(output),
+        "--dataset",
+        str(data),
+        "--split",
+        "train",
+        "--max-input-tokens",
+        str(context),
+        "--batch-size",
+        str(s.eval_batch),
+        "--num-beams",
+        "1",
+        "--max-new-tokens",
+        "80",
+        "--min-new-tokens",
+        "0",
+        "--bootstrap-samples",
+        "0",
+        "--quiet",
     ]
 
 
@@ -494,8 +644,11 @@ def training_losses(output: Path) -> list[tuple[int, float]]:
 def machine() -> dict[str, Any]:
     cpu = "unknown"
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
     return {"cpu": cpu, "cpu_count": os.cpu_count(), "python": platform.python_version()}
@@ -504,15 +657,22 @@ def machine() -> dict[str, Any]:
 def markdown(results: dict[str, Any]) -> str:
     arms = results["arms"]
     lines = [
-        "| arm | context | " + " | ".join(f"recall {b}" for b in BUCKET_NAMES)
+        "| arm | context | "
+        + " | ".join(f"recall {b}" for b in BUCKET_NAMES)
         + " | recall (all) | all facts in order | encoder cosine |",
         "|---|---|" + "---|" * (len(BUCKET_NAMES) + 3),
     ]
     for name, arm in arms.items():
         r = arm["score"]
-        cells = [("-" if r["recall_by_bucket"][b] is None else f"{100 * r['recall_by_bucket'][b]:.1f}%") for b in BUCKET_NAMES]
-        lines.append(f"| {name} | {arm['context']:,} | " + " | ".join(cells)
-                     + f" | {100 * r['recall']:.1f}% | {100 * r['ordered']:.1f}% | {arm['encoder_cosine']:.3f} |")
+        cells = [
+            ("-" if r["recall_by_bucket"][b] is None else f"{100 * r['recall_by_bucket'][b]:.1f}%")
+            for b in BUCKET_NAMES
+        ]
+        lines.append(
+            f"| {name} | {arm['context']:,} | "
+            + " | ".join(cells)
+            + f" | {100 * r['recall']:.1f}% | {100 * r['ordered']:.1f}% | {arm['encoder_cosine']:.3f} |"
+        )
     s = results["settings"]
     facts = arms[next(iter(arms))]["score"]["facts_by_bucket"]
     lines += [
@@ -525,9 +685,15 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="short inputs and a few steps: checks the pipeline (minutes)")
-    parser.add_argument("--out-dir", type=Path, default=REPO / "runs" / "long_context", help="data, models, logs, results")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="short inputs and a few steps: checks the pipeline (minutes)"
+    )
+    parser.add_argument(
+        "--out-dir", type=Path, default=REPO / "runs" / "long_context", help="data, models, logs, results"
+    )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="OMP threads of each subprocess")
     parser.add_argument("--seed", type=int, default=0, help="data and training seed")
     parser.add_argument("--length", type=int, help="input tokens (default: 16,384; --quick: 1,024)")
@@ -538,8 +704,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     s = QUICK if args.quick else FULL
-    overrides = {"length": args.length, "stage1_steps": args.stage1_steps, "stage2_steps": args.stage2_steps,
-                 "test_examples": args.test_examples}
+    overrides = {
+        "length": args.length,
+        "stage1_steps": args.stage1_steps,
+        "stage2_steps": args.stage2_steps,
+        "test_examples": args.test_examples,
+    }
     s = Settings(**{**asdict(s), **{k: v for k, v in overrides.items() if v is not None}})
     if s.length < 512 or s.control_context >= s.length:
         raise SystemExit(f"--length ({s.length}) must be >= 512 and above the control context ({s.control_context})")
@@ -553,13 +723,20 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = load_offline_tokenizer(model_max_length=s.length)
     t0 = time.perf_counter()
     stage1_data, stage2_data, test_data = out / "stage1.jsonl", out / "train.jsonl", out / "test.jsonl"
-    write_jsonl(stage1_data, make_examples(tokenizer, "train", s.stage1_examples, s.stage1_length, args.seed + 1, "short",
-                                           some_buckets=True))
+    write_jsonl(
+        stage1_data,
+        make_examples(
+            tokenizer, "train", s.stage1_examples, s.stage1_length, args.seed + 1, "short", some_buckets=True
+        ),
+    )
     write_jsonl(stage2_data, make_examples(tokenizer, "train", s.stage2_examples, s.length, args.seed + 2, "train"))
     write_jsonl(test_data, make_examples(tokenizer, "test", s.test_examples, s.length, args.seed + 3, "test"))
     seconds["data"] = time.perf_counter() - t0
-    print(f"data: {s.stage1_examples} x {s.stage1_length}, {s.stage2_examples} x {s.length}, "
-          f"{s.test_examples} held-out x {s.length} tokens in {seconds['data']:.0f} s", flush=True)
+    print(
+        f"data: {s.stage1_examples} x {s.stage1_length}, {s.stage2_examples} x {s.length}, "
+        f"{s.test_examples} held-out x {s.length} tokens in {seconds['data']:.0f} s",
+        flush=True,
+    )
 
     t0 = time.perf_counter()
     parameters = build_model(out / "model", s.length, max_new_tokens=80)
@@ -568,15 +745,27 @@ def main(argv: list[str] | None = None) -> int:
 
     logs = out / "logs"
     logs.mkdir(exist_ok=True)
-    seconds["stage1"] = run_cli(train_args(out / "model", stage1_data, out / "stage1", s, stage=1,
-                                           context=s.stage1_length, seed=args.seed), logs / "stage1.log", args.threads)
+    seconds["stage1"] = run_cli(
+        train_args(out / "model", stage1_data, out / "stage1", s, stage=1, context=s.stage1_length, seed=args.seed),
+        logs / "stage1.log",
+        args.threads,
+    )
     arms: dict[str, dict[str, Any]] = {}
-    for name, context in ((f"mega-{s.length // 1024}k", s.length), (f"truncated-{s.control_context}", s.control_context)):
+    for name, context in (
+        (f"mega-{s.length // 1024}k", s.length),
+        (f"truncated-{s.control_context}", s.control_context),
+    ):
         model_dir = out / name
-        seconds[f"train {name}"] = run_cli(train_args(out / "stage1", stage2_data, model_dir, s, stage=2,
-                                                      context=context, seed=args.seed), logs / f"train-{name}.log", args.threads)
-        seconds[f"eval {name}"] = run_cli(eval_args(model_dir, test_data, out / f"eval-{name}", s, context=context),
-                                          logs / f"eval-{name}.log", args.threads)
+        seconds[f"train {name}"] = run_cli(
+            train_args(out / "stage1", stage2_data, model_dir, s, stage=2, context=context, seed=args.seed),
+            logs / f"train-{name}.log",
+            args.threads,
+        )
+        seconds[f"eval {name}"] = run_cli(
+            eval_args(model_dir, test_data, out / f"eval-{name}", s, context=context),
+            logs / f"eval-{name}.log",
+            args.threads,
+        )
         references = read_jsonl(test_data)
         predictions = {row["id"]: row["prediction"] for row in read_jsonl(out / f"eval-{name}" / "predictions.jsonl")}
         arms[name] = {
@@ -589,20 +778,33 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: {json.dumps(arms[name]['score'])}", flush=True)
 
     results = {
-        "settings": asdict(s), "seed": args.seed, "threads": args.threads, "machine": machine(),
-        "parameters": parameters, "model_configs": dict(zip(("encoder", "decoder"), model_configs(s.length), strict=True)),
-        "stage1_losses": training_losses(out / "stage1"), "seconds": seconds,
-        "total_seconds": time.perf_counter() - started, "test_inputs": s.test_examples, "arms": arms,
+        "settings": asdict(s),
+        "seed": args.seed,
+        "threads": args.threads,
+        "machine": machine(),
+        "parameters": parameters,
+        "model_configs": dict(zip(("encoder", "decoder"), model_configs(s.length), strict=True)),
+        "stage1_losses": training_losses(out / "stage1"),
+        "seconds": seconds,
+        "total_seconds": time.perf_counter() - started,
+        "test_inputs": s.test_examples,
+        "arms": arms,
         "command": "benchmarks/bench_long_context.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
     }
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     table = markdown(results)
     (out / "results.md").write_text(table, encoding="utf-8")
-    plot_recall({name: arm["score"] for name, arm in arms.items()}, out / "recall_by_depth.png",
-                f"fact recall by depth, {s.length:,}-token inputs")
+    plot_recall(
+        {name: arm["score"] for name, arm in arms.items()},
+        out / "recall_by_depth.png",
+        f"fact recall by depth, {s.length:,}-token inputs",
+    )
     if args.plot:
-        plot_recall({name: arm["score"] for name, arm in arms.items()}, args.plot,
-                    f"fact recall by depth, {s.length:,}-token inputs")
+        plot_recall(
+            {name: arm["score"] for name, arm in arms.items()},
+            args.plot,
+            f"fact recall by depth, {s.length:,}-token inputs",
+        )
     print(table)
     print(f"total {results['total_seconds']:.0f} s; wrote {out / 'results.json'}, results.md, recall_by_depth.png")
     return 0

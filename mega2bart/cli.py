@@ -76,8 +76,13 @@ def build(
     preset: Annotated[
         str | None, typer.Option(help="tiny (random, offline), base (bart-base) or large (bart-large; default).")
     ] = None,
-    encoder: Annotated[str | None, typer.Option(help="Encoder Hub id (owner/name, optionally @revision) or directory.")] = None,
-    decoder: Annotated[str | None, typer.Option(help="Decoder Hub id or directory (BART family, or MEGA: a config alone = random init).")] = None,
+    encoder: Annotated[
+        str | None, typer.Option(help="Encoder Hub id (owner/name, optionally @revision) or directory.")
+    ] = None,
+    decoder: Annotated[
+        str | None,
+        typer.Option(help="Decoder Hub id or directory (BART family, or MEGA: a config alone = random init)."),
+    ] = None,
     tokenizer: Annotated[
         str | None, typer.Option(help='Tokenizer Hub id or directory, or "offline" (default: the decoder\'s).')
     ] = None,
@@ -113,7 +118,8 @@ def build(
         typer.secho(
             f"warning: --random-init: every weight of this {preset or 'large'} model is RANDOM (real shapes, offline "
             "tokenizer): for benchmarks and smoke tests; its summaries are noise until trained",
-            err=True, fg=typer.colors.YELLOW,
+            err=True,
+            fg=typer.colors.YELLOW,
         )
     for key, value in (("encoder", encoder), ("decoder", decoder), ("tokenizer", tokenizer)):
         if value is not None:
@@ -122,7 +128,11 @@ def build(
         sources["tokenizer"] = None  # build_mega2bart then takes the decoder's own tokenizer (and says if it has none)
     generation = {
         key: value
-        for key, value in (("max_new_tokens", max_new_tokens), ("min_new_tokens", min_new_tokens), ("num_beams", num_beams))
+        for key, value in (
+            ("max_new_tokens", max_new_tokens),
+            ("min_new_tokens", min_new_tokens),
+            ("num_beams", num_beams),
+        )
         if value is not None
     }
     try:
@@ -191,8 +201,11 @@ def fill_mask(
         tokenizer = load_offline_tokenizer()
         torch.manual_seed(0)
         mlm = MegaForMaskedLM(MegaConfig(**TINY_MLM)).eval()
-        typer.secho("warning: --preset tiny is a RANDOM untrained model: its predictions are noise", err=True,
-                    fg=typer.colors.YELLOW)
+        typer.secho(
+            "warning: --preset tiny is a RANDOM untrained model: its predictions are noise",
+            err=True,
+            fg=typer.colors.YELLOW,
+        )
         fill = pipeline("fill-mask", model=mlm, tokenizer=tokenizer, top_k=top_k)
     else:
         name = model or DEFAULT_ENCODER
@@ -202,7 +215,7 @@ def fill_mask(
             _fail(f"could not load fill-mask model {name!r}: {str(exc).splitlines()[0] if str(exc) else exc}")
     mask = fill.tokenizer.mask_token
     if mask not in text:
-        _fail(f"the text has no {mask} token: write e.g. \"I love to {mask} memes.\"")
+        _fail(f'the text has no {mask} token: write e.g. "I love to {mask} memes."')
     try:
         predictions = fill(text)
     except Exception as exc:  # noqa: BLE001 - pipeline errors (e.g. two masks) go to the user verbatim
@@ -264,8 +277,9 @@ def _field_option(field: dataclasses.Field, annotation: Any) -> inspect.Paramete
     kind, flag = _option_type(annotation), _flag(field)
     declaration = f"{flag}/--no-{flag.removeprefix('--')}" if kind is bool else flag
     option = typer.Option(declaration, help=field_help(field), show_default=_shown_default(field))
-    return inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=None,
-                             annotation=Annotated[kind | None, option])
+    return inspect.Parameter(
+        field.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[kind | None, option]
+    )
 
 
 def _flag_value(field: dataclasses.Field, given: Any) -> Any:
@@ -395,8 +409,11 @@ def _generation(num_beams, max_new_tokens, min_new_tokens, no_repeat_ngram_size,
 
     try:
         return GenerationOptions(
-            num_beams=num_beams, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
-            no_repeat_ngram_size=no_repeat_ngram_size, length_penalty=length_penalty,
+            num_beams=num_beams,
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=min_new_tokens,
+            no_repeat_ngram_size=no_repeat_ngram_size,
+            length_penalty=length_penalty,
         )
     except ValueError as exc:
         _fail(str(exc))
@@ -417,7 +434,9 @@ def evaluate(
     dataset: Annotated[str, typer.Option(help='"aclsum" (offline), a data file or a Hub name.')] = "aclsum",
     split: Annotated[str, typer.Option(help="Split to evaluate.")] = "test",
     limit: Annotated[int | None, typer.Option(min=1, help="Evaluate only the first N examples.")] = None,
-    max_input_tokens: Annotated[int | None, typer.Option(min=3, help="Context (default: tokenizer model_max_length).")] = None,
+    max_input_tokens: Annotated[
+        int | None, typer.Option(min=3, help="Context (default: tokenizer model_max_length).")
+    ] = None,
     overflow: Annotated[str, typer.Option(help="Longer documents: truncate (as in training) | windows.")] = "truncate",
     batch_size: Annotated[int, typer.Option(min=1, help="Inputs per generate call.")] = 4,
     num_beams: Annotated[int | None, typer.Option(help=_BEAMS_HELP)] = None,
@@ -441,9 +460,19 @@ def evaluate(
     generation = _generation(num_beams, max_new_tokens, min_new_tokens, no_repeat_ngram_size, length_penalty)
     try:
         report = evaluate_model(
-            model, dataset, output_dir, split=split, limit=limit, max_input_tokens=max_input_tokens,
-            overflow=overflow, batch_size=batch_size, generation=generation, bootstrap_samples=bootstrap_samples,
-            seed=seed, progress=not quiet, dtype=dtype,
+            model,
+            dataset,
+            output_dir,
+            split=split,
+            limit=limit,
+            max_input_tokens=max_input_tokens,
+            overflow=overflow,
+            batch_size=batch_size,
+            generation=generation,
+            bootstrap_samples=bootstrap_samples,
+            seed=seed,
+            progress=not quiet,
+            dtype=dtype,
         )
     except (ValueError, FileNotFoundError, ImportError, RuntimeError) as exc:
         _fail(str(exc))
@@ -467,8 +496,15 @@ def evaluate(
 def summarize(
     model: Annotated[Path, typer.Argument(help="Model directory.")],
     files: Annotated[list[str], typer.Argument(help='.txt/.md/.html/.jsonl files, or "-" for stdin.')],
-    output: Annotated[Path, typer.Option(help="Output jsonl: one record per document, with window provenance (run statistics: OUT.stats.json).")],
-    max_input_tokens: Annotated[int | None, typer.Option(min=3, help="Context (default: tokenizer model_max_length).")] = None,
+    output: Annotated[
+        Path,
+        typer.Option(
+            help="Output jsonl: one record per document, with window provenance (run statistics: OUT.stats.json)."
+        ),
+    ],
+    max_input_tokens: Annotated[
+        int | None, typer.Option(min=3, help="Context (default: tokenizer model_max_length).")
+    ] = None,
     window_overlap: Annotated[int | None, typer.Option(min=0, help="Tokens shared by neighbouring windows.")] = None,
     merge: Annotated[str, typer.Option(help="summarize (summary of window summaries) | concatenate.")] = "summarize",
     max_levels: Annotated[int, typer.Option(min=1, help="Most merge levels before truncating.")] = 3,
@@ -500,8 +536,14 @@ def summarize(
     try:
         loaded, tokenizer = load_for_inference(model, dtype)
         summarizer = Summarizer(
-            loaded, tokenizer, max_input_tokens=max_input_tokens, window_overlap=window_overlap, batch_size=batch_size,
-            generation=generation, merge=merge, max_levels=max_levels,
+            loaded,
+            tokenizer,
+            max_input_tokens=max_input_tokens,
+            window_overlap=window_overlap,
+            batch_size=batch_size,
+            generation=generation,
+            merge=merge,
+            max_levels=max_levels,
         )
         counts = summarize_files(
             summarizer, files, output, skip_existing=skip_existing, overwrite=overwrite, progress=not quiet

@@ -71,8 +71,15 @@ def setting(
     `help` may span lines in the source; its whitespace is collapsed to single spaces.
     """
     metadata: dict[str, Any] = {"help": " ".join(help.split())}
-    given = {"flag": flag or None, "min": min, "above": above, "note": note, "aliases": aliases, "choices": choices,
-             "training_arg": training_arg}
+    given = {
+        "flag": flag or None,
+        "min": min,
+        "above": above,
+        "note": note,
+        "aliases": aliases,
+        "choices": choices,
+        "training_arg": training_arg,
+    }
     metadata.update({key: value for key, value in given.items() if value is not None})
     return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
 
@@ -300,7 +307,8 @@ class RunConfig:
     def required_fields(cls) -> list[str]:
         """Names of the fields without a default (e.g. `model`): a config needs a value for each."""
         return [
-            f.name for f in dataclasses.fields(cls)
+            f.name
+            for f in dataclasses.fields(cls)
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         ]
 

@@ -393,8 +393,7 @@ def _aclsum_dir() -> Path:
     spec = importlib.util.find_spec("aclsum")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError(
-            "the offline dataset 'aclsum' needs the PyPI package aclsum (Python >= 3.11): "
-            "pip install aclsum==0.1.2"
+            "the offline dataset 'aclsum' needs the PyPI package aclsum (Python >= 3.11): pip install aclsum==0.1.2"
         )
     return Path(next(iter(spec.submodule_search_locations))) / "dataset"
 
@@ -486,9 +485,7 @@ def tokenize_dataset(
     lead, trail = len(specials.lead), len(specials.trail)
     for name, value in (("max_source_length", max_source_length), ("max_target_length", max_target_length)):
         if value <= lead + trail:
-            raise ValueError(
-                f"`{name}` ({value}) must exceed the {lead + trail} special tokens the tokenizer adds"
-            )
+            raise ValueError(f"`{name}` ({value}) must exceed the {lead + trail} special tokens the tokenizer adds")
     if max_source_length > tokenizer.model_max_length:
         logger.warning(
             "max_source_length (%d) exceeds tokenizer.model_max_length (%d): make sure the encoder "

@@ -74,10 +74,7 @@ def split_sentences(text: str) -> list[str]:
         The stripped, non-empty sentences, in order.
     """
     return [
-        line.strip()
-        for sentence in _punkt_english().tokenize(text)
-        for line in sentence.splitlines()
-        if line.strip()
+        line.strip() for sentence in _punkt_english().tokenize(text) for line in sentence.splitlines() if line.strip()
     ]
 
 

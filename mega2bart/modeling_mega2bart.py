@@ -348,8 +348,9 @@ class Mega2BartModel(EncoderDecoderModel):
         `attention_mask` at B rows (the decoder inputs become B*expand_size rows as usual)."""
         if not (self._sharing_encoder and is_encoder_decoder and expand_size > 1):
             return super()._expand_inputs_for_generation(expand_size, is_encoder_decoder, input_ids, **model_kwargs)
-        shared = {name: model_kwargs.pop(name) for name in ("encoder_outputs", "attention_mask")
-                  if name in model_kwargs}
+        shared = {
+            name: model_kwargs.pop(name) for name in ("encoder_outputs", "attention_mask") if name in model_kwargs
+        }
         if shared.get("encoder_outputs") is None:
             raise ValueError("If `is_encoder_decoder` is True, make sure that `encoder_outputs` is defined.")
         input_ids, model_kwargs = super()._expand_inputs_for_generation(expand_size, False, input_ids, **model_kwargs)

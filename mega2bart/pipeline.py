@@ -72,7 +72,11 @@ class SummarizationPipeline(Pipeline):
         **generate_kwargs: Any,
     ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         preprocess = {} if truncation is None else {"truncation": truncation}
-        postprocess = {} if clean_up_tokenization_spaces is None else {"clean_up_tokenization_spaces": clean_up_tokenization_spaces}
+        postprocess = (
+            {}
+            if clean_up_tokenization_spaces is None
+            else {"clean_up_tokenization_spaces": clean_up_tokenization_spaces}
+        )
         return preprocess, generate_kwargs, postprocess
 
     def preprocess(self, text: str, truncation: bool = True) -> dict[str, Any]:
@@ -88,7 +92,11 @@ class SummarizationPipeline(Pipeline):
     def postprocess(
         self, model_outputs: dict[str, Any], clean_up_tokenization_spaces: bool | None = None
     ) -> list[dict[str, str]]:
-        options = {} if clean_up_tokenization_spaces is None else {"clean_up_tokenization_spaces": clean_up_tokenization_spaces}
+        options = (
+            {}
+            if clean_up_tokenization_spaces is None
+            else {"clean_up_tokenization_spaces": clean_up_tokenization_spaces}
+        )
         return [
             {"summary_text": self.tokenizer.decode(ids, skip_special_tokens=True, **options)}
             for ids in model_outputs["output_ids"]

@@ -131,16 +131,20 @@ class PretrainConfig(RunConfig):
         or "tiny" for the random-init tiny preset encoder (offline demos and tests).""",
     )
     output_dir: str = setting(
-        "runs/pretrain", flag=True, training_arg=True,
+        "runs/pretrain",
+        flag=True,
+        training_arg=True,
         help="Phase folders, `final/`, `metrics.json` and `pretrain_config.yaml` go here.",
     )
     dataset: str | None = setting(
-        None, flag=True,
-        help='''"aclsum", "gensim-wiki", a Hugging Face `datasets` name or a local .jsonl/.json/.csv/.parquet file
-        (`text_column` of each row); may be combined with `text_files`.''',
+        None,
+        flag=True,
+        help=""""aclsum", "gensim-wiki", a Hugging Face `datasets` name or a local .jsonl/.json/.csv/.parquet file
+        (`text_column` of each row); may be combined with `text_files`.""",
     )
     text_files: list[str] = setting(
-        default_factory=list, flag=True,
+        default_factory=list,
+        flag=True,
         help="Local .txt/.md/.html (one document per file) or .jsonl files (one per line), or directories of them.",
     )
     dataset_config: str | None = setting(
@@ -150,27 +154,34 @@ class PretrainConfig(RunConfig):
     text_column: str = setting("text", help="Text field of .jsonl lines and `datasets` rows.")
     max_documents: int | None = setting(None, flag=True, min=1, help="Read at most this many documents (None: all).")
     streaming: bool = setting(
-        False, flag=True,
+        False,
+        flag=True,
         help="""Read `dataset` as a stream and the text files one by one, packing as they are read, instead of
         loading and tokenizing all text first (the built-ins "aclsum" and "gensim-wiki" are read whole).""",
     )
     tokenizer: str | None = setting(
-        None, flag=True,
+        None,
+        flag=True,
         help="""Tokenizer directory or Hub id, or "offline" (BART layout, not BART ids); None: the encoder's own
         (the offline one for `encoder="tiny"`).""",
     )
     max_length: int = setting(
-        2048, flag=True,
+        2048,
+        flag=True,
         help="Tokens per packed sequence (one phase); a multiple of the encoder's chunk_size avoids padding.",
     )
     mask_ratio: float = setting(0.4, flag=True, help="Fraction of tokens selected for the MLM loss (one phase).")
     phases: str | None = setting(
-        None, flag=True,
+        None,
+        flag=True,
         help='Several phases "length:mask_ratio[:steps],...", e.g. "2048:0.4,4096:0.3"; overrides '
         "max_length/mask_ratio.",
     )
     max_steps: int = setting(
-        1000, flag=True, min=1, training_arg=True,
+        1000,
+        flag=True,
+        min=1,
+        training_arg=True,
         help="Optimiser steps in all (split over phases that do not give their own).",
     )
     per_device_train_batch_size: int = setting(
@@ -180,20 +191,23 @@ class PretrainConfig(RunConfig):
     learning_rate: float = setting(
         1e-4, flag=True, above=0, training_arg=True, help="Peak AdamW learning rate of every phase."
     )
-    weight_decay: float = setting(
-        0.01, min=0, note="0: no weight decay", training_arg=True, help="AdamW weight decay."
-    )
+    weight_decay: float = setting(0.01, min=0, note="0: no weight decay", training_arg=True, help="AdamW weight decay.")
     warmup_steps: int = setting(0, min=0, training_arg=True, help="Linear warm-up steps at the start of every phase.")
     lr_scheduler_type: str = setting(
-        "linear", training_arg=True,
+        "linear",
+        training_arg=True,
         help='Learning-rate schedule after warm-up ("linear", "cosine", "constant_with_warmup", ...).',
     )
     gradient_checkpointing: bool = setting(
-        True, flag=True, training_arg=False,  # to_training_arguments names it as the installed transformers does
+        True,
+        flag=True,
+        training_arg=False,  # to_training_arguments names it as the installed transformers does
         help="Recompute each MEGA block in backward: far less memory at long lengths, ~30% slower.",
     )
     bf16: bool = setting(
-        False, flag=True, training_arg=True,
+        False,
+        flag=True,
+        training_arg=True,
         help="bf16 mixed precision (autocast; weights stay float32, the EMA kernel is built in float32).",
     )
     save_steps: int = setting(
@@ -204,7 +218,8 @@ class PretrainConfig(RunConfig):
     )
     logging_steps: int = setting(10, min=1, training_arg=True, help="Log the training loss every N steps.")
     resume: bool = setting(
-        False, flag=True,
+        False,
+        flag=True,
         help="Continue an interrupted run in `output_dir`; without it a non-empty `output_dir` is an error.",
     )
     seed: int = setting(42, flag=True, training_arg=True, help="Seed for initialisation, data order and masking.")
@@ -233,15 +248,17 @@ class PretrainConfig(RunConfig):
         phase's folder and steps, and what every phase fixes (step checkpoints, no reporters)."""
         from transformers import TrainingArguments
 
-        return TrainingArguments(**{
-            **self.training_arguments_kwargs(TrainingArguments),
-            "output_dir": str(phase_dir),
-            "max_steps": steps,
-            **_checkpointing_args(TrainingArguments, self.gradient_checkpointing),
-            "save_strategy": "steps",
-            "report_to": "none",
-            "dataloader_num_workers": 0,
-        })
+        return TrainingArguments(
+            **{
+                **self.training_arguments_kwargs(TrainingArguments),
+                "output_dir": str(phase_dir),
+                "max_steps": steps,
+                **_checkpointing_args(TrainingArguments, self.gradient_checkpointing),
+                "save_strategy": "steps",
+                "report_to": "none",
+                "dataloader_num_workers": 0,
+            }
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -317,7 +334,9 @@ def _dataset_documents(config: PretrainConfig) -> Iterator[str] | list[str]:
         ) from exc
     if not config.streaming:
         if config.text_column not in rows.column_names:
-            raise ValueError(f"dataset {name!r} has no column {config.text_column!r} (columns: {rows.column_names}): pass text_column")
+            raise ValueError(
+                f"dataset {name!r} has no column {config.text_column!r} (columns: {rows.column_names}): pass text_column"
+            )
         return list(rows[config.text_column])
     return _stream_column(rows, name, config.text_column)
 
@@ -359,7 +378,9 @@ def _gensim_wiki_documents() -> list[str]:
     """Article texts of the shortened English Wikipedia dump in the gensim wheel (107 articles)."""
     spec = importlib.util.find_spec("gensim")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError("the built-in text 'gensim-wiki' is the Wikipedia sample in the gensim wheel: pip install gensim==4.4.0")
+        raise ImportError(
+            "the built-in text 'gensim-wiki' is the Wikipedia sample in the gensim wheel: pip install gensim==4.4.0"
+        )
     dump = Path(next(iter(spec.submodule_search_locations))) / "test" / "test_data" / GENSIM_WIKI_FILE
     if not dump.is_file():
         raise FileNotFoundError(f"{dump} is missing from this gensim installation: pip install gensim==4.4.0")
@@ -413,7 +434,11 @@ def load_mlm_model(spec: str) -> MegaForMaskedLM:
     except OSError as exc:
         raise ValueError(f"could not load the encoder config from {spec!r}: {exc}") from exc
     if config.model_type != "mega":
-        hint = " (a built mega2bart model: pass the MEGA encoder it was built from)" if config.model_type == "encoder-decoder" else ""
+        hint = (
+            " (a built mega2bart model: pass the MEGA encoder it was built from)"
+            if config.model_type == "encoder-decoder"
+            else ""
+        )
         raise ValueError(f"encoder {spec!r} is a {config.model_type!r} model, not MEGA{hint}")
     config.is_decoder = False
     model, info = MegaForMaskedLM.from_pretrained(spec, config=config, output_loading_info=True)
@@ -458,7 +483,9 @@ def _check_compatible(model: MegaForMaskedLM, tokenizer: PreTrainedTokenizerBase
         if chunk and phase.max_length > chunk and phase.max_length % chunk:
             logger.warning(
                 "max_length %d is not a multiple of chunk_size %d: every sequence is padded inside the model to %d",
-                phase.max_length, chunk, math.ceil(phase.max_length / chunk) * chunk,
+                phase.max_length,
+                chunk,
+                math.ceil(phase.max_length / chunk) * chunk,
             )
 
 
@@ -480,7 +507,11 @@ def _mlm_loss(model: MegaForMaskedLM, batch: dict[str, Any]) -> float:
 
 def _checkpointing_args(arguments_class: type, enabled: bool) -> dict[str, Any]:
     """Per-block recomputation; transformers >= 5.x renamed `gradient_checkpointing` `activation_checkpointing`."""
-    name = "activation_checkpointing" if "activation_checkpointing" in arguments_class.__dataclass_fields__ else "gradient_checkpointing"
+    name = (
+        "activation_checkpointing"
+        if "activation_checkpointing" in arguments_class.__dataclass_fields__
+        else "gradient_checkpointing"
+    )
     return {name: enabled, f"{name}_kwargs": {"use_reentrant": False} if enabled else None}
 
 
@@ -553,13 +584,19 @@ def run_pretraining(config: PretrainConfig) -> Path:
         )
         loss_before = _mlm_loss(model, probe)
         args = config.to_training_arguments(phase_dir, phase.steps)
-        trainer = Trainer(model=model, args=args, train_dataset=train_set, data_collator=collator, processing_class=tokenizer)
+        trainer = Trainer(
+            model=model, args=args, train_dataset=train_set, data_collator=collator, processing_class=tokenizer
+        )
         last = newest_complete_checkpoint(phase_dir) if config.resume else None  # skips one cut short by a crash
         if last:
             logger.info("phase %d: resuming from %s", index + 1, last)
         logger.info(
             "phase %d/%d: %s sequences of %d tokens, mask ratio %.2f, %d steps",
-            index + 1, len(phases), "streamed" if count is None else count, phase.max_length, phase.mask_ratio,
+            index + 1,
+            len(phases),
+            "streamed" if count is None else count,
+            phase.max_length,
+            phase.mask_ratio,
             phase.steps,
         )
         train_output = trainer.train(resume_from_checkpoint=last)
@@ -576,7 +613,9 @@ def run_pretraining(config: PretrainConfig) -> Path:
         }
         (phase_dir / PHASE_FILE).write_text(json.dumps(result, indent=2))
         results.append(result)
-        logger.info("phase %d: MLM loss on the probe batch %.4f -> %.4f", index + 1, loss_before, result["mlm_loss_after"])
+        logger.info(
+            "phase %d: MLM loss on the probe batch %.4f -> %.4f", index + 1, loss_before, result["mlm_loss_after"]
+        )
 
     final = output_dir / FINAL_DIR
     model.save_pretrained(final)

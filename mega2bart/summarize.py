@@ -198,10 +198,17 @@ class Summarizer:
         self.batch_size = batch_size
         self.generation = generation or GenerationOptions()
         model_min = getattr(model.generation_config, "min_new_tokens", None)
-        if self.generation.max_new_tokens and self.generation.min_new_tokens is None and model_min \
-                and model_min > self.generation.max_new_tokens:
-            logger.info("min_new_tokens %d of the model's generation config lowered to max_new_tokens %d",
-                        model_min, self.generation.max_new_tokens)
+        if (
+            self.generation.max_new_tokens
+            and self.generation.min_new_tokens is None
+            and model_min
+            and model_min > self.generation.max_new_tokens
+        ):
+            logger.info(
+                "min_new_tokens %d of the model's generation config lowered to max_new_tokens %d",
+                model_min,
+                self.generation.max_new_tokens,
+            )
             self.generation = dataclasses.replace(self.generation, min_new_tokens=self.generation.max_new_tokens)
         self.merge = merge
         self.max_levels = max_levels
@@ -219,9 +226,7 @@ class Summarizer:
         device = next(self.model.parameters()).device
         for start in range(0, len(order), self.batch_size):
             batch_ids = order[start : start + self.batch_size]
-            features = [
-                {"input_ids": [*self.lead_ids, *token_lists[i], *self.trail_ids]} for i in batch_ids
-            ]
+            features = [{"input_ids": [*self.lead_ids, *token_lists[i], *self.trail_ids]} for i in batch_ids]
             batch = self.tokenizer.pad(features, padding=True, return_tensors="pt")
             with torch.inference_mode():
                 generated = self.model.generate(
@@ -475,8 +480,11 @@ def check_output(
             in_stat = _stdin_stat(stdin)
         else:
             in_stat = Path(raw).stat() if Path(raw).exists() else None
-        if in_stat is not None and (in_stat.st_dev, in_stat.st_ino) == (out_stat.st_dev, out_stat.st_ino) \
-                and stat.S_ISREG(out_stat.st_mode):
+        if (
+            in_stat is not None
+            and (in_stat.st_dev, in_stat.st_ino) == (out_stat.st_dev, out_stat.st_ino)
+            and stat.S_ISREG(out_stat.st_mode)
+        ):
             name = "standard input" if str(raw) == STDIN else repr(str(raw))
             raise ValueError(
                 f"output {str(output)!r} is also an input ({name}): writing it would destroy the document; "
@@ -694,8 +702,14 @@ def _report_run(
         write_stats = False
     if write_stats:
         stats.write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
-    logger.info("summarised %s in %.1f s (%s documents/hour) -> %s%s", counts, seconds, run["documents_per_hour"],
-                output, f", run statistics in {stats}" if write_stats else "")
+    logger.info(
+        "summarised %s in %.1f s (%s documents/hour) -> %s%s",
+        counts,
+        seconds,
+        run["documents_per_hour"],
+        output,
+        f", run statistics in {stats}" if write_stats else "",
+    )
     return {**counts, **timing}
 
 
@@ -942,9 +956,7 @@ def summarize_in_parts(
     return {"skipped": len(documents) - len(todo), "written": written, "windowed": windowed}
 
 
-def _merge_parts(
-    output: Path, parts: Path, position: dict[str, int], *, keep_output: bool
-) -> list[SummaryResult]:
+def _merge_parts(output: Path, parts: Path, position: dict[str, int], *, keep_output: bool) -> list[SummaryResult]:
     """Write `output` = its complete records (if `keep_output`) + the parts' other records in the order of
     a single process; atomically (a temporary file renamed onto it); remove `parts`. Returns the records added."""
     kept = _complete_records(output) if keep_output else []
@@ -957,8 +969,12 @@ def _merge_parts(
                 added.setdefault(str(result.id), (line, result))
     stray = [doc_id for doc_id in added if doc_id not in position]
     if stray:
-        logger.warning("%d records in %s are of documents not among the inputs (e.g. %r): kept at the end",
-                       len(stray), parts, stray[0])
+        logger.warning(
+            "%d records in %s are of documents not among the inputs (e.g. %r): kept at the end",
+            len(stray),
+            parts,
+            stray[0],
+        )
     order = sorted(added, key=lambda i: (i not in position, -added[i][1].num_tokens, position.get(i, 0)))
     temporary = output.with_name(f".{output.name}.merging")
     with temporary.open("wb") as fh:

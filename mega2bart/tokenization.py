@@ -66,9 +66,7 @@ def _bart_layout_vocab_and_merges() -> tuple[dict[str, int], tuple[tuple[str, st
         )
     vocab = {token: i for i, token in enumerate(layout)}
     # vocab.bpe: a "#version" header, then one merge "left right" per line, in priority order.
-    merges = tuple(
-        tuple(line.split(" ")) for line in bpe_lines if line and not line.startswith("#version")
-    )
+    merges = tuple(tuple(line.split(" ")) for line in bpe_lines if line and not line.startswith("#version"))
     return vocab, merges  # type: ignore[return-value]
 
 

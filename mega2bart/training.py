@@ -94,11 +94,14 @@ class TrainConfig(RunConfig):
         flag=True, help="Directory of a built model (`mega2bart build`) or a checkpoint of an earlier run."
     )
     dataset: str = setting(
-        "aclsum", flag=True,
+        "aclsum",
+        flag=True,
         help='"aclsum" (offline), a local .json/.jsonl/.csv/.parquet file, or a Hugging Face Hub name.',
     )
     output_dir: str = setting(
-        "runs/train", flag=True, training_arg=True,
+        "runs/train",
+        flag=True,
+        training_arg=True,
         help="Where checkpoints, the final model, `train_config.yaml` and `metrics.json` go.",
     )
     dataset_config: str | None = setting(
@@ -112,7 +115,9 @@ class TrainConfig(RunConfig):
     )
     train_split: str = setting("train", help="Split to train on.")
     eval_split: str | None = setting(
-        "validation", flag=True, aliases={"none": None, "": None},
+        "validation",
+        flag=True,
+        aliases={"none": None, "": None},
         help='Split for evaluation during and after training; None or "" skips evaluation '
         '(on the command line: "none").',
     )
@@ -120,18 +125,23 @@ class TrainConfig(RunConfig):
         None, flag=True, min=1, help="Use at most this many training examples (None: all)."
     )
     max_eval_samples: int | None = setting(
-        None, flag=True, min=1,
+        None,
+        flag=True,
+        min=1,
         help="Use at most this many evaluation examples (None: all); generation makes evaluation slow.",
     )
     streaming: bool = setting(
-        False, flag=True,
+        False,
+        flag=True,
         help="""Read the training split as a stream (`datasets` streaming: a Hub dataset is not downloaded
         whole), tokenized as it is read and shuffled in a buffer of 1,000 rows; the data has no known
         length, so `max_steps` is the stopping rule (the stream starts again when it ends). An eval
         split is then read as a stream too, its first `max_eval_samples` rows.""",
     )
     max_source_length: int = setting(
-        16384, flag=True, min=1,
+        16384,
+        flag=True,
+        min=1,
         help="Documents are cut to this many tokens (specials included); the MEGA seed encoder has 16,384.",
     )
     max_target_length: int = setting(512, flag=True, min=1, help="Summaries are cut to this many tokens for training.")
@@ -145,58 +155,81 @@ class TrainConfig(RunConfig):
         1, min=1, training_arg=True, help="Documents per device per evaluation batch."
     )
     gradient_accumulation_steps: int = setting(
-        16, flag=True, min=1, training_arg=True,
+        16,
+        flag=True,
+        min=1,
+        training_arg=True,
         help="Micro-batches per optimiser step; the loss is normalised over all their label tokens.",
     )
     learning_rate: float = setting(5e-5, flag=True, above=0, training_arg=True, help="Peak learning rate (AdamW).")
     weight_decay: float = setting(
-        0.01, min=0, note="0: no weight decay", training_arg=True,
+        0.01,
+        min=0,
+        note="0: no weight decay",
+        training_arg=True,
         help="AdamW weight decay (not applied to biases and norms).",
     )
     warmup_steps: float = setting(
-        0.05, training_arg=False,  # to_training_arguments passes a step count as an int
+        0.05,
+        training_arg=False,  # to_training_arguments passes a step count as an int
         help="Linear warm-up: an int >= 1 is a step count, a float in [0, 1) a fraction of all steps.",
     )
     lr_scheduler_type: str = setting(
-        "linear", training_arg=True,
+        "linear",
+        training_arg=True,
         help='Learning-rate schedule after warm-up: "linear", "cosine", "constant_with_warmup", ...',
     )
     max_grad_norm: float = setting(
         1.0, min=0, note="0: no gradient clipping", training_arg=True, help="Gradient clipping norm."
     )
-    num_train_epochs: float = setting(
-        3.0, flag=True, training_arg=True, help="Epochs, unless `max_steps` > 0."
-    )
+    num_train_epochs: float = setting(3.0, flag=True, training_arg=True, help="Epochs, unless `max_steps` > 0.")
     max_steps: int = setting(
         -1, flag=True, training_arg=True, help="Optimiser steps; > 0 overrides `num_train_epochs`."
     )
     label_smoothing: float = setting(
-        0.0, flag=True, training_arg="label_smoothing_factor",
+        0.0,
+        flag=True,
+        training_arg="label_smoothing_factor",
         help="Label smoothing in [0, 1); 0.1 is common for summarisation.",
     )
     bf16: bool | Literal["auto"] = setting(
-        "auto", flag=True, choices={"auto": "auto", "true": True, "false": False}, training_arg=False,
+        "auto",
+        flag=True,
+        choices={"auto": "auto", "true": True, "false": False},
+        training_arg=False,
         help='bf16 mixed precision: "auto" = on iff CUDA supports bf16 (off on CPU); true forces it.',
     )
     gradient_checkpointing: bool = setting(
-        True, flag=True, training_arg="activation_checkpointing",
+        True,
+        flag=True,
+        training_arg="activation_checkpointing",
         help="Recompute activations in backward (MEGA blocks and BART layers): far less memory, ~20-30% slower.",
     )
     freeze: Literal["none", "encoder", "decoder"] = setting(
-        "none", flag=True,
-        help='''"encoder": MEGA is not trained. "decoder": BART's self-attention, feed-forward, embeddings
-        and LM head are not trained. The projection and cross-attention always train.''',
+        "none",
+        flag=True,
+        help=""""encoder": MEGA is not trained. "decoder": BART's self-attention, feed-forward, embeddings
+        and LM head are not trained. The projection and cross-attention always train.""",
     )
     warm_start_steps: int = setting(
-        0, flag=True, min=0, note="0: no warm start",
+        0,
+        flag=True,
+        min=0,
+        note="0: no warm start",
         help="Staged training: the first N steps train only the projection and the cross-attention.",
     )
     eval_steps: int | None = setting(
-        None, flag=True, min=1, training_arg=True,
+        None,
+        flag=True,
+        min=1,
+        training_arg=True,
         help="Evaluate (generate + ROUGE) every N steps; None: once per epoch (never if no eval split).",
     )
     save_steps: int = setting(
-        500, flag=True, min=1, training_arg=True,
+        500,
+        flag=True,
+        min=1,
+        training_arg=True,
         help="Save a checkpoint every N optimiser steps (plus one at the end).",
     )
     save_total_limit: int | None = setting(
@@ -204,20 +237,26 @@ class TrainConfig(RunConfig):
     )
     logging_steps: int = setting(10, min=1, training_arg=True, help="Log the training loss every N steps.")
     eval_accumulation_steps: int | None = setting(
-        8, min=1, training_arg=True,
+        8,
+        min=1,
+        training_arg=True,
         help="Move generated ids to the CPU every N eval batches (None: keep all on the device).",
     )
     generation_max_new_tokens: int = setting(
-        256, min=1,
+        256,
+        min=1,
         help="""Maximum summary length in new tokens when generating for evaluation (other settings: the
         model's generation_config.json).""",
     )
     generation_num_beams: int = setting(
-        1, min=1, training_arg=True,
+        1,
+        min=1,
+        training_arg=True,
         help="Beams when generating for evaluation (1 = greedy; beams multiply encoder memory).",
     )
     train_sampling_strategy: Literal["random", "group_by_length"] = setting(
-        "group_by_length", training_arg=True,
+        "group_by_length",
+        training_arg=True,
         help='"group_by_length" batches documents of similar length together (less padding).',
     )
     seed: int = setting(42, flag=True, training_arg=True, help="Seed for initialisation, dropout and data order.")
@@ -226,12 +265,17 @@ class TrainConfig(RunConfig):
     )
     dataloader_num_workers: int = setting(0, min=0, training_arg=True, help="Worker processes for data loading.")
     report_to: Literal["none", "tensorboard", "wandb"] = setting(
-        "none", flag=True, training_arg=True,
+        "none",
+        flag=True,
+        training_arg=True,
         help="Where to report logs besides `trainer_state.json` and `metrics.json`.",
     )
     run_name: str | None = setting(None, training_arg=True, help="Run name for tensorboard/wandb.")
     resume_from_checkpoint: str | None = setting(
-        "auto", flag="--resume", aliases={"none": None}, training_arg=False,  # given to `Trainer.train`
+        "auto",
+        flag="--resume",
+        aliases={"none": None},
+        training_arg=False,  # given to `Trainer.train`
         help='"auto": the newest complete checkpoint in `output_dir` if any; a path: that checkpoint; '
         'None: start fresh (on the command line: "none").',
     )
@@ -316,7 +360,7 @@ class TrainConfig(RunConfig):
         return "gloo" if distributed and self.resolved_use_cpu() else None
 
     def requested_sharding(self) -> str | None:
-        """"FSDP" or "DeepSpeed" if `extra_training_args` or `accelerate launch --config_file` ask for it."""
+        """ "FSDP" or "DeepSpeed" if `extra_training_args` or `accelerate launch --config_file` ask for it."""
         extra = self.extra_training_args
         if extra.get("fsdp") or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
             return "FSDP"
@@ -432,7 +476,9 @@ class WarmStartCallback(TrainerCallback):
     ) -> None:
         self._set_stage(1 if state.global_step < self.warm_start_steps else 2)
 
-    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         self._set_stage(2)
 
 
@@ -479,18 +525,23 @@ class SummarizationTrainer(Seq2SeqTrainer):
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
         return EpochSeededLengthGroupedSampler(sampler.batch_size, lengths=sampler.lengths, seed=seed)
 
-    def evaluate(self, eval_dataset: Any = None, ignore_keys: list[str] | None = None,
-                 metric_key_prefix: str = "eval", **gen_kwargs: Any) -> dict[str, float]:
+    def evaluate(
+        self,
+        eval_dataset: Any = None,
+        ignore_keys: list[str] | None = None,
+        metric_key_prefix: str = "eval",
+        **gen_kwargs: Any,
+    ) -> dict[str, float]:
         gen_kwargs = {**self.eval_generation, **gen_kwargs}
         # generating fills every default into model.generation_config (max_length=20, ...), which
         # checkpoints and the final model would then save: keep the inference settings as they were
         saved = copy.deepcopy(self.model.generation_config)
         try:
-            return super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix, **gen_kwargs)
+            return super().evaluate(
+                eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix, **gen_kwargs
+            )
         finally:
             self.model.generation_config = saved
-
-
 
 
 _CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
@@ -755,7 +806,10 @@ def _streamed_splits(config: TrainConfig, tokenizer: Any) -> tuple[dict[str, Any
 
     def stream(split: str) -> Any:
         return load_summarization_stream(
-            config.dataset, config.dataset_config, split=split, text_column=config.text_column,
+            config.dataset,
+            config.dataset_config,
+            split=split,
+            text_column=config.text_column,
             summary_column=config.summary_column,
         )
 
@@ -771,7 +825,9 @@ def _streamed_splits(config: TrainConfig, tokenizer: Any) -> tuple[dict[str, Any
         if not rows:
             raise ValueError(f"the eval split {config.eval_split!r} of {config.dataset!r} has no usable row")
         eval_set = Dataset.from_list(rows, split=config.eval_split)
-        tokenized["eval"], stats = tokenize_dataset(eval_set, tokenizer, config.max_source_length, config.max_target_length)
+        tokenized["eval"], stats = tokenize_dataset(
+            eval_set, tokenizer, config.max_source_length, config.max_target_length
+        )
         token_stats = {"eval": next(iter(stats.values()))}
     if config.train_sampling_strategy == "group_by_length":
         logger.info("streaming: the training rows come in stream order (shuffled in a buffer), not grouped by length")
@@ -834,8 +890,17 @@ def _delete_run(output_dir: Path) -> None:
 
     from mega2bart.build import BUILD_INFO_FILE, REMOTE_CODE_FILES
 
-    names = {CONFIG_FILE, METRICS_FILE, "config.json", "generation_config.json", "training_args.bin",
-             "model.safetensors", "model.safetensors.index.json", BUILD_INFO_FILE, *REMOTE_CODE_FILES}
+    names = {
+        CONFIG_FILE,
+        METRICS_FILE,
+        "config.json",
+        "generation_config.json",
+        "training_args.bin",
+        "model.safetensors",
+        "model.safetensors.index.json",
+        BUILD_INFO_FILE,
+        *REMOTE_CODE_FILES,
+    }
     deleted = 0
     for path in output_dir.iterdir():
         run_folder = path.is_dir() and (
@@ -872,13 +937,24 @@ def train(config: TrainConfig, callbacks: Sequence[TrainerCallback] = (), overwr
     train_output = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(str(output_dir))  # model + tokenizer (processing_class), process 0 only
     if trainer.is_world_process_zero():
-        ship_build_files(output_dir, config.model, training={
-            "from": config.model, "global_step": train_output.global_step, "dataset": config.dataset,
-        })
-    results: dict[str, Any] = {"train": dict(train_output.metrics), "run": {**summary, "resumed_from": checkpoint, "global_step": train_output.global_step}}
+        ship_build_files(
+            output_dir,
+            config.model,
+            training={
+                "from": config.model,
+                "global_step": train_output.global_step,
+                "dataset": config.dataset,
+            },
+        )
+    results: dict[str, Any] = {
+        "train": dict(train_output.metrics),
+        "run": {**summary, "resumed_from": checkpoint, "global_step": train_output.global_step},
+    }
     if config.eval_split:
         # an evaluation at the final step (eval_steps dividing max_steps, or epoch end) is not repeated
-        final = [e for e in trainer.state.log_history if "eval_loss" in e and e.get("step") == trainer.state.global_step]
+        final = [
+            e for e in trainer.state.log_history if "eval_loss" in e and e.get("step") == trainer.state.global_step
+        ]
         results["eval"] = {k: v for k, v in final[-1].items() if k != "step"} if final else trainer.evaluate()
     results["log_history"] = trainer.state.log_history
     if trainer.is_world_process_zero():

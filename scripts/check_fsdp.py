@@ -59,11 +59,39 @@ def _run(command: list[str], env: dict[str, str]) -> None:
 
 def _train_args(model: Path, output: Path, steps: int, accumulation: int) -> list[str]:
     return [
-        "train", "--model", str(model), "--output-dir", str(output), "--dataset", "aclsum",
-        "--max-steps", str(steps), "--batch-size", "1", "--gradient-accumulation-steps", str(accumulation),
-        "--max-train-samples", str(DOCUMENTS), "--max-source-length", "256", "--max-target-length", "32",
-        "--eval-split", "none", "--save-steps", "3", "--learning-rate", str(LEARNING_RATE), "--bf16", "false",
-        "--no-gradient-checkpointing", "--set", "warmup_steps=0", "--set", "logging_steps=1", "--quiet",
+        "train",
+        "--model",
+        str(model),
+        "--output-dir",
+        str(output),
+        "--dataset",
+        "aclsum",
+        "--max-steps",
+        str(steps),
+        "--batch-size",
+        "1",
+        "--gradient-accumulation-steps",
+        str(accumulation),
+        "--max-train-samples",
+        str(DOCUMENTS),
+        "--max-source-length",
+        "256",
+        "--max-target-length",
+        "32",
+        "--eval-split",
+        "none",
+        "--save-steps",
+        "3",
+        "--learning-rate",
+        str(LEARNING_RATE),
+        "--bf16",
+        "false",
+        "--no-gradient-checkpointing",
+        "--set",
+        "warmup_steps=0",
+        "--set",
+        "logging_steps=1",
+        "--quiet",
     ]
 
 
@@ -71,12 +99,34 @@ def _launcher(mode: str, processes: int) -> list[str]:
     python_dir = Path(sys.executable).parent
     if mode == "ddp":
         torchrun = python_dir / "torchrun"
-        return [str(torchrun) if torchrun.exists() else "torchrun", "--nnodes", "1", "--nproc_per_node",
-                str(processes), "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "mega2bart.cli"]
+        return [
+            str(torchrun) if torchrun.exists() else "torchrun",
+            "--nnodes",
+            "1",
+            "--nproc_per_node",
+            str(processes),
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(_free_port()),
+            "-m",
+            "mega2bart.cli",
+        ]
     accelerate = python_dir / "accelerate"
-    return [str(accelerate) if accelerate.exists() else "accelerate", "launch", "--config_file",
-            str(REPO / "configs" / "accelerate-fsdp.yaml"), "--num_processes", str(processes),
-            "--mixed_precision", "no", "--main_process_port", str(_free_port()), "-m", "mega2bart.cli"]
+    return [
+        str(accelerate) if accelerate.exists() else "accelerate",
+        "launch",
+        "--config_file",
+        str(REPO / "configs" / "accelerate-fsdp.yaml"),
+        "--num_processes",
+        str(processes),
+        "--mixed_precision",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+        "-m",
+        "mega2bart.cli",
+    ]
 
 
 def _losses(run: Path) -> dict[int, float]:
@@ -105,8 +155,13 @@ def main() -> int:
     if args.mode == "fsdp" and processes == 1:
         print("note: one GPU, so FSDP runs with 1 process (wrapping, checkpointing and saving; no sharding)")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="check_fsdp_"))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
     if args.mode == "ddp":
         env["CUDA_VISIBLE_DEVICES"] = ""  # both runs on the CPU
 
@@ -142,7 +197,8 @@ def main() -> int:
     noise_only = [k for k in final_a if k.endswith("k_proj.bias")]
     worst = max(
         ((final_a[k].double() - final_b[k].double()).abs().max().item(), k)
-        for k in final_a if k in final_b and k not in noise_only
+        for k in final_a
+        if k in final_b and k not in noise_only
     )
     print(f"final weights: largest difference {worst[0]:.2e} in {worst[1]}")
     if worst[0] > args.atol:
@@ -172,8 +228,12 @@ def main() -> int:
         try:
             loaded, tokenizer = load_mega2bart(directory)
             with torch.inference_mode():
-                ids = loaded.generate(**tokenizer(["A short test document."], return_tensors="pt"),
-                                      max_new_tokens=4, min_new_tokens=1, num_beams=1)
+                ids = loaded.generate(
+                    **tokenizer(["A short test document."], return_tensors="pt"),
+                    max_new_tokens=4,
+                    min_new_tokens=1,
+                    num_beams=1,
+                )
             print(f"{directory.name}: loads as a normal model and generates {ids.shape[1]} tokens")
         except Exception as exc:  # noqa: BLE001 -- reported, then the exit status says it failed
             failures.append(f"{directory} does not load: {type(exc).__name__}: {exc}")

@@ -97,7 +97,9 @@ def native_half(dir_a: Path, dir_b: Path, model_class: str, add_pooling_layer: b
 # port half (transformers 4.57.1)
 
 
-def build_port_model(kind: str, model_class: str, add_pooling_layer: bool) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
+def build_port_model(
+    kind: str, model_class: str, add_pooling_layer: bool
+) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
     sys.path.insert(0, str(REPO / "scripts"))
     sys.path.insert(0, str(REPO / "tests"))
     import make_fixtures as mf  # checks transformers == 4.57.1
@@ -167,8 +169,15 @@ def run_variant(kind: str, model_class: str, add_pooling_layer: bool, native_pyt
     port_state = {k: v.clone() for k, v in model.state_dict().items()}
     del model
 
-    cmd = [native_python, str(Path(__file__).resolve()), "--native-half", str(dir_a), str(dir_b), model_class,
-           "--add-pooling-layer" if add_pooling_layer else "--no-add-pooling-layer"]
+    cmd = [
+        native_python,
+        str(Path(__file__).resolve()),
+        "--native-half",
+        str(dir_a),
+        str(dir_b),
+        model_class,
+        "--add-pooling-layer" if add_pooling_layer else "--no-add-pooling-layer",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         print(f"[{name}] FAIL: native half exited {proc.returncode}:\n{proc.stderr[-3000:]}")
@@ -185,7 +194,11 @@ def run_variant(kind: str, model_class: str, add_pooling_layer: bool, native_pyt
     state_equal = set(reload_state) == set(port_state) and all(
         torch.equal(reload_state[k], port_state[k]) for k in port_state
     )
-    saved_by_native = sorted(load_file(str(dir_b / "model.safetensors")).keys()) if (dir_b / "model.safetensors").exists() else sorted(p.name for p in dir_b.iterdir())
+    saved_by_native = (
+        sorted(load_file(str(dir_b / "model.safetensors")).keys())
+        if (dir_b / "model.safetensors").exists()
+        else sorted(p.name for p in dir_b.iterdir())
+    )
     saved_by_port = sorted(load_file(str(dir_a / "model.safetensors")).keys())
 
     mask = inputs.get("attention_mask", torch.ones_like(inputs["input_ids"]))
@@ -199,9 +212,15 @@ def run_variant(kind: str, model_class: str, add_pooling_layer: bool, native_pyt
     print(f"[{name}] {'PASS' if ok else 'FAIL'}")
     print(f"  native from_pretrained(4.57.1 save): {native_info}")
     print(f"  4.57.1 from_pretrained(native save): {port_info}")
-    print(f"  saved key sets equal (port {len(saved_by_port)} vs native {len(saved_by_native)}): {same_keys}"
-          + ("" if same_keys else f"; only port {sorted(set(saved_by_port) - set(saved_by_native))}, "
-             f"only native {sorted(set(saved_by_native) - set(saved_by_port))}"))
+    print(
+        f"  saved key sets equal (port {len(saved_by_port)} vs native {len(saved_by_native)}): {same_keys}"
+        + (
+            ""
+            if same_keys
+            else f"; only port {sorted(set(saved_by_port) - set(saved_by_native))}, "
+            f"only native {sorted(set(saved_by_native) - set(saved_by_port))}"
+        )
+    )
     print(f"  state dict after round trip bit-identical: {state_equal}")
     print(f"  native vs port outputs: {rep_native}")
     print(f"  port(reloaded from native save) vs port outputs: {rep_reload}")
@@ -219,8 +238,13 @@ VARIANTS = [
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--native-half", nargs=3, metavar=("DIR_A", "DIR_B", "CLASS"), default=None,
-                        help="internal: run the native half (project venv)")
+    parser.add_argument(
+        "--native-half",
+        nargs=3,
+        metavar=("DIR_A", "DIR_B", "CLASS"),
+        default=None,
+        help="internal: run the native half (project venv)",
+    )
     parser.add_argument("--add-pooling-layer", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--native-python", default=str(REPO / ".venv" / "bin" / "python"))
     parser.add_argument("--only", choices=["tiny", "seed2l"], default=None)

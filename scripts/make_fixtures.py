@@ -263,8 +263,12 @@ TINY_CASES: list[TinyCase] = [
         "MegaModel",
         "MegaModel with pooler; rotary bias, layernorm, pre-norm MEGA and FFN, softmax, chunked, "
         "explicit token_type_ids with both types",
-        dict(relative_positional_bias="rotary", normalization_type="layernorm",
-             normalize_before_mega=True, normalize_before_ffn=True),
+        dict(
+            relative_positional_bias="rotary",
+            normalization_type="layernorm",
+            normalize_before_mega=True,
+            normalize_before_ffn=True,
+        ),
         ("padded48_tt", "short10", "full16"),
         add_pooling_layer=True,
     ),
@@ -274,9 +278,17 @@ TINY_CASES: list[TinyCase] = [
         "rmsnorm (the buggy 4.x variant), laplace attention, unidirectional EMA, unchunked with "
         "chunk_size -1 (bias base = max_positions 64), add_lm_hidden_dense_layer, pre-norm MEGA + "
         "post-norm FFN, no token types",
-        dict(normalization_type="rmsnorm", attention_activation="laplace", bidirectional=False,
-             use_chunking=False, chunk_size=-1, add_lm_hidden_dense_layer=True,
-             normalize_before_mega=True, normalize_before_ffn=False, add_token_type_embeddings=False),
+        dict(
+            normalization_type="rmsnorm",
+            attention_activation="laplace",
+            bidirectional=False,
+            use_chunking=False,
+            chunk_size=-1,
+            add_lm_hidden_dense_layer=True,
+            normalize_before_mega=True,
+            normalize_before_ffn=False,
+            add_token_type_embeddings=False,
+        ),
         ("padded48", "short10"),
     ),
     TinyCase(
@@ -284,8 +296,14 @@ TINY_CASES: list[TinyCase] = [
         "MegaModel",
         "MegaModel without pooler; batchnorm with warmed running stats, relu2 attention, "
         "truncation 20, chunked, post-norm MEGA + pre-norm FFN, activation gelu",
-        dict(normalization_type="batchnorm", attention_activation="relu2", truncation=20,
-             normalize_before_mega=False, normalize_before_ffn=True, activation="gelu"),
+        dict(
+            normalization_type="batchnorm",
+            attention_activation="relu2",
+            truncation=20,
+            normalize_before_mega=False,
+            normalize_before_ffn=True,
+            activation="gelu",
+        ),
         ("padded48", "short10", "full16"),
         add_pooling_layer=False,
     ),
@@ -294,9 +312,16 @@ TINY_CASES: list[TinyCase] = [
         "MegaModel",
         "MegaModel with pooler; scalenorm with norm_affine False, rotary bias, unchunked "
         "(chunk_size -1), pre-norm, use_normalized_ffn False, relu activation",
-        dict(norm_affine=False, relative_positional_bias="rotary", use_chunking=False, chunk_size=-1,
-             normalize_before_mega=True, normalize_before_ffn=True, use_normalized_ffn=False,
-             activation="relu"),
+        dict(
+            norm_affine=False,
+            relative_positional_bias="rotary",
+            use_chunking=False,
+            chunk_size=-1,
+            normalize_before_mega=True,
+            normalize_before_ffn=True,
+            use_normalized_ffn=False,
+            activation="relu",
+        ),
         ("padded48", "short10"),
         add_pooling_layer=True,
     ),
@@ -308,9 +333,16 @@ TINY_CASES: list[TinyCase] = [
         "batchnorm with norm_affine False (warmed running stats), laplace attention chunked "
         "(all-pad chunk), unidirectional EMA, truncation 8, LM dense, post-norm MEGA + pre-norm "
         "FFN, explicit token_type_ids",
-        dict(normalization_type="batchnorm", norm_affine=False, attention_activation="laplace",
-             bidirectional=False, truncation=8, add_lm_hidden_dense_layer=True,
-             normalize_before_mega=False, normalize_before_ffn=True),
+        dict(
+            normalization_type="batchnorm",
+            norm_affine=False,
+            attention_activation="laplace",
+            bidirectional=False,
+            truncation=8,
+            add_lm_hidden_dense_layer=True,
+            normalize_before_mega=False,
+            normalize_before_ffn=True,
+        ),
         ("padded48_tt", "short10"),
     ),
     TinyCase(
@@ -508,8 +540,11 @@ def make_head_case(name: str, out_dir: Path) -> dict[str, Any]:
         config = MegaConfig(**TINY_BASE)
         model = build_tiny(mm.MegaForQuestionAnswering, config).eval()
         inputs = tiny_inputs("padded48_tt", vocab_mod)
-        run(model, "padded48_tt", {**inputs, "start_positions": torch.tensor([3, 20]),
-                                   "end_positions": torch.tensor([7, 25])})
+        run(
+            model,
+            "padded48_tt",
+            {**inputs, "start_positions": torch.tensor([3, 20]), "end_positions": torch.tensor([7, 25])},
+        )
         model_class = "MegaForQuestionAnswering"
     elif name == "mc":
         config = MegaConfig(**TINY_BASE)
@@ -522,13 +557,21 @@ def make_head_case(name: str, out_dir: Path) -> dict[str, Any]:
         tt = torch.zeros_like(ids)
         tt[..., 20:] = 1
         tt[mask == 0] = 0
-        run(model, "choices2_L48", {"input_ids": ids, "attention_mask": mask, "token_type_ids": tt,
-                                    "labels": torch.tensor([1, 0])})
+        run(
+            model,
+            "choices2_L48",
+            {"input_ids": ids, "attention_mask": mask, "token_type_ids": tt, "labels": torch.tensor([1, 0])},
+        )
         model_class = "MegaForMultipleChoice"
     elif name in ("causal", "causal_chunked"):
         chunked = name == "causal_chunked"
-        overrides = dict(is_decoder=True, bidirectional=False, add_lm_hidden_dense_layer=True,
-                         use_chunking=chunked, chunk_size=16 if chunked else -1)
+        overrides = dict(
+            is_decoder=True,
+            bidirectional=False,
+            add_lm_hidden_dense_layer=True,
+            use_chunking=chunked,
+            chunk_size=16 if chunked else -1,
+        )
         config = MegaConfig(**{**TINY_BASE, **overrides})
         model = build_tiny(mm.MegaForCausalLM, config).eval()
         model_class = "MegaForCausalLM"
@@ -554,8 +597,7 @@ def make_head_case(name: str, out_dir: Path) -> dict[str, Any]:
                 step_diffs = []
                 for s in range(2):
                     pos = prefix + s
-                    out = model(input_ids=ids[:, pos : pos + 1], past_key_values=past, use_cache=True,
-                                return_dict=True)
+                    out = model(input_ids=ids[:, pos : pos + 1], past_key_values=past, use_cache=True, return_dict=True)
                     past = out.past_key_values
                     io[f"incremental.step{s}.logits"] = out.logits.contiguous()
                     step_diffs.append(float((out.logits[:, 0] - full.logits[:, pos]).abs().max()))
@@ -568,8 +610,9 @@ def make_head_case(name: str, out_dir: Path) -> dict[str, Any]:
             }
             notes.append(f"incremental decode vs full forward logits max abs diff per step: {step_diffs}")
         except Exception as err:
-            notes.append(f"incremental decode (prefix {prefix} + 2 steps) failed in 4.57.1: "
-                         f"{type(err).__name__}: {err}")
+            notes.append(
+                f"incremental decode (prefix {prefix} + 2 steps) failed in 4.57.1: {type(err).__name__}: {err}"
+            )
     else:
         raise ValueError(f"unknown head case {name!r}")
 
@@ -668,8 +711,9 @@ def make_seed_case(out_dir: Path) -> dict[str, Any]:
         for i, h in enumerate(out.hidden_states):
             io[f"{p}.out.hidden_position_sums.{i}"] = h.double().sum(-1)  # (B, L)
         lpos = torch.tensor(SEED_LOGIT_POSITIONS[input_name])
-        vocab_idx = torch.tensor(sorted(set(range(SEED_VOCAB_HEAD)) |
-                                        set(range(0, config.vocab_size, SEED_VOCAB_STRIDE))))
+        vocab_idx = torch.tensor(
+            sorted(set(range(SEED_VOCAB_HEAD)) | set(range(0, config.vocab_size, SEED_VOCAB_STRIDE)))
+        )
         io[f"{p}.logit_positions"] = lpos
         io[f"{p}.logit_vocab_ids"] = vocab_idx
         io[f"{p}.out.logits_at_positions"] = out.logits[:, lpos][..., vocab_idx].contiguous()  # (B, 4, V')
@@ -697,9 +741,15 @@ def make_seed_case(out_dir: Path) -> dict[str, Any]:
         "description": "docs/mega.md#seed-configuration seed reconstruction with 2 layers; weights from "
         "tests/mega_fixture_weights.seeded_state_dict(shapes, seed=0, padding_idx=1), "
         "mlm_head.weight tied to the word embeddings",
-        "weights": {"generator": "tests/mega_fixture_weights.py::seeded_state_dict", "seed": 0,
-                    "padding_idx": config.pad_token_id, "tied": {tied: "mega.embedding_layer.word_embeddings.weight"},
-                    "shapes": shapes, "checksum": checksum, "num_tensors": len(shapes)},
+        "weights": {
+            "generator": "tests/mega_fixture_weights.py::seeded_state_dict",
+            "seed": 0,
+            "padding_idx": config.pad_token_id,
+            "tied": {tied: "mega.embedding_layer.word_embeddings.weight"},
+            "shapes": shapes,
+            "checksum": checksum,
+            "num_tensors": len(shapes),
+        },
         "input_sets": inputs_meta,
         "stored": {
             "last_hidden_at_positions": "(B, P, H) last hidden state (= hidden_states[-1]) at <set>.positions",
@@ -734,9 +784,15 @@ CROSS_CASES: dict[str, dict[str, Any]] = {
     # MegaModel, chunked self-attention (chunk 16, 32 targets), rotary bias over 40 sources, laplace, pre-norm
     "cross_model_chunked_rotary_laplace_prenorm": dict(
         model_class="MegaModel",
-        overrides=dict(use_chunking=True, chunk_size=16, relative_positional_bias="rotary",
-                       attention_activation="laplace", normalize_before_mega=True, normalize_before_ffn=True,
-                       normalization_type="layernorm"),
+        overrides=dict(
+            use_chunking=True,
+            chunk_size=16,
+            relative_positional_bias="rotary",
+            attention_activation="laplace",
+            normalize_before_mega=True,
+            normalize_before_ffn=True,
+            normalization_type="layernorm",
+        ),
         target_length=32,
         source_length=40,
     ),
@@ -753,8 +809,12 @@ def cross_inputs(batch: int, target_length: int, source_length: int, vocab_mod: 
     states = torch.randn(batch, source_length, TINY_BASE["hidden_size"], generator=generator)  # (B, S, H)
     source_mask = torch.ones(batch, source_length, dtype=torch.int64)
     source_mask[1, source_length * 2 // 3 :] = 0
-    return {"input_ids": ids, "attention_mask": mask, "encoder_hidden_states": states,
-            "encoder_attention_mask": source_mask}
+    return {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "encoder_hidden_states": states,
+        "encoder_attention_mask": source_mask,
+    }
 
 
 def make_cross_case(name: str, out_dir: Path) -> dict[str, Any]:
@@ -793,13 +853,19 @@ def make_cross_case(name: str, out_dir: Path) -> dict[str, Any]:
             diffs = []
             with torch.no_grad():
                 for pos in range(spec["target_length"]):
-                    step = model(input_ids=call["input_ids"][:, pos : pos + 1],
-                                 encoder_hidden_states=call["encoder_hidden_states"], past_key_values=past,
-                                 use_cache=True, return_dict=True)
+                    step = model(
+                        input_ids=call["input_ids"][:, pos : pos + 1],
+                        encoder_hidden_states=call["encoder_hidden_states"],
+                        past_key_values=past,
+                        use_cache=True,
+                        return_dict=True,
+                    )
                     past = step.past_key_values
                     diffs.append(float((step.logits[:, 0] - outputs["unmasked"].logits[:, pos]).abs().max()))
-            notes.append(f"4.57.1 incremental decoding (token by token) vs its full forward, max abs logit diff "
-                         f"per position: {[f'{d:.2e}' for d in diffs]}")
+            notes.append(
+                f"4.57.1 incremental decoding (token by token) vs its full forward, max abs logit diff "
+                f"per position: {[f'{d:.2e}' for d in diffs]}"
+            )
         except Exception as err:  # record what the port cannot do
             notes.append(f"4.57.1 incremental decoding with cross-attention failed: {type(err).__name__}: {err}")
 
@@ -864,13 +930,18 @@ def main(argv: list[str] | None = None) -> int:
     for name in selected:
         logger.info("building %s", name)
         meta = builders[name]()
-        manifest["cases"][name] = {"model_class": meta["model_class"], "kind": meta["kind"],
-                                   "description": meta["description"]}
+        manifest["cases"][name] = {
+            "model_class": meta["model_class"],
+            "kind": meta["kind"],
+            "description": meta["description"],
+        }
         if name == "mlm_spec_tiny":
             sc = meta["spec_checks"]
-            print(f"[mlm_spec_tiny] weight checksum {sc['checksum']!r} (spec {SPEC_TINY_CHECKSUM!r}) "
-                  f"matches={sc['checksum_matches']}; tensors {sc['num_tensors']}; "
-                  f"output figures max abs diff vs docs/mega.md {sc['figures_max_abs_diff']:.3e}")
+            print(
+                f"[mlm_spec_tiny] weight checksum {sc['checksum']!r} (spec {SPEC_TINY_CHECKSUM!r}) "
+                f"matches={sc['checksum_matches']}; tensors {sc['num_tensors']}; "
+                f"output figures max abs diff vs docs/mega.md {sc['figures_max_abs_diff']:.3e}"
+            )
         for note in meta.get("notes", []):
             print(f"[{name}] note: {note}")
 

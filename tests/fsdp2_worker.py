@@ -43,7 +43,9 @@ def main(model_dir: str, out_dir: str) -> None:
 
         dist.init_process_group("gloo")
         units = (MegaBlock, BartDecoderLayer)
-        apply_activation_checkpointing(model, checkpoint_wrapper_fn=checkpoint_wrapper, check_fn=lambda m: isinstance(m, units))
+        apply_activation_checkpointing(
+            model, checkpoint_wrapper_fn=checkpoint_wrapper, check_fn=lambda m: isinstance(m, units)
+        )
         mesh = init_device_mesh("cpu", (dist.get_world_size(),))
         wrapped = [m for m in model.modules() if isinstance(m, units)]
         for module in wrapped:
@@ -73,7 +75,10 @@ def main(model_dir: str, out_dir: str) -> None:
     if not sharded or dist.get_rank() == 0:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        save_file({name: tensor.detach().clone().contiguous() for name, tensor in state.items()}, str(out / "model.safetensors"))
+        save_file(
+            {name: tensor.detach().clone().contiguous() for name, tensor in state.items()},
+            str(out / "model.safetensors"),
+        )
         (out / "losses.json").write_text(json.dumps(losses))
     if sharded:
         dist.destroy_process_group()

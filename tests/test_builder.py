@@ -83,13 +83,22 @@ def test_tiny_preset_wiring_and_defaults(caplog) -> None:
     assert "special ids agree: bos 0, pad 1, eos 2, mask 50264" in caplog.text
     # top-level ids and tokenizer context
     config = model.config
-    assert (config.decoder_start_token_id, config.pad_token_id, config.eos_token_id, config.bos_token_id) == (2, 1, 2, 0)
+    assert (config.decoder_start_token_id, config.pad_token_id, config.eos_token_id, config.bos_token_id) == (
+        2,
+        1,
+        2,
+        0,
+    )
     assert tokenizer.model_max_length == 16384
     # long-document generation defaults, not the 20-token fallback
     generation = model.generation_config
     assert generation.num_beams == 4 and generation.max_new_tokens == 512 and generation.min_new_tokens == 32
     assert generation.no_repeat_ngram_size == 3 and generation.length_penalty == 2.0 and generation.early_stopping
-    assert (generation.decoder_start_token_id, generation.forced_bos_token_id, generation.forced_eos_token_id) == (2, 0, 2)
+    assert (generation.decoder_start_token_id, generation.forced_bos_token_id, generation.forced_eos_token_id) == (
+        2,
+        0,
+        2,
+    )
     # everything is random in a preset built from configs, and the report says so
     info = model.mega2bart_build_info
     assert info.random_init_parameters == sum(p.numel() for p in model.parameters()) and info.all_random
@@ -149,10 +158,19 @@ def test_random_init_presets_have_the_real_shapes(name, caplog) -> None:
     assert info.random_init_parameters == FULL_SIZE_COUNTS[name]["total"]  # nothing pretrained
     assert info.encoder.kind == info.decoder.kind == "config" and info.tokenizer.kind == "offline"
     encoder, decoder = model.encoder.config, model.decoder.config
-    assert (encoder.hidden_size, encoder.num_hidden_layers, encoder.chunk_size, encoder.max_positions) == (768, 8, 1024, 16384)
+    assert (encoder.hidden_size, encoder.num_hidden_layers, encoder.chunk_size, encoder.max_positions) == (
+        768,
+        8,
+        1024,
+        16384,
+    )
     width, layers, heads, ffn = {"large": (1024, 12, 16, 4096), "base": (768, 6, 12, 3072)}[name]
     assert (decoder.d_model, decoder.decoder_layers, decoder.decoder_attention_heads, decoder.decoder_ffn_dim) == (
-        width, layers, heads, ffn)
+        width,
+        layers,
+        heads,
+        ffn,
+    )
     assert info.context_length == tokenizer.model_max_length == 16384
     assert model.generation_config.num_beams == 4 and model.generation_config.no_repeat_ngram_size == 3
     assert model.generation_config.forced_eos_token_id == 2 and model.config.decoder_start_token_id == 2
@@ -179,8 +197,15 @@ def test_random_init_presets_are_copies() -> None:
 
 def test_decoder_without_cross_attention_is_refused(offline_tokenizer) -> None:
     llama = LlamaConfig(
-        vocab_size=50265, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=4, bos_token_id=0, eos_token_id=2, pad_token_id=1,
+        vocab_size=50265,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        bos_token_id=0,
+        eos_token_id=2,
+        pad_token_id=1,
     )
     with pytest.raises(BuildError, match=r"no cross-attention in layer\(s\) \[0, 1\] of 2"):
         build_mega2bart(encoder=TINY_ENCODER, decoder=llama, tokenizer=offline_tokenizer)
@@ -232,17 +257,31 @@ def test_save_reload_gives_identical_logits_and_settings(tmp_path) -> None:
     assert tokenizer2("Hello world")["input_ids"] == tokenizer("Hello world")["input_ids"]
 
     files = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert files == sorted([
-        "README.md", "config.json", "configuration_mega.py", "generation_config.json", BUILD_INFO_FILE,
-        "model.safetensors", "modeling_mega.py", "modeling_mega2bart.py", "tokenizer.json", "tokenizer_config.json",
-    ])
+    assert files == sorted(
+        [
+            "README.md",
+            "config.json",
+            "configuration_mega.py",
+            "generation_config.json",
+            BUILD_INFO_FILE,
+            "model.safetensors",
+            "modeling_mega.py",
+            "modeling_mega2bart.py",
+            "tokenizer.json",
+            "tokenizer_config.json",
+        ]
+    )
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging leftovers
 
 
 def test_model_card_and_describe(tiny_mega2bart_dir, tiny_mega_encoder_dir, tiny_bart_decoder_dir) -> None:
     description = describe_mega2bart(tiny_mega2bart_dir)
     assert description.to_dict()["architecture"]["encoder"] == {
-        "model_type": "mega", "hidden_size": 32, "layers": 2, "chunk_size": 64, "vocab_size": 50272,
+        "model_type": "mega",
+        "hidden_size": 32,
+        "layers": 2,
+        "chunk_size": 64,
+        "vocab_size": 50272,
     }
     assert description.architecture.enc_to_dec_proj is True
     model, _ = load_mega2bart(tiny_mega2bart_dir)
@@ -332,7 +371,8 @@ def test_remote_code_load_without_mega2bart(tiny_mega2bart_dir, tmp_path) -> Non
     (shadow / "__init__.py").write_text('raise ImportError("mega2bart is hidden in this test")\n')
     ids = [[0, *range(100, 230), 2]]  # 132 tokens: not a multiple of the chunk size 64
     script = tmp_path / "load_remote.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import json, sys
         try:
             import mega2bart
@@ -355,9 +395,14 @@ def test_remote_code_load_without_mega2bart(tiny_mega2bart_dir, tmp_path) -> Non
                           "encoder": type(model.encoder).__module__,
                           "cache": type(caches[-1]).__name__, "cross_cache_rows": cross.shape[0],
                           "logits": logits[0, -1, :50].tolist(), "generated": generated.tolist()}}))
-    """))
-    env = {**os.environ, "PYTHONPATH": str(shadow.parent), "HF_MODULES_CACHE": str(tmp_path / "hf_modules"),
-           "HF_HUB_OFFLINE": "1"}
+    """)
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(shadow.parent),
+        "HF_MODULES_CACHE": str(tmp_path / "hf_modules"),
+        "HF_HUB_OFFLINE": "1",
+    }
     result = subprocess.run(
         [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
     )
@@ -393,7 +438,9 @@ def test_generate_on_lengths_that_are_not_multiples_of_the_chunk(offline_tokeniz
 
     # greedy generate == a manual argmax loop over full forwards (cache and padding handled consistently)
     single = batch["input_ids"][:1]
-    greedy = model.generate(single, num_beams=1, do_sample=False, max_new_tokens=6, min_new_tokens=0, no_repeat_ngram_size=0)
+    greedy = model.generate(
+        single, num_beams=1, do_sample=False, max_new_tokens=6, min_new_tokens=0, no_repeat_ngram_size=0
+    )
     tokens = [2, 0]  # decoder start, then the forced <s>
     with torch.no_grad():
         while len(tokens) < greedy.shape[1] - 1:
@@ -419,10 +466,23 @@ def test_a_few_optimiser_steps_lower_the_loss() -> None:
 
 def _train_one_step(model, tokenizer, features, batch_size: int, accumulation: int, label_smoothing: float, out: Path):
     args = Seq2SeqTrainingArguments(
-        output_dir=str(out), per_device_train_batch_size=batch_size, gradient_accumulation_steps=accumulation,
-        max_steps=1, learning_rate=1.0, optim="sgd", lr_scheduler_type="constant", weight_decay=0.0,
-        max_grad_norm=0.0, label_smoothing_factor=label_smoothing, report_to="none", save_strategy="no",
-        logging_strategy="no", use_cpu=True, remove_unused_columns=False, disable_tqdm=True, seed=0,
+        output_dir=str(out),
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=accumulation,
+        max_steps=1,
+        learning_rate=1.0,
+        optim="sgd",
+        lr_scheduler_type="constant",
+        weight_decay=0.0,
+        max_grad_norm=0.0,
+        label_smoothing_factor=label_smoothing,
+        report_to="none",
+        save_strategy="no",
+        logging_strategy="no",
+        use_cpu=True,
+        remove_unused_columns=False,
+        disable_tqdm=True,
+        seed=0,
     )
     collator = DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100)
     trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=features, data_collator=collator)
@@ -448,8 +508,12 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path, label_smoothing) 
     with torch.no_grad():
         reference = seq2seq_lm_loss(model(**batch).logits, batch["labels"], label_smoothing=label_smoothing).item()
 
-    big_loss, big_update = _train_one_step(copy.deepcopy(model), tokenizer, features, 2, 1, label_smoothing, tmp_path / "a")
-    acc_loss, acc_update = _train_one_step(copy.deepcopy(model), tokenizer, features, 1, 2, label_smoothing, tmp_path / "b")
+    big_loss, big_update = _train_one_step(
+        copy.deepcopy(model), tokenizer, features, 2, 1, label_smoothing, tmp_path / "a"
+    )
+    acc_loss, acc_update = _train_one_step(
+        copy.deepcopy(model), tokenizer, features, 1, 2, label_smoothing, tmp_path / "b"
+    )
     # the Trainer logs the training loss as a Python float of a float32-reduced tensor: fp32 tolerance
     assert big_loss == pytest.approx(reference, rel=1e-6)
     assert acc_loss == pytest.approx(reference, rel=1e-6)
@@ -518,7 +582,10 @@ def test_real_seed_encoder_with_bart_large(tmp_path) -> None:
     assert (model.enc_to_dec_proj.in_features, model.enc_to_dec_proj.out_features) == (768, 1024)
     random_names = {tensor.name for tensor in info.random_init}
     assert random_names == {
-        "encoder.pooler.dense.weight", "encoder.pooler.dense.bias", "enc_to_dec_proj.weight", "enc_to_dec_proj.bias",
+        "encoder.pooler.dense.weight",
+        "encoder.pooler.dense.bias",
+        "enc_to_dec_proj.weight",
+        "enc_to_dec_proj.bias",
     }
     assert info.vocabulary["embedding_rows"]["encoder"] == 50304
     assert info.encoder.revision and info.decoder.revision
@@ -540,7 +607,10 @@ def test_generation_settings_are_checked() -> None:
 
 
 def test_bidirectional_mega_decoder_config_is_refused(offline_tokenizer) -> None:
-    with pytest.raises(BuildError, match=r"is a bidirectional MEGA model \(an encoder, such as the seed checkpoint\): pass it as the encoder"):
+    with pytest.raises(
+        BuildError,
+        match=r"is a bidirectional MEGA model \(an encoder, such as the seed checkpoint\): pass it as the encoder",
+    ):
         build_mega2bart(
             encoder=TINY_ENCODER, decoder={**TINY_ENCODER, "model_type": "mega"}, tokenizer=offline_tokenizer
         )

@@ -40,7 +40,10 @@ def test_build_tiny_preset_then_info(tmp_path) -> None:
 
     shown = _invoke("info", output)
     assert shown.exit_code == 0, shown.output
-    assert "mega encoder (2 layers, width 32, chunk 64) -> bart decoder (2 layers, width 64) via enc_to_dec_proj" in shown.output
+    assert (
+        "mega encoder (2 layers, width 32, chunk 64) -> bart decoder (2 layers, width 64) via enc_to_dec_proj"
+        in shown.output
+    )
     assert "context length: 16384" in shown.output and "max_new_tokens=128" in shown.output
     assert "encoder.*: all 42 tensors" in shown.output and "enc_to_dec_proj.weight: 2,048" in shown.output
 
@@ -57,7 +60,9 @@ def test_build_random_init_warns_and_card_says_so(tmp_path, monkeypatch) -> None
     # the CLI path of --random-init; the full-size configs are checked in test_builder.py (meta device)
     calls = []
     real = mega2bart.build.preset_kwargs
-    monkeypatch.setattr(mega2bart.build, "preset_kwargs", lambda name, **kw: calls.append((name, kw)) or real("tiny", **kw))
+    monkeypatch.setattr(
+        mega2bart.build, "preset_kwargs", lambda name, **kw: calls.append((name, kw)) or real("tiny", **kw)
+    )
     output = tmp_path / "random"
     result = _invoke("build", output, "--preset", "base", "--random-init", "--quiet")
     assert result.exit_code == 0, result.output
@@ -70,15 +75,23 @@ def test_build_random_init_warns_and_card_says_so(tmp_path, monkeypatch) -> None
     clash = tmp_path / "clash"
     _assert_failed_cleanly(
         _invoke("build", clash, "--preset", "large", "--random-init", "--decoder", "facebook/bart-base"),
-        "--random-init builds the preset's own architecture", clash,
+        "--random-init builds the preset's own architecture",
+        clash,
     )
 
 
 def test_build_from_directories(tmp_path, tiny_mega_encoder_dir, tiny_bart_decoder_dir) -> None:
     output = tmp_path / "from-dirs"
     result = _invoke(
-        "build", output, "--encoder", tiny_mega_encoder_dir, "--decoder", tiny_bart_decoder_dir,
-        "--max-input-length", "8192", "--quiet",
+        "build",
+        output,
+        "--encoder",
+        tiny_mega_encoder_dir,
+        "--decoder",
+        tiny_bart_decoder_dir,
+        "--max-input-length",
+        "8192",
+        "--quiet",
     )
     assert result.exit_code == 0, result.output
     description = json.loads(_invoke("info", output, "--json").output)
@@ -103,11 +116,13 @@ def test_unknown_path_id_and_preset(tmp_path) -> None:
     output = tmp_path / "out"
     _assert_failed_cleanly(
         _invoke("build", output, "--preset", "tiny", "--encoder", tmp_path / "does" / "not" / "exist"),
-        "is neither an existing directory nor a Hugging Face Hub id", output,
+        "is neither an existing directory nor a Hugging Face Hub id",
+        output,
     )
     _assert_failed_cleanly(
         _invoke("build", output, "--preset", "tiny", "--decoder", "no-such-owner/no-such-model", "--quiet"),
-        "could not load the decoder from Hub `no-such-owner/no-such-model`", output,
+        "could not load the decoder from Hub `no-such-owner/no-such-model`",
+        output,
     )
     _assert_failed_cleanly(_invoke("build", output, "--preset", "huge"), "unknown preset 'huge'", output)
 
@@ -119,16 +134,27 @@ def test_vocabulary_mismatch_and_missing_cross_attention(tmp_path) -> None:
     BartForConditionalGeneration(BartConfig(**{**TINY_DECODER, "vocab_size": 1000})).save_pretrained(small_vocab)
     _assert_failed_cleanly(
         _invoke("build", output, "--preset", "tiny", "--decoder", small_vocab, "--tokenizer", "offline"),
-        "tokenizer has 50265 tokens but the decoder has 1000 embedding rows", output,
+        "tokenizer has 50265 tokens but the decoder has 1000 embedding rows",
+        output,
     )
     llama = tmp_path / "llama"
     LlamaForCausalLM(
-        LlamaConfig(vocab_size=50265, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                    num_key_value_heads=4, bos_token_id=0, eos_token_id=2, pad_token_id=1)
+        LlamaConfig(
+            vocab_size=50265,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            bos_token_id=0,
+            eos_token_id=2,
+            pad_token_id=1,
+        )
     ).save_pretrained(llama)
     _assert_failed_cleanly(
         _invoke("build", output, "--preset", "tiny", "--decoder", llama, "--tokenizer", "offline"),
-        "has no cross-attention in layer(s) [0, 1] of 2", output,
+        "has no cross-attention in layer(s) [0, 1] of 2",
+        output,
     )
 
 
@@ -158,12 +184,14 @@ def test_generation_settings_out_of_range_are_refused(tmp_path) -> None:
     output = tmp_path / "out"
     _assert_failed_cleanly(
         _invoke("build", output, "--preset", "tiny", "--min-new-tokens", "10", "--max-new-tokens", "4", "--quiet"),
-        "min_new_tokens (10) exceeds max_new_tokens (4)", output,
+        "min_new_tokens (10) exceeds max_new_tokens (4)",
+        output,
     )
     # only one side given: checked against the other side's default (max_new_tokens 512)
     _assert_failed_cleanly(
         _invoke("build", output, "--preset", "tiny", "--min-new-tokens", "600", "--quiet"),
-        "min_new_tokens (600) exceeds max_new_tokens (512)", output,
+        "min_new_tokens (600) exceeds max_new_tokens (512)",
+        output,
     )
     for flag, value in (("--num-beams", "0"), ("--max-new-tokens", "0"), ("--min-new-tokens", "-1")):
         result = _invoke("build", output, "--preset", "tiny", flag, value, "--quiet")
@@ -180,17 +208,27 @@ def test_decoder_without_tokenizer_files_needs_tokenizer(
     BartForConditionalGeneration(BartConfig(**TINY_DECODER)).save_pretrained(bare)
     _assert_failed_cleanly(
         _invoke("build", output, "--encoder", tiny_mega_encoder_dir, "--decoder", bare, "--quiet"),
-        "has no tokenizer files", output,
+        "has no tokenizer files",
+        output,
     )
-    assert "pass one explicitly (CLI: --tokenizer" in _invoke(
-        "build", output, "--encoder", tiny_mega_encoder_dir, "--decoder", bare, "--quiet"
-    ).output
+    assert (
+        "pass one explicitly (CLI: --tokenizer"
+        in _invoke("build", output, "--encoder", tiny_mega_encoder_dir, "--decoder", bare, "--quiet").output
+    )
     _assert_failed_cleanly(
         _invoke("build", output, "--encoder", tiny_mega_encoder_dir, "--decoder", bare, "--tokenizer", bare, "--quiet"),
-        f"tokenizer '{bare}' has no tokenizer files", output,
+        f"tokenizer '{bare}' has no tokenizer files",
+        output,
     )
     result = _invoke(
-        "build", output, "--encoder", tiny_mega_encoder_dir, "--decoder", bare, "--tokenizer", tiny_bart_decoder_dir,
+        "build",
+        output,
+        "--encoder",
+        tiny_mega_encoder_dir,
+        "--decoder",
+        bare,
+        "--tokenizer",
+        tiny_bart_decoder_dir,
         "--quiet",
     )
     assert result.exit_code == 0, result.output
@@ -212,18 +250,22 @@ def test_built_model_as_encoder_and_mega_as_decoder_are_refused(
     output = tmp_path / "out"
     _assert_failed_cleanly(
         _invoke("build", output, "--preset", "tiny", "--encoder", tiny_mega2bart_dir, "--quiet"),
-        "is a complete encoder-decoder model (model_type 'encoder-decoder'", output,
+        "is a complete encoder-decoder model (model_type 'encoder-decoder'",
+        output,
     )
     _assert_failed_cleanly(
         _invoke(
             "build", output, "--preset", "tiny", "--decoder", tiny_mega2bart_dir, "--tokenizer", "offline", "--quiet"
         ),
-        "the decoder argument expects a BART-family checkpoint", output,
+        "the decoder argument expects a BART-family checkpoint",
+        output,
     )
     _assert_failed_cleanly(
-        _invoke("build", output, "--preset", "tiny", "--decoder", tiny_mega_encoder_dir, "--tokenizer", "offline",
-                "--quiet"),
-        "is a bidirectional MEGA model (an encoder, such as the seed checkpoint): pass it as the encoder", output,
+        _invoke(
+            "build", output, "--preset", "tiny", "--decoder", tiny_mega_encoder_dir, "--tokenizer", "offline", "--quiet"
+        ),
+        "is a bidirectional MEGA model (an encoder, such as the seed checkpoint): pass it as the encoder",
+        output,
     )
 
 
@@ -252,8 +294,9 @@ def test_build_mega_decoder_with_cross_attention(tmp_path) -> None:
 
     simple = dict(config, relative_positional_bias="simple")  # bias range chunk_size 64 < 1024 inputs
     (decoder_dir / "config.json").write_text(json.dumps(simple))
-    result = _invoke("build", tmp_path / "simple", "--preset", "tiny", "--decoder", decoder_dir,
-                     "--max-input-length", "1024")
+    result = _invoke(
+        "build", tmp_path / "simple", "--preset", "tiny", "--decoder", decoder_dir, "--max-input-length", "1024"
+    )
     _assert_failed_cleanly(result, "relative_positional_bias='rotary'", tmp_path / "simple")
     (decoder_dir / "config.json").write_text(json.dumps(dict(config, bidirectional=True)))
     result = _invoke("build", tmp_path / "bidi", "--preset", "tiny", "--decoder", decoder_dir)

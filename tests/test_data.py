@@ -159,8 +159,11 @@ def test_bad_files_raise(tmp_path: Path):
     [
         ("empty.jsonl", "", r"empty\.jsonl' is empty"),
         ("blank.jsonl", "  \n\n", r"blank\.jsonl' is empty"),
-        ("bad.jsonl", '{"document": "a", "summary": "b"}\n{"document": "c", broken\n',
-         r"bad\.jsonl:2 is not valid JSON"),
+        (
+            "bad.jsonl",
+            '{"document": "a", "summary": "b"}\n{"document": "c", broken\n',
+            r"bad\.jsonl:2 is not valid JSON",
+        ),
         ("list.jsonl", '{"document": "a", "summary": "b"}\n[1, 2]\n', r"list\.jsonl:2 is not a JSON object"),
         ("bad.json", '[{"document": "a", "summary": "b"},\n {"document": }]\n', r"bad\.json:2 is not valid JSON"),
     ],

@@ -32,12 +32,46 @@ def test_torchrun_two_cpu_processes_train_and_the_result_loads(tiny_mega2bart_di
     command = [str(torchrun)] if torchrun.exists() else [shutil.which("torchrun") or "torchrun"]
     out = tmp_path / "ddp"
     command += [
-        "--nnodes", "1", "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-        "-m", "mega2bart.cli", "train",
-        "--model", str(tiny_mega2bart_dir), "--output-dir", str(out), "--dataset", "aclsum",
-        "--max-steps", "3", "--batch-size", "1", "--gradient-accumulation-steps", "2", "--max-train-samples", "4",
-        "--max-source-length", "256", "--max-target-length", "32", "--eval-split", "none", "--save-steps", "3",
-        "--learning-rate", "0.003", "--set", "warmup_steps=0", "--set", "logging_steps=1", "--quiet",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "mega2bart.cli",
+        "train",
+        "--model",
+        str(tiny_mega2bart_dir),
+        "--output-dir",
+        str(out),
+        "--dataset",
+        "aclsum",
+        "--max-steps",
+        "3",
+        "--batch-size",
+        "1",
+        "--gradient-accumulation-steps",
+        "2",
+        "--max-train-samples",
+        "4",
+        "--max-source-length",
+        "256",
+        "--max-target-length",
+        "32",
+        "--eval-split",
+        "none",
+        "--save-steps",
+        "3",
+        "--learning-rate",
+        "0.003",
+        "--set",
+        "warmup_steps=0",
+        "--set",
+        "logging_steps=1",
+        "--quiet",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
@@ -53,11 +87,19 @@ def test_torchrun_two_cpu_processes_train_and_the_result_loads(tiny_mega2bart_di
 
     model, tokenizer = load_mega2bart(out)
     final = load_file(str(out / "model.safetensors"))
-    assert torch.equal(final["enc_to_dec_proj.weight"], load_file(str(out / "checkpoint-3" / "model.safetensors"))["enc_to_dec_proj.weight"])
+    assert torch.equal(
+        final["enc_to_dec_proj.weight"],
+        load_file(str(out / "checkpoint-3" / "model.safetensors"))["enc_to_dec_proj.weight"],
+    )
     initial = load_file(str(tiny_mega2bart_dir / "model.safetensors"))
     assert not torch.equal(initial["enc_to_dec_proj.weight"], final["enc_to_dec_proj.weight"])
     with torch.inference_mode():
-        ids = model.generate(**tokenizer(["A short test document."], return_tensors="pt"), max_new_tokens=4, min_new_tokens=0, num_beams=1)
+        ids = model.generate(
+            **tokenizer(["A short test document."], return_tensors="pt"),
+            max_new_tokens=4,
+            min_new_tokens=0,
+            num_beams=1,
+        )
     assert ids.shape[0] == 1
 
 
@@ -96,8 +138,17 @@ def _launch(processes: int, *args: str, crash_rank: int | None = None, cwd: Path
     else:
         torchrun = Path(sys.executable).with_name("torchrun")
         command = [str(torchrun) if torchrun.exists() else shutil.which("torchrun") or "torchrun"]
-        command += ["--nnodes", "1", "--nproc_per_node", str(processes), "--master_addr", "127.0.0.1",
-                    "--master_port", str(_free_port()), *entry]
+        command += [
+            "--nnodes",
+            "1",
+            "--nproc_per_node",
+            str(processes),
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(_free_port()),
+            *entry,
+        ]
     return subprocess.run([*command, *args], capture_output=True, text=True, timeout=300, env=env)
 
 
@@ -113,8 +164,24 @@ def test_summarize_under_torchrun_writes_what_one_process_writes_and_resumes_aft
         path = tmp_path / f"doc{i}.txt"
         path.write_text(LONG_DOCUMENT if i == 3 else f"Document {i} is short." + " It has a few more words." * i)
         docs.append(str(path))
-    common = ["summarize", str(tiny_mega2bart_dir), *docs, "--max-input-tokens", "96", "--window-overlap", "16",
-              "--max-new-tokens", "8", "--min-new-tokens", "2", "--num-beams", "1", "--batch-size", "2", "--quiet"]
+    common = [
+        "summarize",
+        str(tiny_mega2bart_dir),
+        *docs,
+        "--max-input-tokens",
+        "96",
+        "--window-overlap",
+        "16",
+        "--max-new-tokens",
+        "8",
+        "--min-new-tokens",
+        "2",
+        "--num-beams",
+        "1",
+        "--batch-size",
+        "2",
+        "--quiet",
+    ]
 
     one = _launch(1, *common, "--output", str(tmp_path / "one.jsonl"))
     assert one.returncode == 0, one.stderr[-3000:]
@@ -161,15 +228,37 @@ def test_summarize_under_torchrun_writes_what_one_process_writes_and_resumes_aft
 
 
 def test_eval_under_torchrun_writes_what_one_process_writes(tiny_mega2bart_dir, tmp_path):
-    common = ["eval", str(tiny_mega2bart_dir), "--dataset", "aclsum", "--split", "test", "--limit", "5",
-              "--max-input-tokens", "64", "--max-new-tokens", "8", "--min-new-tokens", "2", "--num-beams", "1",
-              "--batch-size", "2", "--bootstrap-samples", "20", "--quiet"]
+    common = [
+        "eval",
+        str(tiny_mega2bart_dir),
+        "--dataset",
+        "aclsum",
+        "--split",
+        "test",
+        "--limit",
+        "5",
+        "--max-input-tokens",
+        "64",
+        "--max-new-tokens",
+        "8",
+        "--min-new-tokens",
+        "2",
+        "--num-beams",
+        "1",
+        "--batch-size",
+        "2",
+        "--bootstrap-samples",
+        "20",
+        "--quiet",
+    ]
     one = _launch(1, *common, "--output-dir", str(tmp_path / "one"))
     assert one.returncode == 0, one.stderr[-3000:]
     two = _launch(2, *common, "--output-dir", str(tmp_path / "two"))
     assert two.returncode == 0, two.stdout[-2000:] + two.stderr[-5000:]
     assert two.stdout.count("rouge1") == 1, two.stdout  # only rank 0 reports
-    assert (tmp_path / "two" / "predictions.jsonl").read_bytes() == (tmp_path / "one" / "predictions.jsonl").read_bytes()
+    assert (tmp_path / "two" / "predictions.jsonl").read_bytes() == (
+        tmp_path / "one" / "predictions.jsonl"
+    ).read_bytes()
     results = [json.loads((tmp_path / run / "eval_results.json").read_text()) for run in ("one", "two")]
     for result in results:  # wall-clock throughput differs from run to run; everything else is identical
         speed = result.pop("throughput")
@@ -184,14 +273,33 @@ def test_eval_under_torchrun_writes_what_one_process_writes(tiny_mega2bart_dir, 
 def test_fsdp2_on_the_cpu_shards_mega_blocks_and_bart_layers_like_one_process(tiny_mega2bart_dir, tmp_path):
     # torch's FSDP2 itself (not the Trainer's, which accelerate keeps off the CPU): tests/fsdp2_worker.py
     worker = str(Path(__file__).with_name("fsdp2_worker.py"))
-    one = subprocess.run([sys.executable, worker, str(tiny_mega2bart_dir), str(tmp_path / "one")],
-                         capture_output=True, text=True, timeout=300, env=ENV)
+    one = subprocess.run(
+        [sys.executable, worker, str(tiny_mega2bart_dir), str(tmp_path / "one")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=ENV,
+    )
     assert one.returncode == 0, one.stderr[-3000:]
     torchrun = Path(sys.executable).with_name("torchrun")
-    command = [str(torchrun) if torchrun.exists() else shutil.which("torchrun") or "torchrun", "--nnodes", "1",
-               "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(_free_port())]
-    two = subprocess.run([*command, worker, str(tiny_mega2bart_dir), str(tmp_path / "two")],
-                         capture_output=True, text=True, timeout=300, env=ENV)
+    command = [
+        str(torchrun) if torchrun.exists() else shutil.which("torchrun") or "torchrun",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+    ]
+    two = subprocess.run(
+        [*command, worker, str(tiny_mega2bart_dir), str(tmp_path / "two")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=ENV,
+    )
     assert two.returncode == 0, two.stdout[-2000:] + two.stderr[-5000:]
     assert two.stdout.count("fully_shard units: 4 + root") == 2, two.stdout  # 2 MEGA blocks + 2 BART layers
 
@@ -214,8 +322,12 @@ def test_fsdp2_on_the_cpu_shards_mega_blocks_and_bart_layers_like_one_process(ti
     model, tokenizer = load_mega2bart(tiny_mega2bart_dir)  # the gathered checkpoint is a normal state dict
     model.load_state_dict(weights_two, strict=True)
     with torch.inference_mode():
-        ids = model.generate(**tokenizer(["A short test document."], return_tensors="pt"), max_new_tokens=4,
-                             min_new_tokens=1, num_beams=1)
+        ids = model.generate(
+            **tokenizer(["A short test document."], return_tensors="pt"),
+            max_new_tokens=4,
+            min_new_tokens=1,
+            num_beams=1,
+        )
     assert ids.shape[0] == 1
 
 
@@ -233,7 +345,10 @@ def test_distributed_training_matches_one_process_resumes_and_loads(mode, tmp_pa
     script = Path(__file__).resolve().parent.parent / "scripts" / "check_fsdp.py"
     result = subprocess.run(
         [sys.executable, str(script), "--mode", mode, "--workdir", str(tmp_path)],
-        capture_output=True, text=True, timeout=900, env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=ENV,
     )
     passed = result.returncode == 0 and "all checks passed" in result.stdout
     assert passed, result.stdout[-4000:] + result.stderr[-4000:]

@@ -25,8 +25,11 @@ def test_read_documents_formats(tmp_path):
         "<script>x()</script></body></html>"
     )
     (tmp_path / "d.jsonl").write_text('{"id": "x1", "text": "first"}\n\n{"document": "second"}\n')
-    docs = dict(read_documents([tmp_path / n for n in ("a.txt", "b.md", "c.html", "d.jsonl")] + ["-"],
-                               stdin=io.StringIO("from stdin")))
+    docs = dict(
+        read_documents(
+            [tmp_path / n for n in ("a.txt", "b.md", "c.html", "d.jsonl")] + ["-"], stdin=io.StringIO("from stdin")
+        )
+    )
     assert docs[str(tmp_path / "a.txt")] == "plain text"
     assert docs[str(tmp_path / "b.md")] == "# Title\n\nBody."
     assert docs[str(tmp_path / "c.html")] == "Head\nPara & more"

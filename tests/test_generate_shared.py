@@ -73,7 +73,9 @@ def _assert_same(shared, stock) -> None:
         for step, (ours, theirs) in enumerate(zip(shared.scores, stock.scores, strict=True)):
             finite = torch.isfinite(theirs)
             assert torch.equal(finite, torch.isfinite(ours)), f"step {step}: different -inf pattern"
-            torch.testing.assert_close(ours[finite], theirs[finite], **SCORE_TOLERANCE, msg=lambda m, step=step: f"step {step}: {m}")
+            torch.testing.assert_close(
+                ours[finite], theirs[finite], **SCORE_TOLERANCE, msg=lambda m, step=step: f"step {step}: {m}"
+            )
 
 
 SCORED = dict(return_dict_in_generate=True, output_scores=True)
@@ -127,7 +129,10 @@ def test_precomputed_encoder_outputs_give_the_same_beams(tiny_model) -> None:
     for share_encoder in (True, False):
         encoder_outputs = BaseModelOutput(last_hidden_state=states)
         generated = tiny_model.generate(
-            encoder_outputs=encoder_outputs, attention_mask=batch["attention_mask"], share_encoder=share_encoder, **options
+            encoder_outputs=encoder_outputs,
+            attention_mask=batch["attention_mask"],
+            share_encoder=share_encoder,
+            **options,
         )
         assert generated.tolist() == expected.tolist(), share_encoder
 
@@ -146,7 +151,9 @@ def test_cross_attentions_match_stock_unfolded(tiny_model) -> None:
     for step, (ours, theirs) in enumerate(zip(shared.cross_attentions, stock.cross_attentions, strict=True)):
         for layer, (a, b) in enumerate(zip(ours, theirs, strict=True)):
             assert a.shape == b.shape == (6, 4, 1, 90), (step, layer, a.shape, b.shape)
-            torch.testing.assert_close(a, b, **SCORE_TOLERANCE, msg=lambda m, step=step, layer=layer: f"step {step} layer {layer}: {m}")
+            torch.testing.assert_close(
+                a, b, **SCORE_TOLERANCE, msg=lambda m, step=step, layer=layer: f"step {step} layer {layer}: {m}"
+            )
 
 
 def _record_generation(model: Mega2BartModel, **kwargs) -> tuple[list[int], list[dict]]:
@@ -249,7 +256,9 @@ def test_weight_major_linear_equals_linear(bias: bool) -> None:
         assert out.shape == (*shape[:-1], 200) and out.is_contiguous()
         # sums of 96 products of magnitude <~ 0.3: float32 rounding stays far below 1e-5
         torch.testing.assert_close(out, torch.nn.functional.linear(x, linear.weight, linear.bias), rtol=1e-5, atol=1e-5)
-        exact = torch.nn.functional.linear(x.double(), linear.weight.double(), None if linear.bias is None else linear.bias.double())
+        exact = torch.nn.functional.linear(
+            x.double(), linear.weight.double(), None if linear.bias is None else linear.bias.double()
+        )
         assert (out.double() - exact).abs().max() < 1e-5
     many = torch.randn(SMALL_BATCH_ROWS + 1, 96)
     assert torch.equal(forward(many), torch.nn.functional.linear(many, linear.weight, linear.bias))
@@ -306,12 +315,21 @@ def _medium_model() -> Mega2BartModel:
     torch.manual_seed(0)
     vocab = 1024  # small vocabulary: the widths, not the embedding tables, are what is exercised
     # the seed encoder's and bart-large's widths from the presets, one layer each
-    encoder = MegaModel(MegaConfig(**{**SEED_ENCODER, "vocab_size": vocab, "num_hidden_layers": 1}),
-                        add_pooling_layer=False)
-    decoder = BartForCausalLM(BartConfig(**{
-        **BART_LARGE_DECODER, "vocab_size": vocab, "encoder_layers": 1, "decoder_layers": 1,
-        "is_decoder": True, "add_cross_attention": True,
-    }))
+    encoder = MegaModel(
+        MegaConfig(**{**SEED_ENCODER, "vocab_size": vocab, "num_hidden_layers": 1}), add_pooling_layer=False
+    )
+    decoder = BartForCausalLM(
+        BartConfig(
+            **{
+                **BART_LARGE_DECODER,
+                "vocab_size": vocab,
+                "encoder_layers": 1,
+                "decoder_layers": 1,
+                "is_decoder": True,
+                "add_cross_attention": True,
+            }
+        )
+    )
     model = Mega2BartModel(encoder=encoder, decoder=decoder).eval()
     model.config.decoder_start_token_id, model.config.pad_token_id = 2, 1
     model.generation_config.decoder_start_token_id = 2

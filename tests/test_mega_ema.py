@@ -13,7 +13,9 @@ from mega2bart.models.mega.modeling_mega import MegaMultiDimensionDampedEma, _fa
 
 
 def _ema(bidirectional: bool = True, truncation: int | None = None, seed: int = 0, hidden: int = 6, ndim: int = 3):
-    config = tiny_config(hidden_size=hidden, ema_projection_size=ndim, bidirectional=bidirectional, truncation=truncation)
+    config = tiny_config(
+        hidden_size=hidden, ema_projection_size=ndim, bidirectional=bidirectional, truncation=truncation
+    )
     ema = MegaMultiDimensionDampedEma(config)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():

@@ -51,13 +51,13 @@ def test_head_parity_with_port(case: str) -> None:
         if input_set == "incremental":
             continue
         prefix = f"{input_set}."
-        inputs = {k[len(prefix):]: v for k, v in io.items() if k.startswith(prefix) and ".out." not in k}
+        inputs = {k[len(prefix) :]: v for k, v in io.items() if k.startswith(prefix) and ".out." not in k}
         with torch.no_grad():
             out = model(**inputs, output_hidden_states=True, **spec.get("call_kwargs", {}))
         for key, expected in io.items():
             if not key.startswith(prefix + "out."):
                 continue
-            field, _, index = key[len(prefix + "out."):].partition(".")
+            field, _, index = key[len(prefix + "out.") :].partition(".")
             actual = getattr(out, field)[int(index)] if index else getattr(out, field)
             assert actual.shape == expected.shape, f"{key}: {tuple(actual.shape)} != {tuple(expected.shape)}"
             diffs[key] = float((actual.double() - expected.double()).abs().max())
@@ -121,8 +121,14 @@ def test_head_losses_and_gradients() -> None:
     cases = [
         (MegaForSequenceClassification(tiny_config(num_labels=3)), {"labels": torch.tensor([0, 2])}),
         (MegaForSequenceClassification(tiny_config(num_labels=1)), {"labels": torch.tensor([0.5, -1.0])}),
-        (MegaForTokenClassification(tiny_config(num_labels=4)), {"labels": torch.full((2, 20), -100).index_fill_(1, torch.tensor([3]), 1)}),
-        (MegaForQuestionAnswering(tiny_config()), {"start_positions": torch.tensor([1, 99]), "end_positions": torch.tensor([4, 99])}),
+        (
+            MegaForTokenClassification(tiny_config(num_labels=4)),
+            {"labels": torch.full((2, 20), -100).index_fill_(1, torch.tensor([3]), 1)},
+        ),
+        (
+            MegaForQuestionAnswering(tiny_config()),
+            {"start_positions": torch.tensor([1, 99]), "end_positions": torch.tensor([4, 99])},
+        ),
     ]
     for model, labels in cases:
         out = model(ids, **labels)
@@ -181,7 +187,9 @@ def test_cached_step_with_attention_mask_over_past() -> None:
     with torch.no_grad():
         full = model(ids).logits
         out = model(ids[:, :8], attention_mask=torch.ones(1, 8), use_cache=True)
-        step = model(ids[:, 8:], attention_mask=torch.ones(1, 9), cache=out.cache, use_cache=True, output_attentions=True)
+        step = model(
+            ids[:, 8:], attention_mask=torch.ones(1, 9), cache=out.cache, use_cache=True, output_attentions=True
+        )
     torch.testing.assert_close(step.logits, full[:, 8:], atol=1e-5, rtol=1e-5)
     assert step.attentions[0].shape == (1, 1, 1, 9)
 
@@ -191,7 +199,8 @@ def test_generate_uses_cache_and_equals_greedy_uncached() -> None:
     prompt = random_ids(2, 6, seed=5)
     lengths: list[int] = []
     hook = model.mega.register_forward_pre_hook(
-        lambda module, args, kwargs: lengths.append((args[0] if args else kwargs["input_ids"]).shape[1]), with_kwargs=True
+        lambda module, args, kwargs: lengths.append((args[0] if args else kwargs["input_ids"]).shape[1]),
+        with_kwargs=True,
     )
     with torch.no_grad():
         generated = model.generate(prompt, max_new_tokens=5, do_sample=False, pad_token_id=1)
@@ -218,7 +227,8 @@ def test_generate_without_a_cache_recomputes_the_whole_sequence(overrides: dict)
     prompt = random_ids(2, 8, seed=5)
     lengths: list[int] = []
     hook = model.mega.register_forward_pre_hook(
-        lambda module, args, kwargs: lengths.append((args[0] if args else kwargs["input_ids"]).shape[1]), with_kwargs=True
+        lambda module, args, kwargs: lengths.append((args[0] if args else kwargs["input_ids"]).shape[1]),
+        with_kwargs=True,
     )
     with torch.no_grad():
         generated = model.generate(
@@ -233,7 +243,9 @@ def test_generate_without_a_cache_recomputes_the_whole_sequence(overrides: dict)
             expected = torch.cat([expected, next_token], dim=1)
             next_token = model(last_token_only[:, -1:], use_cache=False).logits[:, -1].argmax(-1, keepdim=True)
             last_token_only = torch.cat([last_token_only, next_token], dim=1)
-    assert not torch.equal(expected, last_token_only), "the test model ignores the context: it cannot tell the two apart"
+    assert not torch.equal(expected, last_token_only), (
+        "the test model ignores the context: it cannot tell the two apart"
+    )
     assert torch.equal(generated, expected), f"generate {generated.tolist()} != full recompute {expected.tolist()}"
 
 
@@ -293,14 +305,14 @@ def test_cross_attention_parity_with_port(case: str, input_set: str) -> None:
     """The port's decoder with cross-attention loads with every key and matches every output (cross weights too)."""
     model, meta, io = _load_cross(case)
     prefix = f"{input_set}."
-    inputs = {k[len(prefix):]: v for k, v in io.items() if k.startswith(prefix) and ".out." not in k}
+    inputs = {k[len(prefix) :]: v for k, v in io.items() if k.startswith(prefix) and ".out." not in k}
     with torch.no_grad():
         out = model(**inputs, use_cache=False, output_hidden_states=True, output_attentions=True)
     diffs = {}
     for key, expected in io.items():
         if not key.startswith(prefix + "out."):
             continue
-        field, _, index = key[len(prefix + "out."):].partition(".")
+        field, _, index = key[len(prefix + "out.") :].partition(".")
         actual = getattr(out, field)[int(index)] if index else getattr(out, field)
         assert actual.shape == expected.shape, f"{key}: {tuple(actual.shape)} != {tuple(expected.shape)}"
         diffs[key] = float((actual.double() - expected.double()).abs().max())
@@ -381,7 +393,9 @@ def test_cross_attention_gradient_checkpointing() -> None:
     torch.testing.assert_close(loss1, loss0, atol=1e-6, rtol=0)
     torch.testing.assert_close(src1, src0, atol=1e-6, rtol=1e-5)
     for name in grads0:
-        torch.testing.assert_close(grads1[name], grads0[name], atol=1e-6, rtol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
+        torch.testing.assert_close(
+            grads1[name], grads0[name], atol=1e-6, rtol=1e-5, msg=lambda m, name=name: f"{name}: {m}"
+        )
 
 
 def test_cross_attention_errors() -> None:

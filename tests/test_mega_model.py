@@ -39,7 +39,9 @@ def test_right_padding_invariance(model: MegaModel) -> None:
         padded = torch.ones(1, total, dtype=torch.long)
         padded[:, :24] = ids
         mask = (torch.arange(total) < 24).long()[None]
-        torch.testing.assert_close(model(padded, attention_mask=mask).last_hidden_state[:, :24], alone, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(
+            model(padded, attention_mask=mask).last_hidden_state[:, :24], alone, atol=1e-6, rtol=1e-6
+        )
 
 
 def test_left_padding_within_one_chunk_is_invariant(model: MegaModel) -> None:
@@ -55,7 +57,9 @@ def test_bool_int_float_masks_agree(model: MegaModel) -> None:
     ids = random_ids(2, 40)
     keep = torch.ones(2, 40, dtype=torch.bool)
     keep[1, 25:] = False
-    outs = [model(ids, attention_mask=keep.to(dtype)).last_hidden_state for dtype in (torch.bool, torch.long, torch.float32)]
+    outs = [
+        model(ids, attention_mask=keep.to(dtype)).last_hidden_state for dtype in (torch.bool, torch.long, torch.float32)
+    ]
     torch.testing.assert_close(outs[0], outs[1], atol=0, rtol=0)
     torch.testing.assert_close(outs[0], outs[2], atol=0, rtol=0)
 
@@ -156,9 +160,17 @@ def test_gradient_checkpointing_reaches_mega_inside_encoder_decoder() -> None:
     encoder = MegaModel(tiny_config())
     decoder = BartForCausalLM(
         BartConfig(
-            vocab_size=128, d_model=24, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-            decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, is_decoder=True,
-            add_cross_attention=True, max_position_embeddings=64,
+            vocab_size=128,
+            d_model=24,
+            encoder_layers=1,
+            decoder_layers=1,
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            encoder_ffn_dim=32,
+            decoder_ffn_dim=32,
+            is_decoder=True,
+            add_cross_attention=True,
+            max_position_embeddings=64,
         )
     )
     composite = EncoderDecoderModel(encoder=encoder, decoder=decoder)
@@ -211,7 +223,9 @@ def test_rmsnorm_decision(legacy: bool) -> None:
     with torch.no_grad():
         norm.norm.weight.copy_(torch.linspace(0.5, 2.0, 32))
     x = 3.0 * torch.randn(2, 5, 32)
-    expected = x * norm.norm.weight if legacy else x / x.pow(2).mean(-1, keepdim=True).add(1e-5).sqrt() * norm.norm.weight
+    expected = (
+        x * norm.norm.weight if legacy else x / x.pow(2).mean(-1, keepdim=True).add(1e-5).sqrt() * norm.norm.weight
+    )
     torch.testing.assert_close(norm(x), expected)
 
 

@@ -70,7 +70,7 @@ def set_inputs(io: dict[str, torch.Tensor], input_set: str, with_labels: bool = 
     out = {}
     for key, value in io.items():
         if key.startswith(prefix) and ".out." not in key and key.count(".") == 1:
-            name = key[len(prefix):]
+            name = key[len(prefix) :]
             if name in NOT_MODEL_INPUTS or (name in LABEL_KEYS and not with_labels):
                 continue
             out[name] = value
@@ -79,11 +79,11 @@ def set_inputs(io: dict[str, torch.Tensor], input_set: str, with_labels: bool = 
 
 def set_outputs(io: dict[str, torch.Tensor], input_set: str) -> dict[str, torch.Tensor]:
     prefix = f"{input_set}.out."
-    return {key[len(prefix):]: value for key, value in io.items() if key.startswith(prefix)}
+    return {key[len(prefix) :]: value for key, value in io.items() if key.startswith(prefix)}
 
 
 def native_output(out: Any, name: str) -> torch.Tensor:
-    """"hidden_states.2" -> out.hidden_states[2]; "logits" -> out.logits."""
+    """ "hidden_states.2" -> out.hidden_states[2]; "logits" -> out.logits."""
     field, _, index = name.partition(".")
     value = getattr(out, field, None)
     if value is None:
@@ -163,8 +163,9 @@ def real_query_mask(attn: torch.Tensor, mask: torch.Tensor | None) -> torch.Tens
     return keep.view(batch, n_chunks, rows, 1).expand(attn.shape)
 
 
-def compare_outputs(case: str, input_set: str, out: Any, expected: dict[str, torch.Tensor],
-                    inputs: dict[str, torch.Tensor]) -> None:
+def compare_outputs(
+    case: str, input_set: str, out: Any, expected: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]
+) -> None:
     mask = inputs.get("attention_mask")
     for name, ref in sorted(expected.items()):
         what = f"{case}/{input_set}/{name}"
@@ -243,8 +244,12 @@ def test_from_pretrained_fixture_dir(case: str) -> None:
     inputs = set_inputs(io, input_set)
     expected = {k: v for k, v in set_outputs(io, input_set).items() if not k.startswith("attentions.")}
     with torch.no_grad():
-        out = model(**inputs, output_hidden_states=True, return_dict=True,
-                    **meta["input_sets"][input_set].get("call_kwargs", {}))
+        out = model(
+            **inputs,
+            output_hidden_states=True,
+            return_dict=True,
+            **meta["input_sets"][input_set].get("call_kwargs", {}),
+        )
     compare_outputs(case, input_set, out, expected, inputs)
 
 
@@ -321,29 +326,50 @@ def seed_model() -> torch.nn.Module:
     return model.eval()
 
 
-def check_seed_outputs(out: Any, io: dict[str, torch.Tensor], input_set: str, rows: slice, length: int,
-                       what: str, compare_loss: bool = True) -> None:
+def check_seed_outputs(
+    out: Any,
+    io: dict[str, torch.Tensor],
+    input_set: str,
+    rows: slice,
+    length: int,
+    what: str,
+    compare_loss: bool = True,
+) -> None:
     """Compare the stored subsets, restricted to batch rows `rows` and positions < `length`."""
     p = f"{input_set}.out."
     last = out.hidden_states[-1]  # (b, L, H)
     positions = io[f"{input_set}.positions"]
     sel = positions < length
-    check_close(last[:, positions[sel]], io[p + "last_hidden_at_positions"][rows][:, sel],
-                f"{what}/last_hidden_at_positions")
+    check_close(
+        last[:, positions[sel]], io[p + "last_hidden_at_positions"][rows][:, sel], f"{what}/last_hidden_at_positions"
+    )
     hidden_size = last.shape[-1]
     for i, h in enumerate(out.hidden_states):
-        check_close(h.double().sum(-1), io[p + f"hidden_position_sums.{i}"][rows][:, :length],
-                    f"{what}/hidden_position_sums.{i}", atol=2e-6 * hidden_size)
+        check_close(
+            h.double().sum(-1),
+            io[p + f"hidden_position_sums.{i}"][rows][:, :length],
+            f"{what}/hidden_position_sums.{i}",
+            atol=2e-6 * hidden_size,
+        )
     logits = out.logits
-    check_close(torch.logsumexp(logits.double(), -1), io[p + "logits_position_logsumexp"][rows][:, :length],
-                f"{what}/logits_position_logsumexp", atol=2e-5)
-    check_close(logits.double().sum(-1), io[p + "logits_position_sums"][rows][:, :length],
-                f"{what}/logits_position_sums", atol=2e-6 * logits.shape[-1])
+    check_close(
+        torch.logsumexp(logits.double(), -1),
+        io[p + "logits_position_logsumexp"][rows][:, :length],
+        f"{what}/logits_position_logsumexp",
+        atol=2e-5,
+    )
+    check_close(
+        logits.double().sum(-1),
+        io[p + "logits_position_sums"][rows][:, :length],
+        f"{what}/logits_position_sums",
+        atol=2e-6 * logits.shape[-1],
+    )
     lpos = io[f"{input_set}.logit_positions"]
     lsel = lpos < length
     vocab = io[f"{input_set}.logit_vocab_ids"]
-    check_close(logits[:, lpos[lsel]][..., vocab], io[p + "logits_at_positions"][rows][:, lsel],
-                f"{what}/logits_at_positions")
+    check_close(
+        logits[:, lpos[lsel]][..., vocab], io[p + "logits_at_positions"][rows][:, lsel], f"{what}/logits_at_positions"
+    )
     if compare_loss:
         check_close(out.loss, io[p + "loss"], f"{what}/loss")
 
@@ -360,8 +386,7 @@ def test_seed_config_parity(seed_model: torch.nn.Module, input_set: str) -> None
     row_sums = (out.hidden_states[-1].double() * mask[..., None]).sum(dim=(1, 2))
     expected = io[f"{input_set}.out.last_hidden_row_sum_real"]
     n = mask.sum(1) * out.hidden_states[-1].shape[-1]
-    check_close(row_sums, expected, f"seed2l_mlm/{input_set}/last_hidden_row_sum_real",
-                atol=float((2e-6 * n).max()))
+    check_close(row_sums, expected, f"seed2l_mlm/{input_set}/last_hidden_row_sum_real", atol=float((2e-6 * n).max()))
 
 
 def test_seed_config_any_length(seed_model: torch.nn.Module) -> None:
@@ -373,5 +398,6 @@ def test_seed_config_any_length(seed_model: torch.nn.Module) -> None:
     with torch.no_grad():
         out = seed_model(input_ids=inputs["input_ids"][1:2, :real], output_hidden_states=True, return_dict=True)
     assert out.logits.shape == (1, real, seed_model.config.vocab_size)
-    check_seed_outputs(out, io, "padded2048", slice(1, 2), real, "seed2l_mlm/padded2048[row 1, :1500]",
-                       compare_loss=False)
+    check_seed_outputs(
+        out, io, "padded2048", slice(1, 2), real, "seed2l_mlm/padded2048[row 1, :1500]", compare_loss=False
+    )

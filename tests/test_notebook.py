@@ -66,8 +66,15 @@ def test_notebook_is_clean_and_colab_by_default() -> None:
         if cell.cell_type == "code":
             assert not cell.outputs and cell.execution_count is None, "commit the notebook without outputs"
     text = "\n".join(cell.source for cell in nb.cells)
-    for needle in ("Seq2SeqTrainer", "bf16=BF16", "activation_checkpointing=True", "MAX_SOURCE_LENGTH, MAX_TARGET_LENGTH = 16384",
-                   "save_mega2bart", "upload_folder", "Summarizer"):
+    for needle in (
+        "Seq2SeqTrainer",
+        "bf16=BF16",
+        "activation_checkpointing=True",
+        "MAX_SOURCE_LENGTH, MAX_TARGET_LENGTH = 16384",
+        "save_mega2bart",
+        "upload_folder",
+        "Summarizer",
+    ):
         assert needle in text, f"the notebook lost {needle!r}"
 
 

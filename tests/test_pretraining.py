@@ -176,8 +176,16 @@ def test_streaming_run_reads_a_local_jsonl_stream_and_stops_at_max_steps(jsonl_c
     from mega2bart.pretraining import PackedStream, load_pretrain_tokenizer
 
     config = PretrainConfig(
-        encoder="tiny", dataset=str(jsonl_corpus), streaming=True, output_dir=str(tmp_path / "out"), max_length=64,
-        max_steps=12, per_device_train_batch_size=2, learning_rate=3e-3, save_steps=6, logging_steps=3,
+        encoder="tiny",
+        dataset=str(jsonl_corpus),
+        streaming=True,
+        output_dir=str(tmp_path / "out"),
+        max_length=64,
+        max_steps=12,
+        per_device_train_batch_size=2,
+        learning_rate=3e-3,
+        save_steps=6,
+        logging_steps=3,
     )
     sequences = len(list(PackedStream(config, load_pretrain_tokenizer(config), 64)))
     assert 2 * 12 > sequences  # the stream ends before max_steps: it is read again
@@ -290,8 +298,14 @@ def test_resume_continues_from_the_last_checkpoint(text_dir: Path, tmp_path: Pat
 @pytest.mark.skipif(importlib.util.find_spec("aclsum") is None, reason="aclsum is not installed")
 def test_aclsum_builtin_text(tmp_path: Path) -> None:
     config = PretrainConfig(
-        encoder="tiny", dataset="aclsum", max_documents=2, output_dir=str(tmp_path / "out"), max_length=64,
-        max_steps=1, save_steps=1, gradient_checkpointing=False,
+        encoder="tiny",
+        dataset="aclsum",
+        max_documents=2,
+        output_dir=str(tmp_path / "out"),
+        max_length=64,
+        max_steps=1,
+        save_steps=1,
+        gradient_checkpointing=False,
     )
     docs = load_documents(config)
     assert len(docs) == 2 and min(map(len, docs)) > 5000
@@ -315,8 +329,20 @@ def test_cli_pretrain_runs(text_dir: Path, tmp_path: Path) -> None:
     config = tmp_path / "pretrain.yaml"
     config.write_text(f"encoder: tiny\ntext_files: [{text_dir}]\nlearning_rate: 0.003\nmax_length: 32\n")
     result = _cli(
-        "--config", str(config), "--output-dir", str(out), "--phases", "64:0.4:2,128:0.3:1", "--max-steps", "3",
-        "--batch-size", "2", "--no-gradient-checkpointing", "--seed", "1", "--quiet",
+        "--config",
+        str(config),
+        "--output-dir",
+        str(out),
+        "--phases",
+        "64:0.4:2,128:0.3:1",
+        "--max-steps",
+        "3",
+        "--batch-size",
+        "2",
+        "--no-gradient-checkpointing",
+        "--seed",
+        "1",
+        "--quiet",
     )
     assert result.exit_code == 0, f"exit {result.exit_code}\n{result.output}\n{result.exception!r}"
     assert "phase 2: length 128, mask 0.3, 1 steps" in result.output

@@ -60,7 +60,9 @@ def render_cli_reference() -> str:
     lines = [START, ""]
     for name, command in group.commands.items():
         arguments = [p for p in command.params if not p.opts[0].startswith("-")]
-        usage = " ".join([f"mega2bart {name}", *(_name(p).strip("`").replace("` ", " ") for p in arguments), "[OPTIONS]"])
+        usage = " ".join(
+            [f"mega2bart {name}", *(_name(p).strip("`").replace("` ", " ") for p in arguments), "[OPTIONS]"]
+        )
         help_line = _markdown((command.help or "").strip().splitlines()[0])
         lines += [f"#### `{usage}`", "", help_line, "", "| parameter | default | meaning |", "| --- | --- | --- |"]
         for param in command.params:

@@ -55,7 +55,11 @@ def _reference_python_of(script: Path, env: dict[str, str]) -> Path:
 
 @pytest.mark.parametrize("override", [False, True])
 def test_scripts_find_the_environment_reference_env_sh_creates(tmp_path, override: bool) -> None:
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path / "home"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path / "home"),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+    }
     venv = tmp_path / "cache" / "mega2bart" / "venv-transformers-4.57.1"
     if override:
         venv = tmp_path / "elsewhere"
@@ -65,7 +69,12 @@ def test_scripts_find_the_environment_reference_env_sh_creates(tmp_path, overrid
     fake.write_text("#!/bin/sh\nexit 0\n")
     fake.chmod(0o755)
     printed = subprocess.run(
-        ["bash", str(REPO / "scripts" / "reference_env.sh")], env=env, capture_output=True, text=True, timeout=60, check=True
+        ["bash", str(REPO / "scripts" / "reference_env.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     ).stdout.strip()
     assert printed == str(fake)
     for script in ("scripts/make_fixtures.py", "scripts/check_roundtrip_457.py", "benchmarks/bench_encoder.py"):
@@ -74,8 +83,11 @@ def test_scripts_find_the_environment_reference_env_sh_creates(tmp_path, overrid
 
 def test_citations_point_into_the_repository() -> None:
     """Comments and docs cite docs/mega.md's sections, never an outside spec; every cited section exists."""
-    headings = [line.lstrip("#").strip() for line in (REPO / "docs" / "mega.md").read_text().splitlines()
-                if line.startswith("## ")]
+    headings = [
+        line.lstrip("#").strip()
+        for line in (REPO / "docs" / "mega.md").read_text().splitlines()
+        if line.startswith("## ")
+    ]
     anchors = {re.sub(r"[^a-z0-9 -]", "", heading.lower()).replace(" ", "-") for heading in headings}
     outside, unknown = [], []
     for path in _tracked_text_files():
@@ -84,7 +96,10 @@ def test_citations_point_into_the_repository() -> None:
         text = path.read_text(errors="replace")
         if OUTSIDE_SPEC.search(text):
             outside.append(str(path.relative_to(REPO)))
-        unknown += [f"{path.relative_to(REPO)}: #{anchor}" for anchor in re.findall(r"docs/mega\.md#([\w-]+)", text)
-                    if anchor not in anchors]
+        unknown += [
+            f"{path.relative_to(REPO)}: #{anchor}"
+            for anchor in re.findall(r"docs/mega\.md#([\w-]+)", text)
+            if anchor not in anchors
+        ]
     assert not outside, f"files citing a spec outside the repository: {outside}"
     assert not unknown, f"citations of sections docs/mega.md does not have: {unknown} (it has {sorted(anchors)})"

@@ -106,7 +106,11 @@ def test_concatenate_merge_and_truncate_overflow(model_and_tokenizer):
 
 
 def test_batching_by_length_does_not_change_results(model_and_tokenizer):
-    texts = ["One short text.", "A somewhat longer text about windows and summaries, with a second clause.", "Mid text."]
+    texts = [
+        "One short text.",
+        "A somewhat longer text about windows and summaries, with a second clause.",
+        "Mid text.",
+    ]
     batched = _summarizer(model_and_tokenizer, batch_size=3).summarize(texts)
     single = _summarizer(model_and_tokenizer, batch_size=1).summarize(texts)
     assert [r.summary for r in batched] == [r.summary for r in single]
@@ -149,7 +153,12 @@ def test_summarize_files_resumes_without_redoing_finished_documents(model_and_to
 
     counts = summarize_files(summarizer, inputs[:2], out, progress=False)
     assert {key: counts[key] for key in ("documents", "skipped", "written", "windowed", "refused")} == {
-        "documents": 2, "skipped": 0, "written": 2, "windowed": 1, "refused": 0}
+        "documents": 2,
+        "skipped": 0,
+        "written": 2,
+        "windowed": 1,
+        "refused": 0,
+    }
     stats = json.loads(stats_path(out).read_text())
     assert stats["written"] == stats["documents"] == 2 and stats["dtype"] == "fp32" and stats["device"] == "cpu"
     assert stats["documents_per_hour"] == counts["documents_per_hour"] > 0
@@ -162,7 +171,12 @@ def test_summarize_files_resumes_without_redoing_finished_documents(model_and_to
         summarize_files(summarizer, inputs, out, progress=False)
     counts = summarize_files(summarizer, inputs, out, skip_existing=True, progress=False)
     assert {key: counts[key] for key in ("documents", "skipped", "written", "windowed", "refused")} == {
-        "documents": 3, "skipped": 2, "written": 1, "windowed": 0, "refused": 0}
+        "documents": 3,
+        "skipped": 2,
+        "written": 1,
+        "windowed": 0,
+        "refused": 0,
+    }
     stats = json.loads(stats_path(out).read_text())
     assert (stats["documents"], stats["written"]) == (3, 1)  # per hour counts the written ones
     _assert_per_hour(stats, 1)
@@ -305,12 +319,22 @@ def test_skip_existing_merges_the_parts_of_an_interrupted_run_with_several_proce
 
     counts = summarize_files(summarizer, inputs, out, skip_existing=True, progress=False)
     assert {key: counts[key] for key in ("documents", "skipped", "written", "windowed", "refused")} == {
-        "documents": 5, "skipped": 3, "written": 2, "windowed": 0, "refused": 0}
+        "documents": 5,
+        "skipped": 3,
+        "written": 2,
+        "windowed": 0,
+        "refused": 0,
+    }
     assert out.read_bytes() == reference.read_bytes()  # same records, same order
     assert not parts.exists()
     stats = json.loads(stats_path(out).read_text())  # the statistics a single process writes
     assert {key: stats[key] for key in ("documents", "skipped", "written", "windowed", "refused")} == {
-        "documents": 5, "skipped": 3, "written": 2, "windowed": 0, "refused": 0}
+        "documents": 5,
+        "skipped": 3,
+        "written": 2,
+        "windowed": 0,
+        "refused": 0,
+    }
     assert stats["dtype"] == "fp32" and stats["documents_per_hour"] == counts["documents_per_hour"] > 0
 
 
@@ -321,8 +345,9 @@ def test_parts_that_are_not_summary_records_are_refused_and_left_alone(model_and
     parts.mkdir()
     (parts / "part-00000-of-00002.jsonl").write_text('{"note": "keep me"}\n')
     with pytest.raises(ValueError, match="not a summaries file written by mega2bart"):
-        summarize_files(_summarizer(model_and_tokenizer), [doc], tmp_path / "out.jsonl", skip_existing=True,
-                        progress=False)
+        summarize_files(
+            _summarizer(model_and_tokenizer), [doc], tmp_path / "out.jsonl", skip_existing=True, progress=False
+        )
     assert (parts / "part-00000-of-00002.jsonl").read_text() == '{"note": "keep me"}\n'
     (tmp_path / "x.jsonl.parts").write_text("a file")
     with pytest.raises(ValueError, match="in the way of the part files"):
@@ -341,7 +366,12 @@ def test_summarize_files_skips_bad_documents_and_fails_when_none_is_left(model_a
     with caplog.at_level("WARNING", logger="mega2bart.summarize"):
         counts = summarize_files(summarizer, [good, empty, latin1], out, progress=False)
     assert {key: counts[key] for key in ("documents", "skipped", "written", "windowed", "refused")} == {
-        "documents": 3, "skipped": 0, "written": 1, "windowed": 0, "refused": 2}
+        "documents": 3,
+        "skipped": 0,
+        "written": 1,
+        "windowed": 0,
+        "refused": 2,
+    }
     assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == [str(good)]
     assert str(empty) in caplog.text and str(latin1) in caplog.text
     lone = tmp_path / "lone.jsonl"
@@ -380,8 +410,15 @@ def test_summarize_files_writes_to_a_pipe(model_and_tokenizer, tmp_path):
 def test_evaluate_model_writes_rouge_with_intervals_and_predictions(tiny_mega2bart_dir, tmp_path):
     pytest.importorskip("aclsum", reason="needs `pip install aclsum==0.1.2` (Python >= 3.11)")
     report = evaluate_model(
-        tiny_mega2bart_dir, "aclsum", tmp_path / "eval", split="test", limit=3, max_input_tokens=256,
-        generation=FAST, bootstrap_samples=50, progress=False,
+        tiny_mega2bart_dir,
+        "aclsum",
+        tmp_path / "eval",
+        split="test",
+        limit=3,
+        max_input_tokens=256,
+        generation=FAST,
+        bootstrap_samples=50,
+        progress=False,
     )
     written = json.loads((tmp_path / "eval" / "eval_results.json").read_text())
     assert written == json.loads(json.dumps(report, default=str))
@@ -401,8 +438,17 @@ def test_evaluate_model_writes_rouge_with_intervals_and_predictions(tiny_mega2ba
     with pytest.raises(ValueError, match="no split 'dev2'"):
         evaluate_model(tiny_mega2bart_dir, "aclsum", tmp_path / "e2", split="dev2", limit=1, progress=False)
     # a second run replaces its own earlier results
-    evaluate_model(tiny_mega2bart_dir, "aclsum", tmp_path / "eval", split="test", limit=1, max_input_tokens=256,
-                   generation=FAST, bootstrap_samples=10, progress=False)
+    evaluate_model(
+        tiny_mega2bart_dir,
+        "aclsum",
+        tmp_path / "eval",
+        split="test",
+        limit=1,
+        max_input_tokens=256,
+        generation=FAST,
+        bootstrap_samples=10,
+        progress=False,
+    )
     assert json.loads((tmp_path / "eval" / "eval_results.json").read_text())["num_examples"] == 1
     assert len((tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()) == 1
 

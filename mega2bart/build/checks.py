@@ -149,8 +149,13 @@ def check_vocabularies(
                 "use the tokenizer the model was trained with (e.g. facebook/bart-large's for BART/MEGA checkpoints)"
             )
         if count > n_tokens:
-            logger.info("%s has %d embedding rows for %d tokenizer tokens: %d padding rows never indexed",
-                        part, count, n_tokens, count - n_tokens)
+            logger.info(
+                "%s has %d embedding rows for %d tokenizer tokens: %d padding rows never indexed",
+                part,
+                count,
+                n_tokens,
+                count - n_tokens,
+            )
     ids: dict[str, Any] = {}
     for token in ("bos", "pad", "eos"):
         from_tokenizer = getattr(tokenizer, f"{token}_token_id")
@@ -166,14 +171,18 @@ def check_vocabularies(
         ids[f"{token}_token_id"] = from_tokenizer
     mask = tokenizer.mask_token_id
     if mask is not None and mask >= rows["encoder"]:
-        raise BuildError(
-            f"the tokenizer's mask id {mask} is outside the encoder's {rows['encoder']} embedding rows"
-        )
+        raise BuildError(f"the tokenizer's mask id {mask} is outside the encoder's {rows['encoder']} embedding rows")
     ids["mask_token_id"] = mask
     logger.info(
         "vocabulary: tokenizer %d tokens, encoder %d rows, decoder %d rows; "
         "special ids agree: bos %s, pad %s, eos %s, mask %s",
-        n_tokens, rows["encoder"], rows["decoder"], ids["bos_token_id"], ids["pad_token_id"], ids["eos_token_id"], mask,
+        n_tokens,
+        rows["encoder"],
+        rows["decoder"],
+        ids["bos_token_id"],
+        ids["pad_token_id"],
+        ids["eos_token_id"],
+        mask,
     )
     return {"tokenizer_tokens": n_tokens, "embedding_rows": rows, **ids}
 
@@ -190,9 +199,10 @@ def warn_if_tokenizer_ids_differ(tokenizer: PreTrainedTokenizerBase, source: Sou
     pretrained = [part for part in parts if part.kind in ("hub", "local")]
     if pretrained and not is_real_bart(tokenizer):
         logger.warning(
-            "the tokenizer (%s) does not give facebook/bart-large's ids (\"Hello world\" != [0, 31414, 232, 2]) "
+            'the tokenizer (%s) does not give facebook/bart-large\'s ids ("Hello world" != [0, 31414, 232, 2]) '
             "but %s pretrained weights: fine for random/tiny models, wrong for BART/MEGA checkpoints",
-            source.describe(), " and ".join(part.describe() for part in pretrained),
+            source.describe(),
+            " and ".join(part.describe() for part in pretrained),
         )
 
 

@@ -143,9 +143,22 @@ class BuildInfo:
 
 
 _BUILD_KEYS = frozenset(
-    {"mega2bart_version", "encoder", "decoder", "tokenizer", "tokenizer_is_real_bart", "parameters", "random_init",
-     "random_init_parameters", "enc_to_dec_proj", "vocabulary", "context_length", "encoder_chunk_size", "generation",
-     "training"}
+    {
+        "mega2bart_version",
+        "encoder",
+        "decoder",
+        "tokenizer",
+        "tokenizer_is_real_bart",
+        "parameters",
+        "random_init",
+        "random_init_parameters",
+        "enc_to_dec_proj",
+        "vocabulary",
+        "context_length",
+        "encoder_chunk_size",
+        "generation",
+        "training",
+    }
 )
 
 
@@ -373,8 +386,9 @@ def describe_mega2bart(model_dir: str | os.PathLike, build_info: BuildInfo | Non
         parameters=_safetensors_counts(directory) or (build.parameters if build else None),
         context_length=tokenizer_config.get("model_max_length", build.context_length if build else None),
         generation=generation or (build.generation if build else {}),
-        special_tokens={key: config.get(key) for key in
-                        ("decoder_start_token_id", "pad_token_id", "eos_token_id", "bos_token_id")},
+        special_tokens={
+            key: config.get(key) for key in ("decoder_start_token_id", "pad_token_id", "eos_token_id", "bos_token_id")
+        },
         remote_code=has_remote_code(directory),
         build=build,
         path=str(directory.resolve()),

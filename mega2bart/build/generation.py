@@ -22,8 +22,17 @@ DEFAULT_GENERATION: dict[str, Any] = {
 20-token fallback that cuts summaries short (transformers #10032, #13424)."""
 
 _SUMMARY_KEYS = (
-    "num_beams", "max_new_tokens", "min_new_tokens", "no_repeat_ngram_size", "length_penalty", "early_stopping",
-    "decoder_start_token_id", "bos_token_id", "eos_token_id", "pad_token_id", "forced_bos_token_id",
+    "num_beams",
+    "max_new_tokens",
+    "min_new_tokens",
+    "no_repeat_ngram_size",
+    "length_penalty",
+    "early_stopping",
+    "decoder_start_token_id",
+    "bos_token_id",
+    "eos_token_id",
+    "pad_token_id",
+    "forced_bos_token_id",
     "forced_eos_token_id",
 )
 
@@ -50,8 +59,9 @@ def check_generation_settings(overrides: Mapping[str, Any] | None) -> dict[str, 
     return settings
 
 
-def default_generation_config(tokenizer: PreTrainedTokenizerBase, decoder_config: PretrainedConfig,
-                              overrides: Mapping[str, Any] | None = None) -> GenerationConfig:
+def default_generation_config(
+    tokenizer: PreTrainedTokenizerBase, decoder_config: PretrainedConfig, overrides: Mapping[str, Any] | None = None
+) -> GenerationConfig:
     """`DEFAULT_GENERATION` + the special ids; forced BOS when the tokenizer starts targets with `<s>`."""
     settings = check_generation_settings(overrides)
     starts_with_bos = special_tokens_around(tokenizer).lead[:1] == (tokenizer.bos_token_id,)

@@ -261,8 +261,14 @@ def load_decoder(spec: Spec) -> LoadedPart:
 # ----------------------------------------------------------------------------------------------
 
 _TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "vocab.txt", "spiece.model",
-    "sentencepiece.bpe.model", "tokenizer.model",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "merges.txt",
+    "vocab.txt",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
 )
 """Files of which a tokenizer source needs at least one. Without any, AutoTokenizer makes up a tokenizer of
 a handful of special tokens from config.json alone, which would silently tokenize every text wrongly."""

@@ -34,8 +34,18 @@ def render_model_card(description: ModelDescription) -> str:
     build = description.build
     sources = [build.encoder, build.decoder] if build is not None else []
     base_models = [source.name for source in sources if source.kind == "hub"]
-    front = ["---", "library_name: transformers", "pipeline_tag: summarization",
-             "tags:", "- mega2bart", "- mega", "- bart", "- encoder-decoder", "- long-document", "- summarization"]
+    front = [
+        "---",
+        "library_name: transformers",
+        "pipeline_tag: summarization",
+        "tags:",
+        "- mega2bart",
+        "- mega",
+        "- bart",
+        "- encoder-decoder",
+        "- long-document",
+        "- summarization",
+    ]
     if base_models:
         front += ["base_model:"] + [f"- {name}" for name in base_models]
     front.append("---")
@@ -78,7 +88,9 @@ def render_model_card(description: ModelDescription) -> str:
         *_provenance_table(description),
         "",
         f"Context: inputs up to **{context:,} tokens** (tokenizer `model_max_length`); any length up to that works, "
-        "the encoder pads to a multiple of its chunk size internally." if isinstance(context, int) else "",
+        "the encoder pads to a multiple of its chunk size internally."
+        if isinstance(context, int)
+        else "",
         "",
         "## Parameters",
         "",
@@ -114,10 +126,10 @@ def render_model_card(description: ModelDescription) -> str:
         "summary_ids = model.generate(**inputs)",
         "print(tokenizer.decode(summary_ids[0], skip_special_tokens=True))",
         "",
-        "# or: pipeline(\"summarization\") (transformers 5 removed the task; mega2bart restores it)",
+        '# or: pipeline("summarization") (transformers 5 removed the task; mega2bart restores it)',
         "from transformers import pipeline",
         'summarizer = pipeline("summarization", model="PATH")',
-        "print(summarizer(long_document)[0][\"summary_text\"])",
+        'print(summarizer(long_document)[0]["summary_text"])',
         "",
         "# for training: the same weights with a loss that is right under gradient accumulation",
         'model, tokenizer = mega2bart.load_mega2bart("PATH")',

@@ -159,13 +159,19 @@ def remove_stale_staging(target: str | os.PathLike) -> list[Path]:
         if dead or time.time() - created > STALE_STAGING_AGE_S:
             shutil.rmtree(candidate, ignore_errors=True)
             removed.append(candidate)
-            logger.info("removed stale staging folder %s (pid %d on %s %s)", candidate, pid, host,
-                        "has exited" if dead else f"started over {STALE_STAGING_AGE_S // 86400} days ago")
+            logger.info(
+                "removed stale staging folder %s (pid %d on %s %s)",
+                candidate,
+                pid,
+                host,
+                "has exited" if dead else f"started over {STALE_STAGING_AGE_S // 86400} days ago",
+            )
     return removed
 
 
-def ship_build_files(target: str | os.PathLike, source: str | os.PathLike | None = None,
-                     training: Mapping[str, Any] | None = None) -> None:
+def ship_build_files(
+    target: str | os.PathLike, source: str | os.PathLike | None = None, training: Mapping[str, Any] | None = None
+) -> None:
     """Make a directory saved by the Trainer (final model or checkpoint) self-contained like a built one:
     write the MEGA remote code (+ `auto_map` in config.json) and copy the provenance file of `source`,
     the model it was trained from, with `training` appended to its "training" list.

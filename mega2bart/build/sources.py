@@ -100,8 +100,7 @@ def resolve_source(spec: str | os.PathLike, role: str) -> tuple[str, Source]:
     name, revision = _split_revision(text)
     if _looks_like_path(name) or not re.fullmatch(r"[\w.\-]+(/[\w.\-]+)?", name):
         raise BuildError(
-            f"{role} {text!r} is neither an existing directory nor a Hugging Face Hub id (owner/name): "
-            "check the path"
+            f"{role} {text!r} is neither an existing directory nor a Hugging Face Hub id (owner/name): check the path"
         )
     return name, Source("hub", name, revision)
 
@@ -152,7 +151,8 @@ def preset_kwargs(name: str, *, random_init: bool = False) -> dict[str, Any]:
         if name != "tiny":
             logger.warning(
                 "preset %s with random_init: the real architecture with RANDOM weights and the offline tokenizer "
-                "(no pretrained weights; for benchmarks and smoke tests)", name,
+                "(no pretrained weights; for benchmarks and smoke tests)",
+                name,
             )
         return {"encoder": encoder, "decoder": decoder, "tokenizer": OFFLINE_TOKENIZER}
     return {"encoder": preset.encoder, "decoder": preset.decoder, "tokenizer": preset.tokenizer}

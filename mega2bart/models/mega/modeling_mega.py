@@ -634,9 +634,12 @@ class MegaMovingAverageGatedAttention(nn.Module):
             mask = bias.masked_fill(~causal_keep, float("-inf"))  # (L, r+L)
             if key_keep is not None:
                 masked_keys = ~key_keep & key_keep.any(dim=-1, keepdim=True)  # (B, r+L); all-pad block unmasked
-                mask = mask + torch.zeros(masked_keys.shape, dtype=q.dtype, device=q.device).masked_fill(
-                    masked_keys, float("-inf")
-                )[:, None, None, :]  # (B, 1, L, r+L)
+                mask = (
+                    mask
+                    + torch.zeros(masked_keys.shape, dtype=q.dtype, device=q.device).masked_fill(
+                        masked_keys, float("-inf")
+                    )[:, None, None, :]
+                )  # (B, 1, L, r+L)
             scores = (q * self.scaling) @ k.transpose(-1, -2) + mask  # (B, 1, L, r+L)
             weights = torch.softmax(scores.float(), dim=-1).to(q.dtype)
         else:
@@ -667,9 +670,7 @@ class MegaMovingAverageGatedAttention(nn.Module):
         v = value.reshape(batch, n_chunks, block, -1)  # (B, n_chunks, C, E)
         keep_chunks = keep.reshape(batch, n_chunks, block) if keep is not None else None  # (B, n_chunks, C)
         bias = self.rel_pos_bias(block).to(q.dtype)  # (C, C)
-        causal_keep = (
-            torch.ones(block, block, dtype=torch.bool, device=q.device).tril() if causal else None
-        )  # (C, C)
+        causal_keep = torch.ones(block, block, dtype=torch.bool, device=q.device).tril() if causal else None  # (C, C)
 
         if self.config.attention_activation == "softmax":
             mask = bias
@@ -958,7 +959,7 @@ class MegaPreTrainedModel(PreTrainedModel):
         return True
 
     def get_correct_attn_implementation(self, requested_attention: str | None, is_init_check: bool = False) -> str:
-        """"eager" (explicit matmuls) or "sdpa"; unset: "sdpa" with an accelerator present, else "eager".
+        """ "eager" (explicit matmuls) or "sdpa"; unset: "sdpa" with an accelerator present, else "eager".
 
         On CPU the explicit matmuls are faster than SDPA's math fallback (benchmarks/README.md), so a
         CPU-only machine defaults to them. Both give the same numbers (tested).
@@ -1023,7 +1024,9 @@ class MegaPreTrainedModel(PreTrainedModel):
                 init.zeros_(module.num_batches_tracked)
 
 
-def _to_keep_mask(attention_mask: torch.Tensor | None, shape: tuple[int, int], device: torch.device) -> torch.Tensor | None:
+def _to_keep_mask(
+    attention_mask: torch.Tensor | None, shape: tuple[int, int], device: torch.device
+) -> torch.Tensor | None:
     """Any 1 = keep / 0 = pad mask (bool, int or float) -> bool (B, L), or None when nothing is padded."""
     if attention_mask is None:
         return None
@@ -1156,9 +1159,7 @@ class MegaModel(MegaPreTrainedModel):
         """
         config = self.config
         output_attentions = output_attentions if output_attentions is not None else config.output_attentions
-        output_hidden_states = (
-            output_hidden_states if output_hidden_states is not None else config.output_hidden_states
-        )
+        output_hidden_states = output_hidden_states if output_hidden_states is not None else config.output_hidden_states
         cache = cache if cache is not None else past_key_values
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
@@ -1188,8 +1189,16 @@ class MegaModel(MegaPreTrainedModel):
             segments = self._cache_segments(cache.seen_tokens, length)
             if len(segments) > 1:
                 return self._forward_segments(
-                    segments, input_ids, attention_mask, token_type_ids, inputs_embeds, cache,
-                    output_attentions, output_hidden_states, encoder_hidden_states, encoder_attention_mask,
+                    segments,
+                    input_ids,
+                    attention_mask,
+                    token_type_ids,
+                    inputs_embeds,
+                    cache,
+                    output_attentions,
+                    output_hidden_states,
+                    encoder_hidden_states,
+                    encoder_attention_mask,
                 )
         else:
             cache = None
@@ -1301,7 +1310,9 @@ class MegaModel(MegaPreTrainedModel):
         hidden_states = torch.cat([out.last_hidden_state for out in pieces], dim=1)  # (B, L, H)
         all_hidden = None
         if output_hidden_states:
-            all_hidden = tuple(torch.cat(layer, dim=1) for layer in zip(*(out.hidden_states for out in pieces), strict=True))
+            all_hidden = tuple(
+                torch.cat(layer, dim=1) for layer in zip(*(out.hidden_states for out in pieces), strict=True)
+            )
         return BaseModelOutputWithPoolingAndCrossAttentions(
             last_hidden_state=hidden_states,
             pooler_output=self.pooler(hidden_states) if self.pooler is not None else None,
@@ -1386,7 +1397,9 @@ class MegaForCausalLM(MegaPreTrainedModel, GenerationMixin):
     def __init__(self, config: MegaConfig):
         super().__init__(config)
         if not config.is_decoder:
-            logger.warning("MegaForCausalLM needs config.is_decoder=True for causal attention; without it, it sees the future")
+            logger.warning(
+                "MegaForCausalLM needs config.is_decoder=True for causal attention; without it, it sees the future"
+            )
         if config.bidirectional:
             logger.warning(
                 "MegaForCausalLM with config.bidirectional=True: the backward EMA sees future tokens and "
