@@ -19,56 +19,6 @@ OFFLINE_TOKENIZER = "offline"
 
 PresetName = Literal["tiny", "base", "large"]
 
-# The tiny encoder mirrors the seed checkpoint's options (docs/mega.md#seed-configuration: post-norm ScaleNorm, simple
-# relative bias, token types, chunked attention, 16k positions, vocab padded past the tokenizer's
-# 50265 rows) at toy widths. The tiny decoder is BART-shaped and wider than the encoder, so the
-# random `enc_to_dec_proj` is exercised as with bart-large (768 -> 1024).
-TINY_ENCODER: dict[str, Any] = dict(
-    vocab_size=50272,  # 50265 padded to a multiple of 8, like the seed's 50304
-    hidden_size=32,
-    num_hidden_layers=2,
-    intermediate_size=64,
-    nffn_hidden_size=64,
-    shared_representation_size=16,
-    ema_projection_size=4,
-    bidirectional=True,
-    use_chunking=True,
-    chunk_size=64,
-    max_positions=16384,
-    relative_positional_bias="simple",
-    normalization_type="scalenorm",
-    normalize_before_mega=False,
-    normalize_before_ffn=False,
-    add_token_type_embeddings=True,
-    add_lm_hidden_dense_layer=False,
-    dropout_prob=0.0,
-    hidden_dropout_prob=0.0,
-    attention_probs_dropout_prob=0.0,
-    nffn_activation_dropout_prob=0.0,
-    pad_token_id=1,
-    bos_token_id=0,
-    eos_token_id=2,
-)
-TINY_DECODER: dict[str, Any] = dict(
-    vocab_size=50265,
-    d_model=64,
-    encoder_layers=2,  # kept equal to decoder_layers: BartConfig.num_hidden_layers follows encoder_layers
-    decoder_layers=2,
-    encoder_attention_heads=4,
-    decoder_attention_heads=4,
-    encoder_ffn_dim=128,
-    decoder_ffn_dim=128,
-    max_position_embeddings=1024,
-    dropout=0.0,
-    attention_dropout=0.0,
-    activation_dropout=0.0,
-    pad_token_id=1,
-    bos_token_id=0,
-    eos_token_id=2,
-    decoder_start_token_id=2,
-    forced_eos_token_id=2,
-)
-
 # The seed encoder's architecture (BEE-spoke-data/mega-encoder-small-16k-v1, 8 layers): the reconstruction
 # that scripts/make_fixtures.py (SEED_2L, 2 layers) and tests/fixtures/mega/seed2l_mlm check, at full depth.
 # MegaModel without the pooler: 121,959,432 parameters.
@@ -105,6 +55,41 @@ SEED_ENCODER: dict[str, Any] = dict(
     bos_token_id=0,
     eos_token_id=2,
 )
+# The tiny encoder is the seed checkpoint's configuration (docs/mega.md#seed-configuration: post-norm ScaleNorm,
+# simple relative bias, token types, chunked attention, 16k positions, vocab padded past the tokenizer's
+# 50265 rows) at toy widths. The tiny decoder is BART-shaped and wider than the encoder, so the
+# random `enc_to_dec_proj` is exercised as with bart-large (768 -> 1024).
+TINY_ENCODER: dict[str, Any] = dict(
+    SEED_ENCODER,
+    vocab_size=50272,  # 50265 padded to a multiple of 8, like the seed's 50304
+    hidden_size=32,
+    num_hidden_layers=2,
+    intermediate_size=64,
+    nffn_hidden_size=64,
+    shared_representation_size=16,
+    ema_projection_size=4,
+    chunk_size=64,
+)
+TINY_DECODER: dict[str, Any] = dict(
+    vocab_size=50265,
+    d_model=64,
+    encoder_layers=2,  # kept equal to decoder_layers: BartConfig.num_hidden_layers follows encoder_layers
+    decoder_layers=2,
+    encoder_attention_heads=4,
+    decoder_attention_heads=4,
+    encoder_ffn_dim=128,
+    decoder_ffn_dim=128,
+    max_position_embeddings=1024,
+    dropout=0.0,
+    attention_dropout=0.0,
+    activation_dropout=0.0,
+    pad_token_id=1,
+    bos_token_id=0,
+    eos_token_id=2,
+    decoder_start_token_id=2,
+    forced_eos_token_id=2,
+)
+
 _BART_COMMON: dict[str, Any] = dict(
     vocab_size=50265,
     max_position_embeddings=1024,
