@@ -282,6 +282,9 @@ class MegaMultiDimensionDampedEma(nn.Module):
         self.ndim = config.ema_projection_size
         self.bidirectional = config.bidirectional
         self.truncation = config.truncation
+        # the lag block of the compiled kernel (compute_kernel): a divisor of the chunk size divides every length a
+        # chunked model pads to, so no length leaves a remainder block that dynamic shapes would specialise on
+        self.compiled_block = math.gcd(32, config.chunk_size) if config.use_chunking else 32
         self.scale = math.sqrt(1.0 / self.ndim)
         rows = 2 * config.hidden_size if self.bidirectional else config.hidden_size
         self.damping_factor = nn.Parameter(torch.zeros(rows, self.ndim, 1))  # alpha (paper), via sigmoid
@@ -312,12 +315,14 @@ class MegaMultiDimensionDampedEma(nn.Module):
         p_beta, q, eta = self.coefficients()
         log_q = torch.log(q)  # (D, N)
         if torch.compiler.is_compiling():
-            # compiled: the plain sum over n of c q^l, which inductor fuses into one reduction without
-            # materialising (D, N, K); it keeps the shape arithmetic free of the block split below, whose
-            # sqrt/ceil of a symbolic length would pin dynamic shapes to ranges of lengths
-            lags = torch.arange(size, dtype=torch.float32, device=q.device)  # (K,)
-            return ((p_beta * eta)[:, :, None] * torch.exp(log_q[:, :, None] * lags)).sum(1)  # (D, N, K) -> (D, K)
-        block = 1 << max(0, math.ceil(math.log2(math.sqrt(size))))
+            # compiled: a fixed block of lags (32, or a divisor of the chunk size), so the shape arithmetic is a
+            # floor division that dynamic shapes handle (the sqrt/ceil below of a symbolic length would pin them to
+            # ranges of lengths). The plain sum over n of c q^l, (D, N, K) exponentials, cost 6.4e9 of them per 16k
+            # forward of the seed encoder and made the compiled model slower than eager from 4,096 tokens on
+            # (benchmarks/README.md, run 5).
+            block = self.compiled_block
+        else:
+            block = 1 << max(0, math.ceil(math.log2(math.sqrt(size))))
         n_blocks = -(-size // block)
         lags = torch.arange(block, dtype=torch.float32, device=q.device)  # (b,)
         starts = torch.arange(n_blocks, dtype=torch.float32, device=q.device) * block  # (blocks,)
