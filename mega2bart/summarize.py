@@ -51,6 +51,7 @@ from typing import Any, Literal, NamedTuple, TextIO
 
 import torch
 
+from mega2bart.config_types import setting
 from mega2bart.documents import STDIN, DocumentError, read_documents
 from mega2bart.tokenization import special_tokens_around
 
@@ -62,23 +63,32 @@ DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16,
 
 @dataclass
 class GenerationOptions:
-    """Generation settings; None keeps the model's `generation_config.json` value."""
+    """Generation settings; None keeps the model's `generation_config.json` value.
 
-    num_beams: int | None = None
-    max_new_tokens: int | None = None
-    min_new_tokens: int | None = None
-    no_repeat_ngram_size: int | None = None
-    length_penalty: float | None = None
+    Each field is the one declaration of its setting: `mega2bart eval` and `mega2bart summarize`
+    take their generation options from these fields (help, flag; `mega2bart.cli`), and `min` is the
+    range `__post_init__` checks.
+    """
+
+    num_beams: int | None = setting(None, help="Beams (default: the model's generation_config.json).", flag=True, min=1)
+    max_new_tokens: int | None = setting(
+        None, help="Longest summary in new tokens (default: the model's).", flag=True, min=1
+    )
+    min_new_tokens: int | None = setting(
+        None, help="Shortest summary in new tokens (default: the model's).", flag=True, min=0
+    )
+    no_repeat_ngram_size: int | None = setting(
+        None, help="Never repeat an n-gram of this size (default: the model's).", flag=True, min=0
+    )
+    length_penalty: float | None = setting(
+        None, help="Beam length penalty; > 1 favours longer summaries (default: the model's).", flag=True
+    )
 
     def __post_init__(self) -> None:
-        for name in ("num_beams", "max_new_tokens"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"`{name}` ({value}) must be >= 1")
-        for name in ("min_new_tokens", "no_repeat_ngram_size"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise ValueError(f"`{name}` ({value}) must be >= 0")
+        for option in dataclasses.fields(self):
+            value, low = getattr(self, option.name), option.metadata.get("min")
+            if value is not None and low is not None and value < low:
+                raise ValueError(f"`{option.name}` ({value}) must be >= {low}")
         if self.min_new_tokens and self.max_new_tokens and self.min_new_tokens > self.max_new_tokens:
             raise ValueError(
                 f"`min_new_tokens` ({self.min_new_tokens}) exceeds `max_new_tokens` ({self.max_new_tokens})"
@@ -213,6 +223,13 @@ class Summarizer:
         self.merge = merge
         self.max_levels = max_levels
         self.overflow = overflow
+
+    @classmethod
+    def load(cls, model_dir: str | os.PathLike, dtype: str = "fp32", **options: Any) -> Summarizer:
+        """A Summarizer of the saved model in `model_dir`, loaded for inference in `dtype`
+        (`load_for_inference`); `options` are the constructor's keyword arguments."""
+        model, tokenizer = load_for_inference(model_dir, dtype)
+        return cls(model, tokenizer, **options)
 
     # ------------------------------------------------------------------ generation
 
@@ -1049,10 +1066,9 @@ def evaluate_model(
     rows = data[split]
     if limit is not None:
         rows = rows.select(range(min(limit, len(rows))))
-    model, tokenizer = load_for_inference(model_dir, dtype)
-    summarizer = Summarizer(
-        model,
-        tokenizer,
+    summarizer = Summarizer.load(
+        model_dir,
+        dtype,
         max_input_tokens=max_input_tokens,
         batch_size=batch_size,
         generation=generation,
@@ -1074,15 +1090,18 @@ def evaluate_model(
         "num_examples": len(rows),
         "rouge": scores,
         "sentence_splitter": SENTENCE_SPLITTER,
-        "generated_length": length_stats(predictions, tokenizer),
-        "reference_length": length_stats(references, tokenizer),
+        "generated_length": length_stats(predictions, summarizer.tokenizer),
+        "reference_length": length_stats(references, summarizer.tokenizer),
         "inputs": {
             "max_input_tokens": summarizer.max_input_tokens,
             "overflow": overflow,
             "truncated_or_windowed": sum(1 for r in results if r.num_tokens > summarizer.window),
         },
-        "generation": {**model.generation_config.to_diff_dict(), **(generation or GenerationOptions()).to_kwargs()},
-        "throughput": {**_precision(model), **throughput(len(rows), seconds)},
+        "generation": {
+            **summarizer.model.generation_config.to_diff_dict(),
+            **(generation or GenerationOptions()).to_kwargs(),
+        },
+        "throughput": {**_precision(summarizer.model), **throughput(len(rows), seconds)},
     }
     output_dir.mkdir(parents=True, exist_ok=True)
     with (output_dir / "predictions.jsonl").open("w", encoding="utf-8") as fh:
