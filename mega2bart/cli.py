@@ -288,6 +288,15 @@ def _field_option(field: dataclasses.Field, annotation: Any) -> inspect.Paramete
     )
 
 
+def _require_one_of(flag: str, word: str, choices: Iterable[str], given: str | None = None) -> None:
+    """`_fail` unless `word` is one of `choices`: "FLAG must be A, B or C (got 'WORD')" (`given`, when
+    the word was lowered from it, is what the message shows)."""
+    if word not in choices:
+        *first, last = choices
+        shown = word if given is None else given  # as the user typed it
+        _fail(f"{flag} must be {', '.join(first)} or {last} (got {shown!r})")
+
+
 def _flag_value(field: dataclasses.Field, given: Any) -> Any:
     """A given option's value, with the field's `choices` or `aliases` words (any case) turned into values."""
     if not isinstance(given, str):
@@ -295,9 +304,7 @@ def _flag_value(field: dataclasses.Field, given: Any) -> Any:
     word = given.lower()
     choices = field.metadata.get("choices")
     if choices is not None:
-        if word not in choices:
-            *first, last = choices
-            _fail(f"{_flag(field)} must be {', '.join(first)} or {last} (got {given!r})")
+        _require_one_of(_flag(field), word, choices, given=given)
         return choices[word]
     aliases = field.metadata.get("aliases", {})
     return aliases[word] if word in aliases else given
@@ -483,10 +490,9 @@ def evaluate(
 ) -> None:
     """Generate summaries for a dataset split; write ROUGE-1/2/L/Lsum with bootstrap CIs and predictions; shared under torchrun."""
     _setup_logging(not quiet, libraries=quiet)
-    from .summarize import evaluate_model
+    from .evaluation import evaluate_model
 
-    if overflow not in ("truncate", "windows"):
-        _fail(f"--overflow must be truncate or windows (got {overflow!r})")
+    _require_one_of("--overflow", overflow, ("truncate", "windows"))
     try:
         report = evaluate_model(
             model,
@@ -548,8 +554,7 @@ def summarize(
     from .build import BuildError
     from .summarize import Summarizer, check_output, stats_path, summarize_files
 
-    if merge not in ("summarize", "concatenate"):
-        _fail(f"--merge must be summarize or concatenate (got {merge!r})")
+    _require_one_of("--merge", merge, ("summarize", "concatenate"))
     try:
         check_output(output, files, skip_existing=skip_existing, overwrite=overwrite)  # before the model loads
     except (ValueError, FileExistsError) as exc:
