@@ -55,7 +55,7 @@ _LAZY = {
     "Summarizer": "summarize",
     "GenerationOptions": "summarize",
     "summarize_files": "summarize",
-    "evaluate_model": "summarize",
+    "evaluate_model": "evaluation",
     "PretrainConfig": "pretraining",
     "run_pretraining": "pretraining",
 }

@@ -11,7 +11,9 @@
 To add a command: write one small function decorated with `@app.command()`, import the library
 inside its body, and turn user errors into `_fail(...)` (message on stderr, exit code 2).
 The `train` and `pretrain` options are generated from the `TrainConfig` / `PretrainConfig` fields
-(`_with_run_config`): to add or change one, edit the field (`mega2bart.config_types.setting`).
+(`_with_run_config`), the generation options of `eval` and `summarize` from the `GenerationOptions`
+fields (`_with_generation_options`), both through `_with_fields_of`: to add or change one, edit the
+field (`mega2bart.config_types.setting`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import logging
 import os
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
 
@@ -31,6 +33,7 @@ import typer
 
 from .config_types import RunConfig, field_help
 from .pretraining import PretrainConfig  # the configs define the train/pretrain options (below);
+from .summarize import GenerationOptions  # ... and the eval/summarize generation options
 from .training import TrainConfig  # importing them adds the Trainer's import time (about 0.5 s) to each command
 
 app = typer.Typer(
@@ -47,8 +50,20 @@ ERROR_EXIT_CODE = 2
 _LOG_HANDLER_NAME = "mega2bart-cli"
 
 
-def _setup_logging(verbose: bool) -> None:
-    """Send mega2bart's log records to the current stderr (one handler, replaced on each command)."""
+def _quiet_libraries() -> None:
+    """--quiet: no `datasets` progress bars, transformers warnings (e.g. generation length notes) only as errors."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.logging.set_verbosity_error()
+
+
+def _setup_logging(verbose: bool, *, libraries: bool = False) -> None:
+    """Send mega2bart's log records to the current stderr (one handler, replaced on each command);
+    `libraries`: quiet the libraries too (`_quiet_libraries`, for --quiet of train, eval, summarize)."""
+    if libraries:
+        _quiet_libraries()
     logger = logging.getLogger("mega2bart")
     for handler in list(logger.handlers):
         if handler.get_name() == _LOG_HANDLER_NAME:
@@ -229,15 +244,6 @@ def fill_mask(
 # ----------------------------------------------------------------------------- train / eval / summarize
 
 
-def _quiet_libraries() -> None:
-    """--quiet: no `datasets` progress bars, transformers warnings (e.g. generation length notes) only as errors."""
-    import datasets
-    import transformers
-
-    datasets.disable_progress_bars()
-    transformers.logging.set_verbosity_error()
-
-
 # train and pretrain take their options from the fields of TrainConfig / PretrainConfig: each setting
 # is declared once, there (`mega2bart.config_types.setting`), with its help, flag and range.
 
@@ -282,6 +288,15 @@ def _field_option(field: dataclasses.Field, annotation: Any) -> inspect.Paramete
     )
 
 
+def _require_one_of(flag: str, word: str, choices: Iterable[str], given: str | None = None) -> None:
+    """`_fail` unless `word` is one of `choices`: "FLAG must be A, B or C (got 'WORD')" (`given`, when
+    the word was lowered from it, is what the message shows)."""
+    if word not in choices:
+        *first, last = choices
+        shown = word if given is None else given  # as the user typed it
+        _fail(f"{flag} must be {', '.join(first)} or {last} (got {shown!r})")
+
+
 def _flag_value(field: dataclasses.Field, given: Any) -> Any:
     """A given option's value, with the field's `choices` or `aliases` words (any case) turned into values."""
     if not isinstance(given, str):
@@ -289,9 +304,7 @@ def _flag_value(field: dataclasses.Field, given: Any) -> Any:
     word = given.lower()
     choices = field.metadata.get("choices")
     if choices is not None:
-        if word not in choices:
-            *first, last = choices
-            _fail(f"{_flag(field)} must be {', '.join(first)} or {last} (got {given!r})")
+        _require_one_of(_flag(field), word, choices, given=given)
         return choices[word]
     aliases = field.metadata.get("aliases", {})
     return aliases[word] if word in aliases else given
@@ -313,6 +326,54 @@ def _parse_set(items: list[str] | None, what: str) -> dict:
     return values
 
 
+def _with_fields_of(
+    name: str, parameters: list[inspect.Parameter], build: Callable[[dict[str, Any]], Any], reserved: Iterable[str] = ()
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Turn `command(..., NAME: X, ...)` into a typer command whose parameter NAME is replaced, at its
+    place, by the options `parameters`; on a call, `build(options)` takes their values out of the
+    given options and returns the value the command gets as NAME.
+
+    The one mechanism behind `_with_run_config` and `_with_generation_options`. `reserved`: further
+    names the command's own options must not take (they clash with `parameters` too).
+    """
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        keyword = inspect.Parameter.KEYWORD_ONLY
+        own = [p.replace(kind=keyword) for p in inspect.signature(command, eval_str=True).parameters.values()]
+        place = [p.name for p in own].index(name)
+        kept = own[:place] + own[place + 1 :]
+        clashes = sorted({p.name for p in kept} & {*reserved, *(p.name for p in parameters)})
+        if clashes:
+            raise TypeError(f"{command.__name__}: options {clashes} are also generated options or fields: rename them")
+
+        def run(**options: Any) -> None:
+            options[name] = build(options)
+            command(**options)
+
+        run.__name__, run.__qualname__, run.__doc__ = command.__name__, command.__qualname__, command.__doc__
+        run.__signature__ = inspect.Signature([*kept[:place], *parameters, *kept[place:]])  # type: ignore[attr-defined]  (what typer reads)
+        return run
+
+    return decorate
+
+
+def _flagged_fields(options_class: type) -> tuple[list[dataclasses.Field], list[inspect.Parameter]]:
+    """The fields of the dataclass `options_class` with a `flag`, and their typer options."""
+    hints = typing.get_type_hints(options_class)
+    flagged = [field for field in dataclasses.fields(options_class) if field.metadata.get("flag")]
+    return flagged, [_field_option(field, hints[field.name]) for field in flagged]
+
+
+def _given(flagged: list[dataclasses.Field], options: dict[str, Any]) -> dict[str, Any]:
+    """Take the options of the `flagged` fields out of `options`: {field name: value} of those given."""
+    values = {}
+    for field in flagged:
+        given = options.pop(field.name)
+        if given is not None and given != []:
+            values[field.name] = _flag_value(field, given)
+    return values
+
+
 def _with_run_config(
     config_class: type[RunConfig], missing: str
 ) -> Callable[[Callable[..., None]], Callable[..., None]]:
@@ -323,9 +384,8 @@ def _with_run_config(
     `--set` values on top of those. `missing` is the error when a required field has no value and
     there is no `--config`.
     """
-    hints = typing.get_type_hints(config_class)
+    flagged, field_options = _flagged_fields(config_class)
     fields = dataclasses.fields(config_class)
-    flagged = [field for field in fields if field.metadata.get("flag")]
     name = config_class.__name__
     set_only = ", ".join(field.name for field in fields if not field.metadata.get("flag"))
     config_help = f"YAML file of {name} fields; flags given here win."
@@ -338,34 +398,37 @@ def _with_run_config(
         "set_", keyword, default=None, annotation=Annotated[list[str] | None, typer.Option("--set", help=set_help)]
     )
 
+    def load(options: dict[str, Any]) -> RunConfig:
+        overrides = _given(flagged, options)
+        config_file = options.pop("config")
+        overrides.update(_parse_set(options.pop("set_"), name))
+        if config_file is None and not set(config_class.required_fields()) <= set(overrides):
+            _fail(missing)
+        try:
+            return config_class.load(config_file, overrides)
+        except (ValueError, FileNotFoundError) as exc:
+            _fail(str(exc))
+
     def decorate(command: Callable[..., None]) -> Callable[..., None]:
-        own = [p.replace(kind=keyword) for p in list(inspect.signature(command, eval_str=True).parameters.values())[1:]]
-        parameters = [config_option, *(_field_option(f, hints[f.name]) for f in flagged), set_option, *own]
-        clashes = sorted({p.name for p in own} & {"config", "set_", *(f.name for f in fields)})
-        if clashes:
-            raise TypeError(f"{command.__name__}: options {clashes} are also {name} fields or options: rename them")
-
-        def run(**options: Any) -> None:
-            overrides = {}
-            for field in flagged:
-                given = options.pop(field.name)
-                if given is not None and given != []:
-                    overrides[field.name] = _flag_value(field, given)
-            config_file = options.pop("config")
-            overrides.update(_parse_set(options.pop("set_"), name))
-            if config_file is None and not set(config_class.required_fields()) <= set(overrides):
-                _fail(missing)
-            try:
-                run_config = config_class.load(config_file, overrides)
-            except (ValueError, FileNotFoundError) as exc:
-                _fail(str(exc))
-            command(run_config, **options)
-
-        run.__name__, run.__qualname__, run.__doc__ = command.__name__, command.__qualname__, command.__doc__
-        run.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]  (what typer reads)
-        return run
+        first = next(iter(inspect.signature(command).parameters))
+        parameters = [config_option, *field_options, set_option]
+        return _with_fields_of(first, parameters, load, reserved=[f.name for f in fields])(command)
 
     return decorate
+
+
+def _with_generation_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Turn the parameter `generation: GenerationOptions` of `command` into one option per field of
+    `GenerationOptions` (declared there once); an invalid combination is a `_fail` with its message."""
+    flagged, field_options = _flagged_fields(GenerationOptions)
+
+    def build(options: dict[str, Any]) -> GenerationOptions:
+        try:
+            return GenerationOptions(**_given(flagged, options))
+        except ValueError as exc:
+            _fail(str(exc))
+
+    return _with_fields_of("generation", field_options, build)(command)
 
 
 @app.command()
@@ -378,9 +441,7 @@ def train(
     quiet: Annotated[bool, typer.Option(help="Only warnings and errors.")] = False,
 ) -> None:
     """Fine-tune a mega2bart model (Seq2SeqTrainer, ROUGE on the eval split); resumable; DDP under torchrun."""
-    _setup_logging(not quiet)
-    if quiet:
-        _quiet_libraries()
+    _setup_logging(not quiet, libraries=quiet)
     from .training import METRICS_FILE
     from .training import train as run_training
 
@@ -404,60 +465,34 @@ def train(
     typer.echo(f"{line}\nmodel, checkpoints and {METRICS_FILE} in {train_config.output_dir}")
 
 
-def _generation(num_beams, max_new_tokens, min_new_tokens, no_repeat_ngram_size, length_penalty):
-    from .summarize import GenerationOptions
-
-    try:
-        return GenerationOptions(
-            num_beams=num_beams,
-            max_new_tokens=max_new_tokens,
-            min_new_tokens=min_new_tokens,
-            no_repeat_ngram_size=no_repeat_ngram_size,
-            length_penalty=length_penalty,
-        )
-    except ValueError as exc:
-        _fail(str(exc))
-
-
-_BEAMS_HELP = "Beams (default: the model's generation_config.json)."
-_MAX_NEW_HELP = "Longest summary in new tokens (default: the model's)."
-_MIN_NEW_HELP = "Shortest summary in new tokens (default: the model's)."
-_NGRAM_HELP = "Never repeat an n-gram of this size (default: the model's)."
-_PENALTY_HELP = "Beam length penalty; > 1 favours longer summaries (default: the model's)."
-_DTYPE_HELP = "Inference precision: fp32 | bf16 | fp16 (fp16 needs a CUDA GPU)."
+# the options eval and summarize share, declared once
+_ContextOption = Annotated[int | None, typer.Option(min=3, help="Context (default: tokenizer model_max_length).")]
+_DtypeOption = Annotated[str, typer.Option(help="Inference precision: fp32 | bf16 | fp16 (fp16 needs a CUDA GPU).")]
+_QuietInferenceOption = Annotated[bool, typer.Option(help="Only warnings and errors; no progress bar.")]
 
 
 @app.command("eval")
+@_with_generation_options
 def evaluate(
     model: Annotated[Path, typer.Argument(help="Model directory (`mega2bart build` or `mega2bart train` output).")],
     output_dir: Annotated[Path, typer.Option(help="Where eval_results.json and predictions.jsonl go.")],
     dataset: Annotated[str, typer.Option(help='"aclsum" (offline), a data file or a Hub name.')] = "aclsum",
     split: Annotated[str, typer.Option(help="Split to evaluate.")] = "test",
     limit: Annotated[int | None, typer.Option(min=1, help="Evaluate only the first N examples.")] = None,
-    max_input_tokens: Annotated[
-        int | None, typer.Option(min=3, help="Context (default: tokenizer model_max_length).")
-    ] = None,
+    max_input_tokens: _ContextOption = None,
     overflow: Annotated[str, typer.Option(help="Longer documents: truncate (as in training) | windows.")] = "truncate",
     batch_size: Annotated[int, typer.Option(min=1, help="Inputs per generate call.")] = 4,
-    num_beams: Annotated[int | None, typer.Option(help=_BEAMS_HELP)] = None,
-    max_new_tokens: Annotated[int | None, typer.Option(help=_MAX_NEW_HELP)] = None,
-    min_new_tokens: Annotated[int | None, typer.Option(help=_MIN_NEW_HELP)] = None,
-    no_repeat_ngram_size: Annotated[int | None, typer.Option(help=_NGRAM_HELP)] = None,
-    length_penalty: Annotated[float | None, typer.Option(help=_PENALTY_HELP)] = None,
+    generation: GenerationOptions = GenerationOptions(),  # noqa: B008  (replaced by its fields: _with_generation_options)
     bootstrap_samples: Annotated[int, typer.Option(min=0, help="Bootstrap resamples for the 95% intervals.")] = 1000,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
-    dtype: Annotated[str, typer.Option(help=_DTYPE_HELP)] = "fp32",
-    quiet: Annotated[bool, typer.Option(help="Only warnings and errors; no progress bar.")] = False,
+    dtype: _DtypeOption = "fp32",
+    quiet: _QuietInferenceOption = False,
 ) -> None:
     """Generate summaries for a dataset split; write ROUGE-1/2/L/Lsum with bootstrap CIs and predictions; shared under torchrun."""
-    _setup_logging(not quiet)
-    if quiet:
-        _quiet_libraries()
-    from .summarize import evaluate_model
+    _setup_logging(not quiet, libraries=quiet)
+    from .evaluation import evaluate_model
 
-    if overflow not in ("truncate", "windows"):
-        _fail(f"--overflow must be truncate or windows (got {overflow!r})")
-    generation = _generation(num_beams, max_new_tokens, min_new_tokens, no_repeat_ngram_size, length_penalty)
+    _require_one_of("--overflow", overflow, ("truncate", "windows"))
     try:
         report = evaluate_model(
             model,
@@ -493,6 +528,7 @@ def evaluate(
 
 
 @app.command()
+@_with_generation_options
 def summarize(
     model: Annotated[Path, typer.Argument(help="Model directory.")],
     files: Annotated[list[str], typer.Argument(help='.txt/.md/.html/.jsonl files, or "-" for stdin.')],
@@ -502,42 +538,31 @@ def summarize(
             help="Output jsonl: one record per document, with window provenance (run statistics: OUT.stats.json)."
         ),
     ],
-    max_input_tokens: Annotated[
-        int | None, typer.Option(min=3, help="Context (default: tokenizer model_max_length).")
-    ] = None,
+    max_input_tokens: _ContextOption = None,
     window_overlap: Annotated[int | None, typer.Option(min=0, help="Tokens shared by neighbouring windows.")] = None,
     merge: Annotated[str, typer.Option(help="summarize (summary of window summaries) | concatenate.")] = "summarize",
     max_levels: Annotated[int, typer.Option(min=1, help="Most merge levels before truncating.")] = 3,
     batch_size: Annotated[int, typer.Option(min=1, help="Inputs per generate call (grouped by length).")] = 4,
-    num_beams: Annotated[int | None, typer.Option(help=_BEAMS_HELP)] = None,
-    max_new_tokens: Annotated[int | None, typer.Option(help=_MAX_NEW_HELP)] = None,
-    min_new_tokens: Annotated[int | None, typer.Option(help=_MIN_NEW_HELP)] = None,
-    no_repeat_ngram_size: Annotated[int | None, typer.Option(help=_NGRAM_HELP)] = None,
-    length_penalty: Annotated[float | None, typer.Option(help=_PENALTY_HELP)] = None,
+    generation: GenerationOptions = GenerationOptions(),  # noqa: B008  (replaced by its fields: _with_generation_options)
     skip_existing: Annotated[bool, typer.Option(help="Resume: keep records already in --output, do the rest.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an earlier summaries file at --output.")] = False,
-    dtype: Annotated[str, typer.Option(help=_DTYPE_HELP)] = "fp32",
-    quiet: Annotated[bool, typer.Option(help="Only warnings and errors; no progress bar.")] = False,
+    dtype: _DtypeOption = "fp32",
+    quiet: _QuietInferenceOption = False,
 ) -> None:
     """Summarise documents of any length (overlapping windows, then a summary of summaries); shared under torchrun."""
-    _setup_logging(not quiet)
-    if quiet:
-        _quiet_libraries()
+    _setup_logging(not quiet, libraries=quiet)
     from .build import BuildError
-    from .summarize import Summarizer, check_output, load_for_inference, stats_path, summarize_files
+    from .summarize import Summarizer, check_output, stats_path, summarize_files
 
-    if merge not in ("summarize", "concatenate"):
-        _fail(f"--merge must be summarize or concatenate (got {merge!r})")
-    generation = _generation(num_beams, max_new_tokens, min_new_tokens, no_repeat_ngram_size, length_penalty)
+    _require_one_of("--merge", merge, ("summarize", "concatenate"))
     try:
         check_output(output, files, skip_existing=skip_existing, overwrite=overwrite)  # before the model loads
     except (ValueError, FileExistsError) as exc:
         _fail(str(exc))
     try:
-        loaded, tokenizer = load_for_inference(model, dtype)
-        summarizer = Summarizer(
-            loaded,
-            tokenizer,
+        summarizer = Summarizer.load(
+            model,
+            dtype,
             max_input_tokens=max_input_tokens,
             window_overlap=window_overlap,
             batch_size=batch_size,

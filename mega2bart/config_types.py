@@ -2,7 +2,9 @@
 
 A setting is one dataclass field made with `setting(default, help=..., ...)`. Its metadata is the
 only description of the setting; the command line (`mega2bart train`/`pretrain` options are
-generated from it in `mega2bart.cli`), the checks below and `TrainingArguments` read it:
+generated from it in `mega2bart.cli`, and the `eval`/`summarize` generation options from the
+`setting()` fields of `mega2bart.summarize.GenerationOptions`), the checks below and
+`TrainingArguments` read it:
 
 - `help`: what the setting does; the CLI option's help and the documentation of the YAML key.
 - `flag`: the CLI option (True: `--field-name`; a string: that option, e.g. "--batch-size");

@@ -1,10 +1,13 @@
-"""Repository hygiene: no paths of the machine the code was written on, one reference-environment location."""
+"""Repository hygiene: no paths of the machine the code was written on, one reference-environment location,
+model code shipped as remote code that imports only the standard library, torch and transformers."""
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -103,3 +106,59 @@ def test_citations_point_into_the_repository() -> None:
         ]
     assert not outside, f"files citing a spec outside the repository: {outside}"
     assert not unknown, f"citations of sections docs/mega.md does not have: {unknown} (it has {sorted(anchors)})"
+
+
+# ----------------------------------------------------------------------------- import-clean remote code
+
+# what the files shipped as remote code may import: a saved model directory is loaded with
+# `trust_remote_code=True` where only torch and transformers can be assumed (no mega2bart, no numpy)
+REMOTE_CODE_ALLOWED = {"torch", "transformers", "__future__"}
+
+
+def _foreign_imports(source: str, siblings: set[str]) -> list[str]:
+    """`import ...` / `from ... import` statements of `source` (anywhere in it) that reach beyond the
+    standard library, torch, transformers and the module names `siblings` (relative imports)."""
+    foreign = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            roots = [(alias.name, alias.name.split(".")[0]) for alias in node.names]
+            foreign += [name for name, root in roots if root not in sys.stdlib_module_names | REMOTE_CODE_ALLOWED]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            root = (node.module or "").split(".")[0]
+            if root not in sys.stdlib_module_names | REMOTE_CODE_ALLOWED:
+                foreign.append(node.module or "")
+        elif isinstance(node, ast.ImportFrom):  # relative: only the files shipped beside it
+            targets = [node.module] if node.module else [alias.name for alias in node.names]
+            dots = "." * node.level
+            foreign += [dots + target for target in targets if target.split(".")[0] not in siblings or node.level > 1]
+    return foreign
+
+
+def test_remote_code_files_import_only_the_standard_library_torch_and_transformers() -> None:
+    from mega2bart.build.remote_code import REMOTE_CODE_SOURCES
+
+    siblings = {Path(name).stem for name in REMOTE_CODE_SOURCES}
+    problems = [
+        f"{source.relative_to(REPO)} (shipped as {name}) imports {module!r}"
+        for name, source in REMOTE_CODE_SOURCES.items()
+        for module in _foreign_imports(source.read_text(encoding="utf-8"), siblings)
+    ]
+    assert not problems, (
+        "remote code must import only the standard library, torch, transformers and the files shipped beside it "
+        "(a saved model is loaded without mega2bart); move these imports out of the model code:\n" + "\n".join(problems)
+    )
+
+
+@pytest.mark.parametrize(
+    "statement, found",
+    [
+        ("import numpy as np", ["numpy"]),
+        ("from mega2bart.documents import read_documents", ["mega2bart.documents"]),
+        ("def f():\n    import yaml", ["yaml"]),
+        ("from ..tokenization import x", ["..tokenization"]),
+        ("from .presets import TINY", [".presets"]),
+        ("import math, torch.nn\nfrom transformers import PreTrainedModel\nfrom .modeling_mega import MegaModel", []),
+    ],
+)
+def test_the_remote_code_import_check_finds_foreign_imports(statement: str, found: list[str]) -> None:
+    assert _foreign_imports(statement, {"modeling_mega", "configuration_mega"}) == found

@@ -11,12 +11,12 @@ import threading
 import pytest
 import torch
 
+from mega2bart.evaluation import evaluate_model
 from mega2bart.metrics import SENTENCE_SPLITTER
 from mega2bart.summarize import (
     GenerationOptions,
     Summarizer,
     check_output,
-    evaluate_model,
     finished_ids,
     load_for_inference,
     resolve_dtype,
