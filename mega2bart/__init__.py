@@ -11,18 +11,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .models.mega import (
-    MegaCache,
-    MegaConfig,
-    MegaForCausalLM,
-    MegaForMaskedLM,
-    MegaForMultipleChoice,
-    MegaForQuestionAnswering,
-    MegaForSequenceClassification,
-    MegaForTokenClassification,
-    MegaModel,
-    MegaPreTrainedModel,
-)
+from .models import mega
+from .models.mega import *  # noqa: F403  (the MEGA classes: mega.__all__)
 from .pipeline import register_summarization_pipeline
 from .registration import register_mega
 
@@ -73,19 +63,4 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
-__all__ = [
-    "MegaCache",
-    "MegaConfig",
-    "MegaForCausalLM",
-    "MegaForMaskedLM",
-    "MegaForMultipleChoice",
-    "MegaForQuestionAnswering",
-    "MegaForSequenceClassification",
-    "MegaForTokenClassification",
-    "MegaModel",
-    "MegaPreTrainedModel",
-    "__version__",
-    "register_mega",
-    "register_summarization_pipeline",
-    *_LAZY,
-]
+__all__ = [*mega.__all__, "__version__", "register_mega", "register_summarization_pipeline", *_LAZY]

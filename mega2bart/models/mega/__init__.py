@@ -1,27 +1,7 @@
 """Native MEGA for transformers 5 (state-dict compatible with the transformers 4.x port)."""
 
+from . import modeling_mega
 from .configuration_mega import MegaConfig
-from .modeling_mega import (
-    MegaCache,
-    MegaForCausalLM,
-    MegaForMaskedLM,
-    MegaForMultipleChoice,
-    MegaForQuestionAnswering,
-    MegaForSequenceClassification,
-    MegaForTokenClassification,
-    MegaModel,
-    MegaPreTrainedModel,
-)
+from .modeling_mega import *  # noqa: F403  (the model classes: modeling_mega.__all__)
 
-__all__ = [
-    "MegaCache",
-    "MegaConfig",
-    "MegaForCausalLM",
-    "MegaForMaskedLM",
-    "MegaForMultipleChoice",
-    "MegaForQuestionAnswering",
-    "MegaForSequenceClassification",
-    "MegaForTokenClassification",
-    "MegaModel",
-    "MegaPreTrainedModel",
-]
+__all__ = ["MegaConfig", *modeling_mega.__all__]
