@@ -54,6 +54,7 @@ has registered it yet: in a saved directory loaded without mega2bart. Inside the
 `import mega2bart` registers "mega" first, so the block is skipped and its sibling imports never run.
 """
 
+import contextlib
 from typing import Any
 
 import torch
@@ -315,9 +316,7 @@ class Mega2BartModel(EncoderDecoderModel):
         if projection is not None:
             projection.forward = _project_once(projection)
         try:
-            if not share:
-                return super().generate(inputs, generation_config=generation_config, **kwargs)
-            with _WeightMajorDecoding(self.decoder):
+            with _WeightMajorDecoding(self.decoder) if share else contextlib.nullcontext():
                 return super().generate(inputs, generation_config=generation_config, **kwargs)
         finally:
             self._sharing_encoder = previous
