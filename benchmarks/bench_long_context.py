@@ -4,21 +4,23 @@ Every input is real text (ACLSum paper bodies, `mega2bart.data`'s offline "aclsu
 cut to a target length, with K short fact sentences planted in it, one in each depth bucket
 (0-1k, 1-4k, 4-8k, 8-12k, 12-16k of a 16,384-token input; the same fractions of a shorter one):
 
-    ... The access code of the Delta archive is 4 7 1 9. ...
+    ... The access code of the Delta archive is 47. ...
 
-The entity is one of 24 names and the code 4 random digits, drawn per input, so nothing can be
-guessed. The target is the K facts in document order. Training inputs come from ACLSum's train
-papers, held-out inputs from its test papers, with other seeds. Both are written as JSONL
+The entity is one of 24 names and the code a number from 10 to 99 (`--code digits`: 4 random digits,
+"is 4 7 1 9."), drawn per input, so a fact is right by chance with probability 1/2,160 (1/240,000).
+The target is the K facts in document order. Training inputs come from ACLSum's train papers,
+held-out inputs from its test papers, with other seeds. Both are written as JSONL
 ("document"/"summary") that `mega2bart train` and `mega2bart eval` read unchanged.
 
 The model is a small mega2bart built by `mega2bart.build.build_mega2bart` from configs (random
 init; MEGA with the seed's chunk size 1,024 and its bidirectional multi-dimensional damped EMA,
-post-norm ScaleNorm, simple relative bias), trained with `mega2bart train` in two stages:
+pre-norm ScaleNorm, simple relative bias), trained with `mega2bart train` in three stages:
 
-1. `--stage1-length` inputs (short, cheap: the model learns to find and copy facts), shared by both arms;
-2. full-length inputs (16,384 tokens), continuing from stage 1:
+1. one fact in `stage1_filler` tokens of filler (short, cheap: the model learns to find and copy a fact);
+2. 1-5 facts in `stage2_length`-token inputs, random buckets (several facts, in document order);
+3. full-length inputs (16,384 tokens, 5 facts), continuing from stage 2, one run per arm:
    - mega-16k: the model reads all `--length` tokens, in training and evaluation;
-   - truncated-1k (control): the same stage-1 model, trained and evaluated on the same data with
+   - truncated-1024 (control): the same stage-2 model, trained and evaluated on the same data with
      inputs truncated to 1,024 tokens (its first chunk); it cannot see facts beyond that.
 
 Then `mega2bart eval` generates greedily for the held-out inputs and this script scores the
@@ -34,18 +36,21 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import itertools
 import json
+import math
 import os
 import platform
 import random
-import re
 import shlex
+import shutil
 import struct
 import subprocess
 import sys
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -53,7 +58,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
-# Single-token names in the BART/GPT-2 byte-level BPE (checked in `make_fact`).
+# Single-token names in the BART/GPT-2 byte-level BPE (checked in `check_single_tokens`).
 NAMES = (
     "Alpha",
     "Beta",
@@ -80,8 +85,12 @@ NAMES = (
     "Maple",
     "Cedar",
 )
-FACT_TEMPLATE = "The access code of the {name} archive is {digits}."
-FACT_RE = re.compile(r"The access code of the (\w+) archive is ((?:\d ){3}\d)\.")
+FACT_TEMPLATE = "The access code of the {name} archive is {code}."
+# The code: "number", one token from 10-99 (a fact is right by chance with probability 1/2,160), or "digits",
+# 4 digit tokens ("4 7 1 9", 1/240,000). With digits, copying digits 2-4 in order was learned once in three
+# stage-2 trials of 1,000 steps; the name and digit 1 in all three: the probe then measured that copy rather
+# than depth (benchmarks/README.md, "Trials"), so the full run uses "number".
+CODES = ("number", "digits")
 CODE_DIGITS = 4
 # Depth buckets as fractions of the input: 0-1k, 1-4k, 4-8k, 8-12k, 12-16k of 16,384 tokens.
 BUCKET_EDGES = (0.0, 1 / 16, 4 / 16, 8 / 16, 12 / 16, 1.0)
@@ -107,9 +116,18 @@ class Example:
     fact_tokens: int
 
 
-def make_fact(rng: random.Random, name: str) -> str:
-    digits = " ".join(str(rng.randrange(10)) for _ in range(CODE_DIGITS))
-    return FACT_TEMPLATE.format(name=name, digits=digits)
+def make_fact(rng: random.Random, name: str, code: str = "number") -> str:
+    if code == "number":
+        return FACT_TEMPLATE.format(name=name, code=rng.randrange(10, 100))
+    if code == "digits":
+        return FACT_TEMPLATE.format(name=name, code=" ".join(str(rng.randrange(10)) for _ in range(CODE_DIGITS)))
+    raise ValueError(f"code must be one of {CODES}, not {code!r}")
+
+
+def check_single_tokens(tokenizer: Any) -> None:
+    for word in (*NAMES, *map(str, range(100))):
+        pieces = tokenizer(" " + word, add_special_tokens=False)["input_ids"]
+        assert len(pieces) == 1, f"{word!r} is {len(pieces)} tokens; names and digits must be single tokens"
 
 
 @functools.lru_cache(maxsize=4)
@@ -132,7 +150,15 @@ def filler_stream(tokenizer: Any, split: str) -> tuple[list[int], list[int], lis
 
 
 def make_examples(
-    tokenizer: Any, split: str, count: int, length: int, seed: int, prefix: str, *, some_buckets: bool = False
+    tokenizer: Any,
+    split: str,
+    count: int,
+    length: int,
+    seed: int,
+    prefix: str,
+    *,
+    some_buckets: bool = False,
+    code: str = "number",
 ) -> list[Example]:
     """`count` inputs of exactly `length` tokens: filler from ACLSum `split` with one fact per depth bucket.
 
@@ -141,10 +167,10 @@ def make_examples(
     import bisect
 
     stream, starts, openings = filler_stream(tokenizer, split)
-    fact_tokens = len(tokenizer(" " + make_fact(random.Random(0), NAMES[0]), add_special_tokens=False)["input_ids"])
-    for name in NAMES:
-        pieces = tokenizer(" " + name, add_special_tokens=False)["input_ids"]
-        assert len(pieces) == 1, f"{name!r} is {len(pieces)} tokens; NAMES must be single tokens"
+    fact_tokens = len(
+        tokenizer(" " + make_fact(random.Random(0), NAMES[0], code), add_special_tokens=False)["input_ids"]
+    )
+    check_single_tokens(tokenizer)
     k = len(BUCKET_NAMES)
     filler_length = length - 2 - k * fact_tokens  # <s> and </s>
     if filler_length < 8 * k:
@@ -169,7 +195,7 @@ def make_examples(
             cut = starts[j] - begin if j < len(starts) else filler_length
             cuts.append(min(max(cut, cuts[-1] if cuts else 0), filler_length))
         names = rng.sample(NAMES, len(chosen))
-        facts = [make_fact(rng, name) for name in names]
+        facts = [make_fact(rng, name, code) for name in names]
         cuts = [cuts[i] for i in chosen]  # unplanted buckets keep their filler; the input is shorter by their facts
         pieces, previous = [], 0
         for cut, fact in zip(cuts, facts, strict=True):
@@ -195,6 +221,45 @@ def make_examples(
                 depths=depths,
                 length=expected,
                 fact_tokens=fact_tokens,
+            )
+        )
+    return examples
+
+
+def make_single_fact_examples(
+    tokenizer: Any, split: str, count: int, filler_tokens: int, seed: int, prefix: str, *, code: str = "number"
+) -> list[Example]:
+    """`count` short inputs: `filler_tokens` tokens of ACLSum `split` (from a paragraph opening) with one fact
+    spliced in at a random word start. The first training stage: with ~40 tokens to search, a copy of the name
+    is found within ~550 steps (benchmarks/README.md, "Trials")."""
+    import bisect
+
+    check_single_tokens(tokenizer)
+    stream, starts, openings = filler_stream(tokenizer, split)
+    rng = random.Random(seed)
+    examples: list[Example] = []
+    while len(examples) < count:
+        begin = openings[rng.randrange(bisect.bisect_left(openings, len(stream) - filler_tokens - 1))]
+        filler = stream[begin : begin + filler_tokens]
+        j = bisect.bisect_left(starts, begin + rng.randrange(filler_tokens))
+        cut = min(starts[j] - begin, filler_tokens) if j < len(starts) else filler_tokens
+        fact = make_fact(rng, rng.choice(NAMES), code)
+        document = tokenizer.decode(filler[:cut]) + " " + fact + tokenizer.decode(filler[cut:])
+        if document != document.strip():
+            continue
+        ids = tokenizer(document)["input_ids"]
+        fact_ids = tokenizer(" " + fact, add_special_tokens=False)["input_ids"]
+        if ids[1 + cut : 1 + cut + len(fact_ids)] != fact_ids:
+            continue  # a splice changed the tokenization (rare): draw again
+        examples.append(
+            Example(
+                id=f"{prefix}-{len(examples)}",
+                document=document,
+                summary=fact,
+                facts=[fact],
+                depths=[1 + cut],
+                length=len(ids),
+                fact_tokens=len(fact_ids),
             )
         )
     return examples
@@ -260,18 +325,27 @@ def score(references: list[dict[str, Any]], predictions: list[str], context: int
 
 def model_configs(length: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """The probe's encoder and decoder configs: the tiny preset's options at a width that trains on 2 cores,
-    with the seed's chunk size (1,024) and EMA kind (bidirectional, multi-dimensional damped)."""
+    with the seed's chunk size (1,024) and EMA kind (bidirectional, multi-dimensional damped).
+
+    Chosen by trials (benchmarks/README.md, "Trials"). The earlier probe model (post-norm, 64 wide, BART's
+    init_std 0.02) stayed at the copy-free loss for 600 steps on 128-token inputs. On one fact in 24 filler
+    tokens, 64-wide models (post- or pre-norm, decoder init_std 0.02 or 0.08, AdamW 3e-3) copied under 20% of
+    the names after 320-800 steps; pre-norm at width 128 with init_std 0.05 and AdamW 2e-3 copied all of them
+    after 550 (the trials changed width and init together, so which of the two mattered is not known).
+    """
     from mega2bart.presets import TINY_DECODER, TINY_ENCODER
 
     encoder = {
         **TINY_ENCODER,
-        "hidden_size": 64,
-        "intermediate_size": 64,  # E, the value width of the gated attention
-        "nffn_hidden_size": 128,
-        "shared_representation_size": 16,  # Z, queries and keys
+        "hidden_size": 128,
+        "intermediate_size": 128,  # E, the value width of the gated attention
+        "nffn_hidden_size": 256,
+        "shared_representation_size": 32,  # Z, queries and keys
         "ema_projection_size": 16,  # N, EMA dimensions per channel
         "num_hidden_layers": 2,
         "chunk_size": 1024,
+        "normalize_before_mega": True,
+        "normalize_before_ffn": True,
         "max_positions": max(length, 16384),
     }
     decoder = {
@@ -282,12 +356,33 @@ def model_configs(length: int) -> tuple[dict[str, Any], dict[str, Any]]:
         "encoder_ffn_dim": 256,
         "decoder_ffn_dim": 256,
         "max_position_embeddings": 256,
+        "init_std": 0.05,
     }
     return encoder, decoder
 
 
-def build_model(directory: Path, length: int, max_new_tokens: int) -> dict[str, Any]:
-    """Build and save the random-init probe model; returns its parameter counts."""
+def spread_ema_reach(model: Any, longest: int) -> None:
+    """Give each channel's N EMA dimensions reaches log-spaced from 4 to `longest` tokens.
+
+    A dimension's previous-step weight is q = 1 - p * sigmoid(decay_factor) with p = sigmoid(damping_factor),
+    so an impulse fades by 1/e after about reach = 1 / (1 - q) tokens. The default init (both factors
+    ~N(0, 0.2)) puts every dimension near reach 4, and training on short inputs keeps it there (at most 25
+    tokens after stage 2 in a trial), so nothing crosses a 1,024-token chunk. Here decay_factor = 0
+    (sigmoid 1/2) and p = 2 / reach, which keeps the steady-state gain p / (1 - q) = 2 of every dimension."""
+    import torch
+
+    for module in model.encoder.modules():
+        if hasattr(module, "damping_factor") and hasattr(module, "decay_factor"):
+            n = module.damping_factor.shape[1]
+            reaches = torch.logspace(math.log10(4), math.log10(longest), n, dtype=torch.float64)
+            with torch.no_grad():
+                module.damping_factor.copy_(torch.logit(2 / reaches).view(1, n, 1).expand_as(module.damping_factor))
+                module.decay_factor.zero_()
+
+
+def build_model(directory: Path, length: int, max_new_tokens: int, ema_init: str = "default") -> dict[str, Any]:
+    """Build and save the random-init probe model (`ema_init`: "default", or "long" for `spread_ema_reach` up to
+    `length`); returns its parameter counts."""
     from mega2bart.build import build_mega2bart, parameter_counts, save_mega2bart
 
     encoder, decoder = model_configs(length)
@@ -305,6 +400,10 @@ def build_model(directory: Path, length: int, max_new_tokens: int) -> dict[str, 
             "early_stopping": False,
         },
     )
+    if ema_init == "long":
+        spread_ema_reach(model, length)
+    elif ema_init != "default":
+        raise ValueError(f"ema_init must be 'default' or 'long', not {ema_init!r}")
     save_mega2bart(model, tokenizer, directory, overwrite=True)
     return parameter_counts(model)
 
@@ -425,7 +524,7 @@ COLORS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189))
 
 def plot_recall(arms: dict[str, dict[str, Any]], path: Path, title: str) -> None:
     """Recall (%) per depth bucket, one line per arm, bucket names on the x axis."""
-    width, height, left, right, top, bottom = 720, 450, 80, 30, 50, 100
+    width, height, left, right, top, bottom = 720, 480, 80, 30, 50, 130
     canvas = Canvas(width, height)
     plot_w, plot_h = width - left - right, height - top - bottom
     canvas.text(left, 14, title, scale=2)
@@ -441,7 +540,7 @@ def plot_recall(arms: dict[str, dict[str, Any]], path: Path, title: str) -> None
         canvas.line(x, top + plot_h, x, top + plot_h + 5, (0, 0, 0))
         canvas.text(x - 6 * len(name), top + plot_h + 10, name, scale=2)
     canvas.text(left + plot_w // 2 - 6 * 2 * 7, top + plot_h + 36, "depth (tokens)", scale=2)
-    legend_x = left + 10
+    legend_x, legend_y = left + 10, top + plot_h + 70
     for (name, result), color in zip(arms.items(), COLORS, strict=False):
         points = [(x, result["recall_by_bucket"][b]) for x, b in zip(xs, BUCKET_NAMES, strict=True)]
         ys = [None if r is None else top + plot_h - round(plot_h * r) for _, r in points]
@@ -451,8 +550,10 @@ def plot_recall(arms: dict[str, dict[str, Any]], path: Path, title: str) -> None
         for (x, _), y in zip(points, ys, strict=True):
             if y is not None:
                 canvas.box(x - 4, y - 4, 9, 9, color)
-        canvas.box(legend_x, top + plot_h + 74, 20, 6, color)
-        legend_x = canvas.text(legend_x + 26, top + plot_h + 70, name, scale=2) + 24
+        if legend_x > left + 10 and legend_x + 26 + 12 * len(name) > width - right:
+            legend_x, legend_y = left + 10, legend_y + 26  # wrap the legend
+        canvas.box(legend_x, legend_y + 4, 20, 6, color)
+        legend_x = canvas.text(legend_x + 26, legend_y, name, scale=2) + 24
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path)
 
@@ -464,51 +565,93 @@ def plot_recall(arms: dict[str, dict[str, Any]], path: Path, title: str) -> None
 
 @dataclass
 class Settings:
-    length: int
+    length: int  # stage 3 and held-out inputs
     control_context: int
-    stage1_length: int
+    stage1_filler: int  # stage 1: one fact in this many filler tokens
     stage1_examples: int
     stage1_steps: int
     stage1_batch: int
+    stage2_length: int  # stage 2: 1-5 facts, random buckets
     stage2_examples: int
     stage2_steps: int
     stage2_batch: int
+    stage3_examples: int  # stage 3: full length, 5 facts; one run per arm
+    stage3_steps: int
+    stage3_batch: int
     test_examples: int
-    learning_rate: float
-    stage2_learning_rate: float
+    learning_rate: float  # stages 1 and 2, constant after warm-up
+    stage3_learning_rate: float  # cosine
     eval_batch: int
 
 
 FULL = Settings(
     length=16384,
     control_context=CONTROL_CONTEXT,
-    stage1_length=128,
-    stage1_examples=8000,
-    stage1_steps=600,
+    stage1_filler=24,
+    stage1_examples=20000,
+    stage1_steps=1000,
     stage1_batch=8,
-    stage2_examples=60,
-    stage2_steps=30,
-    stage2_batch=2,
+    stage2_length=128,
+    stage2_examples=8000,
+    stage2_steps=1000,
+    stage2_batch=8,
+    stage3_examples=200,
+    stage3_steps=150,
+    stage3_batch=1,
     test_examples=40,
-    learning_rate=3e-3,
-    stage2_learning_rate=1e-3,
+    learning_rate=2e-3,
+    stage3_learning_rate=1e-3,
     eval_batch=4,
 )
 QUICK = Settings(
     length=1024,
     control_context=64,
-    stage1_length=128,
+    stage1_filler=24,
     stage1_examples=64,
-    stage1_steps=8,
+    stage1_steps=4,
     stage1_batch=8,
-    stage2_examples=8,
-    stage2_steps=2,
-    stage2_batch=4,
+    stage2_length=128,
+    stage2_examples=32,
+    stage2_steps=4,
+    stage2_batch=8,
+    stage3_examples=8,
+    stage3_steps=2,
+    stage3_batch=4,
     test_examples=4,
-    learning_rate=3e-3,
-    stage2_learning_rate=1e-3,
+    learning_rate=2e-3,
+    stage3_learning_rate=1e-3,
     eval_batch=4,
 )
+
+
+class Steps:
+    """Each finished step (data, build, a `mega2bart` command) leaves a record in OUT/done/. A rerun into the
+    same OUT skips every step whose record matches: same settings and the same steps before it (each record
+    holds a digest of the previous one), so an interrupted run loses only the step it was in. `fresh`
+    forgets the records."""
+
+    def __init__(self, out: Path, fresh: bool) -> None:
+        self.directory = out / "done"
+        if fresh:
+            shutil.rmtree(self.directory, ignore_errors=True)
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def run(self, name: str, what: Any, after: str, action: Callable[[], Any]) -> tuple[Any, float, str]:
+        """(action's result, its seconds, this step's digest for the steps after it)."""
+        key = hashlib.sha256(json.dumps({"what": what, "after": after}, sort_keys=True).encode()).hexdigest()
+        path = self.directory / f"{name.replace(' ', '-')}.json"
+        if path.exists():
+            done = json.loads(path.read_text(encoding="utf-8"))
+            if done.get("key") == key:
+                print(f"{name}: done in an earlier run ({done['seconds']:.0f} s), reused; --fresh redoes it")
+                return done["result"], done["seconds"], key
+        start = time.perf_counter()
+        result = action()
+        seconds = time.perf_counter() - start
+        partial = path.with_suffix(".partial")
+        partial.write_text(json.dumps({"key": key, "seconds": seconds, "result": result}), encoding="utf-8")
+        os.replace(partial, path)
+        return result, seconds, key
 
 
 def run_cli(args: list[str], log: Path, threads: int) -> float:
@@ -534,11 +677,11 @@ def run_cli(args: list[str], log: Path, threads: int) -> float:
 
 
 def train_args(model: Path, data: Path, output: Path, s: Settings, *, stage: int, context: int, seed: int) -> list[str]:
-    steps, batch, lr = (
-        (s.stage1_steps, s.stage1_batch, s.learning_rate)
-        if stage == 1
-        else (s.stage2_steps, s.stage2_batch, s.stage2_learning_rate)
-    )
+    steps, batch, lr = {
+        1: (s.stage1_steps, s.stage1_batch, s.learning_rate),
+        2: (s.stage2_steps, s.stage2_batch, s.learning_rate),
+        3: (s.stage3_steps, s.stage3_batch, s.stage3_learning_rate),
+    }[stage]
     return [
         "train",
         "--model",
@@ -569,11 +712,11 @@ def train_args(model: Path, data: Path, output: Path, s: Settings, *, stage: int
         "--overwrite",
         "--resume",
         "none",  # not --quiet: the log shows progress and losses
-        # stage 1 keeps its peak rate (the copy is learned late, after a plateau); stage 2 anneals
+        # stages 1 and 2 keep their peak rate (the copy is learned late, after a plateau); stage 3 anneals
         "--set",
         f"warmup_steps={max(1, min(20, steps // 10))}",
         "--set",
-        f"lr_scheduler_type={'constant_with_warmup' if stage == 1 else 'cosine'}",
+        f"lr_scheduler_type={'cosine' if stage == 3 else 'constant_with_warmup'}",
         "--set",
         "weight_decay=0.0",
         "--set",
@@ -684,6 +827,27 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def combine(paths: list[Path], out: Path) -> int:
+    """One table and one plot for several runs (e.g. `--ema-init default` and `long`): arms labelled by EMA init."""
+    runs = [json.loads(path.read_text(encoding="utf-8")) for path in paths]
+    arms = {f"{name}, {run.get('ema_init', 'default')} EMA": arm for run in runs for name, arm in run["arms"].items()}
+    if len(arms) < sum(len(run["arms"]) for run in runs):
+        raise SystemExit("two runs have the same EMA init and arm names: nothing to tell them apart by")
+    merged = {**runs[0], "arms": arms, "combined_from": [str(path) for path in paths]}
+    out.mkdir(parents=True, exist_ok=True)
+    table = markdown(merged)
+    (out / "results.md").write_text(table, encoding="utf-8")
+    length = runs[0]["settings"]["length"]
+    plot_recall(
+        {name: arm["score"] for name, arm in arms.items()},
+        out / "recall_by_depth.png",
+        f"fact recall by depth, {length:,}-token inputs",
+    )
+    print(table)
+    print(f"wrote {out / 'results.md'}, {out / 'recall_by_depth.png'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -697,17 +861,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="OMP threads of each subprocess")
     parser.add_argument("--seed", type=int, default=0, help="data and training seed")
     parser.add_argument("--length", type=int, help="input tokens (default: 16,384; --quick: 1,024)")
-    parser.add_argument("--stage1-steps", type=int, help="optimiser steps on short inputs")
-    parser.add_argument("--stage2-steps", type=int, help="optimiser steps on full-length inputs, per arm")
+    parser.add_argument("--stage1-steps", type=int, help="optimiser steps on single facts in short filler")
+    parser.add_argument("--stage2-steps", type=int, help="optimiser steps on 1-5 facts in short inputs")
+    parser.add_argument("--stage3-steps", type=int, help="optimiser steps on full-length inputs, per arm")
     parser.add_argument("--test-examples", type=int, help="held-out inputs")
+    parser.add_argument(
+        "--ema-init",
+        choices=("default", "long"),
+        default="long",
+        help="the encoder's EMA init: MEGA's default, or reaches spread up to the input length (spread_ema_reach)",
+    )
+    parser.add_argument("--code", choices=CODES, default="number", help="a fact's code: a number 10-99 or 4 digits")
     parser.add_argument("--plot", type=Path, help="also copy the PNG here")
+    parser.add_argument(
+        "--fresh", action="store_true", help="redo every step (default: reuse the steps an earlier run finished)"
+    )
+    parser.add_argument(
+        "--combine",
+        type=Path,
+        nargs="+",
+        metavar="RESULTS_JSON",
+        help="only merge the arms of these runs' results.json (labelled by EMA init) into --out-dir's "
+        "results.md and recall_by_depth.png",
+    )
     args = parser.parse_args(argv)
+    if args.combine:
+        return combine(args.combine, args.out_dir)
 
     s = QUICK if args.quick else FULL
     overrides = {
         "length": args.length,
         "stage1_steps": args.stage1_steps,
         "stage2_steps": args.stage2_steps,
+        "stage3_steps": args.stage3_steps,
         "test_examples": args.test_examples,
     }
     s = Settings(**{**asdict(s), **{k: v for k, v in overrides.items() if v is not None}})
@@ -721,57 +907,89 @@ def main(argv: list[str] | None = None) -> int:
     from mega2bart.tokenization import load_offline_tokenizer
 
     tokenizer = load_offline_tokenizer(model_max_length=s.length)
-    t0 = time.perf_counter()
-    stage1_data, stage2_data, test_data = out / "stage1.jsonl", out / "train.jsonl", out / "test.jsonl"
-    write_jsonl(
-        stage1_data,
-        make_examples(
-            tokenizer, "train", s.stage1_examples, s.stage1_length, args.seed + 1, "short", some_buckets=True
-        ),
-    )
-    write_jsonl(stage2_data, make_examples(tokenizer, "train", s.stage2_examples, s.length, args.seed + 2, "train"))
-    write_jsonl(test_data, make_examples(tokenizer, "test", s.test_examples, s.length, args.seed + 3, "test"))
-    seconds["data"] = time.perf_counter() - t0
+    steps = Steps(out, fresh=args.fresh)
+    stage1_data, stage2_data = out / "stage1.jsonl", out / "stage2.jsonl"
+    stage3_data, test_data = out / "train.jsonl", out / "test.jsonl"
+
+    def make_data() -> None:
+        write_jsonl(
+            stage1_data,
+            make_single_fact_examples(
+                tokenizer, "train", s.stage1_examples, s.stage1_filler, args.seed + 1, "one", code=args.code
+            ),
+        )
+        write_jsonl(
+            stage2_data,
+            make_examples(
+                tokenizer,
+                "train",
+                s.stage2_examples,
+                s.stage2_length,
+                args.seed + 4,
+                "short",
+                some_buckets=True,
+                code=args.code,
+            ),
+        )
+        write_jsonl(
+            stage3_data,
+            make_examples(tokenizer, "train", s.stage3_examples, s.length, args.seed + 2, "train", code=args.code),
+        )
+        write_jsonl(
+            test_data,
+            make_examples(tokenizer, "test", s.test_examples, s.length, args.seed + 3, "test", code=args.code),
+        )
+
+    _, seconds["data"], digest = steps.run("data", [asdict(s), args.seed, args.code], "", make_data)
     print(
-        f"data: {s.stage1_examples} x {s.stage1_length}, {s.stage2_examples} x {s.length}, "
-        f"{s.test_examples} held-out x {s.length} tokens in {seconds['data']:.0f} s",
+        f"data: {s.stage1_examples} x 1 fact in {s.stage1_filler} tokens, {s.stage2_examples} x {s.stage2_length}, "
+        f"{s.stage3_examples} x {s.length}, {s.test_examples} held-out x {s.length} tokens in {seconds['data']:.0f} s",
         flush=True,
     )
-
-    t0 = time.perf_counter()
-    parameters = build_model(out / "model", s.length, max_new_tokens=80)
-    seconds["build"] = time.perf_counter() - t0
+    parameters, seconds["build"], digest = steps.run(
+        "build",
+        [model_configs(s.length), args.ema_init],
+        digest,
+        lambda: build_model(out / "model", s.length, max_new_tokens=80, ema_init=args.ema_init),
+    )
     print(f"model: {parameters}", flush=True)
 
     logs = out / "logs"
     logs.mkdir(exist_ok=True)
-    seconds["stage1"] = run_cli(
-        train_args(out / "model", stage1_data, out / "stage1", s, stage=1, context=s.stage1_length, seed=args.seed),
-        logs / "stage1.log",
-        args.threads,
-    )
+
+    def command(name: str, cli_args: list[str], after: str) -> str:
+        _, seconds[name], key = steps.run(
+            name, cli_args, after, lambda: run_cli(cli_args, logs / f"{name.replace(' ', '-')}.log", args.threads)
+        )
+        return key
+
+    previous = out / "model"
+    # stage 1's inputs are the filler, one fact (10 or 13 tokens) and <s>/</s>: any context above that keeps them whole
+    for stage, data, context in ((1, stage1_data, s.stage1_filler + 64), (2, stage2_data, s.stage2_length)):
+        digest = command(
+            f"stage{stage}",
+            train_args(previous, data, out / f"stage{stage}", s, stage=stage, context=context, seed=args.seed),
+            digest,
+        )
+        previous = out / f"stage{stage}"
     arms: dict[str, dict[str, Any]] = {}
     for name, context in (
         (f"mega-{s.length // 1024}k", s.length),
         (f"truncated-{s.control_context}", s.control_context),
     ):
         model_dir = out / name
-        seconds[f"train {name}"] = run_cli(
-            train_args(out / "stage1", stage2_data, model_dir, s, stage=2, context=context, seed=args.seed),
-            logs / f"train-{name}.log",
-            args.threads,
+        trained = command(
+            f"train {name}",
+            train_args(previous, stage3_data, model_dir, s, stage=3, context=context, seed=args.seed),
+            digest,
         )
-        seconds[f"eval {name}"] = run_cli(
-            eval_args(model_dir, test_data, out / f"eval-{name}", s, context=context),
-            logs / f"eval-{name}.log",
-            args.threads,
-        )
+        command(f"eval {name}", eval_args(model_dir, test_data, out / f"eval-{name}", s, context=context), trained)
         references = read_jsonl(test_data)
         predictions = {row["id"]: row["prediction"] for row in read_jsonl(out / f"eval-{name}" / "predictions.jsonl")}
         arms[name] = {
             "context": context,
             "score": score(references, [predictions[r["id"]] for r in references], context),
-            "losses": {"stage2": training_losses(model_dir)},
+            "losses": {"stage3": training_losses(model_dir)},
             "examples": [{"reference": r["summary"], "prediction": predictions[r["id"]]} for r in references[:3]],
             "encoder_cosine": encoder_similarity(model_dir, [r["document"] for r in references[:2]], context),
         }
@@ -780,11 +998,14 @@ def main(argv: list[str] | None = None) -> int:
     results = {
         "settings": asdict(s),
         "seed": args.seed,
+        "ema_init": args.ema_init,
+        "code": args.code,
         "threads": args.threads,
         "machine": machine(),
         "parameters": parameters,
         "model_configs": dict(zip(("encoder", "decoder"), model_configs(s.length), strict=True)),
         "stage1_losses": training_losses(out / "stage1"),
+        "stage2_losses": training_losses(out / "stage2"),
         "seconds": seconds,
         "total_seconds": time.perf_counter() - started,
         "test_inputs": s.test_examples,

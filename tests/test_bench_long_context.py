@@ -26,11 +26,8 @@ def _bench():
 
 
 def _reference(bench, depths: list[int], length: int = 16384) -> dict:
-    facts = [
-        bench.FACT_TEMPLATE.format(name=name, digits=f"{i} {i} {i} {i}")
-        for i, name in enumerate(bench.NAMES[: len(depths)])
-    ]
-    return {"facts": facts, "depths": depths, "length": length, "fact_tokens": 13, "summary": " ".join(facts)}
+    facts = [bench.FACT_TEMPLATE.format(name=name, code=10 + i) for i, name in enumerate(bench.NAMES[: len(depths)])]
+    return {"facts": facts, "depths": depths, "length": length, "fact_tokens": 10, "summary": " ".join(facts)}
 
 
 def test_score_buckets_recall_order_and_context() -> None:
@@ -39,7 +36,7 @@ def test_score_buckets_recall_order_and_context() -> None:
     f = ref["facts"]
     perfect = " ".join(f)
     swapped = " ".join([f[1], f[0], *f[2:]])  # every fact recalled, order wrong
-    first_only = f[0] + " The access code of the Omega archive is 1 2 3 4."
+    first_only = f[0] + " The access code of the Omega archive is 12."
     result = bench.score([ref, ref, ref], [perfect, swapped, first_only], context=1024)
     assert result["facts_by_bucket"] == dict.fromkeys(bench.BUCKET_NAMES, 3), result
     assert result["recall_by_bucket"]["0-1k"] == 1.0, result
@@ -66,6 +63,50 @@ def test_bucket_edges_scale_with_the_length() -> None:
     assert [bench.bucket_of(d, 1024) for d in (63, 64, 255, 256, 1023)] == [0, 1, 1, 2, 4]
 
 
+def test_facts_are_single_token_names_and_codes(offline_tokenizer) -> None:
+    import random
+
+    bench = _bench()
+    bench.check_single_tokens(offline_tokenizer)
+    rng = random.Random(0)
+    number = bench.make_fact(rng, "Delta")
+    digits = bench.make_fact(rng, "Delta", "digits")
+    assert number.startswith("The access code of the Delta archive is ") and 10 <= int(number[-3:-1]) <= 99, number
+    assert len(offline_tokenizer(" " + number, add_special_tokens=False)["input_ids"]) == 10
+    assert len(offline_tokenizer(" " + digits, add_special_tokens=False)["input_ids"]) == 13, digits
+    with pytest.raises(ValueError, match="code must be one of"):
+        bench.make_fact(rng, "Delta", "words")
+
+
+def test_steps_reuse_finished_work_only_when_it_and_what_came_before_are_unchanged(tmp_path: Path) -> None:
+    bench = _bench()
+    calls = []
+
+    def step(value):
+        return lambda: calls.append(value) or value
+
+    steps = bench.Steps(tmp_path, fresh=False)
+    result, _, first = steps.run("a", {"x": 1}, "", step("a1"))
+    _, _, second = steps.run("b", ["--flag"], first, step("b1"))
+    assert result == "a1" and calls == ["a1", "b1"]
+    # a rerun: both reused, with the first run's results
+    steps = bench.Steps(tmp_path, fresh=False)
+    assert steps.run("a", {"x": 1}, "", step("a2"))[::2] == ("a1", first)
+    assert steps.run("b", ["--flag"], first, step("b2"))[::2] == ("b1", second)
+    assert calls == ["a1", "b1"]
+    # a changed first step is redone, and so is every step after it
+    _, _, changed = steps.run("a", {"x": 2}, "", step("a3"))
+    steps.run("b", ["--flag"], changed, step("b3"))
+    assert calls == ["a1", "b1", "a3", "b3"]
+    # a step that fails leaves no record: the rerun does it again
+    with pytest.raises(RuntimeError):
+        steps.run("c", [], changed, lambda: (_ for _ in ()).throw(RuntimeError("killed")))
+    assert not (tmp_path / "done" / "c.json").exists()
+    # --fresh forgets everything
+    bench.Steps(tmp_path, fresh=True).run("a", {"x": 2}, "", step("a4"))
+    assert calls[-1] == "a4"
+
+
 def test_png_is_valid_and_has_the_drawn_pixels(tmp_path: Path) -> None:
     bench = _bench()
     canvas = bench.Canvas(7, 5)
@@ -82,6 +123,92 @@ def test_png_is_valid_and_has_the_drawn_pixels(tmp_path: Path) -> None:
     assert len(raw) == height * (1 + 3 * width)
     row = raw[3 * (1 + 3 * width) : 4 * (1 + 3 * width)]
     assert row[0] == 0 and row[1 + 3 * 2 : 1 + 3 * 3] == bytes((10, 20, 30)) and row[1:4] == b"\xff\xff\xff"
+
+
+def test_spread_ema_reach_sets_log_spaced_reaches_with_gain_two() -> None:
+    import types
+
+    import torch
+
+    from mega2bart.models.mega import MegaConfig, MegaModel
+    from mega2bart.presets import TINY_ENCODER
+
+    bench = _bench()
+    encoder = MegaModel(MegaConfig(**TINY_ENCODER))
+    bench.spread_ema_reach(types.SimpleNamespace(encoder=encoder), 16384)
+    gates = [m for m in encoder.modules() if hasattr(m, "damping_factor")]
+    assert len(gates) == TINY_ENCODER["num_hidden_layers"]
+    n = TINY_ENCODER["ema_projection_size"]
+    expected = torch.logspace(torch.log10(torch.tensor(4.0)), torch.log10(torch.tensor(16384.0)), n).double()
+    for gate in gates:
+        # the EMA's weights (docs: q = 1 - sigmoid(damping) * sigmoid(decay), p = sigmoid(damping))
+        p = torch.sigmoid(gate.damping_factor.double())
+        q = 1 - p * torch.sigmoid(gate.decay_factor.double())
+        reach = 1 / (1 - q)  # (rows, N, 1), the same for every row
+        torch.testing.assert_close(reach[:, :, 0], expected.expand(reach.shape[0], n), rtol=1e-5, atol=0)
+        torch.testing.assert_close(p / (1 - q), torch.full_like(p, 2.0), rtol=1e-5, atol=0)
+
+
+def test_long_ema_reach_carries_a_change_across_chunks_the_default_does_not() -> None:
+    """Changing the first 8 tokens of a 1,024-token input (chunks of 64) moves the encoder's output at token
+    1,000 only through the EMA: by rounding alone (~1e-7) with the default init, measurably with long reach."""
+    import types
+
+    import torch
+
+    from mega2bart.models.mega import MegaConfig, MegaModel
+    from mega2bart.presets import TINY_ENCODER
+
+    bench = _bench()
+    far = {}
+    for init in ("default", "long"):
+        torch.manual_seed(0)
+        encoder = MegaModel(MegaConfig(**{**TINY_ENCODER, "chunk_size": 64, "max_positions": 1024})).eval()
+        if init == "long":
+            bench.spread_ema_reach(types.SimpleNamespace(encoder=encoder), 1024)
+        ids = torch.randint(3, 1000, (1, 1024))
+        changed = ids.clone()
+        changed[0, :8] = torch.randint(3, 1000, (8,))
+        with torch.no_grad():
+            delta = (encoder(ids).last_hidden_state - encoder(changed).last_hidden_state).abs()
+        far[init] = float(delta[0, 1000].max())
+    assert far["default"] < 5e-6 and far["long"] > 5e-5, far  # measured: 2.4e-7 and 1.6e-4
+
+
+def test_single_fact_examples_put_the_fact_at_its_depth(offline_tokenizer) -> None:
+    pytest.importorskip("aclsum", reason="needs `pip install aclsum==0.1.2` (Python >= 3.11)")
+    bench = _bench()
+    examples = bench.make_single_fact_examples(offline_tokenizer, "train", 20, 24, 1, "one")
+    assert len({e.document for e in examples}) == 20
+    for e in examples:
+        ids = offline_tokenizer(e.document)["input_ids"]
+        assert e.document == e.document.strip() and len(ids) == e.length <= 24 + e.fact_tokens + 2, e
+        assert e.summary == e.facts[0] and len(e.depths) == 1
+        fact = offline_tokenizer.decode(ids[e.depths[0] : e.depths[0] + e.fact_tokens])
+        assert fact == " " + e.facts[0], (fact, e)
+
+
+def test_combine_labels_arms_by_ema_init(tmp_path: Path) -> None:
+    bench = _bench()
+    ref = _reference(bench, [10, 2000, 5000, 9000, 15000])
+    perfect = bench.score([ref], [ref["summary"]], context=1024)
+    empty = bench.score([ref], [""], context=1024)
+    paths = []
+    for init, result in (("default", empty), ("long", perfect)):
+        run = {
+            "settings": {"length": 16384},
+            "ema_init": init,
+            "test_inputs": 1,
+            "arms": {"mega-16k": {"context": 16384, "score": result, "encoder_cosine": 0.5}},
+        }
+        paths.append(tmp_path / f"{init}.json")
+        paths[-1].write_text(json.dumps(run))
+    assert bench.main(["--combine", *map(str, paths), "--out-dir", str(tmp_path / "both")]) == 0
+    table = (tmp_path / "both" / "results.md").read_text()
+    assert "| mega-16k, default EMA | 16,384 | 0.0% |" in table and "| mega-16k, long EMA | 16,384 | 100.0% |" in table
+    assert (tmp_path / "both" / "recall_by_depth.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(SystemExit, match="same EMA init"):
+        bench.main(["--combine", str(paths[0]), str(paths[0]), "--out-dir", str(tmp_path / "same")])
 
 
 @pytest.mark.e2e
