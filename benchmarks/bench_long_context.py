@@ -266,10 +266,13 @@ def make_single_fact_examples(
 
 
 def write_jsonl(path: Path, examples: list[Example]) -> None:
+    """Write `examples` to `path` whole or not at all (a killed run leaves the previous file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as fh:
+    partial = path.with_name(path.name + ".partial")
+    with partial.open("w", encoding="utf-8") as fh:
         for example in examples:
             fh.write(json.dumps(asdict(example)) + "\n")
+    os.replace(partial, path)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -519,7 +522,7 @@ class Canvas:
         )
 
 
-COLORS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189))
+COLORS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (140, 86, 75))
 
 
 def plot_recall(arms: dict[str, dict[str, Any]], path: Path, title: str) -> None:
@@ -828,11 +831,18 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def combine(paths: list[Path], out: Path) -> int:
-    """One table and one plot for several runs (e.g. `--ema-init default` and `long`): arms labelled by EMA init."""
+    """One table and one plot for several runs (e.g. `--ema-init default` and `long`): arms labelled by EMA init
+    (and by stage-3 steps where the runs differ in them)."""
     runs = [json.loads(path.read_text(encoding="utf-8")) for path in paths]
-    arms = {f"{name}, {run.get('ema_init', 'default')} EMA": arm for run in runs for name, arm in run["arms"].items()}
+    steps = {run["settings"].get("stage3_steps") for run in runs}
+
+    def label(run: dict[str, Any], name: str) -> str:
+        text = f"{name}, {run.get('ema_init', 'default')} EMA"
+        return text + (f", {run['settings'].get('stage3_steps')} steps" if len(steps) > 1 else "")
+
+    arms = {label(run, name): arm for run in runs for name, arm in run["arms"].items()}
     if len(arms) < sum(len(run["arms"]) for run in runs):
-        raise SystemExit("two runs have the same EMA init and arm names: nothing to tell them apart by")
+        raise SystemExit("two runs have the same EMA init, stage-3 steps and arm names: nothing to tell them apart by")
     merged = {**runs[0], "arms": arms, "combined_from": [str(path) for path in paths]}
     out.mkdir(parents=True, exist_ok=True)
     table = markdown(merged)
@@ -911,6 +921,14 @@ def main(argv: list[str] | None = None) -> int:
     stage1_data, stage2_data = out / "stage1.jsonl", out / "stage2.jsonl"
     stage3_data, test_data = out / "train.jsonl", out / "test.jsonl"
 
+    # what the data depends on (the steps and rates of training do not: changing them reuses the data)
+    data_settings = {
+        "sizes": [getattr(s, f) for f in ("stage1_filler", "stage1_examples", "stage2_length", "stage2_examples")],
+        "full": [s.length, s.stage3_examples, s.test_examples],
+        "seed": args.seed,
+        "code": args.code,
+    }
+
     def make_data() -> None:
         write_jsonl(
             stage1_data,
@@ -940,7 +958,7 @@ def main(argv: list[str] | None = None) -> int:
             make_examples(tokenizer, "test", s.test_examples, s.length, args.seed + 3, "test", code=args.code),
         )
 
-    _, seconds["data"], digest = steps.run("data", [asdict(s), args.seed, args.code], "", make_data)
+    _, seconds["data"], digest = steps.run("data", data_settings, "", make_data)
     print(
         f"data: {s.stage1_examples} x 1 fact in {s.stage1_filler} tokens, {s.stage2_examples} x {s.stage2_length}, "
         f"{s.stage3_examples} x {s.length}, {s.test_examples} held-out x {s.length} tokens in {seconds['data']:.0f} s",

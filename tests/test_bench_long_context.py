@@ -207,7 +207,18 @@ def test_combine_labels_arms_by_ema_init(tmp_path: Path) -> None:
     table = (tmp_path / "both" / "results.md").read_text()
     assert "| mega-16k, default EMA | 16,384 | 0.0% |" in table and "| mega-16k, long EMA | 16,384 | 100.0% |" in table
     assert (tmp_path / "both" / "recall_by_depth.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    with pytest.raises(SystemExit, match="same EMA init"):
+    # runs that differ in their stage-3 steps are told apart by them
+    longer = json.loads(paths[1].read_text())
+    longer["settings"]["stage3_steps"] = 400
+    (tmp_path / "long400.json").write_text(json.dumps(longer))
+    shorter = {**longer, "settings": {**longer["settings"], "stage3_steps": 150}}
+    (tmp_path / "long150.json").write_text(json.dumps(shorter))
+    bench.main(
+        ["--combine", str(tmp_path / "long150.json"), str(tmp_path / "long400.json"), "--out-dir", str(tmp_path)]
+    )
+    table = (tmp_path / "results.md").read_text()
+    assert "| mega-16k, long EMA, 150 steps |" in table and "| mega-16k, long EMA, 400 steps |" in table, table
+    with pytest.raises(SystemExit, match="same EMA init, stage-3 steps"):
         bench.main(["--combine", str(paths[0]), str(paths[0]), "--out-dir", str(tmp_path / "same")])
 
 
