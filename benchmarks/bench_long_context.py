@@ -43,6 +43,7 @@ import math
 import os
 import platform
 import random
+import re
 import shlex
 import shutil
 import struct
@@ -91,6 +92,7 @@ FACT_TEMPLATE = "The access code of the {name} archive is {code}."
 # stage-2 trials of 1,000 steps; the name and digit 1 in all three: the probe then measured that copy rather
 # than depth (benchmarks/README.md, "Trials"), so the full run uses "number".
 CODES = ("number", "digits")
+NAME_RE = re.compile(r"The access code of the (\w+) archive is")
 CODE_DIGITS = 4
 # Depth buckets as fractions of the input: 0-1k, 1-4k, 4-8k, 8-12k, 12-16k of 16,384 tokens.
 BUCKET_EDGES = (0.0, 1 / 16, 4 / 16, 8 / 16, 12 / 16, 1.0)
@@ -296,7 +298,7 @@ def score(references: list[dict[str, Any]], predictions: list[str], context: int
     k = len(BUCKET_NAMES)
     found, total = [0] * k, [0] * k
     inside, beyond = [0, 0], [0, 0]
-    ordered = 0
+    ordered = names_found = names_ordered = 0
     for reference, prediction in zip(references, predictions, strict=True):
         positions = [prediction.find(fact) for fact in reference["facts"]]
         for depth, position in zip(reference["depths"], positions, strict=True):
@@ -308,11 +310,18 @@ def score(references: list[dict[str, Any]], predictions: list[str], context: int
                 side[0] += position >= 0
                 side[1] += 1
         ordered += all(p >= 0 for p in positions) and positions == sorted(positions)
+        names = [NAME_RE.search(fact).group(1) for fact in reference["facts"]]
+        said = NAME_RE.findall(prediction)
+        names_found += sum(name in said for name in names)
+        names_ordered += said == names
     result: dict[str, Any] = {
         "recall_by_bucket": {name: (found[i] / total[i] if total[i] else None) for i, name in enumerate(BUCKET_NAMES)},
         "facts_by_bucket": {name: total[i] for i, name in enumerate(BUCKET_NAMES)},
         "recall": sum(found) / max(1, sum(total)),
         "ordered": ordered / max(1, len(references)),
+        # the names alone: a fact's name said anywhere; outputs whose names are exactly the facts' in order
+        "name_recall": names_found / max(1, sum(total)),
+        "names_in_order": names_ordered / max(1, len(references)),
         "outputs": len(references),
     }
     if context is not None:
@@ -805,8 +814,8 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         "| arm | context | "
         + " | ".join(f"recall {b}" for b in BUCKET_NAMES)
-        + " | recall (all) | all facts in order | encoder cosine |",
-        "|---|---|" + "---|" * (len(BUCKET_NAMES) + 3),
+        + " | recall (all) | all facts in order | names in order | encoder cosine |",
+        "|---|---|" + "---|" * (len(BUCKET_NAMES) + 4),
     ]
     for name, arm in arms.items():
         r = arm["score"]
@@ -814,10 +823,11 @@ def markdown(results: dict[str, Any]) -> str:
             ("-" if r["recall_by_bucket"][b] is None else f"{100 * r['recall_by_bucket'][b]:.1f}%")
             for b in BUCKET_NAMES
         ]
+        names = f"{100 * r['names_in_order']:.1f}%" if "names_in_order" in r else "-"
         lines.append(
             f"| {name} | {arm['context']:,} | "
             + " | ".join(cells)
-            + f" | {100 * r['recall']:.1f}% | {100 * r['ordered']:.1f}% | {arm['encoder_cosine']:.3f} |"
+            + f" | {100 * r['recall']:.1f}% | {100 * r['ordered']:.1f}% | {names} | {arm['encoder_cosine']:.3f} |"
         )
     s = results["settings"]
     facts = arms[next(iter(arms))]["score"]["facts_by_bucket"]
@@ -840,6 +850,15 @@ def combine(paths: list[Path], out: Path) -> int:
         text = f"{name}, {run.get('ema_init', 'default')} EMA"
         return text + (f", {run['settings'].get('stage3_steps')} steps" if len(steps) > 1 else "")
 
+    for path, run in zip(paths, runs, strict=True):
+        # score again from the run's predictions where they are next to its results (metrics added since count)
+        references = path.parent / "test.jsonl"
+        for name, arm in run["arms"].items():
+            predictions = path.parent / f"eval-{name}" / "predictions.jsonl"
+            if references.exists() and predictions.exists():
+                refs = read_jsonl(references)
+                said = {row["id"]: row["prediction"] for row in read_jsonl(predictions)}
+                arm["score"] = score(refs, [said[r["id"]] for r in refs], arm["context"])
     arms = {label(run, name): arm for run in runs for name, arm in run["arms"].items()}
     if len(arms) < sum(len(run["arms"]) for run in runs):
         raise SystemExit("two runs have the same EMA init, stage-3 steps and arm names: nothing to tell them apart by")

@@ -43,6 +43,7 @@ def test_score_buckets_recall_order_and_context() -> None:
     assert result["recall_by_bucket"]["1-4k"] == pytest.approx(2 / 3), result
     assert result["ordered"] == pytest.approx(1 / 3), result
     assert result["recall"] == pytest.approx(11 / 15), result
+    assert result["name_recall"] == pytest.approx(11 / 15) and result["names_in_order"] == pytest.approx(1 / 3), result
     assert result["recall_inside_context"] == 1.0 and result["recall_beyond_context"] == pytest.approx(8 / 12), result
 
 
