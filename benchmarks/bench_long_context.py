@@ -536,7 +536,9 @@ COLORS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 1
 
 def plot_recall(arms: dict[str, dict[str, Any]], path: Path, title: str) -> None:
     """Recall (%) per depth bucket, one line per arm, bucket names on the x axis."""
-    width, height, left, right, top, bottom = 720, 480, 80, 30, 50, 130
+    # the legend: one row per arm below the axis labels
+    width, left, right, top, bottom = 720, 80, 30, 50, 80 + 26 * len(arms)
+    height = top + 300 + bottom
     canvas = Canvas(width, height)
     plot_w, plot_h = width - left - right, height - top - bottom
     canvas.text(left, 14, title, scale=2)
@@ -562,10 +564,9 @@ def plot_recall(arms: dict[str, dict[str, Any]], path: Path, title: str) -> None
         for (x, _), y in zip(points, ys, strict=True):
             if y is not None:
                 canvas.box(x - 4, y - 4, 9, 9, color)
-        if legend_x > left + 10 and legend_x + 26 + 12 * len(name) > width - right:
-            legend_x, legend_y = left + 10, legend_y + 26  # wrap the legend
         canvas.box(legend_x, legend_y + 4, 20, 6, color)
-        legend_x = canvas.text(legend_x + 26, legend_y, name, scale=2) + 24
+        canvas.text(legend_x + 26, legend_y, name, scale=2)
+        legend_y += 26
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path)
 
@@ -608,7 +609,7 @@ FULL = Settings(
     stage2_steps=1000,
     stage2_batch=8,
     stage3_examples=200,
-    stage3_steps=150,
+    stage3_steps=400,
     stage3_batch=1,
     test_examples=40,
     learning_rate=2e-3,
