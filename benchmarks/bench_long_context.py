@@ -92,12 +92,15 @@ FACT_TEMPLATE = "The access code of the {name} archive is {code}."
 # stage-2 trials of 1,000 steps; the name and digit 1 in all three: the probe then measured that copy rather
 # than depth (benchmarks/README.md, "Trials"), so the full run uses "number".
 CODES = ("number", "digits")
-NAME_RE = re.compile(r"The access code of the (\w+) archive is")
+# a fact's name in an output: "The access code of the (X) archive is", from the template
+_BEFORE_NAME, _AFTER_NAME = FACT_TEMPLATE.split("{code}")[0].split("{name}")
+NAME_RE = re.compile(re.escape(_BEFORE_NAME) + r"(\w+)" + re.escape(_AFTER_NAME.rstrip()))
 CODE_DIGITS = 4
 # Depth buckets as fractions of the input: 0-1k, 1-4k, 4-8k, 8-12k, 12-16k of 16,384 tokens.
 BUCKET_EDGES = (0.0, 1 / 16, 4 / 16, 8 / 16, 12 / 16, 1.0)
 BUCKET_NAMES = ("0-1k", "1-4k", "4-8k", "8-12k", "12-16k")
 CONTROL_CONTEXT = 1024
+EMA_INITS = ("default", "long")  # MEGA's own init, or `spread_ema_reach`
 
 
 # ------------------------------------------------------------------------------------------------
@@ -132,6 +135,12 @@ def check_single_tokens(tokenizer: Any) -> None:
         assert len(pieces) == 1, f"{word!r} is {len(pieces)} tokens; names and digits must be single tokens"
 
 
+def fact_length(tokenizer: Any, code: str) -> int:
+    """Tokens of one fact: the same for every fact, its names and codes being single tokens (checked here)."""
+    check_single_tokens(tokenizer)
+    return len(tokenizer(" " + make_fact(random.Random(0), NAMES[0], code), add_special_tokens=False)["input_ids"])
+
+
 @functools.lru_cache(maxsize=4)
 def filler_stream(tokenizer: Any, split: str) -> tuple[list[int], list[int], list[int]]:
     """ACLSum paper bodies of `split`, run together, as token ids; the indices where a word starts with a
@@ -149,6 +158,30 @@ def filler_stream(tokenizer: Any, split: str) -> tuple[list[int], list[int], lis
         i for i in range(1, len(tokens)) if tokens[i - 1].endswith("Ċ") and not tokens[i].startswith(("Ġ", "Ċ"))
     ]
     return ids, starts, openings
+
+
+def splice(
+    tokenizer: Any, filler: list[int], cuts: list[int], facts: list[str]
+) -> tuple[str, list[int], list[int]] | None:
+    """`filler` (token ids) with " " + facts[i] spliced in before filler token cuts[i] (ascending): (the document,
+    its token ids with <s>/</s>, each fact's token depth in them), or None where that document would not keep
+    its length or its facts: filler ending in whitespace (the loaders strip it) or a splice that changed how a
+    fact tokenizes (rare)."""
+    fact_ids = [tokenizer(" " + fact, add_special_tokens=False)["input_ids"] for fact in facts]
+    pieces, depths, previous, shift = [], [], 0, 1  # fact i starts after <s>, the filler before it and facts 0..i-1
+    for cut, fact, ids in zip(cuts, facts, fact_ids, strict=True):
+        pieces += [tokenizer.decode(filler[previous:cut]), " " + fact]
+        depths.append(shift + cut)
+        shift += len(ids)
+        previous = cut
+    pieces.append(tokenizer.decode(filler[previous:]))
+    document = "".join(pieces)
+    if document != document.strip():
+        return None
+    ids = tokenizer(document)["input_ids"]
+    if any(ids[d : d + len(f)] != f for d, f in zip(depths, fact_ids, strict=True)):
+        return None
+    return document, ids, depths
 
 
 def make_examples(
@@ -169,10 +202,7 @@ def make_examples(
     import bisect
 
     stream, starts, openings = filler_stream(tokenizer, split)
-    fact_tokens = len(
-        tokenizer(" " + make_fact(random.Random(0), NAMES[0], code), add_special_tokens=False)["input_ids"]
-    )
-    check_single_tokens(tokenizer)
+    fact_tokens = fact_length(tokenizer, code)
     k = len(BUCKET_NAMES)
     filler_length = length - 2 - k * fact_tokens  # <s> and </s>
     if filler_length < 8 * k:
@@ -199,21 +229,11 @@ def make_examples(
         names = rng.sample(NAMES, len(chosen))
         facts = [make_fact(rng, name, code) for name in names]
         cuts = [cuts[i] for i in chosen]  # unplanted buckets keep their filler; the input is shorter by their facts
-        pieces, previous = [], 0
-        for cut, fact in zip(cuts, facts, strict=True):
-            pieces.append(tokenizer.decode(filler[previous:cut]))
-            pieces.append(" " + fact)
-            previous = cut
-        pieces.append(tokenizer.decode(filler[previous:]))
-        document = "".join(pieces)
-        if document != document.strip():
-            continue  # filler ending in whitespace: the loaders strip it, which would change the length
-        ids = tokenizer(document)["input_ids"]
-        depths = [1 + cut + i * fact_tokens for i, cut in enumerate(cuts)]
-        fact_ids = [tokenizer(" " + fact, add_special_tokens=False)["input_ids"] for fact in facts]
+        spliced = splice(tokenizer, filler, cuts, facts)
         expected = length - (k - len(chosen)) * fact_tokens
-        if len(ids) != expected or any(ids[d : d + fact_tokens] != f for d, f in zip(depths, fact_ids, strict=True)):
-            continue  # a splice changed the tokenization (rare): draw again
+        if spliced is None or len(spliced[1]) != expected:
+            continue  # draw again
+        document, _, depths = spliced
         examples.append(
             Example(
                 id=f"{prefix}-{len(examples)}",
@@ -236,7 +256,7 @@ def make_single_fact_examples(
     is found within ~550 steps (benchmarks/README.md, "Trials")."""
     import bisect
 
-    check_single_tokens(tokenizer)
+    fact_tokens = fact_length(tokenizer, code)
     stream, starts, openings = filler_stream(tokenizer, split)
     rng = random.Random(seed)
     examples: list[Example] = []
@@ -246,22 +266,19 @@ def make_single_fact_examples(
         j = bisect.bisect_left(starts, begin + rng.randrange(filler_tokens))
         cut = min(starts[j] - begin, filler_tokens) if j < len(starts) else filler_tokens
         fact = make_fact(rng, rng.choice(NAMES), code)
-        document = tokenizer.decode(filler[:cut]) + " " + fact + tokenizer.decode(filler[cut:])
-        if document != document.strip():
-            continue
-        ids = tokenizer(document)["input_ids"]
-        fact_ids = tokenizer(" " + fact, add_special_tokens=False)["input_ids"]
-        if ids[1 + cut : 1 + cut + len(fact_ids)] != fact_ids:
-            continue  # a splice changed the tokenization (rare): draw again
+        spliced = splice(tokenizer, filler, [cut], [fact])
+        if spliced is None:
+            continue  # draw again
+        document, ids, depths = spliced
         examples.append(
             Example(
                 id=f"{prefix}-{len(examples)}",
                 document=document,
                 summary=fact,
                 facts=[fact],
-                depths=[1 + cut],
+                depths=depths,
                 length=len(ids),
-                fact_tokens=len(fact_ids),
+                fact_tokens=fact_tokens,
             )
         )
     return examples
@@ -414,8 +431,8 @@ def build_model(directory: Path, length: int, max_new_tokens: int, ema_init: str
     )
     if ema_init == "long":
         spread_ema_reach(model, length)
-    elif ema_init != "default":
-        raise ValueError(f"ema_init must be 'default' or 'long', not {ema_init!r}")
+    elif ema_init not in EMA_INITS:
+        raise ValueError(f"ema_init must be one of {EMA_INITS}, not {ema_init!r}")
     save_mega2bart(model, tokenizer, directory, overwrite=True)
     return parameter_counts(model)
 
@@ -534,8 +551,9 @@ class Canvas:
 COLORS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (140, 86, 75))
 
 
-def plot_recall(arms: dict[str, dict[str, Any]], path: Path, title: str) -> None:
-    """Recall (%) per depth bucket, one line per arm, bucket names on the x axis."""
+def plot_recall(arms: dict[str, dict[str, Any]], path: Path, length: int) -> None:
+    """Recall (%) per depth bucket of `length`-token inputs, one line per arm, bucket names on the x axis."""
+    title = f"fact recall by depth, {length:,}-token inputs"
     # the legend: one row per arm below the axis labels
     width, left, right, top, bottom = 720, 80, 30, 50, 80 + 26 * len(arms)
     height = top + 300 + bottom
@@ -841,6 +859,13 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def score_eval(references: list[dict[str, Any]], eval_dir: Path, context: int) -> tuple[dict[str, Any], list[str]]:
+    """`score` of the predictions `mega2bart eval` wrote to `eval_dir`, and those predictions in reference order."""
+    said = {row["id"]: row["prediction"] for row in read_jsonl(eval_dir / "predictions.jsonl")}
+    predictions = [said[r["id"]] for r in references]
+    return score(references, predictions, context), predictions
+
+
 def combine(paths: list[Path], out: Path) -> int:
     """One table and one plot for several runs (e.g. `--ema-init default` and `long`): arms labelled by EMA init
     (and by stage-3 steps where the runs differ in them)."""
@@ -855,11 +880,9 @@ def combine(paths: list[Path], out: Path) -> int:
         # score again from the run's predictions where they are next to its results (metrics added since count)
         references = path.parent / "test.jsonl"
         for name, arm in run["arms"].items():
-            predictions = path.parent / f"eval-{name}" / "predictions.jsonl"
-            if references.exists() and predictions.exists():
-                refs = read_jsonl(references)
-                said = {row["id"]: row["prediction"] for row in read_jsonl(predictions)}
-                arm["score"] = score(refs, [said[r["id"]] for r in refs], arm["context"])
+            eval_dir = path.parent / f"eval-{name}"
+            if references.exists() and (eval_dir / "predictions.jsonl").exists():
+                arm["score"], _ = score_eval(read_jsonl(references), eval_dir, arm["context"])
     arms = {label(run, name): arm for run in runs for name, arm in run["arms"].items()}
     if len(arms) < sum(len(run["arms"]) for run in runs):
         raise SystemExit("two runs have the same EMA init, stage-3 steps and arm names: nothing to tell them apart by")
@@ -867,11 +890,8 @@ def combine(paths: list[Path], out: Path) -> int:
     out.mkdir(parents=True, exist_ok=True)
     table = markdown(merged)
     (out / "results.md").write_text(table, encoding="utf-8")
-    length = runs[0]["settings"]["length"]
     plot_recall(
-        {name: arm["score"] for name, arm in arms.items()},
-        out / "recall_by_depth.png",
-        f"fact recall by depth, {length:,}-token inputs",
+        {name: arm["score"] for name, arm in arms.items()}, out / "recall_by_depth.png", runs[0]["settings"]["length"]
     )
     print(table)
     print(f"wrote {out / 'results.md'}, {out / 'recall_by_depth.png'}")
@@ -897,7 +917,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-examples", type=int, help="held-out inputs")
     parser.add_argument(
         "--ema-init",
-        choices=("default", "long"),
+        choices=EMA_INITS,
         default="long",
         help="the encoder's EMA init: MEGA's default, or reaches spread up to the input length (spread_ema_reach)",
     )
@@ -1011,6 +1031,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         previous = out / f"stage{stage}"
     arms: dict[str, dict[str, Any]] = {}
+    references = read_jsonl(test_data)
     for name, context in (
         (f"mega-{s.length // 1024}k", s.length),
         (f"truncated-{s.control_context}", s.control_context),
@@ -1022,13 +1043,15 @@ def main(argv: list[str] | None = None) -> int:
             digest,
         )
         command(f"eval {name}", eval_args(model_dir, test_data, out / f"eval-{name}", s, context=context), trained)
-        references = read_jsonl(test_data)
-        predictions = {row["id"]: row["prediction"] for row in read_jsonl(out / f"eval-{name}" / "predictions.jsonl")}
+        result, predictions = score_eval(references, out / f"eval-{name}", context)
         arms[name] = {
             "context": context,
-            "score": score(references, [predictions[r["id"]] for r in references], context),
+            "score": result,
             "losses": {"stage3": training_losses(model_dir)},
-            "examples": [{"reference": r["summary"], "prediction": predictions[r["id"]]} for r in references[:3]],
+            "examples": [
+                {"reference": r["summary"], "prediction": p}
+                for r, p in zip(references[:3], predictions[:3], strict=True)
+            ],
             "encoder_cosine": encoder_similarity(model_dir, [r["document"] for r in references[:2]], context),
         }
         print(f"{name}: {json.dumps(arms[name]['score'])}", flush=True)
@@ -1053,17 +1076,10 @@ def main(argv: list[str] | None = None) -> int:
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     table = markdown(results)
     (out / "results.md").write_text(table, encoding="utf-8")
-    plot_recall(
-        {name: arm["score"] for name, arm in arms.items()},
-        out / "recall_by_depth.png",
-        f"fact recall by depth, {s.length:,}-token inputs",
-    )
+    plot_recall({name: arm["score"] for name, arm in arms.items()}, out / "recall_by_depth.png", s.length)
     if args.plot:
-        plot_recall(
-            {name: arm["score"] for name, arm in arms.items()},
-            args.plot,
-            f"fact recall by depth, {s.length:,}-token inputs",
-        )
+        args.plot.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(out / "recall_by_depth.png", args.plot)
     print(table)
     print(f"total {results['total_seconds']:.0f} s; wrote {out / 'results.json'}, results.md, recall_by_depth.png")
     return 0

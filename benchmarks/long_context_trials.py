@@ -41,7 +41,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--encoder", default="{}", help="JSON overrides of the probe's encoder config")
     parser.add_argument("--decoder", default="{}", help="JSON overrides of the probe's decoder config")
-    parser.add_argument("--ema-init", choices=("default", "long"), default="default")
+    parser.add_argument("--ema-init", choices=probe.EMA_INITS, default="default")
     parser.add_argument("--code", choices=probe.CODES, default="number", help="the facts' code (the trials: digits)")
     parser.add_argument("--lr", type=float, default=2e-3, help="AdamW rate, constant after 20 warm-up steps")
     parser.add_argument("--steps", type=int, default=1000)
