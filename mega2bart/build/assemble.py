@@ -198,6 +198,19 @@ def _version() -> str:
         return "unknown"
 
 
+def _encoder_ema_init(encoder: LoadedPart) -> str | None:
+    """How a MEGA encoder's EMA time scales were set (BuildInfo.encoder_ema_init); None for other encoders."""
+    config = encoder.model.config
+    if getattr(config, "model_type", None) != "mega" or encoder.source.kind == "object":
+        return None  # an object passed in: its weights are whatever the caller made them
+    if encoder.source.kind != "config":
+        return "checkpoint: the EMA weights were loaded, not initialised"
+    if getattr(config, "ema_init", None) == "long":
+        reach = config.ema_max_reach or config.max_positions
+        return f"long: reaches log-spaced from {config.ema_min_reach:g} to {reach:,} tokens"
+    return "port: the 4.x init (every dimension forgets within ~4 tokens)"
+
+
 def _build_info(
     model: Mega2BartModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -220,6 +233,7 @@ def _build_info(
         vocabulary=vocabulary,
         context_length=context_length,
         encoder_chunk_size=_encoder_chunk_size(encoder.model),
+        encoder_ema_init=_encoder_ema_init(encoder),
         generation=generation_summary(model.generation_config),
     )
 

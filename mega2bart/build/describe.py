@@ -55,6 +55,9 @@ class BuildInfo:
     encoder_chunk_size: int | None
     generation: dict[str, Any]
     mega2bart_version: str = "unknown"
+    encoder_ema_init: str | None = None
+    """How the encoder's EMA time scales were set: "long: reaches A to B tokens", "port", "checkpoint" (None: no MEGA
+    encoder, or a build of an earlier version)."""
     training: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     """Training runs since the build, appended by `ship_build_files` (absent from the JSON while empty)."""
 
@@ -116,6 +119,7 @@ class BuildInfo:
             "vocabulary": self.vocabulary,
             "context_length": self.context_length,
             "encoder_chunk_size": self.encoder_chunk_size,
+            "encoder_ema_init": self.encoder_ema_init,
             "generation": self.generation,
         }
         if self.training:
@@ -137,6 +141,7 @@ class BuildInfo:
             vocabulary=dict(data.get("vocabulary") or {}),
             context_length=data.get("context_length"),
             encoder_chunk_size=data.get("encoder_chunk_size"),
+            encoder_ema_init=data.get("encoder_ema_init"),
             generation=dict(data.get("generation") or {}),
             training=[dict(run) for run in data.get("training") or []],
         )
@@ -156,6 +161,7 @@ _BUILD_KEYS = frozenset(
         "vocabulary",
         "context_length",
         "encoder_chunk_size",
+        "encoder_ema_init",
         "generation",
         "training",
     }
@@ -275,6 +281,8 @@ class ModelDescription:
         if self.build is not None:
             parts = ("encoder", "decoder", "tokenizer")
             lines += [f"{part} source: {self.build.source(part).describe()}" for part in parts]
+            if self.build.encoder_ema_init:
+                lines.append(f"encoder EMA init: {self.build.encoder_ema_init}")
         lines.append("parameters: " + ", ".join(f"{k} {v:,}" for k, v in (self.parameters or {}).items()))
         summary, *details = self.random_init_lines(limit=20)
         lines += [f"random-init weights: {summary}", *details]

@@ -83,6 +83,20 @@ def _drop_mega_pooler(config: PretrainedConfig) -> None:
         logger.info("encoder: MEGA pooler left out (use_pooler=False): the decoder reads the hidden states")
 
 
+def choose_long_reach(config: PretrainedConfig, role: str) -> None:
+    """A MEGA that mega2bart initialises itself gets the long-reach EMA init unless its config chose one: with
+    the 4.x init every EMA dimension forgets within ~4 tokens and nothing crosses a chunk (MegaConfig.ema_init)."""
+    if getattr(config, "model_type", None) == "mega" and getattr(config, "ema_init", None) is None:
+        config.ema_init = "long"
+        reach = config.ema_max_reach or config.max_positions
+        logger.info(
+            "%s: long-reach EMA init (reaches %g to %s tokens; ema_init='port' for the 4.x init)",
+            role,
+            config.ema_min_reach,
+            f"{reach:,}",
+        )
+
+
 def _prepare_encoder_config(config: PretrainedConfig) -> PretrainedConfig:
     config.is_decoder = False
     config.add_cross_attention = False
@@ -99,6 +113,7 @@ def load_encoder(spec: Spec) -> LoadedPart:
         return _object_part(spec)
     if isinstance(spec, (PretrainedConfig, Mapping)):
         config = spec if isinstance(spec, PretrainedConfig) else config_from_mapping(spec, "mega")
+        choose_long_reach(config, "encoder")
         model = AutoModel.from_config(_prepare_encoder_config(config))
         source = Source("config", type(config).__name__, model_class=type(model).__name__)
         return LoadedPart(model, source, all_parameters(model, "encoder."))

@@ -92,6 +92,11 @@ def render_model_card(description: ModelDescription) -> str:
         if isinstance(context, int)
         else "",
         "",
+        *(
+            [f"Encoder EMA init: {build.encoder_ema_init} (`mega2bart info` prints each layer's EMA reach).", ""]
+            if build is not None and build.encoder_ema_init
+            else []
+        ),
         "## Parameters",
         "",
         "| part | parameters |",

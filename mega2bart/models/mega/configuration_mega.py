@@ -1,8 +1,9 @@
 """MEGA configuration, field-for-field compatible with transformers 4.x `MegaConfig`.
 
 Every field keeps its 4.x name and default so that `config.json` files written by the 4.x port
-(e.g. BEE-spoke-data/mega-encoder-small-16k-v1) load unchanged. The only addition is
-`legacy_rmsnorm` (see below).
+(e.g. BEE-spoke-data/mega-encoder-small-16k-v1) load unchanged. The additions are `legacy_rmsnorm`
+and the EMA init options `ema_init`, `ema_min_reach`, `ema_max_reach` (see below); a 4.x config has
+none of them and keeps the 4.x behaviour.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from transformers.activations import ACT2FN
 NORMALIZATION_TYPES = ("scalenorm", "layernorm", "rmsnorm", "batchnorm", "syncbatchnorm")
 ATTENTION_ACTIVATIONS = ("softmax", "laplace", "relu2")
 RELATIVE_POSITIONAL_BIASES = ("simple", "rotary")
+EMA_INITS = ("port", "long")
 
 
 class MegaConfig(PretrainedConfig):
@@ -54,6 +56,16 @@ class MegaConfig(PretrainedConfig):
         ema_delta_alpha_range: std of the init of `damping_factor` and `decay_factor`.
         ema_beta_range: std of the noise added to the +-1 init pattern of `ema_expansion_matrix`.
         ema_gamma_omega_range: std of the init of `kernel_projection_matrix` and `residual_weight`.
+        ema_init: how a newly initialised EMA sets its time scales (weights loaded from a checkpoint are
+            never touched). "port" (or None, the default, as in every 4.x config): the 4.x init, damping
+            and decay factors ~N(0, `ema_delta_alpha_range`), so every dimension forgets within about 4
+            tokens and nothing crosses a chunk. "long": each channel's N dimensions get reaches
+            log-spaced from `ema_min_reach` to `ema_max_reach` tokens (an impulse falls to 1/e after
+            about reach = 1 / (1 - q) tokens), each with the same steady-state gain; the expansion and
+            projection weights are drawn as in "port". mega2bart's builder and `pretrain` use "long" for
+            every MEGA they initialise themselves (docs/mega.md#initialisation).
+        ema_min_reach: shortest reach of `ema_init="long"`, in tokens (> 1).
+        ema_max_reach: longest reach of `ema_init="long"`, in tokens (None: `max_positions`).
         relative_positional_bias: "simple" or "rotary".
         classifier_dropout: dropout of the classification heads (defaults to `hidden_dropout_prob`).
         use_cache: return key/value/EMA states in decoder mode.
@@ -104,6 +116,9 @@ class MegaConfig(PretrainedConfig):
         ema_delta_alpha_range: float = 0.2,
         ema_beta_range: float = 0.02,
         ema_gamma_omega_range: float = 1.0,
+        ema_init: str | None = None,
+        ema_min_reach: float = 4.0,
+        ema_max_reach: int | None = None,
         pad_token_id: int = 1,
         bos_token_id: int = 0,
         eos_token_id: int = 2,
@@ -150,6 +165,9 @@ class MegaConfig(PretrainedConfig):
         self.ema_delta_alpha_range = ema_delta_alpha_range
         self.ema_beta_range = ema_beta_range
         self.ema_gamma_omega_range = ema_gamma_omega_range
+        self.ema_init = ema_init
+        self.ema_min_reach = ema_min_reach
+        self.ema_max_reach = ema_max_reach
         self.relative_positional_bias = relative_positional_bias
         self.use_cache = use_cache
         self.classifier_dropout = classifier_dropout
@@ -193,6 +211,18 @@ class MegaConfig(PretrainedConfig):
             fail("chunk_size", "must be a positive integer when use_chunking=True (e.g. 1024)")
         if self.truncation is not None and (not isinstance(self.truncation, int) or self.truncation <= 0):
             fail("truncation", "must be None or a positive integer")
+        if self.ema_init is not None and self.ema_init not in EMA_INITS:
+            fail("ema_init", f"must be None or one of {EMA_INITS}")
+        if isinstance(self.ema_min_reach, bool) or not isinstance(self.ema_min_reach, (int, float)):
+            fail("ema_min_reach", "must be a number of tokens > 1 (e.g. 4)")
+        if not self.ema_min_reach > 1:
+            fail("ema_min_reach", "must be > 1 token (e.g. 4)")
+        if self.ema_max_reach is not None and (
+            isinstance(self.ema_max_reach, bool)
+            or not isinstance(self.ema_max_reach, int)
+            or self.ema_max_reach < self.ema_min_reach
+        ):
+            fail("ema_max_reach", f"must be None or an integer >= ema_min_reach ({self.ema_min_reach})")
         bias_base = self.chunk_size if self.chunk_size >= 0 else self.max_positions
         if self.relative_positional_bias == "simple" and bias_base > self.max_positions:
             fail("chunk_size", f"must not exceed max_positions ({self.max_positions}) with the simple relative bias")
@@ -207,4 +237,4 @@ class MegaConfig(PretrainedConfig):
                 fail(field, "must be in [0, 1)")
 
 
-__all__ = ["MegaConfig"]
+__all__ = ["EMA_INITS", "MegaConfig"]

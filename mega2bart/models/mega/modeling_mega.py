@@ -945,6 +945,23 @@ class MegaPooler(nn.Module):
 # ----------------------------------------------------------------------------------------------
 
 
+def long_reach_factors(n: int, min_reach: float, max_reach: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(damping_factor, decay_factor), each (n,): EMA dimensions whose reaches are log-spaced from `min_reach`
+    to `max_reach` tokens, the init of `MegaConfig(ema_init="long")`.
+
+    A dimension keeps q = 1 - p * sigmoid(decay) of its previous step, so an impulse falls to 1/e after about
+    reach = 1 / (1 - q) = 1 / (p * sigmoid(decay)) tokens and its steady-state gain is p / (1 - q) =
+    1 / sigmoid(decay). From reach 2 up, sigmoid(decay) = 1/2 and p = 2 / reach: every dimension has gain 2
+    (the 4.x init's factors ~N(0, 0.2) give p ~ 1/2, sigmoid(decay) ~ 1/2, reach ~4 and gain ~2). Below
+    reach 2, p = sigmoid(decay) = reach^-1/2 (p would exceed 1 otherwise).
+    """
+    reaches = torch.logspace(math.log10(min_reach), math.log10(max_reach), n, dtype=torch.float64)
+    short = reaches < 2
+    p = torch.where(short, reaches.rsqrt(), 2 / reaches)
+    decay = torch.where(short, reaches.rsqrt(), torch.full_like(reaches, 0.5))
+    return torch.logit(p).float(), torch.logit(decay).float()
+
+
 class MegaPreTrainedModel(PreTrainedModel):
     config_class = MegaConfig
     config: MegaConfig
@@ -980,11 +997,19 @@ class MegaPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        """The 4.x init (docs/mega.md#initialisation)."""
+        """The 4.x init (docs/mega.md#initialisation); with `config.ema_init="long"` the EMA's time scales
+        are spread instead (`long_reach_factors`)."""
         config = self.config
         if isinstance(module, MegaMultiDimensionDampedEma):
-            init.normal_(module.damping_factor, mean=0.0, std=config.ema_delta_alpha_range)
-            init.normal_(module.decay_factor, mean=0.0, std=config.ema_delta_alpha_range)
+            if getattr(config, "ema_init", None) == "long":
+                damping, decay = long_reach_factors(
+                    config.ema_projection_size, config.ema_min_reach, config.ema_max_reach or config.max_positions
+                )
+                init.copy_(module.damping_factor, damping.view(1, -1, 1).expand_as(module.damping_factor))
+                init.copy_(module.decay_factor, decay.view(1, -1, 1).expand_as(module.decay_factor))
+            else:
+                init.normal_(module.damping_factor, mean=0.0, std=config.ema_delta_alpha_range)
+                init.normal_(module.decay_factor, mean=0.0, std=config.ema_delta_alpha_range)
             # beta: [1, -1, 1, -1, ...] over components plus noise
             pattern = torch.ones(config.ema_projection_size, 1)
             pattern[1::2] = -1.0
