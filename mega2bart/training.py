@@ -211,6 +211,16 @@ class TrainConfig(RunConfig):
         help=""""encoder": MEGA is not trained. "decoder": BART's self-attention, feed-forward, embeddings
         and LM head are not trained. The projection and cross-attention always train.""",
     )
+    stop_at_loss: float | None = setting(
+        None,
+        above=0.0,
+        note="None: train all `max_steps`",
+        help="Stop once the mean of the last `stop_at_loss_logs` logged training losses is below this: a run whose "
+        "loss falls late (a phase change after a plateau) gets a generous `max_steps` and ends when it is done.",
+    )
+    stop_at_loss_logs: int = setting(
+        3, min=1, help="Logged training losses (every `logging_steps`) averaged for `stop_at_loss`."
+    )
     warm_start_steps: int = setting(
         0,
         flag=True,
@@ -440,6 +450,32 @@ def _count(model: torch.nn.Module) -> dict[str, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return {"trainable": trainable, "frozen": total - trainable}
+
+
+class StopAtLossCallback(TrainerCallback):
+    """Ends training once the mean of the last `logs` logged training losses is below `threshold`
+    (`TrainConfig.stop_at_loss`); the model is then saved as at the end of `max_steps`."""
+
+    def __init__(self, threshold: float, logs: int) -> None:
+        self.threshold, self.logs = threshold, logs
+        self.losses: list[float] = []
+        self.stopped_at: int | None = None
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
+        if not logs or "loss" not in logs:
+            return
+        self.losses.append(float(logs["loss"]))
+        recent = self.losses[-self.logs :]
+        if len(recent) == self.logs and sum(recent) / self.logs < self.threshold:
+            control.should_training_stop = True
+            self.stopped_at = state.global_step
+            logger.info(
+                "Training loss %.4g (mean of the last %d logs) is below stop_at_loss=%g at step %d: stopping",
+                sum(recent) / self.logs,
+                self.logs,
+                self.threshold,
+                state.global_step,
+            )
 
 
 class WarmStartCallback(TrainerCallback):
@@ -763,6 +799,8 @@ def build_trainer(
     callbacks = list(callbacks)
     if config.warm_start_steps:
         callbacks.append(WarmStartCallback(model, config.warm_start_steps))
+    if config.stop_at_loss is not None:
+        callbacks.append(StopAtLossCallback(config.stop_at_loss, config.stop_at_loss_logs))
     eval_generation = {"max_new_tokens": config.generation_max_new_tokens, "num_beams": config.generation_num_beams}
     min_new = getattr(model.generation_config, "min_new_tokens", None)
     if min_new and min_new > config.generation_max_new_tokens:  # the model's inference default may exceed it
@@ -950,6 +988,9 @@ def train(config: TrainConfig, callbacks: Sequence[TrainerCallback] = (), overwr
         "train": dict(train_output.metrics),
         "run": {**summary, "resumed_from": checkpoint, "global_step": train_output.global_step},
     }
+    stops = [c for c in trainer.callback_handler.callbacks if isinstance(c, StopAtLossCallback)]
+    if stops:
+        results["run"]["stopped_at_loss_step"] = stops[0].stopped_at  # None: it ran all max_steps
     if config.eval_split:
         # an evaluation at the final step (eval_steps dividing max_steps, or epoch end) is not repeated
         final = [
@@ -968,6 +1009,7 @@ __all__ = [
     "EpochSeededLengthGroupedSampler",
     "METRICS_FILE",
     "ShipBuildFilesCallback",
+    "StopAtLossCallback",
     "SummarizationTrainer",
     "TrainConfig",
     "WarmStartCallback",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import types
 from pathlib import Path
 
 import pytest
@@ -585,3 +586,30 @@ def test_label_smoothing_run_uses_decoder_inputs_from_the_collator(tiny_mega2bar
     assert trainer.label_smoother is not None
     output = trainer.train()
     assert 0 < output.training_loss < 20
+
+
+def test_stop_at_loss_ends_the_run_early_and_says_where(tiny_mega2bart_dir, tmp_path):
+    from mega2bart.training import StopAtLossCallback, train
+
+    # a threshold every loss is below: the run stops at the third log (logging every step)
+    config = _config(tiny_mega2bart_dir, tmp_path / "stop", max_steps=8, save_steps=100, stop_at_loss=1e6)
+    results = train(config)
+    assert results["run"]["global_step"] == 3 and results["run"]["stopped_at_loss_step"] == 3
+    assert (tmp_path / "stop" / "model.safetensors").is_file()
+    # a threshold no loss reaches: all max_steps
+    config = _config(tiny_mega2bart_dir, tmp_path / "full", max_steps=4, save_steps=100, stop_at_loss=1e-9)
+    results = train(config)
+    assert results["run"]["global_step"] == 4 and results["run"]["stopped_at_loss_step"] is None
+    # the mean of the last logs decides, not one lucky log
+    callback = StopAtLossCallback(0.5, 2)
+    control = types.SimpleNamespace(should_training_stop=False)
+    for step, loss in enumerate((0.9, 0.2, 0.9), start=1):
+        callback.on_log(None, types.SimpleNamespace(global_step=step), control, {"loss": loss})
+    assert not control.should_training_stop
+    callback.on_log(None, types.SimpleNamespace(global_step=4), control, {"loss": 0.05})
+    assert control.should_training_stop and callback.stopped_at == 4
+
+
+def test_stop_at_loss_must_be_positive(tiny_mega2bart_dir, tmp_path):
+    with pytest.raises(ValueError, match="stop_at_loss"):
+        _config(tiny_mega2bart_dir, tmp_path / "bad", stop_at_loss=0.0)
