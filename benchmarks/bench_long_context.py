@@ -39,7 +39,6 @@ import functools
 import hashlib
 import itertools
 import json
-import math
 import os
 import platform
 import random
@@ -100,7 +99,7 @@ CODE_DIGITS = 4
 BUCKET_EDGES = (0.0, 1 / 16, 4 / 16, 8 / 16, 12 / 16, 1.0)
 BUCKET_NAMES = ("0-1k", "1-4k", "4-8k", "8-12k", "12-16k")
 CONTROL_CONTEXT = 1024
-EMA_INITS = ("default", "long")  # MEGA's own init, or `spread_ema_reach`
+EMA_INITS = ("port", "long")  # MegaConfig.ema_init: the 4.x port's init, or reaches spread up to the input length
 
 
 # ------------------------------------------------------------------------------------------------
@@ -352,9 +351,11 @@ def score(references: list[dict[str, Any]], predictions: list[str], context: int
 # ------------------------------------------------------------------------------------------------
 
 
-def model_configs(length: int) -> tuple[dict[str, Any], dict[str, Any]]:
+def model_configs(length: int, ema_init: str = "long") -> tuple[dict[str, Any], dict[str, Any]]:
     """The probe's encoder and decoder configs: the tiny preset's options at a width that trains on 2 cores,
-    with the seed's chunk size (1,024) and EMA kind (bidirectional, multi-dimensional damped).
+    with the seed's chunk size (1,024) and EMA kind (bidirectional, multi-dimensional damped), and the product's
+    EMA init (`MegaConfig.ema_init`; "long": reaches log-spaced from 4 to `length` tokens, what `mega2bart build`
+    gives a random-init MEGA).
 
     Chosen by trials (benchmarks/README.md, "Trials"). The earlier probe model (post-norm, 64 wide, BART's
     init_std 0.02) stayed at the copy-free loss for 600 steps on 128-token inputs. On one fact in 24 filler
@@ -376,6 +377,8 @@ def model_configs(length: int) -> tuple[dict[str, Any], dict[str, Any]]:
         "normalize_before_mega": True,
         "normalize_before_ffn": True,
         "max_positions": max(length, 16384),
+        "ema_init": ema_init,
+        "ema_max_reach": length,
     }
     decoder = {
         **TINY_DECODER,
@@ -390,33 +393,38 @@ def model_configs(length: int) -> tuple[dict[str, Any], dict[str, Any]]:
     return encoder, decoder
 
 
-def spread_ema_reach(model: Any, longest: int) -> None:
-    """Give each channel's N EMA dimensions reaches log-spaced from 4 to `longest` tokens.
+def led_encoder_config(length: int) -> dict[str, Any]:
+    """The LED-shaped control's encoder: LED's encoder attention (Longformer: a sliding window of 1,024 tokens,
+    learned absolute positions up to `length`), as wide and deep as the probe's MEGA, random init."""
+    mega, _ = model_configs(length)
+    return {
+        "model_type": "longformer",
+        "vocab_size": mega["vocab_size"],
+        "hidden_size": mega["hidden_size"],
+        "num_hidden_layers": mega["num_hidden_layers"],
+        "num_attention_heads": 4,
+        "intermediate_size": mega["nffn_hidden_size"],
+        "attention_window": CONTROL_CONTEXT,
+        "max_position_embeddings": length + 2,  # RoBERTa-style positions start after the padding index
+        "type_vocab_size": 1,
+        "pad_token_id": 1,
+        "bos_token_id": 0,
+        "eos_token_id": 2,
+    }
 
-    A dimension's previous-step weight is q = 1 - p * sigmoid(decay_factor) with p = sigmoid(damping_factor),
-    so an impulse fades by 1/e after about reach = 1 / (1 - q) tokens. The default init (both factors
-    ~N(0, 0.2)) puts every dimension near reach 4, and training on short inputs keeps it there (at most 25
-    tokens after stage 2 in a trial), so nothing crosses a 1,024-token chunk. Here decay_factor = 0
-    (sigmoid 1/2) and p = 2 / reach, which keeps the steady-state gain p / (1 - q) = 2 of every dimension."""
-    import torch
 
-    for module in model.encoder.modules():
-        if hasattr(module, "damping_factor") and hasattr(module, "decay_factor"):
-            n = module.damping_factor.shape[1]
-            reaches = torch.logspace(math.log10(4), math.log10(longest), n, dtype=torch.float64)
-            with torch.no_grad():
-                module.damping_factor.copy_(torch.logit(2 / reaches).view(1, n, 1).expand_as(module.damping_factor))
-                module.decay_factor.zero_()
-
-
-def build_model(directory: Path, length: int, max_new_tokens: int, ema_init: str = "default") -> dict[str, Any]:
-    """Build and save the random-init probe model (`ema_init`: "default", or "long" for `spread_ema_reach` up to
-    `length`); returns its parameter counts."""
+def build_model(
+    directory: Path, length: int, max_new_tokens: int, ema_init: str = "long", encoder: str = "mega"
+) -> dict[str, Any]:
+    """Build and save the random-init probe model with `mega2bart.build` (`ema_init`: `MegaConfig.ema_init`;
+    `encoder="longformer"`: the LED-shaped control, `led_encoder_config`); returns its parameter counts."""
     from mega2bart.build import build_mega2bart, parameter_counts, save_mega2bart
 
-    encoder, decoder = model_configs(length)
+    if ema_init not in EMA_INITS:
+        raise ValueError(f"ema_init must be one of {EMA_INITS}, not {ema_init!r}")
+    mega, decoder = model_configs(length, ema_init)
     model, tokenizer = build_mega2bart(
-        encoder,
+        led_encoder_config(length) if encoder == "longformer" else mega,
         decoder,
         "offline",
         max_input_length=length,
@@ -429,10 +437,6 @@ def build_model(directory: Path, length: int, max_new_tokens: int, ema_init: str
             "early_stopping": False,
         },
     )
-    if ema_init == "long":
-        spread_ema_reach(model, length)
-    elif ema_init not in EMA_INITS:
-        raise ValueError(f"ema_init must be one of {EMA_INITS}, not {ema_init!r}")
     save_mega2bart(model, tokenizer, directory, overwrite=True)
     return parameter_counts(model)
 
@@ -600,16 +604,19 @@ class Settings:
     control_context: int
     stage1_filler: int  # stage 1: one fact in this many filler tokens
     stage1_examples: int
-    stage1_steps: int
+    stage1_steps: int  # at most: a stage ends once its loss is below its stop loss (`mega2bart train`'s stop_at_loss)
     stage1_batch: int
+    stage1_stop_loss: float | None
     stage2_length: int  # stage 2: 1-5 facts, random buckets
     stage2_examples: int
     stage2_steps: int
     stage2_batch: int
+    stage2_stop_loss: float | None
     stage3_examples: int  # stage 3: full length, 5 facts; one run per arm
     stage3_steps: int
     stage3_batch: int
     test_examples: int
+    beyond_examples: int  # held-out inputs of twice `length` (0: none), read by the stage-3 model of full length
     learning_rate: float  # stages 1 and 2, constant after warm-up
     stage3_learning_rate: float  # cosine
     eval_batch: int
@@ -620,16 +627,19 @@ FULL = Settings(
     control_context=CONTROL_CONTEXT,
     stage1_filler=24,
     stage1_examples=20000,
-    stage1_steps=1000,
-    stage1_batch=8,
+    stage1_steps=3000,
+    stage1_batch=32,
+    stage1_stop_loss=0.05,
     stage2_length=128,
     stage2_examples=8000,
-    stage2_steps=1000,
+    stage2_steps=1500,
     stage2_batch=8,
-    stage3_examples=200,
+    stage2_stop_loss=0.05,
+    stage3_examples=400,
     stage3_steps=400,
     stage3_batch=1,
     test_examples=40,
+    beyond_examples=20,
     learning_rate=2e-3,
     stage3_learning_rate=1e-3,
     eval_batch=4,
@@ -641,14 +651,17 @@ QUICK = Settings(
     stage1_examples=64,
     stage1_steps=4,
     stage1_batch=8,
+    stage1_stop_loss=None,
     stage2_length=128,
     stage2_examples=32,
     stage2_steps=4,
     stage2_batch=8,
+    stage2_stop_loss=None,
     stage3_examples=8,
     stage3_steps=2,
     stage3_batch=4,
     test_examples=4,
+    beyond_examples=2,
     learning_rate=2e-3,
     stage3_learning_rate=1e-3,
     eval_batch=4,
@@ -708,10 +721,10 @@ def run_cli(args: list[str], log: Path, threads: int) -> float:
 
 
 def train_args(model: Path, data: Path, output: Path, s: Settings, *, stage: int, context: int, seed: int) -> list[str]:
-    steps, batch, lr = {
-        1: (s.stage1_steps, s.stage1_batch, s.learning_rate),
-        2: (s.stage2_steps, s.stage2_batch, s.learning_rate),
-        3: (s.stage3_steps, s.stage3_batch, s.stage3_learning_rate),
+    steps, batch, lr, stop = {
+        1: (s.stage1_steps, s.stage1_batch, s.learning_rate, s.stage1_stop_loss),
+        2: (s.stage2_steps, s.stage2_batch, s.learning_rate, s.stage2_stop_loss),
+        3: (s.stage3_steps, s.stage3_batch, s.stage3_learning_rate, None),
     }[stage]
     return [
         "train",
@@ -759,6 +772,9 @@ def train_args(model: Path, data: Path, output: Path, s: Settings, *, stage: int
         # short stage-1 inputs stay short: MEGA pads only inputs longer than its chunk
         "--set",
         "pad_to_multiple_of=8",
+        # stages 1 and 2 end when their copy is learned: the phase change after the plateau comes at a step that
+        # varies with the seed and the CPU (benchmarks/README.md), so a fixed count ends too early or wastes time
+        *(["--set", f"stop_at_loss={stop}"] if stop is not None else []),
     ]
 
 
@@ -808,6 +824,11 @@ def encoder_similarity(model_dir: Path, documents: list[str], context: int, posi
             unit = torch.nn.functional.normalize(hidden[pick].double(), dim=-1)  # (positions, H)
             values.append(float((unit @ unit.T).mean()))
     return sum(values) / len(values)
+
+
+def trained_steps(output: Path) -> int:
+    """The optimiser steps a `mega2bart train` run took (fewer than its max where it stopped at its loss)."""
+    return json.loads((output / "metrics.json").read_text(encoding="utf-8"))["run"]["global_step"]
 
 
 def training_losses(output: Path) -> list[tuple[int, float]]:
@@ -919,7 +940,16 @@ def main(argv: list[str] | None = None) -> int:
         "--ema-init",
         choices=EMA_INITS,
         default="long",
-        help="the encoder's EMA init: MEGA's default, or reaches spread up to the input length (spread_ema_reach)",
+        help="MegaConfig.ema_init: the 4.x port's init (every dimension forgets within ~4 tokens), or reaches "
+        "log-spaced from 4 to the input length (what `mega2bart build` gives a random-init MEGA)",
+    )
+    parser.add_argument(
+        "--arms",
+        nargs="+",
+        choices=("mega", "truncated", "led"),
+        default=["mega", "truncated"],
+        help="stage-3 runs: the full-length MEGA (also read at twice the length), the 1,024-token truncation, and "
+        "the LED-shaped control (its own stages 1-2; ~11x MEGA's time per 16k step on a CPU)",
     )
     parser.add_argument("--code", choices=CODES, default="number", help="a fact's code: a number 10-99 or 4 digits")
     parser.add_argument("--plot", type=Path, help="also copy the PNG here")
@@ -1004,14 +1034,6 @@ def main(argv: list[str] | None = None) -> int:
         f"{s.stage3_examples} x {s.length}, {s.test_examples} held-out x {s.length} tokens in {seconds['data']:.0f} s",
         flush=True,
     )
-    parameters, seconds["build"], digest = steps.run(
-        "build",
-        [model_configs(s.length), args.ema_init],
-        digest,
-        lambda: build_model(out / "model", s.length, max_new_tokens=80, ema_init=args.ema_init),
-    )
-    print(f"model: {parameters}", flush=True)
-
     logs = out / "logs"
     logs.mkdir(exist_ok=True)
 
@@ -1021,26 +1043,48 @@ def main(argv: list[str] | None = None) -> int:
         )
         return key
 
-    previous = out / "model"
-    # stage 1's inputs are the filler, one fact (10 or 13 tokens) and <s>/</s>: any context above that keeps them whole
-    for stage, data, context in ((1, stage1_data, s.stage1_filler + 64), (2, stage2_data, s.stage2_length)):
-        digest = command(
-            f"stage{stage}",
-            train_args(previous, data, out / f"stage{stage}", s, stage=stage, context=context, seed=args.seed),
+    def trunk(encoder: str, suffix: str) -> tuple[Path, str, dict[str, int]]:
+        """Build a model (the `encoder` kind) and train it through stages 1 and 2: (its directory, digest, sizes)."""
+        parameters, seconds[f"build{suffix}"], key = steps.run(
+            f"build{suffix}",
+            [model_configs(s.length, args.ema_init), args.ema_init, encoder],
             digest,
+            lambda: build_model(
+                out / f"model{suffix}", s.length, max_new_tokens=80, ema_init=args.ema_init, encoder=encoder
+            ),
         )
-        previous = out / f"stage{stage}"
+        print(f"model{suffix}: {parameters}", flush=True)
+        previous = out / f"model{suffix}"
+        # stage 1's inputs are the filler, one fact and <s>/</s>: any context above that keeps them whole
+        for stage, data, context in ((1, stage1_data, s.stage1_filler + 64), (2, stage2_data, s.stage2_length)):
+            name = f"stage{stage}{suffix}"
+            key = command(
+                name, train_args(previous, data, out / name, s, stage=stage, context=context, seed=args.seed), key
+            )
+            previous = out / name
+        return previous, key, parameters
+
+    # one run per arm: (name, encoder kind, context)
+    plan = {
+        "mega": (f"mega-{s.length // 1024}k", "mega", s.length),
+        "truncated": (f"truncated-{s.control_context}", "mega", s.control_context),
+        "led": (f"led-{CONTROL_CONTEXT}", "longformer", s.length),
+    }
+    trunks = {
+        kind: trunk(kind, "" if kind == "mega" else f"-{kind}")
+        for kind in dict.fromkeys(plan[arm][1] for arm in args.arms)
+    }
+    parameters = {kind: sizes for kind, (_, _, sizes) in trunks.items()}
     arms: dict[str, dict[str, Any]] = {}
     references = read_jsonl(test_data)
-    for name, context in (
-        (f"mega-{s.length // 1024}k", s.length),
-        (f"truncated-{s.control_context}", s.control_context),
-    ):
+    for arm in args.arms:
+        name, kind, context = plan[arm]
+        previous, after, _ = trunks[kind]
         model_dir = out / name
         trained = command(
             f"train {name}",
             train_args(previous, stage3_data, model_dir, s, stage=3, context=context, seed=args.seed),
-            digest,
+            after,
         )
         command(f"eval {name}", eval_args(model_dir, test_data, out / f"eval-{name}", s, context=context), trained)
         result, predictions = score_eval(references, out / f"eval-{name}", context)
@@ -1055,6 +1099,30 @@ def main(argv: list[str] | None = None) -> int:
             "encoder_cosine": encoder_similarity(model_dir, [r["document"] for r in references[:2]], context),
         }
         print(f"{name}: {json.dumps(arms[name]['score'])}", flush=True)
+        if arm == "mega" and s.beyond_examples:
+            # the same model on inputs twice as long as any it was trained on (MEGA has no position cap)
+            beyond = 2 * s.length
+            beyond_data = out / f"test-{beyond}.jsonl"
+            steps.run(
+                f"data {beyond}",
+                [data_settings, beyond, s.beyond_examples],
+                "",
+                lambda beyond=beyond, path=beyond_data: write_jsonl(
+                    path,
+                    make_examples(
+                        tokenizer, "test", s.beyond_examples, beyond, args.seed + 5, "beyond", code=args.code
+                    ),
+                ),
+            )
+            eval_dir = out / f"eval-{name}-at-{beyond // 1024}k"
+            command(
+                f"eval {name} at {beyond // 1024}k",
+                eval_args(model_dir, beyond_data, eval_dir, s, context=beyond),
+                trained,
+            )
+            beyond_score, _ = score_eval(read_jsonl(beyond_data), eval_dir, beyond)
+            arms[name]["beyond"] = {"length": beyond, "score": beyond_score}
+            print(f"{name} at {beyond:,} tokens: {json.dumps(beyond_score)}", flush=True)
 
     results = {
         "settings": asdict(s),
@@ -1063,10 +1131,12 @@ def main(argv: list[str] | None = None) -> int:
         "code": args.code,
         "threads": args.threads,
         "machine": machine(),
-        "parameters": parameters,
-        "model_configs": dict(zip(("encoder", "decoder"), model_configs(s.length), strict=True)),
+        "parameters": parameters["mega"] if "mega" in parameters else parameters,
+        "arms_run": list(args.arms),
+        "model_configs": dict(zip(("encoder", "decoder"), model_configs(s.length, args.ema_init), strict=True)),
         "stage1_losses": training_losses(out / "stage1"),
         "stage2_losses": training_losses(out / "stage2"),
+        "stage_steps": {name: trained_steps(out / name) for name in ("stage1", "stage2")},
         "seconds": seconds,
         "total_seconds": time.perf_counter() - started,
         "test_inputs": s.test_examples,

@@ -41,7 +41,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--encoder", default="{}", help="JSON overrides of the probe's encoder config")
     parser.add_argument("--decoder", default="{}", help="JSON overrides of the probe's decoder config")
-    parser.add_argument("--ema-init", choices=probe.EMA_INITS, default="default")
+    parser.add_argument(
+        "--ema-init", choices=probe.EMA_INITS, default="port", help="MegaConfig.ema_init (the trials: port)"
+    )
+    parser.add_argument("--min-reach", type=float, default=4.0, help="MegaConfig.ema_min_reach with --ema-init long")
     parser.add_argument("--code", choices=probe.CODES, default="number", help="the facts' code (the trials: digits)")
     parser.add_argument("--lr", type=float, default=2e-3, help="AdamW rate, constant after 20 warm-up steps")
     parser.add_argument("--steps", type=int, default=1000)
@@ -63,12 +66,11 @@ def main() -> None:
 
     torch.manual_seed(args.seed)
     tokenizer = load_offline_tokenizer(model_max_length=max(16384, args.length))
-    encoder, decoder = probe.model_configs(16384)
+    encoder, decoder = probe.model_configs(16384, args.ema_init)
+    encoder["ema_min_reach"] = args.min_reach
     encoder.update(json.loads(args.encoder))
     decoder.update(json.loads(args.decoder))
     model, tokenizer = build_mega2bart(encoder, decoder, tokenizer)
-    if args.ema_init == "long":
-        probe.spread_ema_reach(model, 16384)
     if args.load:
         model.load_state_dict(torch.load(args.load))
 

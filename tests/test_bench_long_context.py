@@ -126,54 +126,19 @@ def test_png_is_valid_and_has_the_drawn_pixels(tmp_path: Path) -> None:
     assert row[0] == 0 and row[1 + 3 * 2 : 1 + 3 * 3] == bytes((10, 20, 30)) and row[1:4] == b"\xff\xff\xff"
 
 
-def test_spread_ema_reach_sets_log_spaced_reaches_with_gain_two() -> None:
-    import types
-
-    import torch
-
-    from mega2bart.models.mega import MegaConfig, MegaModel
-    from mega2bart.presets import TINY_ENCODER
+def test_probe_models_use_the_products_ema_init(tmp_path: Path) -> None:
+    """The probe builds through `mega2bart.build` with MegaConfig.ema_init, not a helper of its own."""
+    import json as json_module
 
     bench = _bench()
-    encoder = MegaModel(MegaConfig(**TINY_ENCODER))
-    bench.spread_ema_reach(types.SimpleNamespace(encoder=encoder), 16384)
-    gates = [m for m in encoder.modules() if hasattr(m, "damping_factor")]
-    assert len(gates) == TINY_ENCODER["num_hidden_layers"]
-    n = TINY_ENCODER["ema_projection_size"]
-    expected = torch.logspace(torch.log10(torch.tensor(4.0)), torch.log10(torch.tensor(16384.0)), n).double()
-    for gate in gates:
-        # the EMA's weights (docs: q = 1 - sigmoid(damping) * sigmoid(decay), p = sigmoid(damping))
-        p = torch.sigmoid(gate.damping_factor.double())
-        q = 1 - p * torch.sigmoid(gate.decay_factor.double())
-        reach = 1 / (1 - q)  # (rows, N, 1), the same for every row
-        torch.testing.assert_close(reach[:, :, 0], expected.expand(reach.shape[0], n), rtol=1e-5, atol=0)
-        torch.testing.assert_close(p / (1 - q), torch.full_like(p, 2.0), rtol=1e-5, atol=0)
-
-
-def test_long_ema_reach_carries_a_change_across_chunks_the_default_does_not() -> None:
-    """Changing the first 8 tokens of a 1,024-token input (chunks of 64) moves the encoder's output at token
-    1,000 only through the EMA: by rounding alone (~1e-7) with the default init, measurably with long reach."""
-    import types
-
-    import torch
-
-    from mega2bart.models.mega import MegaConfig, MegaModel
-    from mega2bart.presets import TINY_ENCODER
-
-    bench = _bench()
-    far = {}
-    for init in ("default", "long"):
-        torch.manual_seed(0)
-        encoder = MegaModel(MegaConfig(**{**TINY_ENCODER, "chunk_size": 64, "max_positions": 1024})).eval()
-        if init == "long":
-            bench.spread_ema_reach(types.SimpleNamespace(encoder=encoder), 1024)
-        ids = torch.randint(3, 1000, (1, 1024))
-        changed = ids.clone()
-        changed[0, :8] = torch.randint(3, 1000, (8,))
-        with torch.no_grad():
-            delta = (encoder(ids).last_hidden_state - encoder(changed).last_hidden_state).abs()
-        far[init] = float(delta[0, 1000].max())
-    assert far["default"] < 5e-6 and far["long"] > 5e-5, far  # measured: 2.4e-7 and 1.6e-4
+    encoder, _ = bench.model_configs(16384)
+    assert encoder["ema_init"] == "long" and encoder["ema_max_reach"] == 16384
+    assert bench.model_configs(4096, "port")[0]["ema_init"] == "port"
+    bench.build_model(tmp_path / "model", 1024, max_new_tokens=8, ema_init="long")
+    saved = json_module.loads((tmp_path / "model" / "config.json").read_text(encoding="utf-8"))
+    assert saved["encoder"]["ema_init"] == "long" and saved["encoder"]["ema_max_reach"] == 1024
+    with pytest.raises(ValueError, match="ema_init"):
+        bench.build_model(tmp_path / "bad", 1024, max_new_tokens=8, ema_init="default")
 
 
 def test_single_fact_examples_put_the_fact_at_its_depth(offline_tokenizer) -> None:
