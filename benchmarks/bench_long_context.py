@@ -887,6 +887,88 @@ def score_eval(references: list[dict[str, Any]], eval_dir: Path, context: int) -
     return score(references, predictions, context), predictions
 
 
+def bucket_labels(length: int) -> list[str]:
+    """BUCKET_NAMES for inputs of `length` tokens (the same fractions): "0-2k", ... for 32,768."""
+    edges = [round(edge * length / 1024) for edge in BUCKET_EDGES]
+    return [f"{lo}-{hi}k" for lo, hi in itertools.pairwise(edges)]
+
+
+def over_seeds(paths: list[Path], out: Path) -> int:
+    """Mean and worst over seeds (one results.json per seed) of every arm, the goal checked, in
+    OUT/results_seeds.md and .json."""
+    runs = [json.loads(path.read_text(encoding="utf-8")) for path in paths]
+    seeds = [run["seed"] for run in runs]
+    if len(set(seeds)) < len(seeds):
+        raise SystemExit(f"two results have the same seed ({seeds}): pass one results.json per seed")
+
+    def rows(get: Callable[[dict[str, Any]], dict[str, Any] | None]) -> dict[str, Any] | None:
+        scores = [get(run) for run in runs]
+        if any(score is None for score in scores):
+            return None
+        cells: dict[str, Any] = {}
+        for bucket in BUCKET_NAMES:
+            values = [score["recall_by_bucket"][bucket] for score in scores]
+            cells[bucket] = (sum(values) / len(values), min(values))
+        for key in ("recall", "ordered", "names_in_order"):
+            values = [score[key] for score in scores]
+            cells[key] = (sum(values) / len(values), min(values))
+        return cells
+
+    table: dict[str, Any] = {}
+    for name in runs[0]["arms"]:
+        table[name] = rows(lambda run, name=name: run["arms"].get(name, {}).get("score"))
+        beyond = runs[0]["arms"][name].get("beyond")
+        if beyond:
+            label = f"{name} read at {beyond['length'] // 1024}k"
+            table[label] = rows(lambda run, name=name: (run["arms"].get(name, {}).get("beyond") or {}).get("score"))
+    main = table[next(iter(runs[0]["arms"]))]
+    goal = {
+        "every bucket >= 95% (worst seed)": all(main[b][1] >= 0.95 for b in BUCKET_NAMES),
+        "all facts right and in order >= 90% (worst seed)": main["ordered"][1] >= 0.90,
+    }
+
+    def pct(pair: tuple[float, float]) -> str:
+        return f"{100 * pair[0]:.1f} / {100 * pair[1]:.1f}"
+
+    length = runs[0]["settings"]["length"]
+    lines = [
+        f"Mean / worst over seeds {', '.join(map(str, seeds))} (recall, %):",
+        "",
+        "| arm | " + " | ".join(BUCKET_NAMES) + " | all | all facts in order | names in order |",
+        "|---|" + "---|" * (len(BUCKET_NAMES) + 3),
+    ]
+    for name, cells in table.items():
+        if cells is None:
+            continue
+        if " read at " in name:
+            labels = bucket_labels(2 * length)
+            name = f"{name} (buckets {labels[0]} ... {labels[-1]})"
+        lines.append(
+            f"| {name} | "
+            + " | ".join(pct(cells[b]) for b in BUCKET_NAMES)
+            + f" | {pct(cells['recall'])} | {pct(cells['ordered'])} | {pct(cells['names_in_order'])} |"
+        )
+    steps = [run.get("stage_steps", {}) for run in runs]
+    lines += [
+        "",
+        "Stage 1 / stage 2 steps (each ends at its loss): "
+        + ", ".join(
+            f"seed {seed}: {st.get('stage1')} / {st.get('stage2')}" for seed, st in zip(seeds, steps, strict=True)
+        ),
+        "Goal: " + "; ".join(f"{k}: {'met' if v else 'missed'}" for k, v in goal.items()),
+    ]
+    out.mkdir(parents=True, exist_ok=True)
+    text = "\n".join(lines) + "\n"
+    (out / "results_seeds.md").write_text(text, encoding="utf-8")
+    (out / "results_seeds.json").write_text(
+        json.dumps({"seeds": seeds, "runs": [str(p) for p in paths], "table": table, "goal": goal}, indent=2) + "\n",
+        encoding="utf-8",
+    )
+    print(text)
+    print(f"wrote {out / 'results_seeds.md'}, results_seeds.json")
+    return 0
+
+
 def combine(paths: list[Path], out: Path) -> int:
     """One table and one plot for several runs (e.g. `--ema-init default` and `long`): arms labelled by EMA init
     (and by stage-3 steps where the runs differ in them)."""
@@ -964,7 +1046,16 @@ def main(argv: list[str] | None = None) -> int:
         help="only merge the arms of these runs' results.json (labelled by EMA init) into --out-dir's "
         "results.md and recall_by_depth.png",
     )
+    parser.add_argument(
+        "--over-seeds",
+        type=Path,
+        nargs="+",
+        metavar="RESULTS_JSON",
+        help="only report the mean and worst over these runs (one per seed) in --out-dir's results_seeds.md",
+    )
     args = parser.parse_args(argv)
+    if args.over_seeds:
+        return over_seeds(args.over_seeds, args.out_dir)
     if args.combine:
         return combine(args.combine, args.out_dir)
 

@@ -227,3 +227,28 @@ def test_quick_run_end_to_end(tmp_path: Path) -> None:
         for fact, depth in zip(row["facts"], row["depths"], strict=True):
             assert tokenizer.decode(ids[depth : depth + row["fact_tokens"]]) == " " + fact, (row["id"], fact, depth)
         assert row["summary"] == " ".join(row["facts"])
+
+
+def test_over_seeds_reports_mean_and_worst_and_checks_the_goal(tmp_path: Path) -> None:
+    bench = _bench()
+    ref = _reference(bench, [10, 2000, 5000, 9000, 15000])
+    perfect = bench.score([ref, ref], [ref["summary"], ref["summary"]])
+    missing_third = " ".join(ref["facts"][:2] + ref["facts"][3:])
+    one_miss = bench.score([ref, ref], [ref["summary"], missing_third])  # 4-8k 50%, in order 50%
+    paths = []
+    for seed, result in ((0, perfect), (1, one_miss)):
+        run = {"seed": seed, "settings": {"length": 16384}, "arms": {"mega-16k": {"context": 16384, "score": result}}}
+        run["stage_steps"] = {"stage1": 300 + seed, "stage2": 700}
+        paths.append(tmp_path / f"seed{seed}.json")
+        paths[-1].write_text(json.dumps(run), encoding="utf-8")
+    assert bench.main(["--over-seeds", *map(str, paths), "--out-dir", str(tmp_path / "out")]) == 0
+    summary = json.loads((tmp_path / "out" / "results_seeds.json").read_text(encoding="utf-8"))
+    assert summary["seeds"] == [0, 1]
+    assert summary["table"]["mega-16k"]["4-8k"] == [0.75, 0.5] and summary["table"]["mega-16k"]["0-1k"] == [1.0, 1.0]
+    assert summary["table"]["mega-16k"]["ordered"] == [0.75, 0.5]
+    assert not any(summary["goal"].values())
+    text = (tmp_path / "out" / "results_seeds.md").read_text(encoding="utf-8")
+    assert "| mega-16k | 100.0 / 100.0 | 100.0 / 100.0 | 75.0 / 50.0 |" in text and "seed 1: 301 / 700" in text
+    with pytest.raises(SystemExit, match="same seed"):
+        bench.main(["--over-seeds", str(paths[0]), str(paths[0]), "--out-dir", str(tmp_path / "x")])
+    assert bench.bucket_labels(32768) == ["0-2k", "2-8k", "8-16k", "16-24k", "24-32k"]
