@@ -312,7 +312,7 @@ def score(references: list[dict[str, Any]], predictions: list[str], context: int
     holding every fact in document order, and (with `context`) recall of the facts inside / beyond it."""
     assert len(references) == len(predictions), (len(references), len(predictions))
     k = len(BUCKET_NAMES)
-    found, total = [0] * k, [0] * k
+    found, total, named = [0] * k, [0] * k, [0] * k
     inside, beyond = [0, 0], [0, 0]
     ordered = names_found = names_ordered = 0
     for reference, prediction in zip(references, predictions, strict=True):
@@ -329,6 +329,8 @@ def score(references: list[dict[str, Any]], predictions: list[str], context: int
         names = [NAME_RE.search(fact).group(1) for fact in reference["facts"]]
         said = NAME_RE.findall(prediction)
         names_found += sum(name in said for name in names)
+        for depth, name in zip(reference["depths"], names, strict=True):
+            named[bucket_of(depth, reference["length"])] += name in said
         names_ordered += said == names
     result: dict[str, Any] = {
         "recall_by_bucket": {name: (found[i] / total[i] if total[i] else None) for i, name in enumerate(BUCKET_NAMES)},
@@ -337,6 +339,10 @@ def score(references: list[dict[str, Any]], predictions: list[str], context: int
         "ordered": ordered / max(1, len(references)),
         # the names alone: a fact's name said anywhere; outputs whose names are exactly the facts' in order
         "name_recall": names_found / max(1, sum(total)),
+        # per bucket: the fact's name said anywhere (a miss with its name said is a wrong code)
+        "name_recall_by_bucket": {
+            name: (named[i] / total[i] if total[i] else None) for i, name in enumerate(BUCKET_NAMES)
+        },
         "names_in_order": names_ordered / max(1, len(references)),
         "outputs": len(references),
     }
@@ -887,6 +893,22 @@ def score_eval(references: list[dict[str, Any]], eval_dir: Path, context: int) -
     return score(references, predictions, context), predictions
 
 
+def rescore(path: Path, run: dict[str, Any]) -> None:
+    """Score `run` (its results.json at `path`) again from the predictions next to it, where they are: metrics
+    added to `score` since the run count too."""
+    references = path.parent / "test.jsonl"
+    for name, arm in run["arms"].items():
+        eval_dir = path.parent / f"eval-{name}"
+        if references.exists() and (eval_dir / "predictions.jsonl").exists():
+            arm["score"], _ = score_eval(read_jsonl(references), eval_dir, arm["context"])
+        beyond = arm.get("beyond")
+        if beyond:
+            data = path.parent / f"test-{beyond['length']}.jsonl"
+            eval_dir = path.parent / f"eval-{name}-at-{beyond['length'] // 1024}k"
+            if data.exists() and (eval_dir / "predictions.jsonl").exists():
+                beyond["score"], _ = score_eval(read_jsonl(data), eval_dir, beyond["length"])
+
+
 def bucket_labels(length: int) -> list[str]:
     """BUCKET_NAMES for inputs of `length` tokens (the same fractions): "0-2k", ... for 32,768."""
     edges = [round(edge * length / 1024) for edge in BUCKET_EDGES]
@@ -897,6 +919,8 @@ def over_seeds(paths: list[Path], out: Path) -> int:
     """Mean and worst over seeds (one results.json per seed) of every arm, the goal checked, in
     OUT/results_seeds.md and .json."""
     runs = [json.loads(path.read_text(encoding="utf-8")) for path in paths]
+    for path, run in zip(paths, runs, strict=True):
+        rescore(path, run)
     seeds = [run["seed"] for run in runs]
     if len(set(seeds)) < len(seeds):
         raise SystemExit(f"two results have the same seed ({seeds}): pass one results.json per seed")
@@ -980,12 +1004,7 @@ def combine(paths: list[Path], out: Path) -> int:
         return text + (f", {run['settings'].get('stage3_steps')} steps" if len(steps) > 1 else "")
 
     for path, run in zip(paths, runs, strict=True):
-        # score again from the run's predictions where they are next to its results (metrics added since count)
-        references = path.parent / "test.jsonl"
-        for name, arm in run["arms"].items():
-            eval_dir = path.parent / f"eval-{name}"
-            if references.exists() and (eval_dir / "predictions.jsonl").exists():
-                arm["score"], _ = score_eval(read_jsonl(references), eval_dir, arm["context"])
+        rescore(path, run)
     arms = {label(run, name): arm for run in runs for name, arm in run["arms"].items()}
     if len(arms) < sum(len(run["arms"]) for run in runs):
         raise SystemExit("two runs have the same EMA init, stage-3 steps and arm names: nothing to tell them apart by")

@@ -45,6 +45,11 @@ def test_score_buckets_recall_order_and_context() -> None:
     assert result["recall"] == pytest.approx(11 / 15), result
     assert result["name_recall"] == pytest.approx(11 / 15) and result["names_in_order"] == pytest.approx(1 / 3), result
     assert result["recall_inside_context"] == 1.0 and result["recall_beyond_context"] == pytest.approx(8 / 12), result
+    # a wrong code keeps the name: the 1-4k fact with code 99 is missed but named
+    wrong_code = f[0] + " " + f[1].replace(" is 11.", " is 99.")
+    result = bench.score([ref], [wrong_code])
+    assert result["recall_by_bucket"]["1-4k"] == 0.0 and result["name_recall_by_bucket"]["1-4k"] == 1.0, result
+    assert result["name_recall_by_bucket"]["4-8k"] == 0.0, result
 
 
 def test_bucket_edges_scale_with_the_length() -> None:
