@@ -432,6 +432,9 @@ def load_mlm_model(spec: str) -> MegaForMaskedLM:
     path = Path(spec).expanduser()
     if (spec.startswith((".", "/", "~")) or path.exists()) and not (path / "config.json").is_file():
         raise FileNotFoundError(f"encoder {spec!r} is not a model directory (no config.json): pass a MEGA checkpoint")
+    from mega2bart.build.integrity import check_model_files
+
+    check_model_files(path, "encoder")
     try:
         config = AutoConfig.from_pretrained(spec)
     except OSError as exc:

@@ -378,6 +378,9 @@ def describe_mega2bart(model_dir: str | os.PathLike, build_info: BuildInfo | Non
         raise BuildError(
             f"{str(directory)!r} is not a model directory (no config.json); pass a `mega2bart build` output"
         )
+    from .integrity import check_model_files
+
+    check_model_files(directory)
     config = json.loads(config_path.read_text())
     if build_info is None:
         build_info = read_build_info(directory)

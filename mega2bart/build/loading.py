@@ -32,6 +32,7 @@ from ..presets import OFFLINE_TOKENIZER
 from .checks import check_decoder_type, check_encoder_type
 from .describe import RandomInitTensor
 from .errors import BuildError
+from .integrity import check_model_files
 from .sources import Source, Spec, config_from_mapping, hub_error, pin_revision, resolve_source
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ def _missing_parameters(model: nn.Module, missing: list[str], prefix: str) -> li
 def _pretrained_config(spec: str | os.PathLike, role: str) -> tuple[str, Source, Any, PretrainedConfig]:
     """(path, source, revision, config) of a Hub id or directory, the revision pinned to one commit."""
     path, source = resolve_source(spec, role)
+    check_model_files(path, role)
     revision = pin_revision(path, source)
     try:
         config = AutoConfig.from_pretrained(path, revision=revision)

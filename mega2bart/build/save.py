@@ -25,6 +25,7 @@ from ..modeling_mega2bart import Mega2BartModel
 from . import remote_code
 from .describe import BUILD_INFO_FILE, ModelDescription, describe_mega2bart
 from .errors import BuildError
+from .integrity import check_model_files
 from .modelcard import render_model_card
 from .sources import hub_error, resolve_source
 
@@ -202,6 +203,7 @@ def load_mega2bart(model_dir: str | os.PathLike, **kwargs: Any) -> tuple[Mega2Ba
     EncoderDecoderModel with the same weights and transformers' stock generation.
     """
     path, source = resolve_source(model_dir, "model")
+    check_model_files(path)
     try:
         model = Mega2BartModel.from_pretrained(path, revision=source.revision, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(path, revision=source.revision)
