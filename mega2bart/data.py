@@ -199,6 +199,32 @@ def load_summarization_dataset(
     return out, stats
 
 
+def require_rows(data: DatasetDict, split: str, stats: LoadStats | None, source: str | Path) -> None:
+    """Raise ValueError, saying why, when `split` of `data` (from `load_summarization_dataset`) has no row."""
+    if len(data[split]):
+        return
+    dropped = stats.dropped_empty.get(split, 0) if stats is not None else 0
+    columns = f"document={stats.text_column!r}, summary={stats.summary_column!r}" if stats is not None else ""
+    why = (
+        f"all {dropped} of its rows have an empty document or summary ({columns}): check the file, or pass "
+        "text_column=/summary_column= for the columns that hold the text"
+        if dropped
+        else "it is empty"
+    )
+    raise ValueError(f"dataset {str(source)!r} split {split!r} has no example left: {why}")
+
+
+def _unsupported_file(source: str | Path) -> None:
+    """A local file of a kind no loader reads is refused here, never looked up on the Hub under its path."""
+    path = Path(source)
+    if path.is_file() and path.suffix.lower() not in _FILE_BUILDERS:
+        kinds = ", ".join(sorted(_FILE_BUILDERS))
+        raise ValueError(
+            f"data file {str(path)!r} is a {path.suffix or 'suffix-less'} file; the supported kinds are {kinds} "
+            f"(or the built-in offline set {ACLSUM_NAME!r}, or a Hub dataset name)"
+        )
+
+
 def load_summarization_stream(
     source: str | Path,
     config: str | None = None,
@@ -235,6 +261,7 @@ def load_summarization_stream(
         raw = load_dataset(builder, data_files={"train": str(path)}, split="train", streaming=True, cache_dir=cache_dir)
         source_name, candidates = str(path), _DEFAULT_COLUMNS
     else:
+        _unsupported_file(source)
         try:
             raw = load_dataset(str(source), config, split=split, streaming=True, cache_dir=cache_dir)
         except Exception as exc:  # network, auth, unknown name or split
@@ -305,6 +332,7 @@ def _load_raw(
     elif Path(source).suffix.lower() in _FILE_BUILDERS:
         files = {"train": Path(source)}
     else:
+        _unsupported_file(source)
         return _load_hub(str(source), config, cache_dir), str(source)
 
     for path in files.values():

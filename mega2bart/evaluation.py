@@ -84,7 +84,7 @@ def evaluate_model(
     Returns:
         The content of eval_results.json (None on the other processes of a run under several).
     """
-    from mega2bart.data import load_summarization_dataset
+    from mega2bart.data import load_summarization_dataset, require_rows
     from mega2bart.metrics import SENTENCE_SPLITTER, aggregate_rouge, length_stats, rouge_per_example
 
     if limit is not None and limit < 1:
@@ -92,11 +92,12 @@ def evaluate_model(
     output_dir = Path(output_dir)
     _check_eval_output_dir(output_dir)
     resolve_dtype(dtype, inference_device())  # fail before loading the dataset
-    data, _ = load_summarization_dataset(
+    data, stats = load_summarization_dataset(
         dataset, dataset_config, text_column=text_column, summary_column=summary_column
     )
     if split not in data:
         raise ValueError(f"dataset {dataset!r} has no split {split!r}; its splits are {sorted(data)}")
+    require_rows(data, split, stats, dataset)
     rows = data[split]
     if limit is not None:
         rows = rows.select(range(min(limit, len(rows))))

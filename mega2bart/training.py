@@ -753,7 +753,7 @@ def build_trainer(
     """Load model, tokenizer and data for `config` and return the trainer and a run summary
     (data loading and tokenization statistics, parameter counts) for `metrics.json`."""
     from mega2bart.build import load_mega2bart
-    from mega2bart.data import SummarizationCollator, load_summarization_dataset, tokenize_dataset
+    from mega2bart.data import SummarizationCollator, load_summarization_dataset, require_rows, tokenize_dataset
     from mega2bart.metrics import SENTENCE_SPLITTER, build_compute_metrics
 
     args = config.to_training_arguments()  # first: it validates the environment (reporters, devices)
@@ -776,6 +776,7 @@ def build_trainer(
         for split in needed:
             if split not in raw:
                 raise ValueError(f"dataset {config.dataset!r} has no split {split!r}; its splits are {sorted(raw)}")
+            require_rows(raw, split, load_stats, config.dataset)
         train_raw = raw[config.train_split]
         if config.max_train_samples:
             train_raw = train_raw.select(range(min(config.max_train_samples, len(train_raw))))

@@ -317,3 +317,35 @@ def test_collator_rejects_bad_settings(tok):
     left.padding_side = "left"
     with pytest.raises(ValueError, match="padding_side = 'right'"):
         SummarizationCollator(left, pad_to_multiple_of=16)
+
+
+def test_a_split_whose_rows_are_all_empty_is_refused_with_the_reason(tmp_path, tiny_mega2bart_dir):
+    from typer.testing import CliRunner
+
+    from mega2bart.cli import ERROR_EXIT_CODE, app
+
+    path = tmp_path / "empty.jsonl"
+    path.write_text(
+        "".join(json.dumps({"document": doc, "summary": "s"}) + "\n" for doc in ("", "  ", "\n")), encoding="utf-8"
+    )
+    train = ["train", "--model", tiny_mega2bart_dir, "--output-dir", tmp_path / "t", "--eval-split", "none"]
+    for command in (
+        [*train, "--dataset", path, "--max-steps", "1"],
+        ["eval", tiny_mega2bart_dir, "--dataset", path, "--split", "train", "--output-dir", tmp_path / "e"],
+    ):
+        result = CliRunner().invoke(app, [str(a) for a in command])
+        assert result.exit_code == ERROR_EXIT_CODE, result.output
+        assert "has no example left: all 3 of its rows have an empty document or summary" in result.output
+        assert "_source_tokens" not in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("name", ["data.yaml", "notes.txt", "rows"])
+def test_a_local_file_of_an_unsupported_kind_is_never_looked_up_on_the_hub(tmp_path, name):
+    from mega2bart.data import load_summarization_dataset, load_summarization_stream
+
+    path = tmp_path / name
+    path.write_text("a: 1\n", encoding="utf-8")
+    for load in (load_summarization_dataset, load_summarization_stream):
+        with pytest.raises(ValueError, match=r"the supported kinds are \.csv, \.json, \.jsonl, \.parquet") as info:
+            load(str(path))
+        assert "Hub" not in str(info.value).split(";")[0] and str(path) in str(info.value)
