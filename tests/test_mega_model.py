@@ -80,8 +80,11 @@ def test_bad_mask_shape_is_explained(model: MegaModel) -> None:
 
 
 @pytest.mark.parametrize("causal", [False, True])
-def test_sdpa_path_equals_explicit_softmax(model: MegaModel, causal: bool) -> None:
-    """attn_implementation "sdpa" and "eager" (explicit matmuls) agree, padding included."""
+def test_sdpa_path_equals_explicit_softmax(model: MegaModel, causal: bool, monkeypatch) -> None:
+    """attn_implementation "sdpa" and "eager" (explicit matmuls) agree, padding included (SDPA run on the CPU)."""
+    from mega2bart.models.mega import modeling_mega
+
+    monkeypatch.setattr(modeling_mega, "EXPLICIT_ON_CPU", False)
     ids = random_ids(2, 48)
     mask = torch.ones(2, 48)
     mask[1, 37:] = 0
@@ -100,26 +103,35 @@ def test_sdpa_path_equals_explicit_softmax(model: MegaModel, causal: bool) -> No
     torch.testing.assert_close(fast, explicit, atol=1e-6, rtol=1e-6)
 
 
-def test_attn_implementation_at_load_time_and_default(tmp_path) -> None:
-    """from_pretrained(attn_implementation=...) is honoured; SDPA actually runs; the CPU-only default is eager."""
+def test_attn_implementation_at_load_time_and_default(tmp_path, monkeypatch) -> None:
+    """As any transformers model that supports SDPA: "sdpa" by default, from_pretrained(attn_implementation=...)
+    honoured, an unsupported value refused by transformers' own check. On the CPU "sdpa" runs the explicit
+    matmuls (faster there) unless EXPLICIT_ON_CPU is off; every path gives the same numbers."""
+    from mega2bart.models.mega import modeling_mega
+
     torch.manual_seed(0)
     saved = perturbed(MegaModel(tiny_config(), add_pooling_layer=False)).eval()
-    expected = "sdpa" if torch.accelerator.is_available() else "eager"
-    assert saved.config._attn_implementation == expected
+    assert saved.config._attn_implementation == "sdpa"
     saved.save_pretrained(tmp_path)
+    assert MegaModel.from_pretrained(tmp_path).config._attn_implementation == "sdpa"
     ids = random_ids(2, 40)
     outputs, calls = {}, {}
-    for implementation in ("eager", "sdpa"):
+    for implementation, explicit_on_cpu in (("eager", False), ("sdpa", False), ("sdpa", True)):
+        monkeypatch.setattr(modeling_mega, "EXPLICIT_ON_CPU", explicit_on_cpu)
         loaded = MegaModel.from_pretrained(tmp_path, attn_implementation=implementation, add_pooling_layer=False).eval()
         assert loaded.config._attn_implementation == implementation
         sdpa = torch.nn.functional.scaled_dot_product_attention
+        key = (implementation, explicit_on_cpu)
         with mock.patch("torch.nn.functional.scaled_dot_product_attention", wraps=sdpa) as spy, torch.no_grad():
-            outputs[implementation] = loaded(ids).last_hidden_state
-        calls[implementation] = spy.call_count
-    assert calls == {"eager": 0, "sdpa": 2}, calls  # one SDPA call per layer, only when asked for
-    torch.testing.assert_close(outputs["sdpa"], outputs["eager"], atol=1e-6, rtol=1e-6)
-    with pytest.raises(ValueError, match="MEGA supports attn_implementation 'eager' or 'sdpa'"):
-        MegaModel.from_pretrained(tmp_path, attn_implementation="flex_attention")
+            outputs[key] = loaded(ids).last_hidden_state
+        calls[key] = spy.call_count
+    # one SDPA call per layer, only when asked for and not replaced by the CPU's faster explicit path
+    assert calls == {("eager", False): 0, ("sdpa", False): 2, ("sdpa", True): 0}, calls
+    for key in (("sdpa", False), ("sdpa", True)):
+        torch.testing.assert_close(outputs[key], outputs[("eager", False)], atol=1e-6, rtol=1e-6)
+    for unsupported in ("flex_attention", "bogus"):
+        with pytest.raises(ValueError, match="does not support|is not supported"):
+            MegaModel.from_pretrained(tmp_path, attn_implementation=unsupported)
 
 
 def test_every_parameter_gets_a_gradient() -> None:

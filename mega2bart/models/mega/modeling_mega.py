@@ -72,6 +72,12 @@ def _fast_fft_length(minimum: int) -> int:
     return best
 
 
+# Under attn_implementation="sdpa" (the default, as for every transformers model that supports it) the chunked
+# self-attention still uses explicit matmuls on the CPU, where they are faster than SDPA's math fallback
+# (benchmarks/README.md); both give the same numbers (tests set this False to run SDPA on the CPU).
+EXPLICIT_ON_CPU = True
+
+
 class MegaDropout(nn.Module):
     """Element-wise dropout, or channel-wise ("feature") dropout with one mask per (batch, channel).
 
@@ -685,9 +691,10 @@ class MegaMovingAverageGatedAttention(nn.Module):
             if keep_chunks is not None:
                 # pad keys -> -inf, except in chunks whose keys are all padding (left unmasked: no NaN, as 4.x)
                 masked_keys = ~keep_chunks & keep_chunks.any(dim=-1, keepdim=True)  # (B, n_chunks, C)
-            if output_attentions or attn_implementation != "sdpa":
+            if output_attentions or attn_implementation != "sdpa" or (q.device.type == "cpu" and EXPLICIT_ON_CPU):
                 # explicit matmuls ("eager"; SDPA returns no weights): on CPU ~1.7x (fp32) to ~6x (bf16) faster
-                # than SDPA's math fallback, which is all CPU SDPA offers when the value width E differs from Z
+                # than SDPA's math fallback, which is all CPU SDPA offers when the value width E differs from Z,
+                # so "sdpa" (transformers' default) takes them on the CPU too (EXPLICIT_ON_CPU)
                 scores = torch.matmul(q * self.scaling, k.transpose(-1, -2))  # (B, n_chunks, C, C)
                 scores.add_(mask)  # in place: matmul's backward does not need its output
                 if masked_keys is not None:
@@ -979,21 +986,6 @@ class MegaPreTrainedModel(PreTrainedModel):
         # `set_attn_implementation` takes effect at once (transformers' source heuristic looks for
         # its AttentionInterface, which MEGA's chunked single-head attention does not use)
         return True
-
-    def get_correct_attn_implementation(self, requested_attention: str | None, is_init_check: bool = False) -> str:
-        """ "eager" (explicit matmuls) or "sdpa"; unset: "sdpa" with an accelerator present, else "eager".
-
-        On CPU the explicit matmuls are faster than SDPA's math fallback (benchmarks/README.md), so a
-        CPU-only machine defaults to them. Both give the same numbers (tested).
-        """
-        if requested_attention is None:
-            requested_attention = "sdpa" if torch.accelerator.is_available() else "eager"
-        if requested_attention not in ("eager", "sdpa"):
-            raise ValueError(
-                f"MEGA supports attn_implementation 'eager' or 'sdpa', got {requested_attention!r}: "
-                "pass one of those (flash and flex attention do not fit its chunked single-head attention with bias)"
-            )
-        return super().get_correct_attn_implementation(requested_attention, is_init_check)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
