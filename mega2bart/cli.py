@@ -23,6 +23,7 @@ import inspect
 import json
 import logging
 import os
+import sys
 import types
 import typing
 from collections.abc import Callable, Iterable
@@ -51,12 +52,33 @@ _LOG_HANDLER_NAME = "mega2bart-cli"
 
 
 def _quiet_libraries() -> None:
-    """--quiet: no `datasets` progress bars, transformers warnings (e.g. generation length notes) only as errors."""
+    """--quiet: no progress bars (datasets, transformers' loading and saving, the Hub's), transformers warnings (e.g.
+    generation length notes) only as errors."""
     import datasets
+    import huggingface_hub.utils
     import transformers
 
     datasets.disable_progress_bars()
+    huggingface_hub.utils.disable_progress_bars()
     transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+
+
+class _StderrHandler(logging.StreamHandler):
+    """A stream handler that writes to whatever `sys.stderr` is when a record comes, not the stream it was made
+    with: a command run in-process (typer's CliRunner, a notebook) swaps stderr and may close the old one, and a
+    later record would then end in "--- Logging error --- I/O operation on closed file"."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:  # StreamHandler.__init__ and setStream assign it; stderr wins
+        pass
 
 
 def _setup_logging(verbose: bool, *, libraries: bool = False) -> None:
@@ -68,7 +90,7 @@ def _setup_logging(verbose: bool, *, libraries: bool = False) -> None:
     for handler in list(logger.handlers):
         if handler.get_name() == _LOG_HANDLER_NAME:
             logger.removeHandler(handler)
-    handler = logging.StreamHandler()
+    handler = _StderrHandler()
     handler.set_name(_LOG_HANDLER_NAME)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     logger.addHandler(handler)
@@ -115,7 +137,7 @@ def build(
     quiet: Annotated[bool, typer.Option(help="Only warnings and errors.")] = False,
 ) -> None:
     """Build a MEGA encoder + BART decoder EncoderDecoderModel and save it with tokenizer and model card."""
-    _setup_logging(not quiet)
+    _setup_logging(not quiet, libraries=quiet)
     from .build import BuildError, build_mega2bart, preset_kwargs, save_mega2bart
 
     output = output_dir.expanduser()
@@ -446,7 +468,7 @@ def train(
     from .training import train as run_training
 
     try:
-        results = run_training(train_config, overwrite=overwrite)
+        results = run_training(train_config, overwrite=overwrite, quiet=quiet)
     except (ValueError, FileNotFoundError, ImportError) as exc:
         _fail(str(exc))
     except (OSError, RuntimeError) as exc:  # the file system; torch (out of memory), datasets, transformers
@@ -595,7 +617,7 @@ def pretrain(
     quiet: Annotated[bool, typer.Option(help="Only warnings and errors.")] = False,
 ) -> None:
     """Continue MLM pretraining of a MEGA encoder on raw text; the result feeds `mega2bart build --encoder`."""
-    _setup_logging(not quiet)
+    _setup_logging(not quiet, libraries=quiet)
     from .pretraining import METRICS_FILE, run_pretraining
 
     try:

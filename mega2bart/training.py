@@ -57,6 +57,8 @@ from typing import Any, ClassVar, Literal
 import torch
 from transformers import (
     PreTrainedModel,
+    PrinterCallback,
+    ProgressCallback,
     Seq2SeqTrainer,
     Seq2SeqTrainingArguments,
     TrainerCallback,
@@ -955,13 +957,16 @@ def _delete_run(output_dir: Path) -> None:
     logger.warning("overwrite: deleted %d checkpoints and files of the previous run in %s", deleted, output_dir)
 
 
-def train(config: TrainConfig, callbacks: Sequence[TrainerCallback] = (), overwrite: bool = False) -> dict[str, Any]:
+def train(
+    config: TrainConfig, callbacks: Sequence[TrainerCallback] = (), overwrite: bool = False, quiet: bool = False
+) -> dict[str, Any]:
     """Run `config`: train (resuming if asked), save the final model and tokenizer in
     `output_dir`, evaluate on the eval split, and write `train_config.yaml` and `metrics.json`.
 
     The final model and every checkpoint also get the MEGA remote code and the input model's
     provenance (`mega2bart_build.json`), so they load with `trust_remote_code=True` alone.
-    `overwrite=True` deletes a previous run in `output_dir` first (see `prepare_output_dir`).
+    `overwrite=True` deletes a previous run in `output_dir` first (see `prepare_output_dir`); `quiet=True`
+    leaves out the Trainer's printed logs and progress bar (the CLI's --quiet).
 
     Returns the content of `metrics.json`: {"train": ..., "eval": ..., "run": ...}.
     """
@@ -970,6 +975,9 @@ def train(config: TrainConfig, callbacks: Sequence[TrainerCallback] = (), overwr
     prepare_output_dir(config, overwrite)
     checkpoint = resolve_checkpoint(config)
     trainer, summary = build_trainer(config, [*callbacks, ShipBuildFilesCallback(config.model)])
+    if quiet:  # the Trainer prints its logs (the final metrics dict included) through these
+        for printer in (PrinterCallback, ProgressCallback):
+            trainer.remove_callback(printer)
     output_dir = Path(config.output_dir)
     if trainer.is_world_process_zero():
         config.save(output_dir)
