@@ -257,3 +257,14 @@ def test_over_seeds_reports_mean_and_worst_and_checks_the_goal(tmp_path: Path) -
     with pytest.raises(SystemExit, match="same seed"):
         bench.main(["--over-seeds", str(paths[0]), str(paths[0]), "--out-dir", str(tmp_path / "x")])
     assert bench.bucket_labels(32768) == ["0-2k", "2-8k", "8-16k", "16-24k", "24-32k"]
+
+
+def test_lone_fact_inputs_plant_one_fact_in_the_bucket_asked_for(offline_tokenizer) -> None:
+    pytest.importorskip("aclsum", reason="needs `pip install aclsum==0.1.2` (Python >= 3.11)")
+    bench = _bench()
+    for bucket in range(len(bench.BUCKET_NAMES)):
+        examples = bench.make_examples(offline_tokenizer, "test", 6, 2048, 7, "lone", only_bucket=bucket)
+        for e in examples:
+            assert len(e.facts) == 1 and bench.bucket_of(e.depths[0], 2048) == bucket, (bucket, e.depths)
+            ids = offline_tokenizer(e.document)["input_ids"]
+            assert offline_tokenizer.decode(ids[e.depths[0] : e.depths[0] + e.fact_tokens]) == " " + e.facts[0]
