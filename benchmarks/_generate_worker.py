@@ -249,7 +249,7 @@ def measure_train(spec: dict[str, Any]) -> dict[str, Any]:
     rss_start = rss_gb()
     model = build(case, spec["size"], spec["seed"])
     rss_model = rss_gb()
-    model.gradient_checkpointing_enable()
+    model.activation_checkpointing_enable()
     model.config.use_cache = False
     model.train()
     vocab = model.config.decoder.vocab_size if case != "led" else model.config.vocab_size

@@ -201,7 +201,7 @@ def measure_model(spec: dict[str, Any]) -> dict[str, Any]:
     if mode == "train-ckpt":
         if not getattr(model, "supports_gradient_checkpointing", False):
             raise ValueError(f"impl {impl!r} has no gradient checkpointing: use mode 'train'")
-        model.gradient_checkpointing_enable()
+        model.activation_checkpointing_enable()
     model.train(training)
     params = [p for p in model.parameters() if p.requires_grad]
     rss_model = rss_gb()

@@ -543,7 +543,7 @@ def test_gradient_checkpointing_reaches_encoder_and_decoder() -> None:
     model, tokenizer = _tiny()
     batch = _collate(tokenizer, model, _batch(tokenizer, lengths=(100, 70)))
     reference = copy.deepcopy(model)
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     encoder_layers, decoder_layers = list(model.encoder.layers), list(model.decoder.model.decoder.layers)
     calls = {id(layer): 0 for layer in encoder_layers + decoder_layers}
     for layer in encoder_layers + decoder_layers:

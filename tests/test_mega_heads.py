@@ -381,7 +381,7 @@ def test_cross_attention_gradient_checkpointing() -> None:
     for checkpointing in (False, True):
         model = _cross_decoder(use_chunking=True, chunk_size=16, relative_positional_bias="rotary").train()
         if checkpointing:
-            model.gradient_checkpointing_enable()
+            model.activation_checkpointing_enable()
         source = states.clone().requires_grad_(True)
         loss = model(ids, labels=ids, encoder_hidden_states=source).loss
         loss.backward()

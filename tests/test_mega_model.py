@@ -158,7 +158,7 @@ def test_gradient_checkpointing_gives_the_same_gradients() -> None:
         return {name: p.grad.clone() for name, p in model.named_parameters()}
 
     plain = grads()
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     assert all(layer.gradient_checkpointing for layer in model.mega.layers)
     checkpointed = grads()
     for name in plain:
@@ -188,7 +188,7 @@ def test_gradient_checkpointing_reaches_mega_inside_encoder_decoder() -> None:
     composite = EncoderDecoderModel(encoder=encoder, decoder=decoder)
     composite.config.decoder_start_token_id = 2
     composite.config.pad_token_id = 1
-    composite.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    composite.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     assert all(layer.gradient_checkpointing for layer in composite.encoder.layers)
     composite.train()
     ids = random_ids(2, 37)

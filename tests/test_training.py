@@ -613,3 +613,18 @@ def test_stop_at_loss_ends_the_run_early_and_says_where(tiny_mega2bart_dir, tmp_
 def test_stop_at_loss_must_be_positive(tiny_mega2bart_dir, tmp_path):
     with pytest.raises(ValueError, match="stop_at_loss"):
         _config(tiny_mega2bart_dir, tmp_path / "bad", stop_at_loss=0.0)
+
+
+def test_no_deprecated_transformers_call_in_a_checkpointed_run(tiny_mega2bart_dir, tmp_path):
+    """transformers 5.24 deprecated gradient_checkpointing_enable (for activation_checkpointing_enable): a
+    checkpointed `train` step warns about no deprecated call."""
+    import warnings
+
+    from mega2bart.training import train
+
+    config = _config(tiny_mega2bart_dir, tmp_path / "ckpt", max_steps=1, gradient_checkpointing=True, save_steps=100)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(config)
+    deprecated = [str(w.message) for w in caught if "deprecat" in str(w.message).lower()]
+    assert not deprecated, deprecated
