@@ -31,6 +31,7 @@ from mega2bart.build import (
     describe_mega2bart,
     load_mega2bart,
     preset_kwargs,
+    remove_stale_staging,
     save_mega2bart,
 )
 from mega2bart.modeling_mega2bart import Mega2BartModel, seq2seq_lm_loss
@@ -678,3 +679,45 @@ def test_saved_files_follow_the_umask(tmp_path, umask: int) -> None:
     assert plain == 0o666 & ~umask
     assert modes and all(mode == plain for mode in modes.values()), {k: oct(v) for k, v in modes.items()}
     assert target.stat().st_mode & 0o777 == 0o777 & ~umask
+
+
+@pytest.mark.parametrize("kill_at_rename", [1, 2])
+def test_killed_overwrite_leaves_one_model_and_no_stray_folder_after_the_next_save(tmp_path, kill_at_rename) -> None:
+    """A save over an existing model killed between its renames (1: the old model moved aside, 2: ... and before
+    the trash is deleted) leaves a `.out.old-*` folder; the next save finishes or cleans up, so one model and no
+    stray folder remain."""
+    target = tmp_path / "out"
+    model, tokenizer = _tiny()
+    save_mega2bart(model, tokenizer, target)
+    killed = textwrap.dedent(
+        f"""
+        import os, pathlib, shutil, torch
+        import mega2bart.build as build
+        torch.manual_seed(1)
+        model, tokenizer = build.build_mega2bart(**build.preset_kwargs("tiny"))
+        renames, rename = [], pathlib.Path.rename
+        def counted(self, to):
+            renames.append(to)
+            out = rename(self, to)
+            if str(to).endswith("/old") and {kill_at_rename} == 1:
+                os._exit(9)  # the old model moved aside, the new one not yet in place
+            return out
+        pathlib.Path.rename = counted
+        shutil.rmtree = lambda *args, **kwargs: os._exit(9)  # both renames done, the trash not yet deleted
+        build.save_mega2bart(model, tokenizer, {str(target)!r}, overwrite=True)
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    assert subprocess.run([sys.executable, "-c", killed], env=env, timeout=300).returncode == 9
+    assert [p for p in tmp_path.iterdir() if p.name.startswith(".out.old-")]
+    assert target.exists() == (kill_at_rename == 2)
+
+    new_weights = None
+    if kill_at_rename == 1:  # the complete new model waits in its staging folder
+        (staging,) = [p for p in tmp_path.iterdir() if p.name.startswith(".out.partial-")]
+        new_weights = (staging / "model.safetensors").read_bytes()
+    remove_stale_staging(target)  # what the next save of `target` does first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert (target / "model.safetensors").is_file() and (target / "config.json").is_file()
+    if new_weights is not None:
+        assert (target / "model.safetensors").read_bytes() == new_weights

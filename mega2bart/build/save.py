@@ -80,10 +80,9 @@ def _check_target(target: Path, overwrite: bool) -> Path:
     return target
 
 
-def _write_owner_marker(staging: Path) -> None:
-    (staging / _STAGING_MARKER).write_text(
-        json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "created": time.time()}) + "\n"
-    )
+def _write_owner_marker(folder: Path, **extra: str) -> None:
+    owner = {"pid": os.getpid(), "host": socket.gethostname(), "created": time.time(), **extra}
+    (folder / _STAGING_MARKER).write_text(json.dumps(owner) + "\n")
 
 
 def _write_model_files(model: Mega2BartModel, tokenizer: PreTrainedTokenizerBase, directory: Path) -> None:
@@ -107,8 +106,12 @@ def _apply_umask(staging: Path) -> None:
 
 
 def _replace_directory(staging: Path, target: Path) -> None:
+    """Move the complete `staging` folder to `target`, an existing `target` first into a `.NAME.old-*` folder
+    whose owner marker names `staging`: a save killed between the renames leaves both, and the next save's
+    `remove_stale_staging` finishes the move (the new model in place, the old one deleted)."""
     if target.exists():
         trash = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        _write_owner_marker(trash, staging=staging.name)
         target.rename(trash / "old")  # the old directory disappears only once the new one is complete
         try:
             staging.rename(target)
@@ -134,7 +137,8 @@ def _process_is_running(pid: int) -> bool:
 
 
 def remove_stale_staging(target: str | os.PathLike) -> list[Path]:
-    """Delete the `.NAME.partial-*` staging folders that killed saves of `target` left beside it.
+    """Delete the `.NAME.partial-*` staging folders that killed saves of `target` left beside it, and finish
+    the replacements they left half done (`.NAME.old-*`: the new model put in place, the old one deleted).
 
     Only folders holding `save_mega2bart`'s owner marker are touched, and only when their process is
     gone (same host) or they are older than `STALE_STAGING_AGE_S`. Returns the folders removed.
@@ -143,9 +147,12 @@ def remove_stale_staging(target: str | os.PathLike) -> list[Path]:
     if not target.parent.is_dir():
         return []
     removed = []
-    for candidate in target.parent.glob(f".{glob.escape(target.name)}.partial-*"):
+    stem = glob.escape(target.name)
+    # the old-model folders of killed replacements first: they say which staging folder was about to replace it
+    olds = sorted(target.parent.glob(f".{stem}.old-*"))
+    for candidate in [*olds, *sorted(target.parent.glob(f".{stem}.partial-*"))]:
         marker = candidate / _STAGING_MARKER
-        if candidate.is_symlink() or not candidate.is_dir():
+        if candidate.is_symlink() or not candidate.is_dir():  # (or moved by a replacement finished above)
             continue
         try:
             owner = json.loads(marker.read_text())
@@ -158,6 +165,8 @@ def remove_stale_staging(target: str | os.PathLike) -> list[Path]:
         same_host = host == socket.gethostname()
         dead = same_host and not _process_is_running(pid)
         if dead or time.time() - created > STALE_STAGING_AGE_S:
+            if candidate in olds:
+                removed += _finish_replacement(candidate, target, owner.get("staging"))
             shutil.rmtree(candidate, ignore_errors=True)
             removed.append(candidate)
             logger.info(
@@ -168,6 +177,25 @@ def remove_stale_staging(target: str | os.PathLike) -> list[Path]:
                 "has exited" if dead else f"started over {STALE_STAGING_AGE_S // 86400} days ago",
             )
     return removed
+
+
+def _finish_replacement(trash: Path, target: Path, staging_name: str | None) -> list[Path]:
+    """A save that replaced `target` was killed after moving the old model into `trash`: put the complete new
+    model (its staging folder) in place, or the old one back if the new one is gone. Returns the staging folder
+    if it was moved or removed."""
+    staging = target.parent / staging_name if staging_name else None
+    if not target.exists():
+        if staging is not None and staging.is_dir():
+            staging.rename(target)
+            logger.warning("finished the replacement of %s that a killed save left: the new model is in place", target)
+            return []
+        if (trash / "old").is_dir():
+            (trash / "old").rename(target)
+            logger.warning("restored the old model of %s that a killed save had moved aside", target)
+    if staging is not None and staging.is_dir():
+        shutil.rmtree(staging, ignore_errors=True)
+        return [staging]
+    return []
 
 
 def ship_build_files(
