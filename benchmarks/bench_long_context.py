@@ -694,9 +694,20 @@ class Steps:
             shutil.rmtree(self.directory, ignore_errors=True)
         self.directory.mkdir(parents=True, exist_ok=True)
 
+    @staticmethod
+    def key(what: Any, after: str) -> str:
+        return hashlib.sha256(json.dumps({"what": what, "after": after}, sort_keys=True).encode()).hexdigest()
+
+    def started(self, name: str, key: str) -> bool:
+        """Whether an earlier run started this very step (same key) and did not finish it; marks it started."""
+        path = self.directory / f"{name.replace(' ', '-')}.started"
+        before = path.read_text(encoding="utf-8") if path.exists() else None
+        path.write_text(key, encoding="utf-8")
+        return before == key
+
     def run(self, name: str, what: Any, after: str, action: Callable[[], Any]) -> tuple[Any, float, str]:
         """(action's result, its seconds, this step's digest for the steps after it)."""
-        key = hashlib.sha256(json.dumps({"what": what, "after": after}, sort_keys=True).encode()).hexdigest()
+        key = self.key(what, after)
         path = self.directory / f"{name.replace(' ', '-')}.json"
         if path.exists():
             done = json.loads(path.read_text(encoding="utf-8"))
@@ -710,6 +721,19 @@ class Steps:
         partial.write_text(json.dumps({"key": key, "seconds": seconds, "result": result}), encoding="utf-8")
         os.replace(partial, path)
         return result, seconds, key
+
+
+def launch_args(cli_args: list[str], resume: bool) -> list[str]:
+    """The arguments a step is launched with: as keyed, except that training checkpoints every 100 steps and,
+    with `resume`, goes on from its newest checkpoint instead of starting over."""
+    launch = list(cli_args)
+    if launch[0] == "train":
+        save = launch.index("--save-steps") + 1
+        launch[save] = str(min(int(launch[save]), 100))
+        if resume:
+            i = launch.index("--overwrite")
+            launch[i : i + 3] = ["--resume", "auto"]
+    return launch
 
 
 def run_cli(args: list[str], log: Path, threads: int) -> float:
@@ -763,11 +787,11 @@ def train_args(model: Path, data: Path, output: Path, s: Settings, *, stage: int
         "--eval-split",
         "none",
         "--save-steps",
-        str(steps),
+        str(steps),  # launched with a checkpoint every 100 steps, for resuming (see `command` in `main`)
         "--no-gradient-checkpointing",
         "--seed",
         str(seed),
-        "--overwrite",
+        "--overwrite",  # these three become "--resume auto" when an interrupted run of the same step is resumed
         "--resume",
         "none",  # not --quiet: the log shows progress and losses
         # stages 1 and 2 keep their peak rate (the copy is learned late, after a plateau); stage 3 anneals
@@ -1172,9 +1196,15 @@ def main(argv: list[str] | None = None) -> int:
     logs.mkdir(exist_ok=True)
 
     def command(name: str, cli_args: list[str], after: str) -> str:
-        _, seconds[name], key = steps.run(
-            name, cli_args, after, lambda: run_cli(cli_args, logs / f"{name.replace(' ', '-')}.log", args.threads)
-        )
+        def action() -> float:
+            # launched as keyed, except: a training run checkpoints every 100 steps, and one that an earlier run
+            # of the same step (same key) left unfinished goes on from its newest checkpoint
+            resume = cli_args[0] == "train" and steps.started(name, Steps.key(cli_args, after))
+            if resume:
+                print(f"{name}: interrupted in an earlier run, resumed from its newest checkpoint", flush=True)
+            return run_cli(launch_args(cli_args, resume), logs / f"{name.replace(' ', '-')}.log", args.threads)
+
+        _, seconds[name], key = steps.run(name, cli_args, after, action)
         return key
 
     def trunk(encoder: str, suffix: str) -> tuple[Path, str, dict[str, int]]:

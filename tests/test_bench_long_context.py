@@ -268,3 +268,18 @@ def test_lone_fact_inputs_plant_one_fact_in_the_bucket_asked_for(offline_tokeniz
             assert len(e.facts) == 1 and bench.bucket_of(e.depths[0], 2048) == bucket, (bucket, e.depths)
             ids = offline_tokenizer(e.document)["input_ids"]
             assert offline_tokenizer.decode(ids[e.depths[0] : e.depths[0] + e.fact_tokens]) == " " + e.facts[0]
+
+
+def test_an_interrupted_training_step_resumes_from_its_checkpoints(tmp_path: Path) -> None:
+    bench = _bench()
+    steps = bench.Steps(tmp_path, fresh=False)
+    args = bench.train_args(Path("m"), Path("d.jsonl"), Path("o"), bench.FULL, stage=3, context=16384, seed=0)
+    key = bench.Steps.key(args, "before")
+    assert not steps.started("train mega-16k", key)  # first launch: starts over
+    launched = bench.launch_args(args, resume=False)
+    assert launched[launched.index("--save-steps") + 1] == "100" and "--overwrite" in launched
+    assert steps.started("train mega-16k", key)  # the same step again: it was interrupted
+    resumed = bench.launch_args(args, resume=True)
+    assert "--overwrite" not in resumed and resumed[resumed.index("--resume") + 1] == "auto"
+    assert len(resumed) == len(args) - 1 and args[args.index("--resume") + 1] == "none"  # the key's args unchanged
+    assert not steps.started("train mega-16k", bench.Steps.key(args, "other"))  # another step: starts over
