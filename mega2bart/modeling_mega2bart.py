@@ -10,7 +10,10 @@ token losses and divides by `num_items_in_batch` (all label tokens of the accumu
 the Trainer passes it, and by the micro-batch's own label count otherwise, so the accumulated
 loss equals the loss of the whole batch in one step.
 
-Everything else (weights, config, `save_pretrained`) is EncoderDecoderModel's: a saved
+`resize_token_embeddings` resizes the encoder's and the decoder's vocabulary matrices together (EncoderDecoderModel
+raises NotImplementedError), and `generate(max_new_tokens=N)` is passed on as `max_length` where the saved generation
+config holds its limits as lengths (`_new_tokens_as_lengths`). Everything else (weights, config, `save_pretrained`)
+is EncoderDecoderModel's: a saved
 model loads as a plain EncoderDecoderModel with `AutoModelForSeq2SeqLM` (use
 `mega2bart.load_mega2bart`, or `trust_remote_code=True`, to get this class back).
 
