@@ -425,7 +425,7 @@ def led_encoder_config(length: int) -> dict[str, Any]:
 
 
 def build_model(
-    directory: Path, length: int, max_new_tokens: int, ema_init: str = "long", encoder: str = "mega"
+    directory: Path, length: int, max_new_tokens: int, ema_init: str = "long", encoder: str = "mega", seed: int = 0
 ) -> dict[str, Any]:
     """Build and save the random-init probe model with `mega2bart.build` (`ema_init`: `MegaConfig.ema_init`;
     `encoder="longformer"`: the LED-shaped control, `led_encoder_config`); returns its parameter counts."""
@@ -439,6 +439,7 @@ def build_model(
         decoder,
         "offline",
         max_input_length=length,
+        seed=seed,  # the random init; a build is reproducible
         generation={
             "max_new_tokens": max_new_tokens,
             "min_new_tokens": 0,
@@ -1214,7 +1215,12 @@ def main(argv: list[str] | None = None) -> int:
             [model_configs(s.length, args.ema_init), args.ema_init, encoder],
             digest,
             lambda: build_model(
-                out / f"model{suffix}", s.length, max_new_tokens=80, ema_init=args.ema_init, encoder=encoder
+                out / f"model{suffix}",
+                s.length,
+                max_new_tokens=80,
+                ema_init=args.ema_init,
+                encoder=encoder,
+                seed=args.seed,
             ),
         )
         print(f"model{suffix}: {parameters}", flush=True)

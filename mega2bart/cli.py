@@ -129,6 +129,9 @@ def build(
     max_new_tokens: Annotated[int | None, typer.Option(min=1, help="Generation default (512).")] = None,
     min_new_tokens: Annotated[int | None, typer.Option(min=0, help="Generation default (32).")] = None,
     num_beams: Annotated[int | None, typer.Option(min=1, help="Generation default (4).")] = None,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the random-init weights: the same arguments give the same weights.")
+    ] = 0,
     random_init: Annotated[
         bool,
         typer.Option(help="The preset's architecture with RANDOM weights and the offline tokenizer (no network)."),
@@ -173,7 +176,9 @@ def build(
         if value is not None
     }
     try:
-        model, tok = build_mega2bart(**sources, max_input_length=max_input_length, generation=generation or None)
+        model, tok = build_mega2bart(
+            **sources, max_input_length=max_input_length, generation=generation or None, seed=seed
+        )
         path = save_mega2bart(model, tok, output, overwrite=overwrite)
     except (BuildError, ImportError) as exc:
         _fail(str(exc))

@@ -10,7 +10,10 @@ token losses and divides by `num_items_in_batch` (all label tokens of the accumu
 the Trainer passes it, and by the micro-batch's own label count otherwise, so the accumulated
 loss equals the loss of the whole batch in one step.
 
-Everything else (weights, config, `save_pretrained`) is EncoderDecoderModel's: a saved
+`resize_token_embeddings` resizes the encoder's and the decoder's vocabulary matrices together (EncoderDecoderModel
+raises NotImplementedError), and `generate(max_new_tokens=N)` is passed on as `max_length` where the saved generation
+config holds its limits as lengths (`_new_tokens_as_lengths`). Everything else (weights, config, `save_pretrained`)
+is EncoderDecoderModel's: a saved
 model loads as a plain EncoderDecoderModel with `AutoModelForSeq2SeqLM` (use
 `mega2bart.load_mega2bart`, or `trust_remote_code=True`, to get this class back).
 
@@ -309,6 +312,8 @@ class Mega2BartModel(EncoderDecoderModel):
         (`num_beams` or `num_return_sequences`) is > 1. `share_encoder=False` (or `model.share_encoder =
         False`) runs transformers' stock path, which repeats the encoder output per beam; the tokens are
         the same."""
+        if generation_config is None:
+            kwargs = self._new_tokens_as_lengths(kwargs)
         share = self.share_encoder if share_encoder is None else share_encoder
         share = share and self._can_share_encoder(generation_config, kwargs)
         previous, self._sharing_encoder = self._sharing_encoder, share
@@ -322,6 +327,19 @@ class Mega2BartModel(EncoderDecoderModel):
             self._sharing_encoder = previous
             if projection is not None:
                 del projection.forward  # back to nn.Linear.forward
+
+    def _new_tokens_as_lengths(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """A caller's `max_new_tokens`/`min_new_tokens` as `max_length`/`min_length` where the saved generation
+        config holds that limit as a length (mega2bart's and BART's summarisation defaults): the same limit,
+        without transformers' "Both `max_new_tokens` and `max_length` seem to have been set" warning."""
+        decoder_input_ids = kwargs.get("decoder_input_ids")
+        prefix = 1 if decoder_input_ids is None else decoder_input_ids.shape[-1]  # the decoder start token
+        kwargs = dict(kwargs)
+        for new_tokens, length in (("max_new_tokens", "max_length"), ("min_new_tokens", "min_length")):
+            saved = getattr(self.generation_config, length, None)
+            if kwargs.get(new_tokens) is not None and kwargs.get(length) is None and saved is not None:
+                kwargs[length] = kwargs.pop(new_tokens) + prefix
+        return kwargs
 
     def _can_share_encoder(self, generation_config: GenerationConfig | None, kwargs: dict[str, Any]) -> bool:
         """Sharing needs the folding cross-attention with a 4D-mask attention (eager, sdpa), a dynamic cache
@@ -368,6 +386,39 @@ class Mega2BartModel(EncoderDecoderModel):
         if self._sharing_encoder and type(cache) is EncoderDecoderCache:
             model_kwargs["cache"] = SharedCrossAttentionCache(cache.self_attention_cache, cache.cross_attention_cache)
         return result
+
+    def resize_token_embeddings(
+        self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None, mean_resizing: bool = True
+    ) -> torch.nn.Embedding:
+        """Resize every vocabulary-sized matrix together, as BART does: the decoder's embeddings and output
+        layer (tied or not, as before), the encoder's embeddings, any `final_logits_bias` of the decoder, and the
+        vocab sizes of the three configs. Arguments as `PreTrainedModel.resize_token_embeddings` (the decoder's
+        rows, padded to `pad_to_multiple_of`, are the encoder's too); returns the decoder's input embeddings.
+
+        New rows start as transformers starts them (`mean_resizing`: the old rows' mean and covariance). The
+        change is appended to the build record in the config (`mega2bart_build`), when there is one."""
+        old_rows = self.decoder.get_input_embeddings().num_embeddings
+        shared = self.encoder.get_input_embeddings().weight is self.decoder.get_input_embeddings().weight
+        embeddings = self.decoder.resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+        rows = embeddings.num_embeddings
+        if shared:
+            self.encoder.set_input_embeddings(embeddings)
+        elif self.encoder.get_input_embeddings().num_embeddings != rows:
+            self.encoder.resize_token_embeddings(rows, mean_resizing=mean_resizing)
+        for module in self.decoder.modules():
+            bias = getattr(module, "final_logits_bias", None)  # (1, vocab) in BART's seq2seq head
+            if torch.is_tensor(bias) and bias.shape[-1] != rows:
+                resized = bias.new_zeros((*bias.shape[:-1], rows))  # new tokens get no bias
+                keep = min(rows, bias.shape[-1])
+                resized[..., :keep] = bias[..., :keep]
+                persistent = "final_logits_bias" not in module._non_persistent_buffers_set
+                module.register_buffer("final_logits_bias", resized, persistent=persistent)
+        self.config.vocab_size = self.config.encoder.vocab_size = self.config.decoder.vocab_size = rows
+        record = getattr(self.config, "mega2bart_build", None)
+        if rows != old_rows and isinstance(record, dict):
+            event = {"event": "resize_token_embeddings", "vocab_size": {"from": old_rows, "to": rows}}
+            record.setdefault("training", []).append(event)
+        return embeddings
 
     @can_return_tuple
     def forward(

@@ -5,7 +5,7 @@
 
     import mega2bart
     summarizer = pipeline("summarization", model="out/mega2bart-tiny")
-    summarizer(long_text, max_new_tokens=128)  # -> [{"summary_text": "..."}]
+    summarizer(long_text, max_length=129)  # -> [{"summary_text": "..."}]  (max_new_tokens=128 on Mega2BartModel)
 
 works again. A mega2bart directory (an encoder-decoder with a MEGA encoder) loads as `Mega2BartModel`, whose
 beam search computes the encoder side once per input (see `mega2bart.modeling_mega2bart`); any other

@@ -206,7 +206,9 @@ class Summarizer:
         self.window_overlap = window_overlap
         self.batch_size = batch_size
         self.generation = generation or GenerationOptions()
-        model_min = getattr(model.generation_config, "min_new_tokens", None)
+        from mega2bart.build.generation import new_token_limits
+
+        model_min = new_token_limits(model.generation_config)[1]
         if (
             self.generation.max_new_tokens
             and self.generation.min_new_tokens is None
@@ -232,6 +234,19 @@ class Summarizer:
 
     # ------------------------------------------------------------------ generation
 
+    def generate_lengths(self) -> dict[str, int]:
+        """The options' new-token limits as `max_length`/`min_length`: the form the model's own defaults are
+        saved in (`mega2bart.build.generation`), so they replace them without transformers' precedence warning."""
+        from mega2bart.build.generation import generation_lengths
+
+        return generation_lengths(self.generation.max_new_tokens, self.generation.min_new_tokens)
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments `generate` gets: the options set, lengths as `generate_lengths`."""
+        new_tokens = ("max_new_tokens", "min_new_tokens")
+        kwargs = {key: value for key, value in self.generation.to_kwargs().items() if key not in new_tokens}
+        return {**kwargs, **self.generate_lengths()}
+
     def generate(self, token_lists: Sequence[list[int]], progress: Any | None = None) -> list[str]:
         """Summarise token lists (text tokens, specials added here), batched by length.
 
@@ -248,7 +263,7 @@ class Summarizer:
                 generated = self.model.generate(
                     input_ids=batch["input_ids"].to(device),
                     attention_mask=batch["attention_mask"].to(device),
-                    **self.generation.to_kwargs(),
+                    **self.generate_kwargs(),
                 )
             texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
             for i, text in zip(batch_ids, texts, strict=True):

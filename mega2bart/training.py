@@ -549,7 +549,7 @@ class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
 
 class SummarizationTrainer(Seq2SeqTrainer):
     """`Seq2SeqTrainer` whose evaluations during training generate with `eval_generation`
-    (e.g. max_new_tokens), not with the model's inference defaults (512 new tokens, 4 beams),
+    (its lengths), not with the model's inference defaults (512 new tokens, 4 beams),
     and whose group_by_length order is a function of (seed, epoch), so resuming mid-epoch is exact."""
 
     def __init__(self, *args: Any, eval_generation: dict[str, Any] | None = None, **kwargs: Any) -> None:
@@ -755,6 +755,7 @@ def build_trainer(
     """Load model, tokenizer and data for `config` and return the trainer and a run summary
     (data loading and tokenization statistics, parameter counts) for `metrics.json`."""
     from mega2bart.build import load_mega2bart
+    from mega2bart.build.generation import generation_lengths, new_token_limits
     from mega2bart.data import SummarizationCollator, load_summarization_dataset, require_rows, tokenize_dataset
     from mega2bart.metrics import SENTENCE_SPLITTER, build_compute_metrics
 
@@ -804,10 +805,13 @@ def build_trainer(
         callbacks.append(WarmStartCallback(model, config.warm_start_steps))
     if config.stop_at_loss is not None:
         callbacks.append(StopAtLossCallback(config.stop_at_loss, config.stop_at_loss_logs))
-    eval_generation = {"max_new_tokens": config.generation_max_new_tokens, "num_beams": config.generation_num_beams}
-    min_new = getattr(model.generation_config, "min_new_tokens", None)
-    if min_new and min_new > config.generation_max_new_tokens:  # the model's inference default may exceed it
-        eval_generation["min_new_tokens"] = config.generation_max_new_tokens
+    # lengths in the form the model's defaults are saved in (max_length/min_length), so they replace them
+    min_new = new_token_limits(model.generation_config)[1]
+    shortest = config.generation_max_new_tokens if min_new and min_new > config.generation_max_new_tokens else None
+    eval_generation = {
+        **generation_lengths(config.generation_max_new_tokens, shortest),  # the model's minimum may exceed it
+        "num_beams": config.generation_num_beams,
+    }
     trainer = SummarizationTrainer(
         eval_generation=eval_generation,
         model=model,

@@ -93,7 +93,9 @@ def test_tiny_preset_wiring_and_defaults(caplog) -> None:
     assert tokenizer.model_max_length == 16384
     # long-document generation defaults, not the 20-token fallback
     generation = model.generation_config
-    assert generation.num_beams == 4 and generation.max_new_tokens == 512 and generation.min_new_tokens == 32
+    # stored as lengths (decoder start + 512 / 32 new tokens), as BART's summarisation checkpoints store theirs
+    assert generation.num_beams == 4 and generation.max_length == 513 and generation.min_length == 33
+    assert generation.max_new_tokens is None and generation.min_new_tokens is None
     assert generation.no_repeat_ngram_size == 3 and generation.length_penalty == 2.0 and generation.early_stopping
     assert (generation.decoder_start_token_id, generation.forced_bos_token_id, generation.forced_eos_token_id) == (
         2,
@@ -251,7 +253,7 @@ def test_save_reload_gives_identical_logits_and_settings(tmp_path) -> None:
     for candidate in (reloaded.eval(), trainable.eval()):
         with torch.no_grad():
             assert torch.equal(candidate(**batch).logits, expected)
-        assert candidate.generation_config.max_new_tokens == 300
+        assert candidate.generation_config.max_length == 301  # 300 new tokens after the decoder start
         assert candidate.generation_config.num_beams == 4
         assert candidate.config.decoder_start_token_id == 2 and candidate.config.pad_token_id == 1
     assert tokenizer2.model_max_length == 4096
@@ -604,7 +606,7 @@ def test_generation_settings_are_checked() -> None:
         with pytest.raises(BuildError, match=rf"generation setting {key} \({value}\) must be an integer >= "):
             _tiny(generation={key: value})
     model, _ = _tiny(generation={"min_new_tokens": 4, "max_new_tokens": 4})  # equal is fine
-    assert model.generation_config.min_new_tokens == model.generation_config.max_new_tokens == 4
+    assert model.generation_config.min_length == model.generation_config.max_length == 5
 
 
 def test_bidirectional_mega_decoder_config_is_refused(offline_tokenizer) -> None:

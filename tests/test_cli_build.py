@@ -44,14 +44,14 @@ def test_build_tiny_preset_then_info(tmp_path) -> None:
         "mega encoder (2 layers, width 32, chunk 64) -> bart decoder (2 layers, width 64) via enc_to_dec_proj"
         in shown.output
     )
-    assert "context length: 16384" in shown.output and "max_new_tokens=128" in shown.output
+    assert "context length: 16384" in shown.output and "max_length=129" in shown.output  # 128 new tokens
     assert "encoder.*: all 42 tensors" in shown.output and "enc_to_dec_proj.weight: 2,048" in shown.output
 
     as_json = _invoke("info", output, "--json")
     assert as_json.exit_code == 0
     description = json.loads(as_json.output)
     assert description["parameters"]["total"] == description["random_init_parameters"]
-    assert description["generation"]["max_new_tokens"] == 128 and description["tokenizer"]["kind"] == "offline"
+    assert description["generation"]["max_length"] == 129 and description["tokenizer"]["kind"] == "offline"
 
 
 def test_build_random_init_warns_and_card_says_so(tmp_path, monkeypatch) -> None:

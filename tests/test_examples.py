@@ -130,7 +130,7 @@ def test_finetune_seq2seq_trainer(tmp_path: Path) -> None:
     assert (final / "model.safetensors").is_file() and (final / "mega2bart_build.json").is_file()
     # the inference defaults survive evaluate(), which fills max_length=20 etc. into generation_config
     generation = json.loads((final / "generation_config.json").read_text())
-    assert generation["num_beams"] == 4 and generation["max_new_tokens"] == 512 and "max_length" not in generation
+    assert generation["num_beams"] == 4 and generation["max_length"] == 513 and generation["min_length"] == 33
 
 
 def test_summarize_long_document(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ the value and the fix.
 
 from __future__ import annotations
 
-from .assemble import build_mega2bart, parameter_counts
+from .assemble import DEFAULT_SEED, build_mega2bart, parameter_counts
 from .checks import check_cross_attention, check_mega_decoder, check_vocabularies, encoder_context_length
 from .describe import (
     BUILD_INFO_FILE,
@@ -43,6 +43,7 @@ from .sources import Source, preset_kwargs
 __all__ = [
     "BUILD_INFO_FILE",
     "DEFAULT_GENERATION",
+    "DEFAULT_SEED",
     "REMOTE_CODE_FILES",
     "BuildError",
     "BuildInfo",

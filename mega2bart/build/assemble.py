@@ -9,6 +9,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
@@ -32,6 +33,9 @@ from .sources import Source, Spec
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_SEED = 0
+"""`build_mega2bart`'s (and `mega2bart build --seed`'s) default seed for the random-init weights."""
+
 
 def build_mega2bart(
     encoder: Spec = DEFAULT_ENCODER,
@@ -40,6 +44,7 @@ def build_mega2bart(
     *,
     max_input_length: int | None = None,
     generation: Mapping[str, Any] | None = None,
+    seed: int = DEFAULT_SEED,
 ) -> tuple[Mega2BartModel, PreTrainedTokenizerBase]:
     """Join an encoder (MEGA by default) and a BART-family decoder into one EncoderDecoderModel.
 
@@ -51,6 +56,8 @@ def build_mega2bart(
             it is an id/directory, else the offline BART-layout tokenizer.
         max_input_length: the tokenizer's `model_max_length`; default the encoder's context (16,384 for MEGA).
         generation: overrides of `DEFAULT_GENERATION` (e.g. `{"max_new_tokens": 256}`).
+        seed: the torch seed every random-init weight is drawn with (the same arguments give the same weights);
+            the caller's random state is restored afterwards.
 
     Returns:
         (model, tokenizer). `model` is a `Mega2BartModel` (an EncoderDecoderModel whose loss is right
@@ -62,20 +69,23 @@ def build_mega2bart(
     """
     tokenizer, default_from = _tokenizer_spec(tokenizer, decoder)
     generation = check_generation_settings(generation)
-    encoder_part, decoder_part = load_encoder(encoder), load_decoder(decoder)
-    tok, tokenizer_source = load_tokenizer(tokenizer, default_from=default_from)
-    _log_sources(encoder_part, decoder_part, tok, tokenizer_source)
-    vocabulary = _check_parts(tok, tokenizer_source, encoder_part, decoder_part)
-    model, random_init = _join(encoder_part, decoder_part)
+    with torch.random.fork_rng(devices=[]):  # CPU: the build's random weights follow `seed` alone
+        torch.manual_seed(seed)
+        encoder_part, decoder_part = load_encoder(encoder), load_decoder(decoder)
+        tok, tokenizer_source = load_tokenizer(tokenizer, default_from=default_from)
+        _log_sources(encoder_part, decoder_part, tok, tokenizer_source)
+        vocabulary = _check_parts(tok, tokenizer_source, encoder_part, decoder_part)
+        model, random_init = _join(encoder_part, decoder_part)
     _set_special_ids(model.config, decoder_part.model, tok, vocabulary)
     context_length = _set_context_length(tok, encoder_part.model, decoder_part.model.config, max_input_length)
     model.generation_config = default_generation_config(tok, decoder_part.model.config, generation)
     logger.info("generation defaults: %s", generation_summary(model.generation_config))
     info = _build_info(
-        model, tok, encoder_part, decoder_part, tokenizer_source, random_init, vocabulary, context_length
+        model, tok, encoder_part, decoder_part, tokenizer_source, random_init, vocabulary, context_length, seed
     )
     _log_parameters(info)
     model.mega2bart_build_info = info
+    model.config.mega2bart_build = info.to_dict()  # in config.json: survives save_pretrained / Trainer.save_model
     return model, tok
 
 
@@ -220,8 +230,10 @@ def _build_info(
     random_init: list[RandomInitTensor],
     vocabulary: dict[str, Any],
     context_length: int | None,
+    seed: int | None = None,
 ) -> BuildInfo:
     return BuildInfo(
+        seed=seed,
         mega2bart_version=_version(),
         encoder=encoder.source,
         decoder=decoder.source,
@@ -250,4 +262,4 @@ def _log_parameters(info: BuildInfo) -> None:
         logger.info("%s", line)
 
 
-__all__ = ["build_mega2bart", "parameter_counts"]
+__all__ = ["DEFAULT_SEED", "build_mega2bart", "parameter_counts"]

@@ -27,6 +27,8 @@ from .sources import Source
 
 BUILD_INFO_FILE = "mega2bart_build.json"
 """Machine-readable provenance written beside the weights (read by `describe_mega2bart`)."""
+CONFIG_BUILD_KEY = "mega2bart_build"
+"""The `BuildInfo` dict in the model's config (`model.config.mega2bart_build`), so any save keeps it."""
 _PARTS = ("encoder", "decoder")
 
 
@@ -59,7 +61,10 @@ class BuildInfo:
     """How the encoder's EMA time scales were set: "long: reaches A to B tokens", "port", "checkpoint" (None: no MEGA
     encoder, or a build of an earlier version)."""
     training: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    """Training runs since the build, appended by `ship_build_files` (absent from the JSON while empty)."""
+    """Changes since the build: training runs (`ship_build_files`) and vocabulary resizes
+    (`Mega2BartModel.resize_token_embeddings`); absent from the JSON while empty."""
+    seed: int | None = None
+    """The seed the random-init weights were drawn with (`build_mega2bart(seed=...)`); None before it was recorded."""
 
     @property
     def random_init_parameters(self) -> int:
@@ -121,6 +126,7 @@ class BuildInfo:
             "encoder_chunk_size": self.encoder_chunk_size,
             "encoder_ema_init": self.encoder_ema_init,
             "generation": self.generation,
+            "seed": self.seed,
         }
         if self.training:
             data["training"] = [dict(run) for run in self.training]
@@ -144,6 +150,7 @@ class BuildInfo:
             encoder_ema_init=data.get("encoder_ema_init"),
             generation=dict(data.get("generation") or {}),
             training=[dict(run) for run in data.get("training") or []],
+            seed=data.get("seed"),
         )
 
 
@@ -164,6 +171,7 @@ _BUILD_KEYS = frozenset(
         "encoder_ema_init",
         "generation",
         "training",
+        "seed",
     }
 )
 
@@ -357,8 +365,13 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def read_build_info(directory: str | os.PathLike) -> BuildInfo | None:
-    """The `BuildInfo` in `directory`'s `mega2bart_build.json`, or None without that file."""
-    path = Path(directory).expanduser() / BUILD_INFO_FILE
+    """The `BuildInfo` in `directory`'s config.json (`mega2bart_build`: every save writes it, `save_pretrained`
+    and `Trainer.save_model` included), else in its `mega2bart_build.json` (earlier versions), else None."""
+    directory = Path(directory).expanduser()
+    record = _read_json(directory / "config.json").get(CONFIG_BUILD_KEY)
+    if isinstance(record, dict) and "random_init" in record:
+        return BuildInfo.from_dict(record)
+    path = directory / BUILD_INFO_FILE
     return ModelDescription.from_dict(_read_json(path)).build if path.is_file() else None
 
 
@@ -408,6 +421,7 @@ def describe_mega2bart(model_dir: str | os.PathLike, build_info: BuildInfo | Non
 
 __all__ = [
     "BUILD_INFO_FILE",
+    "CONFIG_BUILD_KEY",
     "Architecture",
     "BuildInfo",
     "ModelDescription",

@@ -19,12 +19,21 @@ DEFAULT_GENERATION: dict[str, Any] = {
     "early_stopping": True,
 }
 """Beam search suited to long-document summaries (LED/arXiv-style settings), instead of the
-20-token fallback that cuts summaries short (transformers #10032, #13424)."""
+20-token fallback that cuts summaries short (transformers #10032, #13424).
+
+The lengths are given in new tokens here (and by `build --max-new-tokens/--min-new-tokens`) but saved as
+`max_length`/`min_length` (`generation_lengths`), as BART's summarisation checkpoints save theirs: a caller's
+`max_length` (Seq2SeqTrainer's `generation_max_length`, `generate(max_length=N)`) then replaces the default,
+where a saved `max_new_tokens` would win over it, with transformers' "Both `max_new_tokens` and `max_length`"
+warning."""
+
+DECODER_PREFIX = 1
+"""Decoder positions before the first new token (the decoder start token): `max_length` counts them."""
 
 _SUMMARY_KEYS = (
     "num_beams",
-    "max_new_tokens",
-    "min_new_tokens",
+    "max_length",
+    "min_length",
     "no_repeat_ngram_size",
     "length_penalty",
     "early_stopping",
@@ -59,11 +68,35 @@ def check_generation_settings(overrides: Mapping[str, Any] | None) -> dict[str, 
     return settings
 
 
+def generation_lengths(max_new_tokens: int | None, min_new_tokens: int | None) -> dict[str, int]:
+    """New-token limits as the `max_length`/`min_length` that `generate` counts (decoder start included);
+    None leaves a limit out."""
+    lengths = {"max_length": max_new_tokens, "min_length": min_new_tokens}
+    return {key: value + DECODER_PREFIX for key, value in lengths.items() if value is not None}
+
+
+def new_token_limits(generation: GenerationConfig) -> tuple[int | None, int | None]:
+    """(max, min) new tokens of a generation config, whichever form it stores them in
+    (`max_length`/`min_length` since issue 26, `max_new_tokens`/`min_new_tokens` in earlier builds)."""
+
+    def limit(new_tokens: int | None, length: int | None) -> int | None:
+        if new_tokens is not None:
+            return new_tokens
+        return None if length is None else max(length - DECODER_PREFIX, 0)
+
+    return (
+        limit(generation.max_new_tokens, generation.max_length),
+        limit(generation.min_new_tokens, generation.min_length),
+    )
+
+
 def default_generation_config(
     tokenizer: PreTrainedTokenizerBase, decoder_config: PretrainedConfig, overrides: Mapping[str, Any] | None = None
 ) -> GenerationConfig:
-    """`DEFAULT_GENERATION` + the special ids; forced BOS when the tokenizer starts targets with `<s>`."""
+    """`DEFAULT_GENERATION` + the special ids; forced BOS when the tokenizer starts targets with `<s>`.
+    The new-token lengths are stored as `max_length`/`min_length` (see `DEFAULT_GENERATION`)."""
     settings = check_generation_settings(overrides)
+    settings.update(generation_lengths(settings.pop("max_new_tokens", None), settings.pop("min_new_tokens", None)))
     starts_with_bos = special_tokens_around(tokenizer).lead[:1] == (tokenizer.bos_token_id,)
     decoder_start = getattr(decoder_config, "decoder_start_token_id", None)
     if decoder_start is None:
@@ -86,4 +119,12 @@ def generation_summary(generation: GenerationConfig) -> dict[str, Any]:
     return {key: getattr(generation, key, None) for key in _SUMMARY_KEYS}
 
 
-__all__ = ["DEFAULT_GENERATION", "check_generation_settings", "default_generation_config", "generation_summary"]
+__all__ = [
+    "DECODER_PREFIX",
+    "DEFAULT_GENERATION",
+    "check_generation_settings",
+    "default_generation_config",
+    "generation_lengths",
+    "generation_summary",
+    "new_token_limits",
+]

@@ -26,6 +26,8 @@ def _provenance_table(description: ModelDescription) -> list[str]:
         source = build.source(part)
         model_class = f"`{source.model_class or '?'}`" if part != "tokenizer" else ""
         rows.append(f"| {part} | {source.describe(markdown=True)} | {model_class} |")
+    if build.seed is not None:
+        rows.append(f"| seed | {build.seed} | random-init weights drawn with `torch.manual_seed({build.seed})` |")
     return rows
 
 
@@ -115,7 +117,9 @@ def render_model_card(description: ModelDescription) -> str:
         json.dumps({k: v for k, v in description.generation.items() if v is not None}, indent=2, sort_keys=True),
         "```",
         "",
-        "Override per call, e.g. `model.generate(**inputs, max_new_tokens=256, num_beams=2)`.",
+        "Lengths count the decoder start token (`max_length` 513 = 512 new tokens), as in BART's summarisation "
+        "checkpoints, so a caller's `max_length` (e.g. Seq2SeqTrainer's `generation_max_length`) replaces them. "
+        "Override per call, e.g. `model.generate(**inputs, max_length=257, num_beams=2)`.",
         "",
         "## How to load",
         "",

@@ -23,7 +23,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from ..modeling_mega2bart import Mega2BartModel
 from . import remote_code
-from .describe import BUILD_INFO_FILE, ModelDescription, describe_mega2bart
+from .describe import BUILD_INFO_FILE, CONFIG_BUILD_KEY, ModelDescription, describe_mega2bart
 from .errors import BuildError
 from .integrity import check_model_files
 from .modelcard import render_model_card
@@ -90,7 +90,11 @@ def _write_model_files(model: Mega2BartModel, tokenizer: PreTrainedTokenizerBase
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     remote_code.write_remote_code(directory)
-    description = describe_mega2bart(directory, build_info=getattr(model, "mega2bart_build_info", None))
+    # the record in the config (written by save_pretrained) is the current one: it holds changes since the build
+    in_config = getattr(model.config, CONFIG_BUILD_KEY, None) is not None
+    description = describe_mega2bart(
+        directory, build_info=None if in_config else getattr(model, "mega2bart_build_info", None)
+    )
     (directory / BUILD_INFO_FILE).write_text(description.to_json())
     (directory / "README.md").write_text(render_model_card(description))
 
@@ -221,6 +225,13 @@ def ship_build_files(
         runs = build.training if build is not None else description.extra.setdefault("training", [])
         runs.append(dict(training))
     (target / BUILD_INFO_FILE).write_text(description.to_json())
+    if description.build is not None:  # the config's record (read first, kept by any later save) says the same
+        config_path = target / "config.json"
+        config = json.loads(config_path.read_text())
+        config[CONFIG_BUILD_KEY] = description.build.to_dict()
+        staged = config_path.with_name(config_path.name + ".tmp")
+        staged.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        os.replace(staged, config_path)
 
 
 def load_mega2bart(model_dir: str | os.PathLike, **kwargs: Any) -> tuple[Mega2BartModel, PreTrainedTokenizerBase]:
