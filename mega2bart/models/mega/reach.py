@@ -132,8 +132,9 @@ class EmaReach:
         rows = [header]
         for layer in self.layers:
             beyond = "n/a" if layer.beyond_chunk is None else f"{layer.beyond_chunk}/{layer.dimensions}"
-            if layer.share_beyond_chunk is not None:
-                beyond += f" ({layer.share_beyond_chunk:.0%})"
+            share = layer.share_beyond_chunk
+            if share is not None:
+                beyond += " (<1%)" if 0 < share < 0.01 else f" ({share:.0%})"
             stats = (*dataclasses.astuple(layer.to_1_over_e), *dataclasses.astuple(layer.to_1_percent))
             rows.append((str(layer.layer), *(_tokens(value) for value in stats), beyond))
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
