@@ -1,7 +1,7 @@
 """`mega2bart` command line: thin typer commands, one library call each.
 
     mega2bart build OUTPUT_DIR [--preset tiny|base|large] [--encoder ID|DIR] [--decoder ID|DIR] ...
-    mega2bart info MODEL_DIR [--json]
+    mega2bart info MODEL_DIR [--json]        (a built model, or a bare MEGA model: adds each layer's EMA reach)
     mega2bart fill-mask "text with <mask>" [--model DIR_OR_ID | --preset tiny] [--top-k 5]
     mega2bart train [--config FILE.yaml] [--model DIR] [--dataset aclsum] [--output-dir DIR] [--max-steps N] ...
     mega2bart eval MODEL_DIR --output-dir DIR [--dataset aclsum] [--split test] [--limit N] [--dtype bf16]
@@ -194,20 +194,24 @@ def build(
 
 @app.command()
 def info(
-    model_dir: Annotated[Path, typer.Argument(help="A directory written by `mega2bart build` (or training).")],
+    model_dir: Annotated[
+        Path, typer.Argument(help="A directory written by `mega2bart build` (or training), or a bare MEGA model.")
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print the full description as JSON.")] = False,
 ) -> None:
-    """Show architecture, parameters per part, random-init weights, context length and generation settings."""
-    from .build import BuildError, describe_mega2bart
+    """Show architecture, parameters, random-init weights, context, generation settings and each MEGA layer's EMA reach."""
+    from .build import BuildError, describe_model
 
     try:
-        description = describe_mega2bart(model_dir)
+        description = describe_model(model_dir)
     except BuildError as exc:
         _fail(str(exc))
     if as_json:
-        typer.echo(json.dumps(description.to_dict(), indent=2, default=str))
+        typer.echo(json.dumps(description.to_dict(), indent=2, default=str))  # the warnings are in "reach"
         return
     typer.echo("\n".join(description.summary_lines()))
+    for warning in description.warnings:
+        typer.secho(warning, err=True, fg=typer.colors.YELLOW)
 
 
 @app.command("fill-mask")

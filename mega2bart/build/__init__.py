@@ -12,7 +12,8 @@ One module per concern:
 - `checks`: roles, cross-attention, vocabularies and special ids, context length.
 - `generation`: the generation defaults and their checks.
 - `assemble`: `build_mega2bart`, a short sequence of the steps above.
-- `describe`: `BuildInfo` (provenance) and `ModelDescription` (`mega2bart info`, mega2bart_build.json).
+- `describe`: `BuildInfo` (provenance), `ModelDescription` (`mega2bart info`, mega2bart_build.json) and
+  `MegaDescription` (`mega2bart info` on a bare MEGA directory).
 - `save`, `remote_code`, `modelcard`: the atomic save, the remote-code files, the model card.
 
 Every non-obvious step is logged: the random-init weights (with parameter counts), the
@@ -28,9 +29,11 @@ from .checks import check_cross_attention, check_mega_decoder, check_vocabularie
 from .describe import (
     BUILD_INFO_FILE,
     BuildInfo,
+    MegaDescription,
     ModelDescription,
     RandomInitTensor,
     describe_mega2bart,
+    describe_model,
     read_build_info,
 )
 from .errors import BuildError
@@ -48,6 +51,7 @@ __all__ = [
     "BuildError",
     "BuildInfo",
     "LoadedPart",
+    "MegaDescription",
     "ModelDescription",
     "RandomInitTensor",
     "Source",
@@ -58,6 +62,7 @@ __all__ = [
     "check_vocabularies",
     "default_generation_config",
     "describe_mega2bart",
+    "describe_model",
     "encoder_context_length",
     "load_decoder",
     "load_encoder",

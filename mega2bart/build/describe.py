@@ -4,9 +4,14 @@
   parameters, which weights started random, vocabulary checks, context length, generation defaults,
   and any training runs `ship_build_files` appended.
 - `ModelDescription`: what `describe_mega2bart` reads from a saved directory's files (architecture,
-  parameters, context, generation, special ids, remote code) together with its `BuildInfo`, if any.
-  `save_mega2bart` writes it (less `path`) as `mega2bart_build.json`; `to_dict` / `from_dict` keep that
-  file's JSON format, so directories saved by earlier versions load unchanged.
+  parameters, context, generation, special ids, remote code, the encoder's EMA reach) together with its
+  `BuildInfo`, if any. `save_mega2bart` writes it (less `path` and `reach`) as `mega2bart_build.json`;
+  `to_dict` / `from_dict` keep that file's JSON format, so directories saved by earlier versions load unchanged.
+- `MegaDescription`: what `describe_model` reads from a bare MEGA directory (a MegaModel, MegaForMaskedLM,
+  ... saved alone, like the seed checkpoint): architecture, parameters, EMA reach.
+
+The EMA reach (`mega2bart.models.mega.reach`) is computed from the weights each time, never stored:
+training changes it, and `ship_build_files` copies a provenance file to the trained model.
 
 The random-init report and the source phrases are rendered here once (`BuildInfo.random_init_lines`,
 `Source.describe`) for the build log, `mega2bart info` and the model card.
@@ -21,6 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from ..models.mega.reach import EmaReach, mega_reach
 from .errors import BuildError
 from .remote_code import has_remote_code
 from .sources import Source
@@ -276,6 +282,8 @@ class ModelDescription:
     path: str | None = None
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Keys of a `mega2bart_build.json` that this version does not know, kept so that a rewrite loses nothing."""
+    reach: EmaReach | None = None
+    """The MEGA encoder's EMA reach, from the weights; None for another encoder or a directory without weights."""
 
     def random_init_lines(self, *, markdown: bool = False, limit: int | None = None) -> list[str]:
         """`BuildInfo.random_init_lines`, or a one-line "unknown" without provenance."""
@@ -298,10 +306,21 @@ class ModelDescription:
         generation = {k: v for k, v in self.generation.items() if v is not None}
         lines.append("generation: " + ", ".join(f"{k}={v}" for k, v in sorted(generation.items())))
         lines.append(f"remote code shipped: {self.remote_code}")
+        if self.architecture.encoder.model_type == "mega":
+            lines += _reach_lines(self.reach)
         return lines
 
+    @property
+    def warnings(self) -> list[str]:
+        """One-line warnings `mega2bart info` shows after the summary (an EMA that crosses no chunk)."""
+        return [self.reach.warning] if self.reach is not None and self.reach.warning else []
+
     def to_dict(self, *, with_path: bool = True) -> dict[str, Any]:
-        """The JSON form: the build's keys first, then the description's (which win where both have one)."""
+        """The JSON form: the build's keys first, then the description's (which win where both have one).
+
+        `with_path=False` is the `mega2bart_build.json` form: without `path` and `reach`, the facts of the
+        directory's current files (it may be moved; training changes the weights).
+        """
         data = self.build.to_dict() if self.build is not None else {}
         data.update(
             architecture=self.architecture.to_dict(),
@@ -313,6 +332,7 @@ class ModelDescription:
         )
         if with_path:
             data["path"] = self.path
+            data["reach"] = self.reach.to_dict() if self.reach is not None else None
         data.update(self.extra)
         return data
 
@@ -321,6 +341,7 @@ class ModelDescription:
         """The inverse of `to_dict` (also reads a `mega2bart_build.json` of an earlier version)."""
         has_build = "random_init" in data
         known = {"architecture", "parameters", "context_length", "generation", "special_tokens", "remote_code", "path"}
+        known.add("reach")  # `info --json` output read back: recomputed from the weights, never kept
         known |= _BUILD_KEYS if has_build else set()
         return cls(
             architecture=Architecture.from_dict(data.get("architecture") or {}),
@@ -337,6 +358,89 @@ class ModelDescription:
     def to_json(self) -> str:
         """The `mega2bart_build.json` text (without `path`: a directory may be moved or renamed)."""
         return json.dumps(self.to_dict(with_path=False), indent=2, default=str) + "\n"
+
+
+@dataclasses.dataclass
+class MegaDescription:
+    """Everything `mega2bart info` shows about a bare MEGA directory (model_type "mega", saved alone)."""
+
+    architecture: EncoderArchitecture
+    model_class: str | None
+    """config.json's `architectures[0]` (MegaModel, MegaForMaskedLM, ...)."""
+    bidirectional: bool
+    max_positions: int | None
+    parameters: int | None
+    """From the safetensors headers (tied weights once); None without safetensors files."""
+    reach: EmaReach | None
+    """None for a directory without weights."""
+    path: str | None = None
+
+    def summary_lines(self) -> list[str]:
+        """The text `mega2bart info` prints."""
+        arch = self.architecture
+        role, ema = ("encoder", "bidirectional") if self.bidirectional else ("decoder", "causal")
+        positions = f"{self.max_positions:,}" if self.max_positions is not None else "unknown"
+        parameters = f"{self.parameters:,}" if self.parameters is not None else "unknown (no safetensors)"
+        lines = [
+            f"model: {self.path}",
+            f"architecture: {self.model_class or 'MEGA'} = mega {role} ({arch.layers} layers, width "
+            f"{arch.hidden_size}, chunk {arch.chunk_size}; {ema} EMA; {positions} positions; vocabulary "
+            f"{arch.vocab_size})",
+            f"parameters: {parameters}",
+        ]
+        return lines + _reach_lines(self.reach)
+
+    @property
+    def warnings(self) -> list[str]:
+        """One-line warnings `mega2bart info` shows after the summary (an EMA that crosses no chunk)."""
+        return [self.reach.warning] if self.reach is not None and self.reach.warning else []
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model_class": self.model_class,
+            "architecture": dataclasses.asdict(self.architecture),
+            "bidirectional": self.bidirectional,
+            "max_positions": self.max_positions,
+            "parameters": self.parameters,
+            "reach": self.reach.to_dict() if self.reach is not None else None,
+            "path": self.path,
+        }
+
+
+def _reach_lines(reach: EmaReach | None) -> list[str]:
+    if reach is None:
+        return ["EMA reach: unknown (no weights in the directory)"]
+    return reach.table_lines()
+
+
+_EMA_FACTORS = ("ema_gate.damping_factor", "ema_gate.decay_factor")
+
+
+def _ema_reach(directory: Path, config: Mapping[str, Any], prefix: str) -> EmaReach | None:
+    """The EMA reach of the MEGA model whose weights are under `prefix` in `directory`; None without weights.
+
+    Reads only the EMA factors: from the safetensors files, else from `pytorch_model*.bin` (memory-mapped).
+    """
+    import torch
+    from safetensors import safe_open
+
+    tensors: dict[str, torch.Tensor] = {}
+    files = sorted(directory.glob("*.safetensors"))
+    for file in files:
+        with safe_open(str(file), framework="pt") as handle:
+            for key in handle.keys():
+                if key.startswith(prefix) and key.endswith(_EMA_FACTORS):
+                    tensors[key] = handle.get_tensor(key)
+    if not files:
+        for file in sorted(directory.glob("pytorch_model*.bin")):
+            state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+            tensors.update((k, v) for k, v in state.items() if k.startswith(prefix) and k.endswith(_EMA_FACTORS))
+        if not tensors:
+            return None
+    try:
+        return mega_reach(tensors, config)
+    except ValueError as exc:
+        raise BuildError(f"{str(directory)!r}: cannot read the MEGA EMA reach from its weights: {exc}") from exc
 
 
 def _safetensors_counts(directory: Path) -> dict[str, int] | None:
@@ -375,17 +479,7 @@ def read_build_info(directory: str | os.PathLike) -> BuildInfo | None:
     return ModelDescription.from_dict(_read_json(path)).build if path.is_file() else None
 
 
-def describe_mega2bart(model_dir: str | os.PathLike, build_info: BuildInfo | None = None) -> ModelDescription:
-    """Everything `mega2bart info` shows, from the files only (the model is not instantiated).
-
-    Architecture, parameters per part (from the safetensors headers; tied weights once), random-init
-    weights, context length, generation settings, and provenance: `build_info`, else the directory's
-    `mega2bart_build.json` when it exists.
-
-    Raises:
-        BuildError: no config.json, or a config that is not an encoder-decoder.
-    """
-    directory = Path(model_dir).expanduser()
+def _read_config(directory: Path) -> dict[str, Any]:
     config_path = directory / "config.json"
     if not config_path.is_file():
         raise BuildError(
@@ -393,8 +487,57 @@ def describe_mega2bart(model_dir: str | os.PathLike, build_info: BuildInfo | Non
         )
     from .integrity import check_model_files
 
-    check_model_files(directory)
-    config = json.loads(config_path.read_text())
+    check_model_files(directory)  # every JSON side file and the weights' headers: damage is one BuildError
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise BuildError(f"{str(config_path)!r} is not valid JSON: {exc}") from exc
+    if not isinstance(config, dict):
+        raise BuildError(f"{str(config_path)!r} holds a {type(config).__name__}, not a model config (a JSON object)")
+    return config
+
+
+def describe_model(model_dir: str | os.PathLike) -> ModelDescription | MegaDescription:
+    """What `mega2bart info` shows: `describe_mega2bart` for an encoder-decoder, a `MegaDescription` for a bare
+    MEGA directory (model_type "mega"), from the files only.
+
+    Raises:
+        BuildError: no config.json, or a model that is neither.
+    """
+    directory = Path(model_dir).expanduser()
+    config = _read_config(directory)
+    model_type = config.get("model_type")
+    if model_type == "encoder-decoder":
+        return describe_mega2bart(directory)
+    if model_type != "mega":
+        raise BuildError(
+            f"{str(directory)!r} holds a {model_type!r} model: `mega2bart info` describes a mega2bart model "
+            "(model_type 'encoder-decoder') or a bare MEGA model (model_type 'mega')"
+        )
+    counts = _safetensors_counts(directory)
+    return MegaDescription(
+        architecture=EncoderArchitecture.from_config(config),
+        model_class=(config.get("architectures") or [None])[0],
+        bidirectional=bool(config.get("bidirectional", True)),
+        max_positions=config.get("max_positions"),
+        parameters=counts["total"] if counts else None,
+        reach=_ema_reach(directory, config, prefix=""),
+        path=str(directory.resolve()),
+    )
+
+
+def describe_mega2bart(model_dir: str | os.PathLike, build_info: BuildInfo | None = None) -> ModelDescription:
+    """Everything `mega2bart info` shows about a mega2bart model, from the files only (not instantiated).
+
+    Architecture, parameters per part (from the safetensors headers; tied weights once), random-init
+    weights, context length, generation settings, the MEGA encoder's EMA reach (from its weights), and
+    provenance: `build_info`, else the directory's `mega2bart_build.json` when it exists.
+
+    Raises:
+        BuildError: no config.json, or a config that is not an encoder-decoder.
+    """
+    directory = Path(model_dir).expanduser()
+    config = _read_config(directory)
     if build_info is None:
         build_info = read_build_info(directory)
     if config.get("model_type") != "encoder-decoder" or not config.get("encoder") or not config.get("decoder"):
@@ -405,6 +548,10 @@ def describe_mega2bart(model_dir: str | os.PathLike, build_info: BuildInfo | Non
     generation.pop("transformers_version", None)
     tokenizer_config = _read_json(directory / "tokenizer_config.json")
     build = build_info
+    encoder_config = config["encoder"]
+    reach = (
+        _ema_reach(directory, encoder_config, prefix="encoder.") if encoder_config.get("model_type") == "mega" else None
+    )
     return ModelDescription(
         architecture=Architecture.from_config(config),
         parameters=_safetensors_counts(directory) or (build.parameters if build else None),
@@ -416,6 +563,7 @@ def describe_mega2bart(model_dir: str | os.PathLike, build_info: BuildInfo | Non
         remote_code=has_remote_code(directory),
         build=build,
         path=str(directory.resolve()),
+        reach=reach,
     )
 
 
@@ -424,8 +572,10 @@ __all__ = [
     "CONFIG_BUILD_KEY",
     "Architecture",
     "BuildInfo",
+    "MegaDescription",
     "ModelDescription",
     "RandomInitTensor",
     "describe_mega2bart",
+    "describe_model",
     "read_build_info",
 ]
