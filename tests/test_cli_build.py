@@ -301,3 +301,24 @@ def test_build_mega_decoder_with_cross_attention(tmp_path) -> None:
     (decoder_dir / "config.json").write_text(json.dumps(dict(config, bidirectional=True)))
     result = _invoke("build", tmp_path / "bidi", "--preset", "tiny", "--decoder", decoder_dir)
     _assert_failed_cleanly(result, "bidirectional=True", tmp_path / "bidi")
+
+
+def test_info_prints_the_training_provenance_its_json_holds(tmp_path) -> None:
+    """After `mega2bart train`, `info` shows the training run that `--json` records (and the build's seed)."""
+    import json
+
+    output = tmp_path / "model"
+    assert _invoke("build", output, "--preset", "tiny", "--quiet").exit_code == 0
+    trained = tmp_path / "trained"
+    result = _invoke(
+        "train", "--model", output, "--dataset", "aclsum", "--output-dir", trained, "--max-steps", "1",
+        "--eval-split", "none", "--max-source-length", "64", "--set", "max_train_samples=2", "--quiet",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    as_json = json.loads(_invoke("info", trained, "--json").output)
+    (run,) = as_json["training"]
+    shown = _invoke("info", trained).output
+    assert f"from {run['from']}, steps {run['global_step']}, dataset {run['dataset']}" in shown, shown
+    assert "training since the build: 1 run(s)" in shown
+    assert "training since the build: none" in _invoke("info", output).output
+    assert f"seed {as_json['seed']}" in shown and "special token ids: decoder_start_token_id=2" in shown

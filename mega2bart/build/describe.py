@@ -299,6 +299,11 @@ class ModelDescription:
             lines += [f"{part} source: {self.build.source(part).describe()}" for part in parts]
             if self.build.encoder_ema_init:
                 lines.append(f"encoder EMA init: {self.build.encoder_ema_init}")
+            seed = getattr(self.build, "seed", None)
+            lines.append(
+                f"built by: mega2bart {self.build.mega2bart_version}" + (f", seed {seed}" if seed is not None else "")
+            )
+            lines += _training_lines(self.build.training)
         lines.append("parameters: " + ", ".join(f"{k} {v:,}" for k, v in (self.parameters or {}).items()))
         summary, *details = self.random_init_lines(limit=20)
         lines += [f"random-init weights: {summary}", *details]
@@ -306,6 +311,8 @@ class ModelDescription:
         generation = {k: v for k, v in self.generation.items() if v is not None}
         lines.append("generation: " + ", ".join(f"{k}={v}" for k, v in sorted(generation.items())))
         lines.append(f"remote code shipped: {self.remote_code}")
+        special = {k: v for k, v in self.special_tokens.items() if v is not None}
+        lines.append("special token ids: " + ", ".join(f"{k}={v}" for k, v in special.items()))
         if self.architecture.encoder.model_type == "mega":
             lines += _reach_lines(self.reach)
         return lines
@@ -477,6 +484,19 @@ def read_build_info(directory: str | os.PathLike) -> BuildInfo | None:
         return BuildInfo.from_dict(record)
     path = directory / BUILD_INFO_FILE
     return ModelDescription.from_dict(_read_json(path)).build if path.is_file() else None
+
+
+def _training_lines(training: list[dict[str, Any]]) -> list[str]:
+    """`info`'s lines for the training runs since the build (the `training` list of the build record)."""
+    if not training:
+        return ["training since the build: none"]
+    lines = [f"training since the build: {len(training)} run(s)"]
+    for run in training:
+        known = {"from": "from", "global_step": "steps", "dataset": "dataset"}
+        parts = [f"{label} {run[key]}" for key, label in known.items() if run.get(key) is not None]
+        parts += [f"{key} {value}" for key, value in run.items() if key not in known]
+        lines.append("  " + ", ".join(parts))
+    return lines
 
 
 def _read_config(directory: Path) -> dict[str, Any]:
