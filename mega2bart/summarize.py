@@ -88,6 +88,11 @@ class GenerationOptions:
             value, low = getattr(self, option.name), option.metadata.get("min")
             if value is not None and low is not None and value < low:
                 raise ValueError(f"`{option.name}` ({value}) must be >= {low}")
+        from mega2bart.build.generation import generation_problems
+
+        problems = generation_problems({"length_penalty": self.length_penalty})
+        if problems:
+            raise ValueError(problems[0])
         if self.min_new_tokens and self.max_new_tokens and self.min_new_tokens > self.max_new_tokens:
             raise ValueError(
                 f"`min_new_tokens` ({self.min_new_tokens}) exceeds `max_new_tokens` ({self.max_new_tokens})"

@@ -46,6 +46,59 @@ _SUMMARY_KEYS = (
 )
 
 
+# the generation settings that make no sense outside these ranges, wherever they are given (build flags,
+# eval/summarize flags, a YAML config, a saved generation_config.json): integer counts and their minimum
+_COUNT_MINIMUM = {
+    "num_beams": 1,
+    "num_beam_groups": 1,
+    "num_return_sequences": 1,
+    "max_new_tokens": 1,
+    "min_new_tokens": 0,
+    "max_length": 1,
+    "min_length": 0,
+    "no_repeat_ngram_size": 0,
+    "top_k": 0,
+}
+
+
+def generation_problems(settings: Mapping[str, Any]) -> list[str]:
+    """What is wrong with `settings` (generation keyword arguments or a generation config's dict), one phrase
+    each: counts below their minimum or not integers, a length penalty that is not a finite number, a repetition
+    penalty that is not positive, top_p outside (0, 1], temperature <= 0 with sampling, minimum above maximum."""
+    import math
+
+    problems = []
+    for key, low in _COUNT_MINIMUM.items():
+        value = settings.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+            problems.append(f"{key} ({value!r}) must be an integer >= {low}")
+
+    def number(key: str) -> float | None:
+        value = settings.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            problems.append(f"{key} ({value!r}) must be a finite number")
+            return None
+        return float(value)
+
+    number("length_penalty")
+    repetition = number("repetition_penalty")
+    if repetition is not None and repetition <= 0:
+        problems.append(f"repetition_penalty ({repetition!r}) must be > 0")
+    top_p = number("top_p")
+    if top_p is not None and not 0 < top_p <= 1:
+        problems.append(f"top_p ({top_p!r}) must be in (0, 1]")
+    temperature = number("temperature")
+    if temperature is not None and temperature <= 0 and settings.get("do_sample"):
+        problems.append(f"temperature ({temperature!r}) must be > 0 with do_sample")
+    for low_key, high_key in (("min_new_tokens", "max_new_tokens"), ("min_length", "max_length")):
+        low, high = settings.get(low_key), settings.get(high_key)
+        if isinstance(low, int) and isinstance(high, int) and low > high:
+            problems.append(f"{low_key} ({low}) exceeds {high_key} ({high})")
+    return problems
+
+
 def check_generation_settings(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
     """`DEFAULT_GENERATION` + `overrides`, checked: counts in range and min_new_tokens <= max_new_tokens.
 
@@ -53,11 +106,11 @@ def check_generation_settings(overrides: Mapping[str, Any] | None) -> dict[str, 
     max_new_tokens before EOS is allowed: every prediction comes out empty or cut.
     """
     settings: dict[str, Any] = {**DEFAULT_GENERATION, **(overrides or {})}
-    minimum = {"num_beams": 1, "max_new_tokens": 1, "min_new_tokens": 0, "no_repeat_ngram_size": 0}
-    for key, low in minimum.items():
-        value = settings.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
-            raise BuildError(f"generation setting {key} ({value!r}) must be an integer >= {low}")
+    for problem in generation_problems({k: v for k, v in settings.items() if k not in ("min_new_tokens",)}):
+        raise BuildError(f"generation setting {problem}")
+    low = settings.get("min_new_tokens")
+    if low is not None and (isinstance(low, bool) or not isinstance(low, int) or low < 0):
+        raise BuildError(f"generation setting min_new_tokens ({low!r}) must be an integer >= 0")
     low, high = settings.get("min_new_tokens"), settings.get("max_new_tokens")
     if low is not None and high is not None and low > high:
         raise BuildError(
@@ -125,6 +178,7 @@ __all__ = [
     "check_generation_settings",
     "default_generation_config",
     "generation_lengths",
+    "generation_problems",
     "generation_summary",
     "new_token_limits",
 ]

@@ -25,6 +25,7 @@ from ..modeling_mega2bart import Mega2BartModel
 from . import remote_code
 from .describe import BUILD_INFO_FILE, CONFIG_BUILD_KEY, ModelDescription, describe_mega2bart
 from .errors import BuildError
+from .generation import generation_problems
 from .integrity import check_model_files
 from .modelcard import render_model_card
 from .sources import hub_error, resolve_source
@@ -248,6 +249,12 @@ def load_mega2bart(model_dir: str | os.PathLike, **kwargs: Any) -> tuple[Mega2Ba
         tokenizer = AutoTokenizer.from_pretrained(path, revision=source.revision)
     except (OSError, ValueError) as exc:
         raise hub_error("model", source, exc) from exc
+    problems = generation_problems(model.generation_config.to_dict())
+    if problems:
+        raise BuildError(
+            f"model {os.fspath(model_dir)!r}: generation_config.json: {'; '.join(problems)}; fix the file, or "
+            "build the model again (`mega2bart build --max-new-tokens/--min-new-tokens/--num-beams`)"
+        )
     return model, tokenizer
 
 
