@@ -102,6 +102,21 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
 
 
+def _require_writable(path: Path, what: str) -> None:
+    """Fail in one line, before anything loads, when `path` (a file or folder to create) cannot be written: its
+    nearest existing ancestor is a file, or a folder this process may not write in."""
+    ancestor = Path(path).expanduser().absolute()
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    target = Path(path).expanduser()
+    if ancestor == target.absolute() and target.is_dir():
+        ancestor = target  # an existing output folder: it must be writable itself
+    if not ancestor.is_dir():
+        _fail(f"{what} {str(path)!r} cannot be written: {str(ancestor)!r} is a file, not a folder; choose another path")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        _fail(f"{what} {str(path)!r} cannot be written: no write permission in {str(ancestor)!r}")
+
+
 def _fail(message: str) -> NoReturn:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=ERROR_EXIT_CODE)
@@ -144,6 +159,7 @@ def build(
     from .build import BuildError, build_mega2bart, preset_kwargs, save_mega2bart
 
     output = output_dir.expanduser()
+    _require_writable(output, "OUTPUT_DIR")
     if output.exists() and not output.is_dir():
         _fail(f"output {str(output)!r} is a file, not a directory: pass a directory path (new or empty)")
     if output.is_dir() and any(output.iterdir()) and not overwrite:
@@ -255,7 +271,10 @@ def fill_mask(
         fill = pipeline("fill-mask", model=mlm, tokenizer=tokenizer, top_k=top_k)
     else:
         name = model or DEFAULT_ENCODER
+        from .build.integrity import check_model_files
+
         try:
+            check_model_files(name, "fill-mask model")
             fill = pipeline("fill-mask", model=name, top_k=top_k)
         except (OSError, ValueError) as exc:
             _fail(f"could not load fill-mask model {name!r}: {str(exc).splitlines()[0] if str(exc) else exc}")
@@ -473,6 +492,7 @@ def train(
 ) -> None:
     """Fine-tune a mega2bart model (Seq2SeqTrainer, ROUGE on the eval split); resumable; DDP under torchrun."""
     _setup_logging(not quiet, libraries=quiet)
+    _require_writable(Path(train_config.output_dir), "--output-dir")
     from .training import METRICS_FILE
     from .training import train as run_training
 
@@ -524,6 +544,7 @@ def evaluate(
     from .evaluation import evaluate_model
 
     _require_one_of("--overflow", overflow, ("truncate", "windows"))
+    _require_writable(output_dir, "--output-dir")
     try:
         report = evaluate_model(
             model,
@@ -586,6 +607,7 @@ def summarize(
     from .summarize import Summarizer, check_output, stats_path, summarize_files
 
     _require_one_of("--merge", merge, ("summarize", "concatenate"))
+    _require_writable(output, "--output")
     try:
         check_output(output, files, skip_existing=skip_existing, overwrite=overwrite)  # before the model loads
     except (ValueError, FileExistsError) as exc:
@@ -627,6 +649,7 @@ def pretrain(
 ) -> None:
     """Continue MLM pretraining of a MEGA encoder on raw text; the result feeds `mega2bart build --encoder`."""
     _setup_logging(not quiet, libraries=quiet)
+    _require_writable(Path(pretrain_config.output_dir), "--output-dir")
     from .pretraining import METRICS_FILE, run_pretraining
 
     try:
