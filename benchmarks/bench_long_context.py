@@ -1037,8 +1037,17 @@ def over_seeds(paths: list[Path], out: Path) -> int:
         json.dumps({"seeds": seeds, "runs": [str(p) for p in paths], "table": table, "goal": goal}, indent=2) + "\n",
         encoding="utf-8",
     )
+    # the plot: the mean over seeds of every row read at the training length
+    plotted = {
+        f"{name} (mean of {len(seeds)})": {
+            "recall_by_bucket": {b: cells[b][0] if cells[b] else None for b in BUCKET_NAMES}
+        }
+        for name, cells in table.items()
+        if cells is not None and " read at " not in name and "names said" not in name
+    }
+    plot_recall(plotted, out / "recall_by_depth_seeds.png", length)
     print(text)
-    print(f"wrote {out / 'results_seeds.md'}, results_seeds.json")
+    print(f"wrote {out / 'results_seeds.md'}, results_seeds.json, recall_by_depth_seeds.png")
     return 0
 
 
