@@ -268,7 +268,7 @@ def test_train_errors_are_one_line(tiny_mega2bart_dir, tmp_path, monkeypatch):
 
     import mega2bart.training
 
-    def crash(config, overwrite=False):
+    def crash(config, overwrite=False, quiet=False):
         raise RuntimeError("CUDA out of memory.\nTried to allocate 2.00 GiB")
 
     monkeypatch.setattr(mega2bart.training, "train", crash)
