@@ -489,6 +489,9 @@ def train(
         bool, typer.Option(help="Delete the previous run's checkpoints, config and weights in --output-dir first.")
     ] = False,
     quiet: Annotated[bool, typer.Option(help="Only warnings and errors.")] = False,
+    plan_check: Annotated[
+        bool, typer.Option(help="On CUDA, stop at once when `mega2bart plan` says it does not fit.")
+    ] = True,
 ) -> None:
     """Fine-tune a mega2bart model (Seq2SeqTrainer, ROUGE on the eval split); resumable; DDP under torchrun."""
     _setup_logging(not quiet, libraries=quiet)
@@ -496,6 +499,7 @@ def train(
     from .training import METRICS_FILE
     from .training import train as run_training
 
+    _plan_check(plan_check, "preflight_train", train_config)
     try:
         results = run_training(train_config, overwrite=overwrite, quiet=quiet)
     except (ValueError, FileNotFoundError, ImportError) as exc:
@@ -520,6 +524,9 @@ def train(
 _ContextOption = Annotated[int | None, typer.Option(min=3, help="Context (default: tokenizer model_max_length).")]
 _DtypeOption = Annotated[str, typer.Option(help="Inference precision: fp32 | bf16 | fp16 (fp16 needs a CUDA GPU).")]
 _QuietInferenceOption = Annotated[bool, typer.Option(help="Only warnings and errors; no progress bar.")]
+_PlanCheckOption = Annotated[
+    bool, typer.Option(help="On CUDA, stop before loading data when `mega2bart plan` says the run does not fit.")
+]
 
 
 @app.command("eval")
@@ -538,6 +545,7 @@ def evaluate(
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
     dtype: _DtypeOption = "fp32",
     quiet: _QuietInferenceOption = False,
+    plan_check: _PlanCheckOption = True,
 ) -> None:
     """Generate summaries for a dataset split; write ROUGE-1/2/L/Lsum with bootstrap CIs and predictions; shared under torchrun."""
     _setup_logging(not quiet, libraries=quiet)
@@ -545,6 +553,7 @@ def evaluate(
 
     _require_one_of("--overflow", overflow, ("truncate", "windows"))
     _require_writable(output_dir, "--output-dir")
+    _plan_check(plan_check, "preflight_generate", model, max_input_tokens, batch_size, generation, dtype)
     try:
         report = evaluate_model(
             model,
@@ -600,6 +609,7 @@ def summarize(
     overwrite: Annotated[bool, typer.Option(help="Replace an earlier summaries file at --output.")] = False,
     dtype: _DtypeOption = "fp32",
     quiet: _QuietInferenceOption = False,
+    plan_check: _PlanCheckOption = True,
 ) -> None:
     """Summarise documents of any length (overlapping windows, then a summary of summaries); shared under torchrun."""
     _setup_logging(not quiet, libraries=quiet)
@@ -612,6 +622,7 @@ def summarize(
         check_output(output, files, skip_existing=skip_existing, overwrite=overwrite)  # before the model loads
     except (ValueError, FileExistsError) as exc:
         _fail(str(exc))
+    _plan_check(plan_check, "preflight_generate", model, max_input_tokens, batch_size, generation, dtype)
     try:
         summarizer = Summarizer.load(
             model,
@@ -665,6 +676,65 @@ def pretrain(
             f"probe MLM loss {phase['mlm_loss_before']:.3f} -> {phase['mlm_loss_after']:.3f}"
         )
     typer.echo(f"saved {final} (use it with `mega2bart build --encoder {final}`)")
+
+
+@app.command()
+def plan(
+    model: Annotated[str, typer.Argument(help="A preset (tiny, base, large) or a model directory (config.json).")],
+    task: Annotated[str, typer.Option(help="train | generate.")] = "generate",
+    length: Annotated[int, typer.Option(min=1, help="Encoder input tokens.")] = 16384,
+    batch: Annotated[int, typer.Option(min=1, help="Inputs per step / generate call.")] = 1,
+    beams: Annotated[int, typer.Option(min=1, help="Beams (generate).")] = 4,
+    new_tokens: Annotated[int, typer.Option(min=1, help="Tokens generated (generate).")] = 256,
+    label_tokens: Annotated[int, typer.Option(min=1, help="Summary tokens per example (train).")] = 512,
+    dtype: Annotated[str, typer.Option(help="fp32 | bf16 | fp16 (train: mixed precision).")] = "fp32",
+    gradient_checkpointing: Annotated[bool, typer.Option(help="Per-block checkpointing (train).")] = False,
+    optimizer: Annotated[str, typer.Option(help="adamw | adafactor | sgd (train).")] = "adamw",
+    device: Annotated[
+        str, typer.Option(help="cpu | cuda: the overhead calibration and the measured matmul rate.")
+    ] = "cpu",
+    device_memory: Annotated[
+        str | None,
+        typer.Option(help="e.g. 24GiB: say whether the run fits and the largest length/batch/beams that do."),
+    ] = None,
+    tflops: Annotated[float | None, typer.Option(help="Matmul TFLOP/s to assume instead of measuring it.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON (peak_bytes, seconds, ...).")] = False,
+) -> None:
+    """Predict the peak memory (with its breakdown) and the time of a run, from the configuration alone."""
+    from .plan import PlanError, Workload, format_report, plan_report
+
+    try:
+        workload = Workload(
+            task=task,  # type: ignore[arg-type]
+            length=length,
+            batch=batch,
+            beams=beams,
+            new_tokens=new_tokens,
+            label_tokens=label_tokens,
+            dtype=dtype,  # type: ignore[arg-type]
+            gradient_checkpointing=gradient_checkpointing,
+            optimizer=optimizer,  # type: ignore[arg-type]
+            device=device,  # type: ignore[arg-type]
+        )
+        report = plan_report(model, workload, device_memory=device_memory, tflops=tflops)
+    except PlanError as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps(report, indent=2) if as_json else format_report(report))
+
+
+def _plan_check(enabled: bool, check: str, *args: Any) -> None:
+    """The CUDA pre-flight of train/eval/summarize (`mega2bart.plan.preflight_*`): a run that does not fit stops here."""
+    if not enabled:
+        return
+    from . import plan as planner
+
+    if check == "preflight_generate":  # (model, context, batch size, GenerationOptions, dtype)
+        model, context, batch_size, generation, dtype = args
+        args = (model, context, batch_size, generation.num_beams, generation.max_new_tokens, dtype)
+    try:
+        getattr(planner, check)(*args)
+    except planner.PlanError as exc:
+        _fail(str(exc))
 
 
 if __name__ == "__main__":
