@@ -105,12 +105,14 @@ def _one_line(exc: BaseException) -> str:
 def _require_writable(path: Path, what: str) -> None:
     """Fail in one line, before anything loads, when `path` (a file or folder to create) cannot be written: its
     nearest existing ancestor is a file, or a folder this process may not write in."""
-    ancestor = Path(path).expanduser().absolute()
+    target = Path(path).expanduser().absolute()
+    # an existing folder must be writable itself; an existing file, pipe or device is the command's to judge
+    # (replaced, skipped or written to); a new path needs its nearest existing ancestor to be a writable folder
+    if target.exists() and not target.is_dir():
+        return
+    ancestor = target
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
-    target = Path(path).expanduser()
-    if ancestor == target.absolute() and target.is_dir():
-        ancestor = target  # an existing output folder: it must be writable itself
     if not ancestor.is_dir():
         _fail(f"{what} {str(path)!r} cannot be written: {str(ancestor)!r} is a file, not a folder; choose another path")
     if not os.access(ancestor, os.W_OK | os.X_OK):
