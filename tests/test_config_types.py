@@ -60,7 +60,7 @@ def captured(monkeypatch, tmp_path):
     """Runs `train`/`pretrain` up to the library call and keeps the config it received."""
     seen: dict[str, RunConfig] = {}
 
-    def fake_train(config, overwrite=False):
+    def fake_train(config, overwrite=False, quiet=False):
         seen["config"] = config
         return {"log_history": [], "run": {"global_step": 0}}
 

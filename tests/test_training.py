@@ -307,7 +307,8 @@ def test_short_aclsum_run_loss_falls_and_writes_everything(tiny_mega2bart_dir, t
     assert TrainConfig.from_yaml(out / CONFIG_FILE) == config
     for directory in (out, out / "checkpoint-8"):  # evaluation did not rewrite the inference settings
         generation = yaml.safe_load((directory / "generation_config.json").read_text())
-        assert "max_length" not in generation and generation["num_beams"] == 4, directory
+        # the build's 512 new tokens, stored as a length (decoder start included), not evaluation's 8
+        assert generation["max_length"] == 513 and generation["num_beams"] == 4, directory
     metrics = yaml.safe_load((out / METRICS_FILE).read_text())  # json is yaml
     assert metrics["train"]["train_loss"] > 0
     for key in ("eval_loss", "eval_rouge1", "eval_rouge2", "eval_rougeL", "eval_rougeLsum", "eval_gen_len"):
