@@ -507,14 +507,9 @@ def _read_config(directory: Path) -> dict[str, Any]:
         )
     from .integrity import check_model_files
 
-    check_model_files(directory)  # every JSON side file and the weights' headers: damage is one BuildError
-    try:
-        config = json.loads(config_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise BuildError(f"{str(config_path)!r} is not valid JSON: {exc}") from exc
-    if not isinstance(config, dict):
-        raise BuildError(f"{str(config_path)!r} holds a {type(config).__name__}, not a model config (a JSON object)")
-    return config
+    # every JSON side file (config.json parsed, a JSON object) and the weights' headers: damage is one BuildError
+    check_model_files(directory)
+    return json.loads(config_path.read_text())
 
 
 def describe_model(model_dir: str | os.PathLike) -> ModelDescription | MegaDescription:
@@ -528,7 +523,7 @@ def describe_model(model_dir: str | os.PathLike) -> ModelDescription | MegaDescr
     config = _read_config(directory)
     model_type = config.get("model_type")
     if model_type == "encoder-decoder":
-        return describe_mega2bart(directory)
+        return _describe_mega2bart(directory, config, None)
     if model_type != "mega":
         raise BuildError(
             f"{str(directory)!r} holds a {model_type!r} model: `mega2bart info` describes a mega2bart model "
@@ -557,7 +552,11 @@ def describe_mega2bart(model_dir: str | os.PathLike, build_info: BuildInfo | Non
         BuildError: no config.json, or a config that is not an encoder-decoder.
     """
     directory = Path(model_dir).expanduser()
-    config = _read_config(directory)
+    return _describe_mega2bart(directory, _read_config(directory), build_info)
+
+
+def _describe_mega2bart(directory: Path, config: dict[str, Any], build_info: BuildInfo | None) -> ModelDescription:
+    """`describe_mega2bart` of a directory whose config.json `_read_config` has read (and its files checked)."""
     if build_info is None:
         build_info = read_build_info(directory)
     if config.get("model_type") != "encoder-decoder" or not config.get("encoder") or not config.get("decoder"):

@@ -106,18 +106,15 @@ def check_generation_settings(overrides: Mapping[str, Any] | None) -> dict[str, 
     max_new_tokens before EOS is allowed: every prediction comes out empty or cut.
     """
     settings: dict[str, Any] = {**DEFAULT_GENERATION, **(overrides or {})}
-    for problem in generation_problems({k: v for k, v in settings.items() if k not in ("min_new_tokens",)}):
+    for problem in generation_problems(settings):
+        low, high = settings.get("min_new_tokens"), settings.get("max_new_tokens")
+        if problem.startswith("min_new_tokens (") and " exceeds " in problem:  # the one the CLI can fix, say how
+            raise BuildError(
+                f"generation setting min_new_tokens ({low}) exceeds max_new_tokens ({high}): every summary would "
+                f"stop before it may end; pass min_new_tokens <= {high} or max_new_tokens >= {low} "
+                "(CLI: --min-new-tokens / --max-new-tokens)"
+            )
         raise BuildError(f"generation setting {problem}")
-    low = settings.get("min_new_tokens")
-    if low is not None and (isinstance(low, bool) or not isinstance(low, int) or low < 0):
-        raise BuildError(f"generation setting min_new_tokens ({low!r}) must be an integer >= 0")
-    low, high = settings.get("min_new_tokens"), settings.get("max_new_tokens")
-    if low is not None and high is not None and low > high:
-        raise BuildError(
-            f"generation setting min_new_tokens ({low}) exceeds max_new_tokens ({high}): every summary would stop "
-            f"before it may end; pass min_new_tokens <= {high} or max_new_tokens >= {low} "
-            "(CLI: --min-new-tokens / --max-new-tokens)"
-        )
     return settings
 
 
