@@ -5,47 +5,16 @@ files are left as they were."""
 from __future__ import annotations
 
 import hashlib
-import shutil
 from pathlib import Path
 
 import pytest
+from faults.damage import KINDS, NAMED_FILE
+from faults.damage import damage as _damage
 from typer.testing import CliRunner
 
 from mega2bart.cli import ERROR_EXIT_CODE, app
 
 runner = CliRunner()
-
-
-def _damage(source: Path, target: Path, kind: str) -> Path:
-    shutil.copytree(source, target)
-    weights = target / "model.safetensors"
-    if kind == "config-malformed":
-        (target / "config.json").write_text("{bad", encoding="utf-8")
-    elif kind == "config-list":
-        (target / "config.json").write_text("[1, 2]", encoding="utf-8")
-    elif kind == "generation-malformed":
-        (target / "generation_config.json").write_text('{"max_length": ', encoding="utf-8")
-    elif kind == "weights-header":
-        weights.write_bytes(weights.read_bytes()[:100])
-    elif kind == "weights-cut":
-        data = weights.read_bytes()
-        weights.write_bytes(data[: len(data) * 9 // 10])
-    elif kind == "weights-text":
-        weights.write_text("not a safetensors file\n", encoding="utf-8")
-    else:
-        raise AssertionError(kind)
-    return target
-
-
-KINDS = ("config-malformed", "config-list", "generation-malformed", "weights-header", "weights-cut", "weights-text")
-NAMED_FILE = {
-    "config-malformed": "config.json",
-    "config-list": "config.json",
-    "generation-malformed": "generation_config.json",
-    "weights-header": "model.safetensors",
-    "weights-cut": "model.safetensors",
-    "weights-text": "model.safetensors",
-}
 
 
 def _digests(directory: Path) -> dict[str, str]:

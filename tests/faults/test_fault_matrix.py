@@ -19,8 +19,9 @@ from typer.testing import CliRunner
 from mega2bart.cli import ERROR_EXIT_CODE, app
 
 from .conftest import OUTCOMES
+from .damage import KINDS, damage
 
-DAMAGES = ("missing", "empty-dir", "config-malformed", "config-list", "weights-header", "weights-cut", "weights-text")
+DAMAGES = ("missing", "empty-dir", *(kind for kind in KINDS if kind != "generation-malformed"))
 MODEL_COMMANDS = {
     "info": lambda m, t: ["info", m],
     "eval": lambda m, t: ["eval", m, "--dataset", "aclsum", "--limit", "1", "--output-dir", t / "out"],
@@ -128,26 +129,7 @@ def workspace(tmp_path: Path, tiny_mega2bart_dir: Path, tiny_mega_encoder_dir: P
 
 
 def _damaged(workspace: Path, kind: str, source: str) -> Path:
-    path = workspace / f"damaged-{source}"
-    if kind == "missing":
-        return path
-    if kind == "empty-dir":
-        path.mkdir()
-        return path
-    shutil.copytree(workspace / source, path)
-    weights = path / "model.safetensors"
-    if kind == "config-malformed":
-        (path / "config.json").write_text("{bad", encoding="utf-8")
-    elif kind == "config-list":
-        (path / "config.json").write_text("[1, 2]", encoding="utf-8")
-    elif kind == "weights-header":
-        weights.write_bytes(weights.read_bytes()[:100])
-    elif kind == "weights-cut":
-        data = weights.read_bytes()
-        weights.write_bytes(data[: len(data) * 9 // 10])
-    elif kind == "weights-text":
-        weights.write_text("not a safetensors file\n", encoding="utf-8")
-    return path
+    return damage(workspace / source, workspace / f"damaged-{source}", kind)
 
 
 def _check(workspace: Path, args: list, names: str) -> None:
