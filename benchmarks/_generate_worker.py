@@ -96,7 +96,7 @@ LED_TINY_CONFIG: dict[str, Any] = {
 }
 LED_CONFIGS = {"large": LED_LARGE_CONFIG, "base": LED_BASE_FULL_CONFIG, "tiny": LED_TINY_CONFIG}
 
-# The same beam-search settings for every row: mega2bart's generation defaults (mega2bart.build.DEFAULT_GENERATION)
+# The same beam-search settings for every row: mega2bart's generation defaults (mega2bart.builder.DEFAULT_GENERATION)
 # with min_new_tokens = max_new_tokens, so every row decodes exactly `new_tokens` steps.
 GENERATION_SETTINGS: dict[str, Any] = {"no_repeat_ngram_size": 3, "length_penalty": 2.0, "early_stopping": True}
 
@@ -104,7 +104,7 @@ GENERATION_SETTINGS: dict[str, Any] = {"no_repeat_ngram_size": 3, "length_penalt
 def build(case: str, size: str, seed: int) -> torch.nn.Module:
     torch.manual_seed(seed)
     if case in ("mega2bart", "stock"):
-        from mega2bart.build import build_mega2bart, preset_kwargs
+        from mega2bart.builder import build_mega2bart, preset_kwargs
 
         model, _ = build_mega2bart(**preset_kwargs(size, random_init=True))
         return model

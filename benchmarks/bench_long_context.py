@@ -12,7 +12,7 @@ The target is the K facts in document order. Training inputs come from ACLSum's 
 held-out inputs from its test papers, with other seeds. Both are written as JSONL
 ("document"/"summary") that `mega2bart train` and `mega2bart eval` read unchanged.
 
-The model is a small mega2bart built by `mega2bart.build.build_mega2bart` from configs (random
+The model is a small mega2bart built by `mega2bart.builder.build_mega2bart` from configs (random
 init; MEGA with the seed's chunk size 1,024 and its bidirectional multi-dimensional damped EMA,
 pre-norm ScaleNorm, simple relative bias), trained with `mega2bart train` in three stages:
 
@@ -427,9 +427,9 @@ def led_encoder_config(length: int) -> dict[str, Any]:
 def build_model(
     directory: Path, length: int, max_new_tokens: int, ema_init: str = "long", encoder: str = "mega", seed: int = 0
 ) -> dict[str, Any]:
-    """Build and save the random-init probe model with `mega2bart.build` (`ema_init`: `MegaConfig.ema_init`;
+    """Build and save the random-init probe model with `mega2bart.builder` (`ema_init`: `MegaConfig.ema_init`;
     `encoder="longformer"`: the LED-shaped control, `led_encoder_config`); returns its parameter counts."""
-    from mega2bart.build import build_mega2bart, parameter_counts, save_mega2bart
+    from mega2bart.builder import build_mega2bart, parameter_counts, save_mega2bart
 
     if ema_init not in EMA_INITS:
         raise ValueError(f"ema_init must be one of {EMA_INITS}, not {ema_init!r}")
@@ -849,7 +849,7 @@ def encoder_similarity(model_dir: Path, documents: list[str], context: int, posi
     has nothing position- or token-specific to copy from."""
     import torch
 
-    from mega2bart.build import load_mega2bart
+    from mega2bart.builder import load_mega2bart
 
     model, tokenizer = load_mega2bart(model_dir)
     model.eval()

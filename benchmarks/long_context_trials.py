@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--slots", action="store_true", help="print per-slot accuracy at the end")
     args = parser.parse_args()
 
-    from mega2bart.build import build_mega2bart
+    from mega2bart.builder import build_mega2bart
     from mega2bart.tokenization import load_offline_tokenizer
 
     torch.manual_seed(args.seed)

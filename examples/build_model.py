@@ -18,7 +18,7 @@ import logging
 import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-from mega2bart.build import build_mega2bart, preset_kwargs, save_mega2bart
+from mega2bart.builder import build_mega2bart, preset_kwargs, save_mega2bart
 
 
 def main() -> None:

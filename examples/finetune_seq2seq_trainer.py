@@ -18,7 +18,7 @@ import torch
 from datasets import DatasetDict
 from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
 
-from mega2bart.build import build_mega2bart, load_mega2bart, preset_kwargs, save_mega2bart
+from mega2bart.builder import build_mega2bart, load_mega2bart, preset_kwargs, save_mega2bart
 from mega2bart.data import SummarizationCollator, load_summarization_dataset, tokenize_dataset
 from mega2bart.metrics import build_compute_metrics
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from mega2bart.build import build_mega2bart, load_mega2bart, preset_kwargs
+from mega2bart.builder import build_mega2bart, load_mega2bart, preset_kwargs
 from mega2bart.documents import read_documents
 from mega2bart.summarize import GenerationOptions, Summarizer
 

@@ -23,14 +23,14 @@ register_summarization_pipeline()  # transformers 5 removed the "summarization" 
 
 # public name -> submodule that defines it (imported on first access)
 _LAZY = {
-    "build_mega2bart": "build",
-    "save_mega2bart": "build",
-    "load_mega2bart": "build",
-    "describe_mega2bart": "build",
-    "BuildError": "build",
-    "BuildInfo": "build",
-    "ModelDescription": "build",
-    "preset_kwargs": "build",
+    "build_mega2bart": "builder",
+    "save_mega2bart": "builder",
+    "load_mega2bart": "builder",
+    "describe_mega2bart": "builder",
+    "BuildError": "builder",
+    "BuildInfo": "builder",
+    "ModelDescription": "builder",
+    "preset_kwargs": "builder",
     "Mega2BartConfig": "modeling_mega2bart",
     "Mega2BartModel": "modeling_mega2bart",
     "load_offline_tokenizer": "tokenization",

@@ -158,7 +158,7 @@ def build(
 ) -> None:
     """Build a MEGA encoder + BART decoder EncoderDecoderModel and save it with tokenizer and model card."""
     _setup_logging(not quiet, libraries=quiet)
-    from .build import BuildError, build_mega2bart, preset_kwargs, save_mega2bart
+    from .builder import BuildError, build_mega2bart, preset_kwargs, save_mega2bart
 
     output = output_dir.expanduser()
     _require_writable(output, "OUTPUT_DIR")
@@ -218,7 +218,7 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print the full description as JSON.")] = False,
 ) -> None:
     """Show architecture, parameters, random-init weights, context, generation settings and each MEGA layer's EMA reach."""
-    from .build import BuildError, describe_model
+    from .builder import BuildError, describe_model
 
     try:
         description = describe_model(model_dir)
@@ -273,7 +273,7 @@ def fill_mask(
         fill = pipeline("fill-mask", model=mlm, tokenizer=tokenizer, top_k=top_k)
     else:
         name = model or DEFAULT_ENCODER
-        from .build.integrity import check_model_files
+        from .builder.integrity import check_model_files
 
         try:
             check_model_files(name, "fill-mask model")
@@ -615,7 +615,7 @@ def summarize(
 ) -> None:
     """Summarise documents of any length (overlapping windows, then a summary of summaries); shared under torchrun."""
     _setup_logging(not quiet, libraries=quiet)
-    from .build import BuildError
+    from .builder import BuildError
     from .summarize import Summarizer, check_output, stats_path, summarize_files
 
     _require_one_of("--merge", merge, ("summarize", "concatenate"))

@@ -50,7 +50,7 @@ implementation, `cache_implementation="static"`, a user-passed `cache`, an assis
 generate, `generate` falls back to the stock path.
 `transformers.EncoderDecoderModel.generate(model, ...)` on this class is also the stock path.
 
-This file imports only torch and transformers, so `mega2bart.build.remote_code` ships it unchanged as
+This file imports only torch and transformers, so `mega2bart.builder.remote_code` ships it unchanged as
 remote code (`modeling_mega2bart.py` in a saved model directory, beside the MEGA files). The block
 after the imports registers "mega" with the Auto classes from those sibling MEGA files when nothing
 has registered it yet: in a saved directory loaded without mega2bart. Inside the package

@@ -422,7 +422,7 @@ def load_mlm_model(spec: str) -> MegaForMaskedLM:
     from mega2bart.models.mega import MegaConfig, MegaForMaskedLM
 
     if spec == TINY_ENCODER and not Path(spec).exists():
-        from mega2bart.build.loading import choose_long_reach
+        from mega2bart.builder.loading import choose_long_reach
         from mega2bart.presets import TINY_ENCODER as TINY_ENCODER_CONFIG
 
         logger.info("encoder 'tiny': random-init MEGA with the tiny preset config")
@@ -432,7 +432,7 @@ def load_mlm_model(spec: str) -> MegaForMaskedLM:
     path = Path(spec).expanduser()
     if (spec.startswith((".", "/", "~")) or path.exists()) and not (path / "config.json").is_file():
         raise FileNotFoundError(f"encoder {spec!r} is not a model directory (no config.json): pass a MEGA checkpoint")
-    from mega2bart.build.integrity import check_model_files
+    from mega2bart.builder.integrity import check_model_files
 
     check_model_files(path, "encoder")
     try:

@@ -88,7 +88,7 @@ class GenerationOptions:
             value, low = getattr(self, option.name), option.metadata.get("min")
             if value is not None and low is not None and value < low:
                 raise ValueError(f"`{option.name}` ({value}) must be >= {low}")
-        from mega2bart.build.generation import generation_problems
+        from mega2bart.builder.generation import generation_problems
 
         problems = generation_problems({"length_penalty": self.length_penalty})
         if problems:
@@ -211,7 +211,7 @@ class Summarizer:
         self.window_overlap = window_overlap
         self.batch_size = batch_size
         self.generation = generation or GenerationOptions()
-        from mega2bart.build.generation import new_token_limits
+        from mega2bart.builder.generation import new_token_limits
 
         model_min = new_token_limits(model.generation_config)[1]
         if (
@@ -241,8 +241,8 @@ class Summarizer:
 
     def generate_lengths(self) -> dict[str, int]:
         """The options' new-token limits as `max_length`/`min_length`: the form the model's own defaults are
-        saved in (`mega2bart.build.generation`), so they replace them without transformers' precedence warning."""
-        from mega2bart.build.generation import generation_lengths
+        saved in (`mega2bart.builder.generation`), so they replace them without transformers' precedence warning."""
+        from mega2bart.builder.generation import generation_lengths
 
         return generation_lengths(self.generation.max_new_tokens, self.generation.min_new_tokens)
 
@@ -794,7 +794,7 @@ def resolve_dtype(name: str, device: torch.device | str) -> torch.dtype:
 
 def load_for_inference(model_dir: str | os.PathLike, dtype: str = "fp32") -> tuple[Any, Any]:
     """A saved mega2bart model in eval mode, in `dtype`, on CUDA when available (else the CPU), + its tokenizer."""
-    from mega2bart.build import load_mega2bart
+    from mega2bart.builder import load_mega2bart
 
     device = inference_device()
     torch_dtype = resolve_dtype(dtype, device)  # before loading: a wrong choice fails at once

@@ -754,8 +754,8 @@ def build_trainer(
 ) -> tuple[Seq2SeqTrainer, dict[str, Any]]:
     """Load model, tokenizer and data for `config` and return the trainer and a run summary
     (data loading and tokenization statistics, parameter counts) for `metrics.json`."""
-    from mega2bart.build import load_mega2bart
-    from mega2bart.build.generation import generation_lengths, new_token_limits
+    from mega2bart.builder import load_mega2bart
+    from mega2bart.builder.generation import generation_lengths, new_token_limits
     from mega2bart.data import SummarizationCollator, load_summarization_dataset, require_rows, tokenize_dataset
     from mega2bart.metrics import SENTENCE_SPLITTER, build_compute_metrics
 
@@ -886,7 +886,7 @@ class ShipBuildFilesCallback(TrainerCallback):
         self.source = source
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
-        from mega2bart.build import ship_build_files
+        from mega2bart.builder import ship_build_files
 
         checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if state.is_world_process_zero and (checkpoint / "config.json").is_file():
@@ -933,7 +933,7 @@ def _delete_run(output_dir: Path) -> None:
     weights, configs and remote code. Other files stay (the tokenizer files are rewritten by the next run)."""
     import shutil
 
-    from mega2bart.build import BUILD_INFO_FILE, REMOTE_CODE_FILES
+    from mega2bart.builder import BUILD_INFO_FILE, REMOTE_CODE_FILES
 
     names = {
         CONFIG_FILE,
@@ -974,7 +974,7 @@ def train(
 
     Returns the content of `metrics.json`: {"train": ..., "eval": ..., "run": ...}.
     """
-    from mega2bart.build import ship_build_files
+    from mega2bart.builder import ship_build_files
 
     prepare_output_dir(config, overwrite)
     checkpoint = resolve_checkpoint(config)

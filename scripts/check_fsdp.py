@@ -221,7 +221,7 @@ def main() -> int:
         if diff > args.rtol:
             failures.append(f"resumed step 4 loss differs by {diff:.2e} > rtol {args.rtol}")
 
-    from mega2bart.build import load_mega2bart
+    from mega2bart.builder import load_mega2bart
 
     for directory in (sharded / "checkpoint-3", sharded):
         print(f"{directory.name}: {sorted(p.name for p in directory.iterdir())}")

@@ -107,7 +107,7 @@ def tiny_bart_decoder_dir(tmp_path_factory, offline_tokenizer) -> Path:
 @pytest.fixture(scope="session")
 def tiny_mega2bart_dir(tmp_path_factory, tiny_mega_encoder_dir, tiny_bart_decoder_dir) -> Path:
     """A mega2bart model built from the two tiny directories and saved by `save_mega2bart`."""
-    from mega2bart.build import build_mega2bart, save_mega2bart
+    from mega2bart.builder import build_mega2bart, save_mega2bart
 
     path = tmp_path_factory.mktemp("tiny_mega2bart") / "model"
     model, tokenizer = build_mega2bart(

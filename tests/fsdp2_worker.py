@@ -26,7 +26,7 @@ from safetensors.torch import save_file
 def main(model_dir: str, out_dir: str) -> None:
     from transformers.models.bart.modeling_bart import BartDecoderLayer
 
-    from mega2bart.build import load_mega2bart
+    from mega2bart.builder import load_mega2bart
     from mega2bart.models.mega.modeling_mega import MegaBlock
 
     sharded = int(os.environ.get("WORLD_SIZE", "1")) > 1

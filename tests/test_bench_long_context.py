@@ -132,7 +132,7 @@ def test_png_is_valid_and_has_the_drawn_pixels(tmp_path: Path) -> None:
 
 
 def test_probe_models_use_the_products_ema_init(tmp_path: Path) -> None:
-    """The probe builds through `mega2bart.build` with MegaConfig.ema_init, not a helper of its own."""
+    """The probe builds through `mega2bart.builder` with MegaConfig.ema_init, not a helper of its own."""
     import json as json_module
 
     bench = _bench()

@@ -1,4 +1,4 @@
-"""mega2bart.build: wiring, checks, provenance, save/load (also as remote code), generation, training correctness."""
+"""mega2bart.builder: wiring, checks, provenance, save/load (also as remote code), generation, training correctness."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from transformers import (
     Seq2SeqTrainingArguments,
 )
 
-from mega2bart.build import (
+from mega2bart.builder import (
     BUILD_INFO_FILE,
     BuildError,
     build_mega2bart,
@@ -305,8 +305,8 @@ def test_model_card_and_describe(tiny_mega2bart_dir, tiny_mega_encoder_dir, tiny
 def test_build_info_file_round_trips_and_remote_code_is_shipped_unchanged(tiny_mega2bart_dir) -> None:
     """mega2bart_build.json reads into a ModelDescription and writes back byte for byte (so directories saved
     earlier keep loading), and the remote-code files are the package's own files, not edited copies."""
-    import mega2bart.build.remote_code as remote_code
-    from mega2bart.build import ModelDescription, read_build_info
+    import mega2bart.builder.remote_code as remote_code
+    from mega2bart.builder import ModelDescription, read_build_info
 
     saved = (tiny_mega2bart_dir / BUILD_INFO_FILE).read_text()
     assert ModelDescription.from_dict(json.loads(saved)).to_json() == saved
@@ -328,7 +328,7 @@ def test_save_refuses_non_empty_dir_and_overwrites_on_request(tmp_path) -> None:
 
 
 def test_crash_during_save_leaves_nothing_that_looks_complete(tmp_path, monkeypatch) -> None:
-    import mega2bart.build.remote_code as remote_code
+    import mega2bart.builder.remote_code as remote_code
 
     model, tokenizer = _tiny()
 
@@ -636,8 +636,8 @@ def test_killed_save_leaves_staging_that_the_next_save_removes(tmp_path) -> None
     killed = textwrap.dedent(
         f"""
         import os, torch
-        import mega2bart.build as build
-        import mega2bart.build.remote_code as remote_code
+        import mega2bart.builder as build
+        import mega2bart.builder.remote_code as remote_code
         torch.manual_seed(0)
         model, tokenizer = build.build_mega2bart(**build.preset_kwargs("tiny"))
         remote_code.write_remote_code = lambda directory: os._exit(9)  # killed after the weights are written
@@ -694,7 +694,7 @@ def test_killed_overwrite_leaves_one_model_and_no_stray_folder_after_the_next_sa
     killed = textwrap.dedent(
         f"""
         import os, pathlib, shutil, torch
-        import mega2bart.build as build
+        import mega2bart.builder as build
         torch.manual_seed(1)
         model, tokenizer = build.build_mega2bart(**build.preset_kwargs("tiny"))
         renames, rename = [], pathlib.Path.rename
@@ -723,3 +723,23 @@ def test_killed_overwrite_leaves_one_model_and_no_stray_folder_after_the_next_sa
     assert (target / "model.safetensors").is_file() and (target / "config.json").is_file()
     if new_weights is not None:
         assert (target / "model.safetensors").read_bytes() == new_weights
+
+
+def test_old_package_name_is_an_alias_of_builder():
+    code = (
+        "import warnings\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    import mega2bart.build as old\n"
+        "    from mega2bart.build.loading import choose_long_reach\n"
+        "    from mega2bart.build import BuildError\n"
+        "import mega2bart.builder, mega2bart.builder.loading\n"
+        "assert old is mega2bart.builder\n"
+        "assert choose_long_reach is mega2bart.builder.loading.choose_long_reach\n"
+        "assert BuildError is mega2bart.builder.BuildError\n"
+        "assert any('renamed to mega2bart.builder' in str(w.message) for w in caught)\n"
+        "print('alias ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "alias ok"

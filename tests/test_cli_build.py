@@ -55,13 +55,13 @@ def test_build_tiny_preset_then_info(tmp_path) -> None:
 
 
 def test_build_random_init_warns_and_card_says_so(tmp_path, monkeypatch) -> None:
-    import mega2bart.build
+    import mega2bart.builder
 
     # the CLI path of --random-init; the full-size configs are checked in test_builder.py (meta device)
     calls = []
-    real = mega2bart.build.preset_kwargs
+    real = mega2bart.builder.preset_kwargs
     monkeypatch.setattr(
-        mega2bart.build, "preset_kwargs", lambda name, **kw: calls.append((name, kw)) or real("tiny", **kw)
+        mega2bart.builder, "preset_kwargs", lambda name, **kw: calls.append((name, kw)) or real("tiny", **kw)
     )
     output = tmp_path / "random"
     result = _invoke("build", output, "--preset", "base", "--random-init", "--quiet")
@@ -271,7 +271,7 @@ def test_built_model_as_encoder_and_mega_as_decoder_are_refused(
 
 def test_build_mega_decoder_with_cross_attention(tmp_path) -> None:
     """A directory holding only a MEGA config builds a random-init MEGA decoder with gated cross-attention."""
-    from mega2bart.build import load_mega2bart
+    from mega2bart.builder import load_mega2bart
     from mega2bart.presets import TINY_ENCODER
 
     decoder_dir = tmp_path / "mega-decoder"

@@ -289,7 +289,7 @@ def test_collator_adds_decoder_input_ids_from_model(tok):
 def test_mega_pads_inside_so_the_collator_need_not_pad_to_chunk_size(tok, tiny_mega2bart_dir):
     """The loss of a batch padded to 8 equals that of the same batch padded to the chunk size (64)
     outside, the padding every caller did before MegaModel padded inside (lengths 70..130 > 64)."""
-    from mega2bart.build import load_mega2bart
+    from mega2bart.builder import load_mega2bart
 
     model, _ = load_mega2bart(tiny_mega2bart_dir)
     model.eval()

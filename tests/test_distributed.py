@@ -83,7 +83,7 @@ def test_torchrun_two_cpu_processes_train_and_the_result_loads(tiny_mega2bart_di
     losses = [entry["loss"] for entry in metrics["log_history"] if "loss" in entry]
     assert len(losses) == 3 and all(loss == loss for loss in losses)  # no NaN
 
-    from mega2bart.build import load_mega2bart
+    from mega2bart.builder import load_mega2bart
 
     model, tokenizer = load_mega2bart(out)
     final = load_file(str(out / "model.safetensors"))
@@ -317,7 +317,7 @@ def test_fsdp2_on_the_cpu_shards_mega_blocks_and_bart_layers_like_one_process(ti
     worst = max(((weights_one[k].double() - weights_two[k].double()).abs().max().item(), k) for k in weights_one)
     assert worst[0] <= 1e-5, f"final weights differ by {worst[0]:.3g} in {worst[1]}"
 
-    from mega2bart.build import load_mega2bart
+    from mega2bart.builder import load_mega2bart
 
     model, tokenizer = load_mega2bart(tiny_mega2bart_dir)  # the gathered checkpoint is a normal state dict
     model.load_state_dict(weights_two, strict=True)

@@ -104,7 +104,7 @@ def test_long_reach_factors_are_finite_at_the_ends() -> None:
 
 
 def test_builder_initialises_long_and_says_so_checkpoints_are_untouched(tmp_path) -> None:
-    from mega2bart.build import build_mega2bart, describe_mega2bart, load_mega2bart, save_mega2bart
+    from mega2bart.builder import build_mega2bart, describe_mega2bart, load_mega2bart, save_mega2bart
     from mega2bart.presets import TINY_DECODER
 
     model, tokenizer = build_mega2bart(dict(TINY_ENCODER), dict(TINY_DECODER), "offline")

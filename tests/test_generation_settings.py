@@ -9,7 +9,7 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from mega2bart.build.generation import check_generation_settings, generation_problems
+from mega2bart.builder.generation import check_generation_settings, generation_problems
 from mega2bart.cli import ERROR_EXIT_CODE, app
 
 BAD = [

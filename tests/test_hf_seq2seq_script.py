@@ -89,7 +89,7 @@ def test_own_seq2seq_trainer_script(tiny_mega2bart_dir, tmp_path, caplog) -> Non
         assert torch.equal(model(**batch).logits, reloaded(**batch).logits)
     assert reloaded.config.decoder.vocab_size == len(tokenizer) + (-len(tokenizer)) % 8
 
-    from mega2bart.build import describe_mega2bart
+    from mega2bart.builder import describe_mega2bart
 
     description = describe_mega2bart(saved)
     assert description.build is not None and description.build.seed == 0

@@ -217,7 +217,7 @@ def test_pretraining_lowers_mlm_loss(two_phase_run: Path) -> None:
 
 
 def test_result_loads_and_builds(two_phase_run: Path) -> None:
-    from mega2bart.build import build_mega2bart
+    from mega2bart.builder import build_mega2bart
     from mega2bart.models.mega import MegaForMaskedLM, MegaModel
     from mega2bart.presets import TINY_DECODER
 

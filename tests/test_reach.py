@@ -18,7 +18,7 @@ from mega_tiny import tiny_config
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from mega2bart.build import MegaDescription, ModelDescription, describe_model
+from mega2bart.builder import MegaDescription, ModelDescription, describe_model
 from mega2bart.cli import ERROR_EXIT_CODE, app
 from mega2bart.models.mega import MegaModel
 from mega2bart.models.mega.reach import ema_reach, mega_reach

@@ -135,7 +135,7 @@ def _foreign_imports(source: str, siblings: set[str]) -> list[str]:
 
 
 def test_remote_code_files_import_only_the_standard_library_torch_and_transformers() -> None:
-    from mega2bart.build.remote_code import REMOTE_CODE_SOURCES
+    from mega2bart.builder.remote_code import REMOTE_CODE_SOURCES
 
     siblings = {Path(name).stem for name in REMOTE_CODE_SOURCES}
     problems = [

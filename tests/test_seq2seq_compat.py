@@ -71,7 +71,7 @@ def test_summarizer_keeps_its_new_token_options_without_a_warning(tiny_built, ca
 
 
 def test_resize_token_embeddings_grows_every_vocabulary_matrix(tiny_built, tmp_path) -> None:
-    from mega2bart.build import load_mega2bart
+    from mega2bart.builder import load_mega2bart
 
     model, tokenizer = load_mega2bart(tiny_built)
     old = model.config.decoder.vocab_size
@@ -104,7 +104,7 @@ def test_resize_token_embeddings_grows_every_vocabulary_matrix(tiny_built, tmp_p
 
 
 def test_resize_token_embeddings_shrinks_and_resizes_a_logits_bias(tiny_built) -> None:
-    from mega2bart.build import load_mega2bart
+    from mega2bart.builder import load_mega2bart
 
     model, _ = load_mega2bart(tiny_built)
     rows = model.config.vocab_size - 7
@@ -121,7 +121,7 @@ def test_resize_token_embeddings_shrinks_and_resizes_a_logits_bias(tiny_built) -
 def test_provenance_survives_a_plain_save_pretrained(tiny_built, tmp_path) -> None:
     from transformers import AutoModelForSeq2SeqLM
 
-    from mega2bart.build import describe_mega2bart, load_mega2bart
+    from mega2bart.builder import describe_mega2bart, load_mega2bart
 
     built = describe_mega2bart(tiny_built)
     for load in (lambda: load_mega2bart(tiny_built)[0], lambda: AutoModelForSeq2SeqLM.from_pretrained(tiny_built)):
@@ -138,7 +138,7 @@ def test_provenance_survives_a_plain_save_pretrained(tiny_built, tmp_path) -> No
 
 
 def test_build_same_seed_same_bytes_other_seed_other_weights(tmp_path) -> None:
-    from mega2bart.build import describe_mega2bart
+    from mega2bart.builder import describe_mega2bart
     from mega2bart.cli import app
 
     runner = CliRunner()
@@ -154,7 +154,7 @@ def test_build_same_seed_same_bytes_other_seed_other_weights(tmp_path) -> None:
 
 
 def test_build_restores_the_callers_random_state(offline_tokenizer) -> None:
-    from mega2bart.build import build_mega2bart, preset_kwargs
+    from mega2bart.builder import build_mega2bart, preset_kwargs
 
     torch.manual_seed(123)
     expected = torch.rand(3)

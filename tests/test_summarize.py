@@ -33,7 +33,7 @@ LONG_DOCUMENT = " ".join(f"Sentence {i} describes topic {i % 7} of the long synt
 
 @pytest.fixture(scope="module")
 def model_and_tokenizer(tiny_mega2bart_dir):
-    from mega2bart.build import load_mega2bart
+    from mega2bart.builder import load_mega2bart
 
     return load_mega2bart(tiny_mega2bart_dir)
 

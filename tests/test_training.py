@@ -29,7 +29,7 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 @pytest.fixture(scope="module")
 def dropout_model_dir(tmp_path_factory) -> Path:
     """The tiny preset with dropout on, so exact resumption must restore the RNG state too."""
-    from mega2bart.build import build_mega2bart, save_mega2bart
+    from mega2bart.builder import build_mega2bart, save_mega2bart
     from mega2bart.presets import TINY_DECODER, TINY_ENCODER
 
     torch.manual_seed(0)
@@ -220,7 +220,7 @@ def test_fsdp_style_activation_checkpointing_of_whole_layers_trains(tiny_mega2ba
     )
     from transformers.models.bart.modeling_bart import BartDecoderLayer
 
-    from mega2bart.build import load_mega2bart
+    from mega2bart.builder import load_mega2bart
     from mega2bart.models.mega.modeling_mega import MegaBlock
 
     model, tokenizer = load_mega2bart(tiny_mega2bart_dir)
@@ -317,7 +317,7 @@ def test_short_aclsum_run_loss_falls_and_writes_everything(tiny_mega2bart_dir, t
     assert metrics["run"]["tokenization"]["train"]["inputs_truncated"] == 4  # papers are ~6k tokens
     assert metrics["run"]["pad_to_multiple_of"] == 8  # the default; MEGA pads to its chunk_size inside
     # the trained model loads back for inference
-    from mega2bart.build import BUILD_INFO_FILE, REMOTE_CODE_FILES, describe_mega2bart, load_mega2bart
+    from mega2bart.builder import BUILD_INFO_FILE, REMOTE_CODE_FILES, describe_mega2bart, load_mega2bart
 
     model, _ = load_mega2bart(out)
     trained = _weights(out)
@@ -537,7 +537,7 @@ def test_freeze_encoder_keeps_mega_fixed(tiny_mega2bart_dir, tmp_path):
 
 
 def test_freeze_decoder_keeps_bridge_trainable(tiny_mega2bart_dir):
-    from mega2bart.build import load_mega2bart
+    from mega2bart.builder import load_mega2bart
 
     model, _ = load_mega2bart(tiny_mega2bart_dir)
     counts = apply_freeze(model, "decoder")

@@ -11,7 +11,7 @@ Attention is confined to chunks of `chunk_size` tokens when `use_chunking`: only
 information from one chunk to the next, so the table counts the dimensions whose 1% reach passes one
 chunk. With `truncation` set the kernel has only that many taps, and nothing reaches beyond them.
 
-Reads only torch (not shipped as remote code: `mega2bart/build/remote_code.py` lists the shipped files).
+Reads only torch (not shipped as remote code: `mega2bart/builder/remote_code.py` lists the shipped files).
 """
 
 from __future__ import annotations
