@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from mega2bart.config_types import RunConfig, setting
+from mega2bart.config_types import RunConfig, refuse_file_output_dir, setting
 
 # the text (reading, packing) lives in its own module; its public names stay importable from here
 from mega2bart.pretraining_text import (  # noqa: F401
@@ -237,8 +237,7 @@ class PretrainConfig(RunConfig):
                 "no text to pretrain on: pass `dataset` ('aclsum', 'gensim-wiki' or a datasets name) and/or `text_files`"
             )
         _check_length_and_ratio(self.max_length, self.mask_ratio, "`max_length`/`mask_ratio`")
-        if not 0 <= self.seed < 2**32:
-            raise ValueError(f"`seed` ({self.seed}) must be in [0, 2**32) (numpy's seed range)")
+        self.check_seed()
         if self.phases:
             parse_phases(self.phases, self.max_steps)  # raises on a bad spec
 
@@ -393,8 +392,7 @@ def run_pretraining(config: PretrainConfig) -> Path:
     from mega2bart.training import newest_complete_checkpoint
 
     output_dir = Path(config.output_dir).expanduser()
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ValueError(f"output_dir {str(output_dir)!r} is a file: pass a directory path")
+    refuse_file_output_dir(output_dir)
     # a run that failed before training (bad text, too little of it) left at most its config: not a run to protect
     started = output_dir.is_dir() and any(path.name != CONFIG_FILE for path in output_dir.iterdir())
     if started and not config.resume:

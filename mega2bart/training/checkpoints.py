@@ -8,7 +8,7 @@ import os
 import re
 from pathlib import Path
 
-from mega2bart.config_types import read_yaml_mapping
+from mega2bart.config_types import read_yaml_mapping, refuse_file_output_dir
 
 from .config import CONFIG_FILE, METRICS_FILE, TrainConfig
 
@@ -196,8 +196,7 @@ def prepare_output_dir(config: TrainConfig, overwrite: bool = False) -> None:
     silently continue the old weights (the checkpoints) under the new name.
     """
     output_dir = Path(config.output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ValueError(f"output_dir {str(output_dir)!r} is a file: pass a directory path (--output-dir)")
+    refuse_file_output_dir(output_dir)
     saved = output_dir / CONFIG_FILE
     if not saved.is_file():
         return

@@ -248,8 +248,7 @@ class TrainConfig(RunConfig):
             raise ValueError(f"`max_steps` ({self.max_steps}) must be > 0, or -1 to train `num_train_epochs`")
         if self.max_steps == -1 and self.num_train_epochs <= 0:
             raise ValueError(f"`num_train_epochs` ({self.num_train_epochs}) must be > 0 when `max_steps` is -1")
-        if not 0 <= self.seed < 2**32:
-            raise ValueError(f"`seed` ({self.seed}) must be in [0, 2**32) (numpy's seed range)")
+        self.check_seed()
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"`label_smoothing` ({self.label_smoothing}) must be in [0, 1)")
         if self.warmup_steps < 0 or (self.warmup_steps >= 1 and self.warmup_steps != int(self.warmup_steps)):
