@@ -160,26 +160,8 @@ class BuildInfo:
         )
 
 
-_BUILD_KEYS = frozenset(
-    {
-        "mega2bart_version",
-        "encoder",
-        "decoder",
-        "tokenizer",
-        "tokenizer_is_real_bart",
-        "parameters",
-        "random_init",
-        "random_init_parameters",
-        "enc_to_dec_proj",
-        "vocabulary",
-        "context_length",
-        "encoder_chunk_size",
-        "encoder_ema_init",
-        "generation",
-        "training",
-        "seed",
-    }
-)
+_BUILD_KEYS = frozenset({field.name for field in dataclasses.fields(BuildInfo)} | {"random_init_parameters"})
+"""The keys of `BuildInfo.to_dict`: its fields and the computed `random_init_parameters`."""
 
 
 @dataclasses.dataclass
@@ -266,8 +248,19 @@ class Architecture:
         return cls(encoder, decoder, enc_to_dec_proj=encoder.hidden_size != decoder.hidden_size)
 
 
+class _ReachWarnings:
+    """The `warnings` of a description with an EMA `reach` (`ModelDescription`, `MegaDescription`)."""
+
+    reach: EmaReach | None
+
+    @property
+    def warnings(self) -> list[str]:
+        """One-line warnings `mega2bart info` shows after the summary (an EMA that crosses no chunk)."""
+        return [self.reach.warning] if self.reach is not None and self.reach.warning else []
+
+
 @dataclasses.dataclass
-class ModelDescription:
+class ModelDescription(_ReachWarnings):
     """Everything `mega2bart info` shows about a saved directory; its JSON form is `mega2bart_build.json`."""
 
     architecture: Architecture
@@ -317,11 +310,6 @@ class ModelDescription:
             lines += _reach_lines(self.reach)
         return lines
 
-    @property
-    def warnings(self) -> list[str]:
-        """One-line warnings `mega2bart info` shows after the summary (an EMA that crosses no chunk)."""
-        return [self.reach.warning] if self.reach is not None and self.reach.warning else []
-
     def to_dict(self, *, with_path: bool = True) -> dict[str, Any]:
         """The JSON form: the build's keys first, then the description's (which win where both have one).
 
@@ -368,7 +356,7 @@ class ModelDescription:
 
 
 @dataclasses.dataclass
-class MegaDescription:
+class MegaDescription(_ReachWarnings):
     """Everything `mega2bart info` shows about a bare MEGA directory (model_type "mega", saved alone)."""
 
     architecture: EncoderArchitecture
@@ -396,11 +384,6 @@ class MegaDescription:
             f"parameters: {parameters}",
         ]
         return lines + _reach_lines(self.reach)
-
-    @property
-    def warnings(self) -> list[str]:
-        """One-line warnings `mega2bart info` shows after the summary (an EMA that crosses no chunk)."""
-        return [self.reach.warning] if self.reach is not None and self.reach.warning else []
 
     def to_dict(self) -> dict[str, Any]:
         return {
