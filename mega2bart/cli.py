@@ -18,10 +18,12 @@ fields (`with_generation_options`), both through `with_fields_of` (all in `mega2
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -113,6 +115,32 @@ def _require_writable(path: Path, what: str) -> None:
         fail(f"{what} {str(path)!r} cannot be written: no write permission in {str(ancestor)!r}")
 
 
+def _start(quiet: bool, output: Path, what: str) -> None:
+    """The start of a command that writes OUTPUT (build, train, eval, summarize, pretrain): mega2bart's log
+    on stderr (`--quiet`: only warnings and errors, and the libraries quiet too), then, before anything
+    loads, a one-line failure when OUTPUT cannot be written."""
+    _setup_logging(not quiet, libraries=quiet)
+    _require_writable(output, what)
+
+
+@contextlib.contextmanager
+def _run_errors() -> Iterator[None]:
+    """The errors of a training run (train, pretrain) as one-line failures: bad settings, a missing file or
+    package with their own message; the file system's, torch's (out of memory), datasets' and transformers'
+    (OSError, RuntimeError) as `TypeName: message`."""
+    try:
+        yield
+    except (ValueError, FileNotFoundError, ImportError) as exc:
+        fail(str(exc))
+    except (OSError, RuntimeError) as exc:
+        fail(_one_line(exc))
+
+
+def _warn(message: str) -> None:
+    """A warning on stderr, in yellow; the command goes on."""
+    typer.secho(message, err=True, fg=typer.colors.YELLOW)
+
+
 @app.command()
 def build(
     output_dir: Annotated[Path, typer.Argument(help="Directory to write the model to (must be empty or absent).")],
@@ -146,11 +174,10 @@ def build(
     quiet: Annotated[bool, typer.Option(help="Only warnings and errors.")] = False,
 ) -> None:
     """Build a MEGA encoder + BART decoder EncoderDecoderModel and save it with tokenizer and model card."""
-    _setup_logging(not quiet, libraries=quiet)
+    output = output_dir.expanduser()
+    _start(quiet, output, "OUTPUT_DIR")
     from .builder import BuildError, build_mega2bart, preset_kwargs, save_mega2bart
 
-    output = output_dir.expanduser()
-    _require_writable(output, "OUTPUT_DIR")
     if output.exists() and not output.is_dir():
         fail(f"output {str(output)!r} is a file, not a directory: pass a directory path (new or empty)")
     if output.is_dir() and any(output.iterdir()) and not overwrite:
@@ -162,11 +189,9 @@ def build(
     except ValueError as exc:
         fail(str(exc))
     if random_init:
-        typer.secho(
+        _warn(
             f"warning: --random-init: every weight of this {preset or 'large'} model is RANDOM (real shapes, offline "
-            "tokenizer): for benchmarks and smoke tests; its summaries are noise until trained",
-            err=True,
-            fg=typer.colors.YELLOW,
+            "tokenizer): for benchmarks and smoke tests; its summaries are noise until trained"
         )
     for key, value in (("encoder", encoder), ("decoder", decoder), ("tokenizer", tokenizer)):
         if value is not None:
@@ -218,7 +243,7 @@ def info(
         return
     typer.echo("\n".join(description.summary_lines()))
     for warning in description.warnings:
-        typer.secho(warning, err=True, fg=typer.colors.YELLOW)
+        _warn(warning)
 
 
 @app.command("fill-mask")
@@ -254,11 +279,7 @@ def fill_mask(
         tokenizer = load_offline_tokenizer()
         torch.manual_seed(0)
         mlm = MegaForMaskedLM(MegaConfig(**TINY_MLM)).eval()
-        typer.secho(
-            "warning: --preset tiny is a RANDOM untrained model: its predictions are noise",
-            err=True,
-            fg=typer.colors.YELLOW,
-        )
+        _warn("warning: --preset tiny is a RANDOM untrained model: its predictions are noise")
         fill = pipeline("fill-mask", model=mlm, tokenizer=tokenizer, top_k=top_k)
     else:
         name = model or DEFAULT_ENCODER
@@ -298,18 +319,13 @@ def train(
     ] = True,
 ) -> None:
     """Fine-tune a mega2bart model (Seq2SeqTrainer, ROUGE on the eval split); resumable; DDP under torchrun."""
-    _setup_logging(not quiet, libraries=quiet)
-    _require_writable(Path(train_config.output_dir), "--output-dir")
+    _start(quiet, Path(train_config.output_dir), "--output-dir")
     from .training import METRICS_FILE
     from .training import train as run_training
 
     _plan_check(plan_check, "preflight_train", train_config)
-    try:
+    with _run_errors():
         results = run_training(train_config, overwrite=overwrite, quiet=quiet)
-    except (ValueError, FileNotFoundError, ImportError) as exc:
-        fail(str(exc))
-    except (OSError, RuntimeError) as exc:  # the file system; torch (out of memory), datasets, transformers
-        fail(_one_line(exc))
     if os.environ.get("RANK", "0") != "0":  # under torchrun/accelerate only the main process reports
         return
     losses = [entry["loss"] for entry in results["log_history"] if "loss" in entry]
@@ -352,11 +368,10 @@ def evaluate(
     plan_check: _PlanCheckOption = True,
 ) -> None:
     """Generate summaries for a dataset split; write ROUGE-1/2/L/Lsum with bootstrap CIs and predictions; shared under torchrun."""
-    _setup_logging(not quiet, libraries=quiet)
+    require_one_of("--overflow", overflow, ("truncate", "windows"))
+    _start(quiet, output_dir, "--output-dir")
     from .evaluation import evaluate_model
 
-    require_one_of("--overflow", overflow, ("truncate", "windows"))
-    _require_writable(output_dir, "--output-dir")
     _plan_check(plan_check, "preflight_generate", model, max_input_tokens, batch_size, generation, dtype)
     try:
         report = evaluate_model(
@@ -416,12 +431,11 @@ def summarize(
     plan_check: _PlanCheckOption = True,
 ) -> None:
     """Summarise documents of any length (overlapping windows, then a summary of summaries); shared under torchrun."""
-    _setup_logging(not quiet, libraries=quiet)
+    require_one_of("--merge", merge, ("summarize", "concatenate"))
+    _start(quiet, output, "--output")
     from .builder import BuildError
     from .summarize import Summarizer, check_output, stats_path, summarize_files
 
-    require_one_of("--merge", merge, ("summarize", "concatenate"))
-    _require_writable(output, "--output")
     try:
         check_output(output, files, skip_existing=skip_existing, overwrite=overwrite)  # before the model loads
     except (ValueError, FileExistsError) as exc:
@@ -463,16 +477,11 @@ def pretrain(
     quiet: Annotated[bool, typer.Option(help="Only warnings and errors.")] = False,
 ) -> None:
     """Continue MLM pretraining of a MEGA encoder on raw text; the result feeds `mega2bart build --encoder`."""
-    _setup_logging(not quiet, libraries=quiet)
-    _require_writable(Path(pretrain_config.output_dir), "--output-dir")
+    _start(quiet, Path(pretrain_config.output_dir), "--output-dir")
     from .pretraining import METRICS_FILE, run_pretraining
 
-    try:
+    with _run_errors():
         final = run_pretraining(pretrain_config)
-    except (ValueError, FileNotFoundError, ImportError) as exc:
-        fail(str(exc))
-    except (OSError, RuntimeError) as exc:
-        fail(_one_line(exc))
     phases_run = json.loads((final.parent / METRICS_FILE).read_text())["phases"]
     for phase in phases_run:
         typer.echo(
