@@ -2,7 +2,7 @@
 
 A setting is one dataclass field made with `setting(default, help=..., ...)`. Its metadata is the
 only description of the setting; the command line (`mega2bart train`/`pretrain` options are
-generated from it in `mega2bart.cli`, and the `eval`/`summarize` generation options from the
+generated from it in `mega2bart.cli_options`, and the `eval`/`summarize` generation options from the
 `setting()` fields of `mega2bart.summarize.GenerationOptions`), the checks below and
 `TrainingArguments` read it:
 

@@ -18,7 +18,7 @@ class GenerationOptions:
     """Generation settings; None keeps the model's `generation_config.json` value.
 
     Each field is the one declaration of its setting: `mega2bart eval` and `mega2bart summarize`
-    take their generation options from these fields (help, flag; `mega2bart.cli`), and `min` is the
+    take their generation options from these fields (help, flag; `mega2bart.cli_options`), and `min` is the
     range `__post_init__` checks.
     """
 
