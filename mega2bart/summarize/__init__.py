@@ -46,9 +46,7 @@ One module per concern:
 
 from __future__ import annotations
 
-import importlib
 import logging
-from typing import Any
 
 from .files import check_output, stats_path, summarize_files
 from .loading import load_for_inference, resolve_dtype
@@ -64,51 +62,6 @@ from .parallel import PARTS_SUFFIX  # noqa: F401  isort: skip
 from .records import SUMMARY_KEYS  # noqa: F401  isort: skip
 
 logger = logging.getLogger(__name__)  # the logger every module of the package writes to
-
-# the private names of `mega2bart.summarize` when it was one module -> where each is now (most are public
-# there under a new name), so that code importing them from the package keeps working
-_FORMER_NAMES = {
-    "_Pending": "groups.Pending",
-    "_longest_first": "groups.longest_first",
-    "_groups": "groups.length_groups",
-    "_summarized": "groups.summarized",
-    "_windowed": "groups.was_windowed",
-    "_write_groups": "groups.write_groups",
-    "_RECORD_START": "records.RECORD_START",
-    "_summary_record": "records.summary_record",
-    "_scan_output": "records.scan_output",
-    "_torn": "records._torn",
-    "_append_records": "records.append_records",
-    "_complete_records": "records.complete_records",
-    "_record_ids": "records.record_ids",
-    "_result_from_dict": "records.result_from_dict",
-    "_stdin_stat": "files._stdin_stat",
-    "_read_inputs": "files._read_inputs",
-    "_report_run": "files._report_run",
-    "_is_ours": "files._is_ours",
-    "_precision": "loading.model_precision",
-    "_progress": "summarizer.progress_bar",
-    "_DocumentState": "summarizer._DocumentState",
-    "_WindowInput": "summarizer._WindowInput",
-    "_BARRIER_TIMEOUT": "parallel._BARRIER_TIMEOUT",
-    "_world": "parallel.world",
-    "_parts_dir": "parallel.parts_dir",
-    "_part_file": "parallel.part_file",
-    "_barrier": "parallel.process_barrier",
-    "_remove_parts": "parallel.remove_parts",
-    "_check_parts": "parallel.check_parts",
-    "_assign": "parallel.assign",
-    "_owned": "parallel.owned_groups",
-    "_merge_parts": "parallel._merge_parts",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _FORMER_NAMES:
-        module, attribute = _FORMER_NAMES[name].split(".")
-        return getattr(importlib.import_module(f".{module}", __name__), attribute)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 
 __all__ = [
     "GenerationOptions",
