@@ -22,7 +22,7 @@ Timing of one `generate` call (after a short warm-up call on `warmup_tokens` tok
 - per_token_s: the mean time between later logits-processor calls (one per decoding step, all beams);
 - total_s: the whole call.
 Memory: `peak_rss_gb` is the process's peak (model build included); `phase_peak_rss_gb` the peak of the measured
-call(s) alone (VmHWM reset through /proc/self/clear_refs, see `_worker.py`).
+call(s) alone (VmHWM reset through /proc/self/clear_refs, see `_harness.py`).
 
 Training ("train"): `model.train()`, gradient checkpointing on, forward with `label_tokens` labels and
 `loss.backward()` (no optimiser step), after a warm-up step on `warmup_tokens` tokens.
@@ -33,7 +33,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
 import statistics
 import sys
 import time
@@ -45,7 +44,8 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))  # the repo root, in case mega2bart is not installed
-from _worker import DTYPES, RESULT_PREFIX, hwm_gb, maxrss_gb, reset_hwm, rss_gb  # noqa: E402
+from _harness import hwm_gb, maxrss_gb, pin_threads, print_result, reset_hwm, rss_gb, run_info  # noqa: E402
+from _worker import DTYPES  # noqa: E402
 
 # allenai/led-large-16384's configuration (config values as published).
 LED_LARGE_CONFIG: dict[str, Any] = {
@@ -288,22 +288,15 @@ def main() -> None:
     if len(sys.argv) != 2:
         raise SystemExit("usage: _generate_worker.py '<json spec>' (run by benchmarks/bench_generate.py)")
     spec = json.loads(sys.argv[1])
-    torch.set_num_threads(spec.get("threads") or os.cpu_count() or 1)
+    pin_threads(spec.get("threads"))
     if spec["task"] == "generate":
         result = measure_generate(spec)
     elif spec["task"] == "train":
         result = measure_train(spec)
     else:
         raise ValueError(f"unknown task {spec['task']!r}: expected generate or train")
-    import transformers
-
-    result.update(
-        spec=spec,
-        threads=torch.get_num_threads(),
-        torch_version=torch.__version__,
-        transformers_version=transformers.__version__,
-    )
-    print(RESULT_PREFIX + json.dumps(result), flush=True)
+    result.update(run_info(spec))
+    print_result(result)
 
 
 if __name__ == "__main__":

@@ -41,23 +41,9 @@ from mega2bart.models.mega.configuration_mega import MegaConfig  # noqa: E402
 from mega2bart.models.mega.modeling_mega import MegaModel  # noqa: E402
 from mega2bart.presets import random_init_sources  # noqa: E402
 
-RESULT_PREFIX = "BENCH_RESULT "
-PAGE = 4096
-
-
-def rss_bytes() -> int:
-    return int(Path("/proc/self/statm").read_text().split()[1]) * PAGE
-
-
-def hwm_bytes() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
-
-
-def reset_hwm() -> None:
-    Path("/proc/self/clear_refs").write_text("5")
+sys.path.insert(0, str(HERE))
+from _harness import hwm_bytes, print_result, rss_bytes  # noqa: E402
+from _harness import reset_hwm_or_fail as reset_hwm  # noqa: E402 (the measured peak needs the reset)
 
 
 def build(size: str, dtype: torch.dtype) -> Mega2BartModel:
@@ -152,4 +138,4 @@ def run(spec: dict) -> dict:
 
 if __name__ == "__main__":
     spec = json.loads(sys.argv[1])
-    print(RESULT_PREFIX + json.dumps({"spec": spec, **run(spec)}), flush=True)
+    print_result({"spec": spec, **run(spec)})

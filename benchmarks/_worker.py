@@ -4,8 +4,9 @@
 
 Runs under either virtual environment: the main one (impl "native" = mega2bart's MEGA, "led" = LED-base's
 encoder from transformers 5, and the matmul-peak / FLOP-count probes) or the reference one (impl "port" = the
-transformers 4.57.1 MEGA port). It therefore imports only the standard library and torch at module level;
-each implementation's imports happen inside its builder.
+transformers 4.57.1 MEGA port). It therefore imports only the standard library, torch and `_harness` (the
+benchmarks' shared memory probes and result line, standard library only) at module level; each
+implementation's imports happen inside its builder.
 
 The spec is a JSON object:
     {"impl": "native" | "port" | "led" | "matmul" | "flops",
@@ -22,8 +23,6 @@ the steady calls, so `first_peak_rss_gb` and `steady_peak_rss_gb` are the peaks 
 from __future__ import annotations
 
 import json
-import os
-import resource
 import statistics
 import sys
 import time
@@ -32,9 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-RESULT_PREFIX = "BENCH_RESULT "
-GIB = 1024**3
+from _harness import hwm_gb, maxrss_gb, pin_threads, print_result, reset_hwm, rss_gb, run_info
 
 # docs/mega.md#seed-configuration (the seed checkpoint BEE-spoke-data/mega-encoder-small-16k-v1), dropouts 0.
 # The field names are the 4.x ones, so the same dict configures the native model and the 4.57.1 port.
@@ -92,47 +89,6 @@ LED_BASE_CONFIG: dict[str, Any] = {
 }
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
-# ------------------------------------------------------------------------------------------------
-# memory probes
-# ------------------------------------------------------------------------------------------------
-
-
-def _status_kib(field: str) -> int | None:
-    """A `VmRSS:`/`VmHWM:` value of /proc/self/status in KiB (None off Linux)."""
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def rss_gb() -> float | None:
-    kib = _status_kib("VmRSS")
-    return None if kib is None else kib * 1024 / GIB
-
-
-def hwm_gb() -> float | None:
-    kib = _status_kib("VmHWM")
-    return None if kib is None else kib * 1024 / GIB
-
-
-def reset_hwm() -> bool:
-    """Reset the process's peak-RSS watermark to its current RSS (Linux >= 4.0)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def maxrss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB  # ru_maxrss is in KiB on Linux
 
 
 # ------------------------------------------------------------------------------------------------
@@ -295,8 +251,7 @@ def main() -> None:
     if len(sys.argv) != 2:
         raise SystemExit("usage: _worker.py '<json spec>' (run by benchmarks/bench_encoder.py)")
     spec = json.loads(sys.argv[1])
-    threads = spec.get("threads") or os.cpu_count() or 1
-    torch.set_num_threads(threads)
+    pin_threads(spec.get("threads"))
     impl = spec["impl"]
     if impl in BUILDERS:
         result = measure_model(spec)
@@ -306,16 +261,8 @@ def main() -> None:
         result = measure_flops(spec)
     else:
         raise ValueError(f"unknown impl {impl!r}: expected one of {sorted(BUILDERS) + ['matmul', 'flops']}")
-    import transformers  # noqa: PLC0415 (recorded for the report; already imported by every builder)
-
-    result.update(
-        spec=spec,
-        threads=torch.get_num_threads(),
-        torch_version=torch.__version__,
-        transformers_version=transformers.__version__,
-        python=sys.executable,
-    )
-    print(RESULT_PREFIX + json.dumps(result), flush=True)
+    result.update(**run_info(spec), python=sys.executable)
+    print_result(result)
 
 
 if __name__ == "__main__":

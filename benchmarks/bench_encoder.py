@@ -27,12 +27,8 @@ import datetime as dt
 import json
 import math
 import os
-import platform
-import resource
 import shlex
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,7 +38,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 WORKER = HERE / "_worker.py"
 sys.path.insert(0, str(HERE))
-from _worker import LED_BASE_CONFIG, RESULT_PREFIX, SEED_MEGA_CONFIG  # noqa: E402
+from _harness import default_mem_limit_gb, fmt, machine_info, run_worker, worker_env, write_report  # noqa: E402
+from _worker import LED_BASE_CONFIG, SEED_MEGA_CONFIG  # noqa: E402
 
 
 def reference_python() -> Path:
@@ -69,7 +66,6 @@ def shown_path(path: str) -> str:
 
 MODES = ("infer", "train", "train-ckpt")
 DTYPE_NAMES = ("fp32", "bf16")
-GIB = 1024**3
 
 # ------------------------------------------------------------------------------------------------
 # FLOP counts (analytic; checked against FlopCounterMode at 1,024 tokens in every run)
@@ -157,61 +153,6 @@ def step_flops(impl: str, length: int, mode: str) -> float:
 
 
 # ------------------------------------------------------------------------------------------------
-# the machine
-# ------------------------------------------------------------------------------------------------
-
-
-def machine_info(port_python: str | None) -> dict[str, Any]:
-    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version()}
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        for line in lscpu.splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() in ("Model name", "Core(s) per socket", "Socket(s)", "Thread(s) per core"):
-                info[key.strip()] = value.strip()
-    except OSError:
-        pass
-    info["cpu_count"] = os.cpu_count()
-    try:
-        flags = set()
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
-        info["cpu_bf16_flags"] = sorted(flags & {"avx512_bf16", "amx_bf16", "amx_tile", "avx512f", "avx2"})
-        with open("/proc/meminfo") as handle:
-            mem = {line.split(":")[0]: int(line.split()[1]) for line in handle}
-        info["mem_total_gb"] = mem["MemTotal"] * 1024 / GIB
-        info["mem_available_gb_at_start"] = mem.get("MemAvailable", 0) * 1024 / GIB
-    except OSError:
-        pass
-    import torch
-    import transformers
-
-    info["torch"] = torch.__version__
-    info["transformers"] = transformers.__version__
-    info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
-    info["mkldnn_available"] = torch.backends.mkldnn.is_available()
-    try:
-        info["mkldnn_bf16_supported"] = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        info["mkldnn_bf16_supported"] = None
-    flags = set(info.get("cpu_bf16_flags", []))
-    info["bf16_matmul_hw"] = bool(flags & {"avx512_bf16", "amx_bf16"}) or bool(info["mkldnn_bf16_supported"])
-    if port_python:
-        probe = subprocess.run(
-            [port_python, "-c", "import torch, transformers; print(torch.__version__, transformers.__version__)"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        info["port_versions"] = probe.stdout.strip() or f"unavailable: {probe.stderr.strip()[-200:]}"
-    info["loadavg_at_start"] = os.getloadavg()
-    return info
-
-
-# ------------------------------------------------------------------------------------------------
 # running jobs
 # ------------------------------------------------------------------------------------------------
 
@@ -238,33 +179,6 @@ class Job:
         return f"{self.impl} L={self.length} {self.mode} {self.dtype}"
 
 
-def _rss_of(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/status") as handle:
-            for line in handle:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024 / GIB
-    except OSError:
-        pass
-    return 0.0
-
-
-def _busy_cpu_s() -> float:
-    """CPU-seconds the whole machine has been busy (all cores; steal included), from /proc/stat."""
-    try:
-        with open("/proc/stat") as handle:
-            fields = [int(x) for x in handle.readline().split()[1:]]
-    except (OSError, ValueError):
-        return 0.0
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def _children_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def run_job(job: Job, args: argparse.Namespace) -> dict[str, Any]:
     """Run one job in a fresh subprocess; kill it past --timeout or past --mem-limit-gb of RSS."""
     spec = {"impl": job.impl, "threads": args.threads, "seed": 0, **job.extra}
@@ -272,46 +186,17 @@ def run_job(job: Job, args: argparse.Namespace) -> dict[str, Any]:
         spec.update(length=job.length, mode=job.mode, dtype=job.dtype, repeats=job.repeats)
     python = args.port_python if job.impl == "port" else sys.executable
     command = [python, str(WORKER), json.dumps(spec)]
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONUNBUFFERED="1")
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        busy0, children0 = _busy_cpu_s(), _children_cpu_s()
-        start = time.perf_counter()
-        proc = subprocess.Popen(command, stdout=out, stderr=err, env=env, cwd=REPO)
-        killed = None
-        max_rss = 0.0
-        while proc.poll() is None:
-            time.sleep(0.2)
-            rss = _rss_of(proc.pid)
-            max_rss = max(max_rss, rss)
-            if rss > args.mem_limit_gb:
-                killed = f"killed: RSS {rss:.1f} GB passed --mem-limit-gb {args.mem_limit_gb:.1f}"
-            elif time.perf_counter() - start > args.timeout:
-                killed = f"killed: ran past --timeout {args.timeout:.0f} s"
-            if killed:
-                proc.kill()
-                proc.wait()
-                break
-        wall = time.perf_counter() - start
-        # cores' worth of CPU used by anything but this worker while it ran: > ~0.2 means the timings are noisy
-        other_load = max(0.0, (_busy_cpu_s() - busy0) - (_children_cpu_s() - children0)) / wall
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read(), err.read()
+    env = worker_env(args.threads, PYTHONUNBUFFERED="1")
+    run = run_worker(command, env=env, cwd=REPO, timeout=args.timeout, mem_limit_gb=args.mem_limit_gb)
     record: dict[str, Any] = {
         "job": asdict(job),
         "key": job.key,
-        "wall_s": wall,
-        "other_load": other_load,
+        "wall_s": run.wall_s,
+        "other_load": run.other_load,
         "command": " ".join([shown_path(python), shown_path(str(WORKER)), shlex.quote(command[2])]),
+        **run.outcome(),
     }
-    lines = [line for line in stdout.splitlines() if line.startswith(RESULT_PREFIX)]
-    if killed or proc.returncode != 0 or not lines:
-        tail = stderr.strip().splitlines()[-6:]
-        reason = killed or f"exit code {proc.returncode}"
-        record["error"] = reason + (": " + " | ".join(tail) if tail and not killed else "")
-        record["max_rss_seen_gb"] = max_rss
-    else:
-        record["result"] = json.loads(lines[-1][len(RESULT_PREFIX) :])
+    if "result" in record:
         record["result"]["python"] = shown_path(record["result"].get("python", python))
     return record
 
@@ -509,16 +394,6 @@ def target_rows(rows: list[dict[str, Any]], machine: dict[str, Any]) -> list[dic
     return targets
 
 
-def _fmt(value: Any, digits: int = 2) -> str:
-    if value is None or value == "":
-        return "–"
-    if isinstance(value, float):
-        if abs(value) >= 1000:
-            return f"{value:,.0f}"
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
 def markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
     lines = [
@@ -583,10 +458,10 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(f"| {name} | {row['length']:,} | {row['mode']} | {row['dtype']} {blanks}| {row['note']} |")
             continue
         lines.append(
-            f"| {name} | {row['length']:,} | {row['mode']} | {row['dtype']} | {_fmt(row['seconds'])} | "
-            f"{_fmt(row['first_s'])} | {_fmt(row['tokens_per_s'], 0)} | {_fmt(row['peak_rss_gb'])} | "
-            f"{_fmt(row['model_rss_gb'])} | {_fmt(row['gflops'], 1)} | {_fmt(row['pct_of_peak'], 1)} | "
-            f"{row['grads']} | {_fmt(row['other_load'])} | {row['note']} |"
+            f"| {name} | {row['length']:,} | {row['mode']} | {row['dtype']} | {fmt(row['seconds'])} | "
+            f"{fmt(row['first_s'])} | {fmt(row['tokens_per_s'], 0)} | {fmt(row['peak_rss_gb'])} | "
+            f"{fmt(row['model_rss_gb'])} | {fmt(row['gflops'], 1)} | {fmt(row['pct_of_peak'], 1)} | "
+            f"{row['grads']} | {fmt(row['other_load'])} | {row['note']} |"
         )
     lines += [
         "",
@@ -603,7 +478,7 @@ def markdown(report: dict[str, Any]) -> str:
     for row in report["targets"]:
         verdict = {True: "PASS", False: "FAIL", None: "not measured" if row["value"] is None else "n/a"}[row["pass"]]
         note = f" ({row['note']})" if row["note"] else ""
-        lines.append(f"| {row['target']} | {_fmt(row['value'])} | {row['rule']} | {verdict}{note} |")
+        lines.append(f"| {row['target']} | {fmt(row['value'])} | {row['rule']} | {verdict}{note} |")
     return "\n".join(lines) + "\n"
 
 
@@ -631,12 +506,6 @@ def _choice_list(choices: tuple[str, ...]):
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    try:
-        with open("/proc/meminfo") as handle:
-            meminfo = {line.split(":")[0]: int(line.split()[1]) * 1024 / GIB for line in handle}
-        mem_default = max(2.0, meminfo.get("MemAvailable", meminfo["MemTotal"]) - 1.0)
-    except (OSError, ValueError, IndexError, KeyError):
-        mem_default = 8.0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lengths", type=_int_list, default=[1024, 4096, 16384], help="sequence lengths")
     parser.add_argument("--modes", type=_choice_list(MODES), default=list(MODES), help="infer,train,train-ckpt")
@@ -673,7 +542,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--mem-limit-gb",
         type=float,
-        default=mem_default,
+        default=default_mem_limit_gb(),
         help="RSS at which a worker is killed (default: MemAvailable at start - 1 GB)",
     )
     parser.add_argument(
@@ -785,13 +654,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "targets": target_rows(rows, machine),
         "records": records,
     }
-    text = markdown(report)
-    print()
-    print(text)
-    if args.markdown:
-        args.markdown.write_text(text)
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=1))
+    write_report(report, markdown(report), args.markdown, args.json)
     return report
 
 

@@ -25,9 +25,7 @@ import datetime as dt
 import json
 import os
 import shlex
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,15 +35,13 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 WORKER = HERE / "_generate_worker.py"
 sys.path.insert(0, str(HERE))
-from _worker import RESULT_PREFIX  # noqa: E402
-from bench_encoder import _busy_cpu_s, _children_cpu_s, _fmt, _rss_of, machine_info  # noqa: E402
+from _harness import default_mem_limit_gb, fmt, machine_info, run_worker, worker_env, write_report  # noqa: E402
 
 GENERATE_CASES = ("mega2bart", "stock", "led")
 TRAIN_CASES = ("train-mega2bart", "train-led")
 CASES = GENERATE_CASES + TRAIN_CASES
 DTYPE_NAMES = ("fp32", "bf16")
 SIZES = ("large", "base", "tiny")
-GIB = 1024**3
 # The targets of issue 10 are stated at this point: 16,384 tokens, 4 beams, 64 new tokens, fp32.
 TARGET_POINT = {"length": 16384, "beams": 4, "new_tokens": 64, "dtype": "fp32"}
 
@@ -96,47 +92,16 @@ def run_job(job: Job, args: argparse.Namespace) -> dict[str, Any]:
         "warmup_tokens": args.warmup_tokens,
     }
     command = [sys.executable, str(WORKER), json.dumps(spec)]
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        busy0, children0 = _busy_cpu_s(), _children_cpu_s()
-        start = time.perf_counter()
-        proc = subprocess.Popen(command, stdout=out, stderr=err, env=env, cwd=REPO)
-        killed, max_rss = None, 0.0
-        while proc.poll() is None:
-            time.sleep(0.2)
-            rss = _rss_of(proc.pid)
-            max_rss = max(max_rss, rss)
-            if rss > args.mem_limit_gb:
-                killed = f"killed: RSS {rss:.1f} GB passed --mem-limit-gb {args.mem_limit_gb:.1f}"
-            elif time.perf_counter() - start > args.timeout:
-                killed = f"killed: ran past --timeout {args.timeout:.0f} s"
-            if killed:
-                proc.kill()
-                proc.wait()
-                break
-        wall = time.perf_counter() - start
-        other_load = max(0.0, (_busy_cpu_s() - busy0) - (_children_cpu_s() - children0)) / wall
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read(), err.read()
-    record: dict[str, Any] = {
+    env = worker_env(args.threads, repo_on_path=True, PYTHONUNBUFFERED="1")
+    run = run_worker(command, env=env, cwd=REPO, timeout=args.timeout, mem_limit_gb=args.mem_limit_gb)
+    return {
         "job": asdict(job),
-        "wall_s": wall,
-        "other_load": other_load,
+        "wall_s": run.wall_s,
+        "other_load": run.other_load,
         # no machine paths in the report: the interpreter by name, the worker relative to the repository
         "command": shlex.join([Path(sys.executable).name, _relative(str(WORKER)), json.dumps(spec)]),
+        **run.outcome(),
     }
-    lines = [line for line in stdout.splitlines() if line.startswith(RESULT_PREFIX)]
-    if killed or proc.returncode != 0 or not lines:
-        tail = stderr.strip().splitlines()[-6:]
-        record["error"] = (killed or f"exit code {proc.returncode}") + (
-            ": " + " | ".join(tail) if tail and not killed else ""
-        )
-        record["max_rss_seen_gb"] = max_rss
-    else:
-        record["result"] = json.loads(lines[-1][len(RESULT_PREFIX) :])
-    return record
 
 
 def plan_jobs(args: argparse.Namespace) -> list[Job]:
@@ -317,9 +282,9 @@ def markdown(report: dict[str, Any]) -> str:
         note = f"{row['encoder_calls']} encoder calls" if row["encoder_calls"] != 1 else ""
         lines.append(
             f"| {row['case']} | {row['length']:,} | {row['beams']} | {row['steps']} | {row['dtype']} | "
-            f"{_fmt(row['encoder_s'])} | {_fmt(row['first_token_s'])} | {_fmt(row['per_token_s'], 3)} | "
-            f"{_fmt(row['total_s'])} | {_fmt(row['peak_rss_gb'])} | {_fmt(row['phase_peak_rss_gb'])} | "
-            f"{_fmt(row['other_load'])} | {note} |"
+            f"{fmt(row['encoder_s'])} | {fmt(row['first_token_s'])} | {fmt(row['per_token_s'], 3)} | "
+            f"{fmt(row['total_s'])} | {fmt(row['peak_rss_gb'])} | {fmt(row['phase_peak_rss_gb'])} | "
+            f"{fmt(row['other_load'])} | {note} |"
         )
     train = [row for row in report["rows"] if row["case"].startswith("train-")]
     if train:
@@ -336,8 +301,8 @@ def markdown(report: dict[str, Any]) -> str:
                 lines.append(f"| {row['case']} | {row['length']:,} " + "| " * 5 + f"| {row['note']} |")
                 continue
             lines.append(
-                f"| {row['case']} | {row['length']:,} | {_fmt(row['step_s'])} | {_fmt(row['peak_rss_gb'])} | "
-                f"{_fmt(row['phase_peak_rss_gb'])} | {row['grads']} | {_fmt(row['other_load'])} | |"
+                f"| {row['case']} | {row['length']:,} | {fmt(row['step_s'])} | {fmt(row['peak_rss_gb'])} | "
+                f"{fmt(row['phase_peak_rss_gb'])} | {row['grads']} | {fmt(row['other_load'])} | |"
             )
     lines += [
         "",
@@ -351,7 +316,7 @@ def markdown(report: dict[str, Any]) -> str:
         same = {True: "yes", False: "NO", None: "–"}[row["same_tokens"]]
         lines.append(
             f"| {row['length']:,} | {row['beams'] or '–'} | {row['dtype']} | {row['comparison']} | "
-            f"{row['speedup']:.2f}x | {_fmt(row['per_token_speedup'])}{'x' if row['per_token_speedup'] else ''} | "
+            f"{row['speedup']:.2f}x | {fmt(row['per_token_speedup'])}{'x' if row['per_token_speedup'] else ''} | "
             f"{row['memory_ratio']:.2f}x | {same} |"
         )
     lines += ["", "Targets (issue 10):", "", "| target | value | rule | result |", "|---|---:|---|---|"]
@@ -359,7 +324,7 @@ def markdown(report: dict[str, Any]) -> str:
         verdict = {True: "PASS", False: "FAIL", None: "not measured" if row["value"] is None else "not judged"}[
             row["pass"]
         ]
-        lines.append(f"| {row['target']} | {_fmt(row['value'])} | {row['rule']} | {verdict} |")
+        lines.append(f"| {row['target']} | {fmt(row['value'])} | {row['rule']} | {verdict} |")
     return "\n".join(lines) + "\n"
 
 
@@ -390,12 +355,6 @@ def _choice_list(choices: tuple[str, ...]):
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    try:
-        with open("/proc/meminfo") as handle:
-            meminfo = {line.split(":")[0]: int(line.split()[1]) * 1024 / GIB for line in handle}
-        mem_default = max(2.0, meminfo.get("MemAvailable", meminfo["MemTotal"]) - 1.0)
-    except (OSError, ValueError, IndexError, KeyError):
-        mem_default = 8.0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lengths", type=_int_list, default=[4096, 16384], help="input tokens (4096,16384)")
     parser.add_argument("--beams", type=_int_list, default=[1, 4], help="beam counts (1,4)")
@@ -413,7 +372,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--mem-limit-gb",
         type=float,
-        default=mem_default,
+        default=default_mem_limit_gb(),
         help="RSS at which a worker is killed (default: MemAvailable at start - 1 GB)",
     )
     parser.add_argument(
@@ -485,13 +444,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "targets": target_rows(rows, args),
         "records": records,
     }
-    text = markdown(report)
-    print()
-    print(text)
-    if args.markdown:
-        args.markdown.write_text(text)
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=1))
+    write_report(report, markdown(report), args.markdown, args.json)
     return report
 
 

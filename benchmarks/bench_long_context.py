@@ -40,7 +40,6 @@ import hashlib
 import itertools
 import json
 import os
-import platform
 import random
 import re
 import shlex
@@ -57,6 +56,8 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+from _harness import machine_summary, worker_env  # noqa: E402
 
 # Single-token names in the BART/GPT-2 byte-level BPE (checked in `check_single_tokens`).
 NAMES = (
@@ -739,13 +740,7 @@ def launch_args(cli_args: list[str], resume: bool) -> list[str]:
 
 def run_cli(args: list[str], log: Path, threads: int) -> float:
     """Run `mega2bart ARGS` in a subprocess (this checkout first on PYTHONPATH); returns its seconds."""
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-        "OMP_NUM_THREADS": str(threads),
-        "TOKENIZERS_PARALLELISM": "false",
-        "HF_HUB_OFFLINE": "1",
-    }
+    env = worker_env(threads, repo_on_path=True, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
     command = [sys.executable, "-m", "mega2bart.cli", *args]
     print(f"$ mega2bart {shlex.join(args)}  (log: {log})", flush=True)
     start = time.perf_counter()
@@ -873,19 +868,6 @@ def trained_steps(output: Path) -> int:
 def training_losses(output: Path) -> list[tuple[int, float]]:
     metrics = json.loads((output / "metrics.json").read_text(encoding="utf-8"))
     return [(e["step"], e["loss"]) for e in metrics.get("log_history", []) if "loss" in e]
-
-
-def machine() -> dict[str, Any]:
-    cpu = "unknown"
-    try:
-        cpu = next(
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        )
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "python": platform.python_version()}
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -1333,7 +1315,7 @@ def main(argv: list[str] | None = None) -> int:
         "ema_init": args.ema_init,
         "code": args.code,
         "threads": args.threads,
-        "machine": machine(),
+        "machine": machine_summary(),
         "parameters": parameters["mega"] if "mega" in parameters else parameters,
         "arms_run": list(args.arms),
         "model_configs": dict(zip(("encoder", "decoder"), model_configs(s.length, args.ema_init), strict=True)),

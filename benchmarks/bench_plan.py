@@ -17,14 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-RESULT_PREFIX = "BENCH_RESULT "
+sys.path.insert(0, str(HERE))
+from _harness import run_worker  # noqa: E402
 
 # (name, role, size, task, length, batch, beams, new tokens, label tokens, dtype, checkpointing, optimizer),
 # cheapest first
@@ -67,22 +66,14 @@ def specs(only: set[str] | None, threads: int) -> list[dict]:
 
 
 def measure(spec: dict, timeout: float) -> dict:
-    start = time.perf_counter()
-    try:
-        done = subprocess.run(
-            [sys.executable, str(HERE / "_plan_worker.py"), json.dumps(spec)],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-    except subprocess.TimeoutExpired:
+    run = run_worker([sys.executable, str(HERE / "_plan_worker.py"), json.dumps(spec)], timeout=timeout)
+    if run.killed:
         return {"spec": spec, "error": f"timed out after {timeout:.0f} s"}
-    for line in done.stdout.splitlines():
-        if line.startswith(RESULT_PREFIX):
-            result = json.loads(line[len(RESULT_PREFIX) :])
-            result["wall_seconds"] = time.perf_counter() - start
-            return result
-    return {"spec": spec, "error": (done.stderr.strip().splitlines() or ["no result"])[-1]}
+    result = run.result()
+    if result is not None:
+        result["wall_seconds"] = run.wall_s
+        return result
+    return {"spec": spec, "error": (run.stderr.strip().splitlines() or ["no result"])[-1]}
 
 
 def predict(spec: dict, rate: dict[str, float]) -> dict:
