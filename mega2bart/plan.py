@@ -47,7 +47,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, astuple, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -398,13 +398,26 @@ def _cross_cache(shape: ModelShape, batch: int, source: int, s: int) -> int:
     return 2 * shape.decoder.layers * batch * source * shape.decoder.width * s
 
 
+@dataclass(frozen=True)
+class _Sizes:
+    """What both tasks derive first: bytes per element s, parameters P, the padded length L, the attention
+    block, and the encoder's tokens B x L."""
+
+    s: int
+    P: int
+    L: int
+    block: int
+    tokens: int
+
+    @classmethod
+    def of(cls, shape: ModelShape, w: Workload) -> _Sizes:
+        L = padded_length(shape.encoder, w.length)
+        return cls(DTYPE_BYTES[w.dtype], shape.parameters()["total"], L, _block(shape.encoder, L), w.batch * L)
+
+
 def _train_phases(shape: ModelShape, w: Workload) -> dict[str, dict[str, int]]:
     enc, dec = shape.encoder, shape.decoder
-    s = DTYPE_BYTES[w.dtype]
-    P = shape.parameters()["total"]
-    L = padded_length(enc, w.length)
-    block = _block(enc, L)
-    tokens = w.batch * L
+    s, P, L, block, tokens = astuple(_Sizes.of(shape, w))
     rows = w.batch * w.label_tokens
     padded = w.batch > 1 or L != w.length
     math_attention = w.device == "cpu" and dec.attention_dropout > 0
@@ -467,11 +480,7 @@ def _train_phases(shape: ModelShape, w: Workload) -> dict[str, dict[str, int]]:
 
 def _generate_phases(shape: ModelShape, w: Workload) -> dict[str, dict[str, int]]:
     enc, dec = shape.encoder, shape.decoder
-    s = DTYPE_BYTES[w.dtype]
-    P = shape.parameters()["total"]
-    L = padded_length(enc, w.length)
-    block = _block(enc, L)
-    tokens = w.batch * L
+    s, P, L, block, tokens = astuple(_Sizes.of(shape, w))
     rows = w.batch * w.beams
     weights = s * P
     encoder_out = tokens * enc.hidden * s
