@@ -8,7 +8,7 @@ Each configuration runs in a fresh `_plan_worker.py` process (the preset's shape
 measured peak is the peak RSS above the process's RSS before the model was built (see the worker). The
 prediction is `mega2bart.plan.plan_run` for the same workload on the CPU, with the matmul rate measured
 once here (`measure_matmul_rate`). The configurations marked `calibrate` are the ones the overhead
-constants of `mega2bart/plan.py` (`CPU_OVERHEAD`) were set from; the `test` rows were not used to set
+constants of `mega2bart/plan/memory.py` (`CPU_OVERHEAD`) were set from; the `test` rows were not used to set
 anything. Results are appended to `--raw` as each run ends, so an interrupted run keeps what it measured.
 """
 
