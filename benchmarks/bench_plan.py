@@ -172,7 +172,7 @@ def main() -> None:
             print(f"{spec['name']}: {result.get('measured_peak_bytes', result.get('error'))}", flush=True)
     from mega2bart.plan import measure_matmul_rate
 
-    rate = measure_matmul_rate("cpu", args.tflops)
+    rate = measure_matmul_rate("cpu", tflops=args.tflops)
     text = table(results, rate)
     print(text)
     if args.markdown:
