@@ -201,6 +201,34 @@ def test_preflight_refuses_with_the_fix(monkeypatch, tiny_mega2bart_dir):
     assert planner.preflight_generate(tiny_mega2bart_dir, None, 4, None, None, "fp32") is None
 
 
+@pytest.mark.parametrize(
+    ("command", "task", "wanted", "unwanted"),
+    [
+        ("plan", "train", ["add --gradient-checkpointing", "use --dtype bf16", "use --batch 1"], ["--bf16 true"]),
+        ("train", "train", ["add --gradient-checkpointing", "add --bf16 true", "use --batch-size 1"], ["--dtype"]),
+        (
+            "generate",
+            "generate",
+            ["use --dtype bf16", "use --num-beams 2", "use --batch-size 1"],
+            ["--beams ", "--batch "],
+        ),
+    ],
+)
+def test_the_fix_names_the_flags_of_the_refused_command(monkeypatch, command, task, wanted, unwanted):
+    shape = load_shape("large")
+    workload = Workload(task=task, length=16384, batch=2, beams=4, device="cuda")
+    need = plan_run(shape, workload).peak_bytes
+    changes = " | ".join(change["change"] for change in fit_report(shape, workload, need // 2, command)["changes"])
+    assert all(text in changes for text in wanted), changes
+    assert not any(text in changes for text in unwanted), changes
+    if command != "plan":  # the pre-flight of train / eval / summarize writes its own command's flags
+        monkeypatch.setattr(planner, "_cuda_free_bytes", lambda: int(need * 0.95))
+        with pytest.raises(PlanError) as refused:
+            planner.preflight_check("large", workload, command)
+        message = str(refused.value)
+        assert any(text in message for text in wanted[1:]) and not any(text in message for text in unwanted)
+
+
 def test_summarize_stops_before_loading_when_the_plan_does_not_fit(monkeypatch, tmp_path, tiny_mega2bart_dir):
     monkeypatch.setattr(planner, "_cuda_free_bytes", lambda: 1024**2)  # 1 MiB "free on the GPU"
     document = tmp_path / "doc.txt"

@@ -136,10 +136,11 @@ def _cuda_free_bytes() -> int | None:
     return int(torch.cuda.mem_get_info()[0])
 
 
-def preflight_check(model: str | Path, workload: Workload) -> Plan | None:
+def preflight_check(model: str | Path, workload: Workload, command: str = "plan") -> Plan | None:
     """On CUDA: raise PlanError with the fix when the plan's peak exceeds the free device memory.
 
-    Does nothing off CUDA or for a model the planner does not know (returns None then)."""
+    `command` names the command being checked ("train", or "generate" for eval and summarize), so that the fix
+    is written with its flags. Does nothing off CUDA or for a model the planner does not know (returns None then)."""
     if workload.device != "cuda":
         return None
     free = _cuda_free_bytes()
@@ -151,7 +152,7 @@ def preflight_check(model: str | Path, workload: Workload) -> Plan | None:
         return None
     result = plan_run(shape, workload)
     if result.peak_bytes > free:
-        report = fit_report(shape, workload, free)
+        report = fit_report(shape, workload, free, command)
         message = fix_message(result.peak_bytes, free, report["changes"])
         raise PlanError(f"this run does not fit the GPU: {message} (--no-plan-check skips this check)")
     return result
@@ -253,7 +254,7 @@ def preflight_generate(
         dtype=dtype if dtype in DTYPE_BYTES else "fp32",  # type: ignore[arg-type]
         device="cuda",
     )
-    return preflight_check(model, workload)
+    return preflight_check(model, workload, "generate")
 
 
 def preflight_train(config: Any) -> Plan | None:
@@ -272,4 +273,4 @@ def preflight_train(config: Any) -> Plan | None:
         optimizer="adafactor" if "adafactor" in optim else ("sgd" if optim == "sgd" else "adamw"),
         device="cuda",
     )
-    return preflight_check(config.model, workload)
+    return preflight_check(config.model, workload, "train")

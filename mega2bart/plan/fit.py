@@ -43,8 +43,39 @@ def _largest(fits: Callable[[int], bool], low: int, high: int, step: int = 1) ->
     return lo * step
 
 
-def fit_report(shape: ModelShape, workload: Workload, device_memory: int) -> dict[str, Any]:
-    """Whether `workload` fits in `device_memory` bytes, the largest length/batch/beams that do, and changes that fit."""
+# How each command that the planner checks spells the changes it proposes: `plan`'s own options, `train`'s
+# (TrainConfig: --bf16, --batch-size, --max-source-length; the optimiser through extra_training_args), and
+# the generation options of `eval` and `summarize` (--dtype, --num-beams, --batch-size, --max-input-tokens).
+# A change a command has no flag for is not proposed to it.
+FLAGS: dict[str, dict[str, str]] = {
+    "plan": {
+        "gradient_checkpointing": "add --gradient-checkpointing",
+        "dtype": "use --dtype {}",
+        "optimizer": "use --optimizer {}",
+        "beams": "use --beams {}",
+        "batch": "use --batch {}",
+        "length": "use --length {}",
+    },
+    "train": {
+        "gradient_checkpointing": "add --gradient-checkpointing",
+        "dtype": "add --bf16 true",
+        "optimizer": 'add --set "extra_training_args={{optim: {}}}"',
+        "batch": "use --batch-size {}",
+        "length": "use --max-source-length {}",
+    },
+    "generate": {
+        "dtype": "use --dtype {}",
+        "beams": "use --num-beams {}",
+        "batch": "use --batch-size {}",
+        "length": "use --max-input-tokens {}",
+    },
+}
+
+
+def fit_report(shape: ModelShape, workload: Workload, device_memory: int, command: str = "plan") -> dict[str, Any]:
+    """Whether `workload` fits in `device_memory` bytes, the largest length/batch/beams that do, and changes that
+    fit, each written with the flag of `command` ("plan", "train", or "generate" for eval and summarize)."""
+    flags = FLAGS[command]
 
     def peak(w: Workload) -> int:
         return plan_run(shape, w).peak_bytes
@@ -64,23 +95,27 @@ def fit_report(shape: ModelShape, workload: Workload, device_memory: int) -> dic
     if workload.task == "generate":
         largest["beams"] = _largest(fits_with(beams=1), 1, max(workload.beams, 64))
     changes: list[dict[str, Any]] = []
-    options: list[tuple[str, dict[str, Any]]] = []
+    options: list[tuple[str, Any]] = []
     if workload.task == "train" and not workload.gradient_checkpointing:
-        options.append(("add --gradient-checkpointing", {"gradient_checkpointing": True}))
+        options.append(("gradient_checkpointing", True))
     if workload.dtype == "fp32":
-        options.append(("use --dtype bf16", {"dtype": "bf16"}))
+        options.append(("dtype", "bf16"))
     if workload.task == "train" and workload.optimizer == "adamw":
-        options.append(("use --optimizer adafactor", {"optimizer": "adafactor"}))
+        options.append(("optimizer", "adafactor"))
     if workload.task == "generate" and workload.beams > 1:
-        options.append((f"use --beams {max(1, workload.beams // 2)}", {"beams": max(1, workload.beams // 2)}))
+        options.append(("beams", max(1, workload.beams // 2)))
     if workload.batch > 1:
-        options.append((f"use --batch {max(1, workload.batch // 2)}", {"batch": max(1, workload.batch // 2)}))
-    for text, change in options:
-        bytes_needed = peak(replace(workload, **change))
+        options.append(("batch", max(1, workload.batch // 2)))
+    for name, value in options:
+        if name not in flags:
+            continue
+        bytes_needed = peak(replace(workload, **{name: value}))
+        text = flags[name].format(value)
         changes.append({"change": text, "peak_bytes": bytes_needed, "fits": bytes_needed <= device_memory})
     if need > device_memory and largest["length"] is not None and largest["length"] < workload.length:
         bytes_needed = peak(replace(workload, length=largest["length"]))
-        changes.append({"change": f"use --length {largest['length']}", "peak_bytes": bytes_needed, "fits": True})
+        text = flags["length"].format(largest["length"])
+        changes.append({"change": text, "peak_bytes": bytes_needed, "fits": True})
     return {
         "device_memory": device_memory,
         "peak_bytes": need,
