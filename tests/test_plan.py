@@ -252,3 +252,11 @@ def test_eval_and_train_run_the_preflight(monkeypatch, tmp_path, tiny_mega2bart_
     refused = runner.invoke(app, train_args)
     assert refused.exit_code == 2 and "does not fit the GPU" in refused.output
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_a_cpu_plan_says_that_glibc_can_keep_freed_memory():
+    shape = load_shape("tiny")
+    cpu = plan_run(shape, Workload(task="train", length=4096), RATE)
+    cuda = plan_run(shape, Workload(task="train", length=4096, device="cuda"), RATE)
+    assert planner.CPU_RSS_NOTE in cpu.notes and "MALLOC_MMAP_THRESHOLD_" in planner.CPU_RSS_NOTE
+    assert planner.CPU_RSS_NOTE not in cuda.notes

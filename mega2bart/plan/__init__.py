@@ -35,6 +35,9 @@ What is counted (one peak per phase; the largest phase is the prediction, every 
   generation five (B k, V) fp32 score tables per step.
 - **the rest**: `overhead_fraction` x the tensors + `overhead_bytes`: what the allocator, the interpreter
   and the libraries hold beyond the tensors (the one calibration, `CPU_OVERHEAD` / `CUDA_OVERHEAD`).
+  On the CPU, what glibc's malloc keeps of freed blocks is not counted: the profiler's live-tensor timeline
+  and the RSS with MALLOC_MMAP_THRESHOLD_=65536 (benchmarks/README.md, run P2) agree with the tensors counted
+  here, and the default allocator's RSS can stay higher (`CPU_RSS_NOTE`).
 
 Time: FLOPs are counted as in benchmarks/README.md (projections, chunked attention, EMA kernel; BART's
 projections and attention; training 3x the forward, 4x with checkpointing, which recomputes it). The rate is a
@@ -58,7 +61,7 @@ from .memory import (
     overhead,
     padded_length,
 )
-from .predict import Plan, plan_run
+from .predict import CPU_RSS_NOTE, Plan, plan_run
 from .shapes import (
     DTYPE_BYTES,
     GIB,
@@ -85,6 +88,7 @@ from .timing import (
 
 __all__ = [
     "BREAKDOWN_KEYS",
+    "CPU_RSS_NOTE",
     "CPU_OVERHEAD",
     "CUDA_OVERHEAD",
     "DTYPE_BYTES",

@@ -46,6 +46,14 @@ class Plan:
 # ----------------------------------------------------------------------------------------------
 
 
+# What the CPU measurements of benchmarks/bench_plan.py showed beyond the tensors (benchmarks/README.md, run P2).
+CPU_RSS_NOTE = (
+    "the CPU figure counts tensors; glibc's malloc keeps freed blocks under its sliding mmap threshold (32 MiB "
+    "at most) for reuse, so the RSS can stay higher, most for small models (bench_plan run P2: up to 1.55x the "
+    "plan); MALLOC_MMAP_THRESHOLD_=65536 makes it hand them back"
+)
+
+
 def plan_run(shape: ModelShape, workload: Workload, matmul_tflops: MatmulRate | dict[str, Any] | None = None) -> Plan:
     """Predicted peak memory (with its breakdown), FLOPs and seconds of `workload` on `shape`."""
     if isinstance(matmul_tflops, dict):
@@ -66,6 +74,8 @@ def plan_run(shape: ModelShape, workload: Workload, matmul_tflops: MatmulRate | 
     if workload.length > shape.encoder.max_positions and shape.encoder.relative_bias == "simple":
         if _block(shape.encoder, padded_length(shape.encoder, workload.length)) > shape.encoder.max_positions:
             notes.append(f"length beyond the encoder's {shape.encoder.max_positions} positions")
+    if workload.device == "cpu":
+        notes.append(CPU_RSS_NOTE)
     return Plan(
         shape=shape,
         workload=workload,
