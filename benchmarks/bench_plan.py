@@ -107,11 +107,15 @@ def gb(value: float) -> str:
     return f"{value / 1e9:.3f}"
 
 
-def table(results: list[dict], rate: dict[str, float]) -> str:
+def table(results: list[dict], rate: dict[str, float], compare: dict[str, dict] | None = None) -> str:
+    """The markdown table; with `compare` (run name -> result of another raw file, e.g. the same runs with
+    glibc's default allocator) two more columns give that run's measured peak and the prediction's error on it."""
     lines = [
         "| run | role | size | task | L | batch | beams | tokens | dtype | ckpt | optim | predicted GB | measured GB "
-        "| error | predicted s | measured s | peak phase |",
-        "|---|---|---|---|---:|---:|---:|---:|---|---|---|---:|---:|---:|---:|---:|---|",
+        "| error | predicted s | measured s | peak phase |"
+        + (" measured GB, other run | error there |" if compare else ""),
+        "|---|---|---|---|---:|---:|---:|---:|---|---|---|---:|---:|---:|---:|---:|---|"
+        + ("---:|---:|" if compare else ""),
     ]
     errors = []
     for result in results:
@@ -131,9 +135,13 @@ def table(results: list[dict], rate: dict[str, float]) -> str:
         error = plan["peak_bytes"] / measured - 1
         if spec["role"] == "test":
             errors.append(error)
+        other = ""
+        if compare is not None:
+            twin = compare.get(spec["name"], {}).get("measured_peak_bytes")
+            other = f" {gb(twin)} | {plan['peak_bytes'] / twin - 1:+.1%} |" if twin else " | |"
         lines.append(
             f"{head} {gb(plan['peak_bytes'])} | {gb(measured)} | {error:+.1%} | {plan['seconds']:.2f} | "
-            f"{result['seconds']:.2f} | {plan['peak_phase']} |"
+            f"{result['seconds']:.2f} | {plan['peak_phase']} |{other}"
         )
     if errors:
         within15 = sum(abs(e) <= 0.15 for e in errors)
@@ -154,6 +162,7 @@ def main() -> None:
     parser.add_argument("--raw", type=Path, help="append each run's result here (jsonl)")
     parser.add_argument("--from-raw", type=Path, help="no runs: tables from this jsonl")
     parser.add_argument("--markdown", type=Path, help="write the table here")
+    parser.add_argument("--compare-raw", type=Path, help="add the measured peaks of this jsonl's runs (same names)")
     parser.add_argument("--tflops", type=float, help="matmul rate for the time predictions (default: measured)")
     args = parser.parse_args()
 
@@ -173,7 +182,11 @@ def main() -> None:
     from mega2bart.plan import measure_matmul_rate
 
     rate = measure_matmul_rate("cpu", tflops=args.tflops)
-    text = table(results, rate)
+    compare = None
+    if args.compare_raw:
+        rows = [json.loads(line) for line in args.compare_raw.read_text().splitlines() if line.strip()]
+        compare = {row["spec"]["name"]: row for row in rows}
+    text = table(results, rate, compare)
     print(text)
     if args.markdown:
         args.markdown.write_text(text + "\n")
