@@ -1,6 +1,8 @@
 """`mega2bart plan` against measurements: predicted and measured peak memory and time, one process per run.
 
-    python benchmarks/bench_plan.py --raw benchmarks/results_plan.jsonl --markdown benchmarks/results_plan.md
+    MALLOC_MMAP_THRESHOLD_=65536 python benchmarks/bench_plan.py --raw benchmarks/results_plan.jsonl \
+        --markdown benchmarks/results_plan.md                                     # the planner's measure (run P2)
+    python benchmarks/bench_plan.py --raw benchmarks/results_plan_glibc_default.jsonl   # glibc's default allocator
     python benchmarks/bench_plan.py --from-raw benchmarks/results_plan.jsonl     # tables again, no new runs
     python benchmarks/bench_plan.py --only c1,t1,t2                               # some runs
 
@@ -10,6 +12,9 @@ prediction is `mega2bart.plan.plan_run` for the same workload on the CPU, with t
 once here (`measure_matmul_rate`). The configurations marked `calibrate` are the ones the overhead
 constants of `mega2bart/plan/memory.py` (`CPU_OVERHEAD`) were set from; the `test` rows were not used to set
 anything. Results are appended to `--raw` as each run ends, so an interrupted run keeps what it measured.
+The workers inherit the environment: with MALLOC_MMAP_THRESHOLD_=65536 glibc hands freed blocks back, so the
+RSS follows the live tensors (what the planner counts); with its default sliding threshold the RSS also holds
+freed heap memory (benchmarks/README.md, run P2, has both).
 """
 
 from __future__ import annotations
@@ -109,13 +114,13 @@ def gb(value: float) -> str:
 
 def table(results: list[dict], rate: dict[str, float], compare: dict[str, dict] | None = None) -> str:
     """The markdown table; with `compare` (run name -> result of another raw file, e.g. the same runs with
-    glibc's default allocator) two more columns give that run's measured peak and the prediction's error on it."""
+    glibc's default allocator) four more give that run's measured peak and time and the prediction's errors."""
     lines = [
         "| run | role | size | task | L | batch | beams | tokens | dtype | ckpt | optim | predicted GB | measured GB "
-        "| error | predicted s | measured s | peak phase |"
-        + (" measured GB, other run | error there |" if compare else ""),
-        "|---|---|---|---|---:|---:|---:|---:|---|---|---|---:|---:|---:|---:|---:|---|"
-        + ("---:|---:|" if compare else ""),
+        "| error | predicted s | measured s | time error | peak phase |"
+        + (" other run: measured GB | error | measured s | time error |" if compare else ""),
+        "|---|---|---|---|---:|---:|---:|---:|---|---|---|---:|---:|---:|---:|---:|---:|---|"
+        + ("---:|---:|---:|---:|" if compare else ""),
     ]
     errors = []
     for result in results:
@@ -128,7 +133,7 @@ def table(results: list[dict], rate: dict[str, float], compare: dict[str, dict] 
             f"{spec['optimizer'] if spec['task'] == 'train' else ''} |"
         )
         if "error" in result:
-            lines.append(f"{head} | | | | | | {result['error']} |")
+            lines.append(f"{head} | | | | | | | {result['error']} |")
             continue
         plan = predict(spec, rate)
         measured = result["measured_peak_bytes"]
@@ -137,11 +142,16 @@ def table(results: list[dict], rate: dict[str, float], compare: dict[str, dict] 
             errors.append(error)
         other = ""
         if compare is not None:
-            twin = compare.get(spec["name"], {}).get("measured_peak_bytes")
-            other = f" {gb(twin)} | {plan['peak_bytes'] / twin - 1:+.1%} |" if twin else " | |"
+            twin = compare.get(spec["name"], {})
+            other = (
+                f" {gb(twin['measured_peak_bytes'])} | {plan['peak_bytes'] / twin['measured_peak_bytes'] - 1:+.1%} | "
+                f"{twin['seconds']:.2f} | {plan['seconds'] / twin['seconds'] - 1:+.0%} |"
+                if "measured_peak_bytes" in twin
+                else " | | | |"
+            )
         lines.append(
             f"{head} {gb(plan['peak_bytes'])} | {gb(measured)} | {error:+.1%} | {plan['seconds']:.2f} | "
-            f"{result['seconds']:.2f} | {plan['peak_phase']} |{other}"
+            f"{result['seconds']:.2f} | {plan['seconds'] / result['seconds'] - 1:+.0%} | {plan['peak_phase']} |{other}"
         )
     if errors:
         within15 = sum(abs(e) <= 0.15 for e in errors)
