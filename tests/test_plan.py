@@ -260,3 +260,20 @@ def test_a_cpu_plan_says_that_glibc_can_keep_freed_memory():
     cuda = plan_run(shape, Workload(task="train", length=4096, device="cuda"), RATE)
     assert planner.CPU_RSS_NOTE in cpu.notes and "MALLOC_MMAP_THRESHOLD_" in planner.CPU_RSS_NOTE
     assert planner.CPU_RSS_NOTE not in cuda.notes
+
+
+def test_training_counts_the_tied_embedding_gradients_and_the_first_blocks_backward():
+    # run P2 (benchmarks/README.md): at the end of the decoder's backward three (V, d) fp32 buffers of the tied
+    # embedding / lm_head are alive at once; in the first block's backward the other blocks' gradients exist
+    shape = load_shape("base")
+    parameters = shape.parameters()
+    decoder_grads = 4 * (parameters["decoder"] + parameters["enc_to_dec_proj"])
+    phases = planner.memory_phases(shape, Workload(task="train", length=4096, gradient_checkpointing=True))
+    tied = 4 * shape.decoder.vocab * shape.decoder.width
+    assert phases["decoder embedding backward"]["gradients"] == decoder_grads + 2 * tied
+    layers = shape.encoder.layers
+    encoder = shape.encoder
+    encoder_layer_grads = 4 * (parameters["encoder"] - (encoder.vocab + encoder.token_types) * encoder.hidden)
+    first = phases["encoder backward, first block"]
+    assert first["gradients"] == decoder_grads + encoder_layer_grads * (layers - 1) // layers
+    assert first["encoder_activations"] < phases["encoder backward"]["encoder_activations"]

@@ -9,8 +9,10 @@ d/f/h the decoder's width, FFN width and heads, T label tokens, k beams, n new t
 What is counted (one peak per phase; the largest phase is the prediction, every phase is in `phases`):
 
 - **weights** P x s (training: fp32 master weights; bf16 training is autocast, which also keeps a bf16
-  copy of every Linear weight for backward: counted in weights). **gradients** P x 4. **optimizer states**
-  AdamW 2 P x 4, Adafactor its factored rows + columns (full for vectors), SGD none.
+  copy of every Linear weight for backward: counted in weights). **gradients** P x 4, as far as backward has
+  made them: at the tied embedding / lm_head weight the accumulation holds two more (V, d) fp32 buffers, and
+  the first block's backward has every other block's gradients. **optimizer states** AdamW 2 P x 4,
+  Adafactor its factored rows + columns (full for vectors), SGD none.
 - **encoder activations**, training: per MEGA layer and token, what autograd saves: 11 H (layer input, EMA
   output before/after SiLU, the 2H rows of mx_proj's output kept through the u/hx views, update gate, h before
   SiLU, h - residual, the pre-norm sum, the NFFN input and its pre-norm sum), 6 E (v_proj before/after SiLU,

@@ -127,6 +127,7 @@ def _train_phases(shape: ModelShape, w: Workload) -> dict[str, dict[str, int]]:
     weights = 4 * P + (2 * shape.linear_parameters() if s != 4 else 0)
     gradients = 4 * P
     decoder_grads = 4 * (shape.parameters()["decoder"] + shape.parameters()["enc_to_dec_proj"])
+    encoder_layer_grads = 4 * (shape.parameters()["encoder"] - (enc.vocab + enc.token_types) * enc.hidden)
     optimizer = _optimizer_bytes(shape, w.optimizer)
     layer = _encoder_layer_saved(enc, tokens, block, s, padded or s != 4)
     states = tokens * enc.hidden * s + w.batch * w.length * dec.width * s  # encoder output, its projection
@@ -136,11 +137,13 @@ def _train_phases(shape: ModelShape, w: Workload) -> dict[str, dict[str, int]]:
         encoder_kept = enc.layers * tokens * enc.hidden * s
         decoder_kept = dec.layers * rows * dec.width * s + dec_embed
         encoder_in_backward = encoder_kept + layer
+        first_block = tokens * enc.hidden * s + layer
         decoder_in_backward = decoder_kept + dec_layer
     else:
         encoder_kept = enc.layers * layer
         decoder_kept = dec.layers * dec_layer + dec_embed
         encoder_in_backward = encoder_kept
+        first_block = layer
         decoder_in_backward = decoder_kept
     logits_forward = rows * dec.vocab * (s + 4 + (4 if s != 4 else 0))
     logits_backward = rows * dec.vocab * (4 + s)
@@ -175,6 +178,23 @@ def _train_phases(shape: ModelShape, w: Workload) -> dict[str, dict[str, int]]:
             "gradients": decoder_grads,
             "encoder_activations": encoder_in_backward - layer + tokens * (2 * enc.hidden + enc.intermediate) * s,
             "ema_fft_temporaries": _ema_fft_bytes(enc, w.batch, L, True),
+            "encoder_states": tokens * enc.hidden * s,
+        },
+        # the end of the decoder's backward: the tied embedding / lm_head weight receives its second gradient
+        # (the embedding's), and the accumulation holds three (V, d) fp32 buffers at once: the lm_head's
+        # gradient, the embedding's and their sum (profiler memory timeline, benchmarks/README.md, run P2)
+        "decoder embedding backward": {
+            **base,
+            "gradients": decoder_grads + 2 * 4 * dec.vocab * dec.width,
+            "encoder_activations": encoder_kept,
+            "encoder_states": states,
+        },
+        # the first block's backward, the last one reached: the other blocks' gradients exist by then, and of
+        # the kept tensors only this block's are left
+        "encoder backward, first block": {
+            **base,
+            "gradients": decoder_grads + encoder_layer_grads * (enc.layers - 1) // enc.layers,
+            "encoder_activations": first_block + _encoder_layer_backward(enc, tokens, block, s),
             "encoder_states": tokens * enc.hidden * s,
         },
         "optimizer step": {**base, "gradients": gradients},
