@@ -10,33 +10,32 @@
     mega2bart plan MODEL_DIR|PRESET [--task train|generate] [--length N] [--device-memory 24GiB] [--json] ...
 
 To add a command: write one small function decorated with `@app.command()`, import the library
-inside its body, and turn user errors into `_fail(...)` (message on stderr, exit code 2).
+inside its body, and turn user errors into `fail(...)` (message on stderr, exit code 2).
 The `train` and `pretrain` options are generated from the `TrainConfig` / `PretrainConfig` fields
-(`_with_run_config`), the generation options of `eval` and `summarize` from the `GenerationOptions`
-fields (`_with_generation_options`), both through `_with_fields_of`: to add or change one, edit the
-field (`mega2bart.config_types.setting`).
+(`with_run_config`), the generation options of `eval` and `summarize` from the `GenerationOptions`
+fields (`with_generation_options`), both through `with_fields_of` (all in `mega2bart.cli_options`, with
+`fail`): to add or change one, edit the field (`mega2bart.config_types.setting`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
+import contextlib
 import json
 import logging
 import os
 import sys
-import types
-import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal, NoReturn
+from typing import Annotated, Any
 
 import typer
 
-from .config_types import RunConfig, field_help
+from .cli_options import ERROR_EXIT_CODE, fail, require_one_of, with_generation_options, with_run_config
 from .pretraining import PretrainConfig  # the configs define the train/pretrain options (below);
 from .summarize import GenerationOptions  # ... and the eval/summarize generation options
 from .training import TrainConfig  # importing them adds the Trainer's import time (about 0.5 s) to each command
+
+__all__ = ["ERROR_EXIT_CODE", "app"]
 
 app = typer.Typer(
     name="mega2bart",
@@ -45,9 +44,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-ERROR_EXIT_CODE = 2
-
 
 _LOG_HANDLER_NAME = "mega2bart-cli"
 
@@ -115,14 +111,35 @@ def _require_writable(path: Path, what: str) -> None:
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        _fail(f"{what} {str(path)!r} cannot be written: {str(ancestor)!r} is a file, not a folder; choose another path")
+        fail(f"{what} {str(path)!r} cannot be written: {str(ancestor)!r} is a file, not a folder; choose another path")
     if not os.access(ancestor, os.W_OK | os.X_OK):
-        _fail(f"{what} {str(path)!r} cannot be written: no write permission in {str(ancestor)!r}")
+        fail(f"{what} {str(path)!r} cannot be written: no write permission in {str(ancestor)!r}")
 
 
-def _fail(message: str) -> NoReturn:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=ERROR_EXIT_CODE)
+def _start(quiet: bool, output: Path, what: str) -> None:
+    """The start of a command that writes OUTPUT (build, train, eval, summarize, pretrain): mega2bart's log
+    on stderr (`--quiet`: only warnings and errors, and the libraries quiet too), then, before anything
+    loads, a one-line failure when OUTPUT cannot be written."""
+    _setup_logging(not quiet, libraries=quiet)
+    _require_writable(output, what)
+
+
+@contextlib.contextmanager
+def _run_errors() -> Iterator[None]:
+    """The errors of a training run (train, pretrain) as one-line failures: bad settings, a missing file or
+    package with their own message; the file system's, torch's (out of memory), datasets' and transformers'
+    (OSError, RuntimeError) as `TypeName: message`."""
+    try:
+        yield
+    except (ValueError, FileNotFoundError, ImportError) as exc:
+        fail(str(exc))
+    except (OSError, RuntimeError) as exc:
+        fail(_one_line(exc))
+
+
+def _warn(message: str) -> None:
+    """A warning on stderr, in yellow; the command goes on."""
+    typer.secho(message, err=True, fg=typer.colors.YELLOW)
 
 
 @app.command()
@@ -158,27 +175,24 @@ def build(
     quiet: Annotated[bool, typer.Option(help="Only warnings and errors.")] = False,
 ) -> None:
     """Build a MEGA encoder + BART decoder EncoderDecoderModel and save it with tokenizer and model card."""
-    _setup_logging(not quiet, libraries=quiet)
+    output = output_dir.expanduser()
+    _start(quiet, output, "OUTPUT_DIR")
     from .builder import BuildError, build_mega2bart, preset_kwargs, save_mega2bart
 
-    output = output_dir.expanduser()
-    _require_writable(output, "OUTPUT_DIR")
     if output.exists() and not output.is_dir():
-        _fail(f"output {str(output)!r} is a file, not a directory: pass a directory path (new or empty)")
+        fail(f"output {str(output)!r} is a file, not a directory: pass a directory path (new or empty)")
     if output.is_dir() and any(output.iterdir()) and not overwrite:
-        _fail(f"output directory {str(output)!r} is not empty: pass --overwrite or choose another path")
+        fail(f"output directory {str(output)!r} is not empty: pass --overwrite or choose another path")
     if random_init and (encoder is not None or decoder is not None):
-        _fail("--random-init builds the preset's own architecture: drop --encoder/--decoder, or drop --random-init")
+        fail("--random-init builds the preset's own architecture: drop --encoder/--decoder, or drop --random-init")
     try:
         sources = preset_kwargs(preset or "large", random_init=random_init)
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if random_init:
-        typer.secho(
+        _warn(
             f"warning: --random-init: every weight of this {preset or 'large'} model is RANDOM (real shapes, offline "
-            "tokenizer): for benchmarks and smoke tests; its summaries are noise until trained",
-            err=True,
-            fg=typer.colors.YELLOW,
+            "tokenizer): for benchmarks and smoke tests; its summaries are noise until trained"
         )
     for key, value in (("encoder", encoder), ("decoder", decoder), ("tokenizer", tokenizer)):
         if value is not None:
@@ -200,9 +214,9 @@ def build(
         )
         path = save_mega2bart(model, tok, output, overwrite=overwrite)
     except (BuildError, ImportError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except ValueError as exc:  # e.g. inconsistent generation settings
-        _fail(f"{type(exc).__name__}: {exc}")
+        fail(f"{type(exc).__name__}: {exc}")
     info = model.mega2bart_build_info
     counts = info.parameters
     typer.echo(
@@ -224,13 +238,13 @@ def info(
     try:
         description = describe_model(model_dir)
     except BuildError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if as_json:
         typer.echo(json.dumps(description.to_dict(), indent=2, default=str))  # the warnings are in "reach"
         return
     typer.echo("\n".join(description.summary_lines()))
     for warning in description.warnings:
-        typer.secho(warning, err=True, fg=typer.colors.YELLOW)
+        _warn(warning)
 
 
 @app.command("fill-mask")
@@ -253,10 +267,10 @@ def fill_mask(
     from .presets import DEFAULT_ENCODER
 
     if preset is not None and model is not None:
-        _fail("pass either --model or --preset, not both")
+        fail("pass either --model or --preset, not both")
     if preset is not None:
         if preset != "tiny":
-            _fail(f"fill-mask knows only --preset tiny (got {preset!r}); for real models pass --model")
+            fail(f"fill-mask knows only --preset tiny (got {preset!r}); for real models pass --model")
         import torch
 
         from .models.mega import MegaConfig, MegaForMaskedLM
@@ -266,11 +280,7 @@ def fill_mask(
         tokenizer = load_offline_tokenizer()
         torch.manual_seed(0)
         mlm = MegaForMaskedLM(MegaConfig(**TINY_MLM)).eval()
-        typer.secho(
-            "warning: --preset tiny is a RANDOM untrained model: its predictions are noise",
-            err=True,
-            fg=typer.colors.YELLOW,
-        )
+        _warn("warning: --preset tiny is a RANDOM untrained model: its predictions are noise")
         fill = pipeline("fill-mask", model=mlm, tokenizer=tokenizer, top_k=top_k)
     else:
         name = model or DEFAULT_ENCODER
@@ -280,16 +290,16 @@ def fill_mask(
             check_model_files(name, "fill-mask model")
             fill = pipeline("fill-mask", model=name, top_k=top_k)
         except (OSError, ValueError) as exc:
-            _fail(f"could not load fill-mask model {name!r}: {str(exc).splitlines()[0] if str(exc) else exc}")
+            fail(f"could not load fill-mask model {name!r}: {str(exc).splitlines()[0] if str(exc) else exc}")
     mask = fill.tokenizer.mask_token
     if mask not in text:
-        _fail(f'the text has no {mask} token: write e.g. "I love to {mask} memes."')
+        fail(f'the text has no {mask} token: write e.g. "I love to {mask} memes."')
     try:
         predictions = fill(text)
     except Exception as exc:  # noqa: BLE001 - pipeline errors (e.g. two masks) go to the user verbatim
-        _fail(f"{type(exc).__name__}: {exc}")
+        fail(f"{type(exc).__name__}: {exc}")
     if predictions and isinstance(predictions[0], list):
-        _fail(f"the text has more than one {mask}; use exactly one")
+        fail(f"the text has more than one {mask}; use exactly one")
     for prediction in predictions:
         typer.echo(f"{prediction['score']:.4f}\t{prediction['token_str'].strip()!r}\t{prediction['sequence']}")
 
@@ -297,195 +307,8 @@ def fill_mask(
 # ----------------------------------------------------------------------------- train / eval / summarize
 
 
-# train and pretrain take their options from the fields of TrainConfig / PretrainConfig: each setting
-# is declared once, there (`mega2bart.config_types.setting`), with its help, flag and range.
-
-
-def _option_type(annotation: Any) -> Any:
-    """The type typer parses a field's option as: `X | None` -> X, Literal (or bool-or-Literal) -> str."""
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        members = [member for member in typing.get_args(annotation) if member is not type(None)]
-    else:
-        members = [annotation]
-    if len(members) == 1 and members[0] in (bool, int, float, str):
-        return members[0]
-    if len(members) == 1 and typing.get_origin(members[0]) is list:
-        return list[str]
-    if all(member is bool or typing.get_origin(member) is Literal for member in members):
-        return str  # e.g. bf16: auto | true | false, turned into values by the field's `choices`
-    raise TypeError(
-        f"no command-line type for {annotation!r}: give the field no flag (--set only) or extend _option_type"
-    )
-
-
-def _flag(field: dataclasses.Field) -> str:
-    flag = field.metadata["flag"]
-    return flag if isinstance(flag, str) else "--" + field.name.replace("_", "-")
-
-
-def _shown_default(field: dataclasses.Field) -> str | bool:
-    """The config default for `--help` (the option's own default is None: an option not given leaves the
-    YAML file's value or the field default)."""
-    if field.default is dataclasses.MISSING or field.default is None:
-        return False
-    return str(field.default)
-
-
-def _field_option(field: dataclasses.Field, annotation: Any) -> inspect.Parameter:
-    """The typer option of a config field with a `flag`: its type from the annotation, its help from the field."""
-    kind, flag = _option_type(annotation), _flag(field)
-    declaration = f"{flag}/--no-{flag.removeprefix('--')}" if kind is bool else flag
-    option = typer.Option(declaration, help=field_help(field), show_default=_shown_default(field))
-    return inspect.Parameter(
-        field.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[kind | None, option]
-    )
-
-
-def _require_one_of(flag: str, word: str, choices: Iterable[str], given: str | None = None) -> None:
-    """`_fail` unless `word` is one of `choices`: "FLAG must be A, B or C (got 'WORD')" (`given`, when
-    the word was lowered from it, is what the message shows)."""
-    if word not in choices:
-        *first, last = choices
-        shown = word if given is None else given  # as the user typed it
-        _fail(f"{flag} must be {', '.join(first)} or {last} (got {shown!r})")
-
-
-def _flag_value(field: dataclasses.Field, given: Any) -> Any:
-    """A given option's value, with the field's `choices` or `aliases` words (any case) turned into values."""
-    if not isinstance(given, str):
-        return given
-    word = given.lower()
-    choices = field.metadata.get("choices")
-    if choices is not None:
-        _require_one_of(_flag(field), word, choices, given=given)
-        return choices[word]
-    aliases = field.metadata.get("aliases", {})
-    return aliases[word] if word in aliases else given
-
-
-def _parse_set(items: list[str] | None, what: str) -> dict:
-    """`--set key=value` pairs; values are YAML (`--set eval_split=null --set freeze=encoder`)."""
-    import yaml
-
-    values = {}
-    for item in items or []:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            _fail(f"--set expects KEY=VALUE (a {what} field), got {item!r}")
-        try:
-            values[key.strip()] = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            _fail(f"--set {item!r}: the value is not valid YAML; quote it (--set 'KEY=\"VALUE\"')")
-    return values
-
-
-def _with_fields_of(
-    name: str, parameters: list[inspect.Parameter], build: Callable[[dict[str, Any]], Any], reserved: Iterable[str] = ()
-) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """Turn `command(..., NAME: X, ...)` into a typer command whose parameter NAME is replaced, at its
-    place, by the options `parameters`; on a call, `build(options)` takes their values out of the
-    given options and returns the value the command gets as NAME.
-
-    The one mechanism behind `_with_run_config` and `_with_generation_options`. `reserved`: further
-    names the command's own options must not take (they clash with `parameters` too).
-    """
-
-    def decorate(command: Callable[..., None]) -> Callable[..., None]:
-        keyword = inspect.Parameter.KEYWORD_ONLY
-        own = [p.replace(kind=keyword) for p in inspect.signature(command, eval_str=True).parameters.values()]
-        place = [p.name for p in own].index(name)
-        kept = own[:place] + own[place + 1 :]
-        clashes = sorted({p.name for p in kept} & {*reserved, *(p.name for p in parameters)})
-        if clashes:
-            raise TypeError(f"{command.__name__}: options {clashes} are also generated options or fields: rename them")
-
-        def run(**options: Any) -> None:
-            options[name] = build(options)
-            command(**options)
-
-        run.__name__, run.__qualname__, run.__doc__ = command.__name__, command.__qualname__, command.__doc__
-        run.__signature__ = inspect.Signature([*kept[:place], *parameters, *kept[place:]])  # type: ignore[attr-defined]  (what typer reads)
-        return run
-
-    return decorate
-
-
-def _flagged_fields(options_class: type) -> tuple[list[dataclasses.Field], list[inspect.Parameter]]:
-    """The fields of the dataclass `options_class` with a `flag`, and their typer options."""
-    hints = typing.get_type_hints(options_class)
-    flagged = [field for field in dataclasses.fields(options_class) if field.metadata.get("flag")]
-    return flagged, [_field_option(field, hints[field.name]) for field in flagged]
-
-
-def _given(flagged: list[dataclasses.Field], options: dict[str, Any]) -> dict[str, Any]:
-    """Take the options of the `flagged` fields out of `options`: {field name: value} of those given."""
-    values = {}
-    for field in flagged:
-        given = options.pop(field.name)
-        if given is not None and given != []:
-            values[field.name] = _flag_value(field, given)
-    return values
-
-
-def _with_run_config(
-    config_class: type[RunConfig], missing: str
-) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """Turn `command(run_config, **own_options)` into a typer command whose options are `--config`, one
-    option per field of `config_class` with a `flag`, `--set`, then the command's own.
-
-    The command gets the config loaded by `RunConfig.load`: the YAML file, the given options on top,
-    `--set` values on top of those. `missing` is the error when a required field has no value and
-    there is no `--config`.
-    """
-    flagged, field_options = _flagged_fields(config_class)
-    fields = dataclasses.fields(config_class)
-    name = config_class.__name__
-    set_only = ", ".join(field.name for field in fields if not field.metadata.get("flag"))
-    config_help = f"YAML file of {name} fields; flags given here win."
-    set_help = f"Any other {name} field: KEY=VALUE (YAML value); {set_only}."
-    keyword = inspect.Parameter.KEYWORD_ONLY
-    config_option = inspect.Parameter(
-        "config", keyword, default=None, annotation=Annotated[Path | None, typer.Option(help=config_help)]
-    )
-    set_option = inspect.Parameter(
-        "set_", keyword, default=None, annotation=Annotated[list[str] | None, typer.Option("--set", help=set_help)]
-    )
-
-    def load(options: dict[str, Any]) -> RunConfig:
-        overrides = _given(flagged, options)
-        config_file = options.pop("config")
-        overrides.update(_parse_set(options.pop("set_"), name))
-        if config_file is None and not set(config_class.required_fields()) <= set(overrides):
-            _fail(missing)
-        try:
-            return config_class.load(config_file, overrides)
-        except (ValueError, FileNotFoundError) as exc:
-            _fail(str(exc))
-
-    def decorate(command: Callable[..., None]) -> Callable[..., None]:
-        first = next(iter(inspect.signature(command).parameters))
-        parameters = [config_option, *field_options, set_option]
-        return _with_fields_of(first, parameters, load, reserved=[f.name for f in fields])(command)
-
-    return decorate
-
-
-def _with_generation_options(command: Callable[..., None]) -> Callable[..., None]:
-    """Turn the parameter `generation: GenerationOptions` of `command` into one option per field of
-    `GenerationOptions` (declared there once); an invalid combination is a `_fail` with its message."""
-    flagged, field_options = _flagged_fields(GenerationOptions)
-
-    def build(options: dict[str, Any]) -> GenerationOptions:
-        try:
-            return GenerationOptions(**_given(flagged, options))
-        except ValueError as exc:
-            _fail(str(exc))
-
-    return _with_fields_of("generation", field_options, build)(command)
-
-
 @app.command()
-@_with_run_config(TrainConfig, missing="pass --model MODEL_DIR (from `mega2bart build`) or --config FILE.yaml")
+@with_run_config(TrainConfig, missing="pass --model MODEL_DIR (from `mega2bart build`) or --config FILE.yaml")
 def train(
     train_config: TrainConfig,
     overwrite: Annotated[
@@ -497,18 +320,13 @@ def train(
     ] = True,
 ) -> None:
     """Fine-tune a mega2bart model (Seq2SeqTrainer, ROUGE on the eval split); resumable; DDP under torchrun."""
-    _setup_logging(not quiet, libraries=quiet)
-    _require_writable(Path(train_config.output_dir), "--output-dir")
+    _start(quiet, Path(train_config.output_dir), "--output-dir")
     from .training import METRICS_FILE
     from .training import train as run_training
 
     _plan_check(plan_check, "preflight_train", train_config)
-    try:
+    with _run_errors():
         results = run_training(train_config, overwrite=overwrite, quiet=quiet)
-    except (ValueError, FileNotFoundError, ImportError) as exc:
-        _fail(str(exc))
-    except (OSError, RuntimeError) as exc:  # the file system; torch (out of memory), datasets, transformers
-        _fail(_one_line(exc))
     if os.environ.get("RANK", "0") != "0":  # under torchrun/accelerate only the main process reports
         return
     losses = [entry["loss"] for entry in results["log_history"] if "loss" in entry]
@@ -533,7 +351,7 @@ _PlanCheckOption = Annotated[
 
 
 @app.command("eval")
-@_with_generation_options
+@with_generation_options
 def evaluate(
     model: Annotated[Path, typer.Argument(help="Model directory (`mega2bart build` or `mega2bart train` output).")],
     output_dir: Annotated[Path, typer.Option(help="Where eval_results.json and predictions.jsonl go.")],
@@ -543,7 +361,7 @@ def evaluate(
     max_input_tokens: _ContextOption = None,
     overflow: Annotated[str, typer.Option(help="Longer documents: truncate (as in training) | windows.")] = "truncate",
     batch_size: Annotated[int, typer.Option(min=1, help="Inputs per generate call.")] = 4,
-    generation: GenerationOptions = GenerationOptions(),  # noqa: B008  (replaced by its fields: _with_generation_options)
+    generation: GenerationOptions = GenerationOptions(),  # noqa: B008  (replaced by its fields: with_generation_options)
     bootstrap_samples: Annotated[int, typer.Option(min=0, help="Bootstrap resamples for the 95% intervals.")] = 1000,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
     dtype: _DtypeOption = "fp32",
@@ -551,11 +369,10 @@ def evaluate(
     plan_check: _PlanCheckOption = True,
 ) -> None:
     """Generate summaries for a dataset split; write ROUGE-1/2/L/Lsum with bootstrap CIs and predictions; shared under torchrun."""
-    _setup_logging(not quiet, libraries=quiet)
+    require_one_of("--overflow", overflow, ("truncate", "windows"))
+    _start(quiet, output_dir, "--output-dir")
     from .evaluation import evaluate_model
 
-    _require_one_of("--overflow", overflow, ("truncate", "windows"))
-    _require_writable(output_dir, "--output-dir")
     _plan_check(plan_check, "preflight_generate", model, max_input_tokens, batch_size, generation, dtype)
     try:
         report = evaluate_model(
@@ -574,7 +391,7 @@ def evaluate(
             dtype=dtype,
         )
     except (ValueError, FileNotFoundError, ImportError, RuntimeError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if report is None:  # under torchrun/accelerate only the main process scores and reports
         return
     rouge = report["rouge"]
@@ -592,7 +409,7 @@ def evaluate(
 
 
 @app.command()
-@_with_generation_options
+@with_generation_options
 def summarize(
     model: Annotated[Path, typer.Argument(help="Model directory.")],
     files: Annotated[list[str], typer.Argument(help='.txt/.md/.html/.jsonl files, or "-" for stdin.')],
@@ -607,7 +424,7 @@ def summarize(
     merge: Annotated[str, typer.Option(help="summarize (summary of window summaries) | concatenate.")] = "summarize",
     max_levels: Annotated[int, typer.Option(min=1, help="Most merge levels before truncating.")] = 3,
     batch_size: Annotated[int, typer.Option(min=1, help="Inputs per generate call (grouped by length).")] = 4,
-    generation: GenerationOptions = GenerationOptions(),  # noqa: B008  (replaced by its fields: _with_generation_options)
+    generation: GenerationOptions = GenerationOptions(),  # noqa: B008  (replaced by its fields: with_generation_options)
     skip_existing: Annotated[bool, typer.Option(help="Resume: keep records already in --output, do the rest.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an earlier summaries file at --output.")] = False,
     dtype: _DtypeOption = "fp32",
@@ -615,16 +432,15 @@ def summarize(
     plan_check: _PlanCheckOption = True,
 ) -> None:
     """Summarise documents of any length (overlapping windows, then a summary of summaries); shared under torchrun."""
-    _setup_logging(not quiet, libraries=quiet)
+    require_one_of("--merge", merge, ("summarize", "concatenate"))
+    _start(quiet, output, "--output")
     from .builder import BuildError
     from .summarize import Summarizer, check_output, stats_path, summarize_files
 
-    _require_one_of("--merge", merge, ("summarize", "concatenate"))
-    _require_writable(output, "--output")
     try:
         check_output(output, files, skip_existing=skip_existing, overwrite=overwrite)  # before the model loads
     except (ValueError, FileExistsError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     _plan_check(plan_check, "preflight_generate", model, max_input_tokens, batch_size, generation, dtype)
     try:
         summarizer = Summarizer.load(
@@ -641,7 +457,7 @@ def summarize(
             summarizer, files, output, skip_existing=skip_existing, overwrite=overwrite, progress=not quiet
         )
     except (BuildError, ValueError, FileNotFoundError, FileExistsError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if os.environ.get("RANK", "0") != "0":  # under torchrun/accelerate only the main process reports
         return
     refused = f", {counts['refused']} refused (see the warnings above)" if counts["refused"] else ""
@@ -654,7 +470,7 @@ def summarize(
 
 
 @app.command()
-@_with_run_config(
+@with_run_config(
     PretrainConfig, missing='pass --encoder (a MEGA checkpoint directory, a Hub id or "tiny") or --config FILE.yaml'
 )
 def pretrain(
@@ -662,16 +478,11 @@ def pretrain(
     quiet: Annotated[bool, typer.Option(help="Only warnings and errors.")] = False,
 ) -> None:
     """Continue MLM pretraining of a MEGA encoder on raw text; the result feeds `mega2bart build --encoder`."""
-    _setup_logging(not quiet, libraries=quiet)
-    _require_writable(Path(pretrain_config.output_dir), "--output-dir")
+    _start(quiet, Path(pretrain_config.output_dir), "--output-dir")
     from .pretraining import METRICS_FILE, run_pretraining
 
-    try:
+    with _run_errors():
         final = run_pretraining(pretrain_config)
-    except (ValueError, FileNotFoundError, ImportError) as exc:
-        _fail(str(exc))
-    except (OSError, RuntimeError) as exc:
-        _fail(_one_line(exc))
     phases_run = json.loads((final.parent / METRICS_FILE).read_text())["phases"]
     for phase in phases_run:
         typer.echo(
@@ -721,7 +532,7 @@ def plan(
         )
         report = plan_report(model, workload, device_memory=device_memory, tflops=tflops)
     except PlanError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(json.dumps(report, indent=2) if as_json else format_report(report))
 
 
@@ -737,7 +548,7 @@ def _plan_check(enabled: bool, check: str, *args: Any) -> None:
     try:
         getattr(planner, check)(*args)
     except planner.PlanError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 if __name__ == "__main__":

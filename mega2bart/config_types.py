@@ -2,7 +2,7 @@
 
 A setting is one dataclass field made with `setting(default, help=..., ...)`. Its metadata is the
 only description of the setting; the command line (`mega2bart train`/`pretrain` options are
-generated from it in `mega2bart.cli`, and the `eval`/`summarize` generation options from the
+generated from it in `mega2bart.cli_options`, and the `eval`/`summarize` generation options from the
 `setting()` fields of `mega2bart.summarize.GenerationOptions`), the checks below and
 `TrainingArguments` read it:
 
@@ -272,9 +272,15 @@ class RunConfig:
     file_name: ClassVar[str]
     """Name of the resolved config that `save` writes into the output directory."""
     output_dir: str  # a field of every subclass: where the run writes
+    seed: int  # likewise: the seed of the run (`transformers.set_seed`)
 
     def __post_init__(self) -> None:
         coerce_fields(self)  # types from the annotations: "1e-4" -> 1e-4, "off" -> False, else one-line errors
+
+    def check_seed(self) -> None:
+        """Refuse a `seed` that `set_seed` cannot use: it seeds numpy too, which takes [0, 2**32) only."""
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"`seed` ({self.seed}) must be in [0, 2**32) (numpy's seed range)")
 
     # ------------------------------------------------------------------ files
 
@@ -367,6 +373,12 @@ class RunConfig:
         return targets
 
 
+def refuse_file_output_dir(output_dir: Path) -> None:
+    """Refuse an `output_dir` that is a file: a run writes a folder of checkpoints and results there."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"output_dir {str(output_dir)!r} is a file: pass a directory path (--output-dir)")
+
+
 def field_help(field: dataclasses.Field) -> str:
     """The `help` of a `setting()` field.
 
@@ -379,4 +391,4 @@ def field_help(field: dataclasses.Field) -> str:
     return text
 
 
-__all__ = ["RunConfig", "coerce_fields", "field_help", "read_yaml_mapping", "setting"]
+__all__ = ["RunConfig", "coerce_fields", "field_help", "read_yaml_mapping", "refuse_file_output_dir", "setting"]

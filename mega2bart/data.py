@@ -26,7 +26,6 @@ truncated input length) when `remove_unused_columns=False`; with the default
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 from collections.abc import Mapping
@@ -38,6 +37,7 @@ import numpy as np
 from datasets import Dataset, DatasetDict, IterableDataset, load_dataset
 from transformers import DataCollatorForSeq2Seq, PreTrainedTokenizerBase
 
+from mega2bart.data_aclsum import aclsum_paper_to_example, load_aclsum  # noqa: F401  (aclsum_paper_to_example: kept importable here)
 from mega2bart.tokenization import special_tokens_around
 
 logger = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ def load_summarization_dataset(
         raise ValueError(f"`max_samples` ({max_samples}) must be >= 1 or None (all rows)")
 
     if isinstance(source, str) and source.lower() == ACLSUM_NAME:
-        raw, source_name = _load_aclsum(), ACLSUM_NAME
+        raw, source_name = load_aclsum(), ACLSUM_NAME
         text_candidates, summary_candidates = ("document",), ("summary",)
     else:
         raw, source_name = _load_raw(source, config, cache_dir)
@@ -247,7 +247,7 @@ def load_summarization_stream(
         RuntimeError: a Hub dataset could not be opened.
     """
     if isinstance(source, str) and source.lower() == ACLSUM_NAME:
-        data = _load_aclsum()
+        data = load_aclsum()
         if split not in data:
             raise ValueError(f"{ACLSUM_NAME!r} has no split {split!r}; its splits are {sorted(data)}")
         raw, source_name, candidates = data[split].to_iterable_dataset(), ACLSUM_NAME, (("document",), ("summary",))
@@ -411,61 +411,6 @@ def _load_hub(name: str, config: str | None, cache_dir: str | None) -> DatasetDi
     if not isinstance(data, DatasetDict):
         raise RuntimeError(f"dataset {name!r} loaded as {type(data).__name__}, expected splits (DatasetDict)")
     return data
-
-
-# ----------------------------------------------------------------------------- aclsum
-
-
-def _aclsum_dir() -> Path:
-    # Located without importing aclsum (its __init__ imports `sienna`, which we do not need).
-    spec = importlib.util.find_spec("aclsum")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError(
-            "the offline dataset 'aclsum' needs the PyPI package aclsum (Python >= 3.11): pip install aclsum==0.1.2"
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / "dataset"
-
-
-def aclsum_paper_to_example(paper: dict[str, Any]) -> dict[str, str]:
-    """One S2ORC paper json -> {"document", "summary"}.
-
-    The document is the body text: paragraphs joined by blank lines, each new section opened by
-    its heading on a line of its own ("3.1 Model"), the paragraph on the next line. The summary
-    is the abstract with PDF line breaks folded into spaces.
-    """
-    blocks: list[str] = []
-    previous_section: str | None = None
-    for paragraph in paper["pdf_parse"]["body_text"]:
-        text = paragraph["text"].strip()
-        if not text:
-            continue
-        section = (paragraph.get("section") or "").strip()
-        if section and section != previous_section:
-            number = paragraph.get("sec_num")
-            heading = f"{number} {section}" if number else section
-            text = f"{heading}\n{text}"
-        previous_section = section or previous_section
-        blocks.append(text)
-    abstract = paper.get("abstract") or " ".join(p["text"] for p in paper["pdf_parse"].get("abstract", []))
-    return {"document": "\n\n".join(blocks), "summary": " ".join(abstract.split())}
-
-
-def _load_aclsum() -> DatasetDict:
-    root = _aclsum_dir()
-    splits: dict[str, Dataset] = {}
-    for file_split, split in (("train", "train"), ("val", "validation"), ("test", "test")):
-        rows: dict[str, list[str]] = {"id": [], "document": [], "summary": []}
-        # {split}.jsonl holds one paper per line, referenced by "id" = paper_jsons/{id}.json
-        with (root / f"{file_split}.jsonl").open(encoding="utf-8") as fh:
-            paper_ids = [json.loads(line)["id"] for line in fh if line.strip()]
-        for paper_id in paper_ids:
-            paper = json.loads((root / "paper_jsons" / f"{paper_id}.json").read_text(encoding="utf-8"))
-            example = aclsum_paper_to_example(paper)
-            rows["id"].append(paper_id)
-            rows["document"].append(example["document"])
-            rows["summary"].append(example["summary"])
-        splits[split] = Dataset.from_dict(rows, split=split)
-    return DatasetDict(splits)
 
 
 # ----------------------------------------------------------------------------- tokenizing

@@ -21,27 +21,12 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from mega2bart.summarize import (
-    GenerationOptions,
-    Summarizer,
-    SummaryResult,
-    _append_records,
-    _barrier,
-    _complete_records,
-    _groups,
-    _longest_first,
-    _owned,
-    _part_file,
-    _precision,
-    _progress,
-    _remove_parts,
-    _result_from_dict,
-    _summarized,
-    _world,
-    inference_device,
-    resolve_dtype,
-    throughput,
-)
+from mega2bart.summarize import GenerationOptions, Summarizer, SummaryResult
+from mega2bart.summarize.groups import length_groups, longest_first, summarized
+from mega2bart.summarize.loading import inference_device, model_precision, resolve_dtype, throughput
+from mega2bart.summarize.parallel import owned_groups, part_file, process_barrier, remove_parts, world
+from mega2bart.summarize.records import append_records, complete_records, result_from_dict
+from mega2bart.summarize.summarizer import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +121,7 @@ def evaluate_model(
             **summarizer.model.generation_config.to_diff_dict(),
             **(generation or GenerationOptions()).to_kwargs(),
         },
-        "throughput": {**_precision(summarizer.model), **throughput(len(rows), seconds)},
+        "throughput": {**model_precision(summarizer.model), **throughput(len(rows), seconds)},
     }
     output_dir.mkdir(parents=True, exist_ok=True)
     with (output_dir / "predictions.jsonl").open("w", encoding="utf-8") as fh:
@@ -169,33 +154,33 @@ def _summarize_split(
 
     The examples are grouped longest first (by the length the model sees) in groups of about
     `batch_size` generation inputs -- the same groups for one process or many, so the summaries do
-    not depend on the number of processes -- and the groups are shared by `_assign`. Each process
+    not depend on the number of processes -- and the groups are shared by `assign`. Each process
     writes its results to `<output_dir>/predictions.parts/part-RANK-of-WORLD.jsonl` (fsynced per
     group); the first process reads them all back and removes the folder.
     """
-    rank, world_size = _world()
+    rank, world_size = world()
     truncate = summarizer.overflow == "truncate"
     # ids are positions, which a split need not keep unique; lengths are what the model sees
     examples = [(str(k), text) for k, text in enumerate(texts)]
-    pending = _longest_first(summarizer, examples, cap=summarizer.window if truncate else None)
-    groups = list(_groups(pending, summarizer.batch_size, None if truncate else summarizer.window))
-    owned = _owned(groups, rank, world_size)
-    bar = _progress(progress and rank == 0, desc="examples", total=sum(map(len, owned)), unit="ex")
+    pending = longest_first(summarizer, examples, cap=summarizer.window if truncate else None)
+    groups = list(length_groups(pending, summarizer.batch_size, None if truncate else summarizer.window))
+    owned = owned_groups(groups, rank, world_size)
+    bar = progress_bar(progress and rank == 0, desc="examples", total=sum(map(len, owned)), unit="ex")
     parts = output_dir / "predictions.parts"
     results: dict[str, SummaryResult] = {}
-    with _barrier() as barrier:
+    with process_barrier() as barrier:
         if world_size > 1:
             if rank == 0:
                 if parts.is_dir():
-                    _remove_parts(parts)  # of an interrupted earlier run
+                    remove_parts(parts)  # of an interrupted earlier run
                 parts.mkdir(parents=True)
             barrier()
-        part = _part_file(parts, rank, world_size).open("w", encoding="utf-8") if world_size > 1 else None
+        part = part_file(parts, rank, world_size).open("w", encoding="utf-8") if world_size > 1 else None
         try:
-            for group_results in _summarized(summarizer, owned, bar):
+            for group_results in summarized(summarizer, owned, bar):
                 results.update((r.id, r) for r in group_results)
                 if part is not None:
-                    _append_records(part, group_results, fsync=True)
+                    append_records(part, group_results, fsync=True)
         finally:
             if part is not None:
                 part.close()
@@ -205,10 +190,10 @@ def _summarize_split(
             barrier()
             if rank == 0:
                 for path in sorted(parts.glob("part-*.jsonl")):
-                    for line in _complete_records(path):
-                        result = _result_from_dict(json.loads(line))
+                    for line in complete_records(path):
+                        result = result_from_dict(json.loads(line))
                         results.setdefault(result.id, result)
-                _remove_parts(parts)
+                remove_parts(parts)
             barrier()
     if rank != 0:
         return None

@@ -19,6 +19,9 @@ OFFLINE_TOKENIZER = "offline"
 
 PresetName = Literal["tiny", "base", "large"]
 
+# The BART tokenizer's special ids (<s> 0, <pad> 1, </s> 2), which every model of a mega2bart shares.
+_BART_SPECIAL_IDS: dict[str, int] = dict(pad_token_id=1, bos_token_id=0, eos_token_id=2)
+
 # The seed encoder's architecture (BEE-spoke-data/mega-encoder-small-16k-v1, 8 layers): the reconstruction
 # that scripts/make_fixtures.py (SEED_2L, 2 layers) and tests/fixtures/mega/seed2l_mlm check, at full depth.
 # MegaModel without the pooler: 121,959,432 parameters.
@@ -51,10 +54,44 @@ SEED_ENCODER: dict[str, Any] = dict(
     hidden_dropout_prob=0.0,
     attention_probs_dropout_prob=0.0,
     nffn_activation_dropout_prob=0.0,
-    pad_token_id=1,
-    bos_token_id=0,
-    eos_token_id=2,
+    **_BART_SPECIAL_IDS,
 )
+# The settings facebook/bart-large and bart-base share (BartConfig values of their config.json); the tiny
+# decoder takes them at toy widths and without dropout.
+_BART_COMMON: dict[str, Any] = dict(
+    vocab_size=50265,
+    max_position_embeddings=1024,
+    activation_function="gelu",
+    dropout=0.1,
+    attention_dropout=0.1,
+    activation_dropout=0.1,
+    init_std=0.02,
+    scale_embedding=False,
+    **_BART_SPECIAL_IDS,
+    decoder_start_token_id=2,
+    forced_eos_token_id=2,
+)
+
+
+def _bart_decoder(width: int, *, layers: int, heads: int, ffn: int, **overrides: Any) -> dict[str, Any]:
+    """A BartConfig dict: `_BART_COMMON` at this width, depth, head count and feed-forward size.
+
+    Its encoder entries equal its decoder entries, as in bart-base/large. Only the decoder is built, but
+    `encoder_layers` still matters: BartConfig.num_hidden_layers follows it.
+    """
+    return dict(
+        _BART_COMMON,
+        d_model=width,
+        encoder_layers=layers,
+        decoder_layers=layers,
+        encoder_attention_heads=heads,
+        decoder_attention_heads=heads,
+        encoder_ffn_dim=ffn,
+        decoder_ffn_dim=ffn,
+        **overrides,
+    )
+
+
 # The tiny encoder is the seed checkpoint's configuration (docs/mega.md#seed-configuration: post-norm ScaleNorm,
 # simple relative bias, token types, chunked attention, 16k positions, vocab padded past the tokenizer's
 # 50265 rows) at toy widths. The tiny decoder is BART-shaped and wider than the encoder, so the
@@ -70,64 +107,14 @@ TINY_ENCODER: dict[str, Any] = dict(
     ema_projection_size=4,
     chunk_size=64,
 )
-TINY_DECODER: dict[str, Any] = dict(
-    vocab_size=50265,
-    d_model=64,
-    encoder_layers=2,  # kept equal to decoder_layers: BartConfig.num_hidden_layers follows encoder_layers
-    decoder_layers=2,
-    encoder_attention_heads=4,
-    decoder_attention_heads=4,
-    encoder_ffn_dim=128,
-    decoder_ffn_dim=128,
-    max_position_embeddings=1024,
-    dropout=0.0,
-    attention_dropout=0.0,
-    activation_dropout=0.0,
-    pad_token_id=1,
-    bos_token_id=0,
-    eos_token_id=2,
-    decoder_start_token_id=2,
-    forced_eos_token_id=2,
-)
-
-_BART_COMMON: dict[str, Any] = dict(
-    vocab_size=50265,
-    max_position_embeddings=1024,
-    activation_function="gelu",
-    dropout=0.1,
-    attention_dropout=0.1,
-    activation_dropout=0.1,
-    init_std=0.02,
-    scale_embedding=False,
-    pad_token_id=1,
-    bos_token_id=0,
-    eos_token_id=2,
-    decoder_start_token_id=2,
-    forced_eos_token_id=2,
+TINY_DECODER: dict[str, Any] = _bart_decoder(
+    64, layers=2, heads=4, ffn=128, dropout=0.0, attention_dropout=0.0, activation_dropout=0.0
 )
 # facebook/bart-large's architecture (BartConfig values of its config.json). As a decoder-only causal LM
 # (BartForCausalLM) with cross-attention: 254,084,096 parameters.
-BART_LARGE_DECODER: dict[str, Any] = dict(
-    _BART_COMMON,
-    d_model=1024,
-    encoder_layers=12,
-    decoder_layers=12,
-    encoder_attention_heads=16,
-    decoder_attention_heads=16,
-    encoder_ffn_dim=4096,
-    decoder_ffn_dim=4096,
-)
+BART_LARGE_DECODER: dict[str, Any] = _bart_decoder(1024, layers=12, heads=16, ffn=4096)
 # facebook/bart-base's architecture: 6 layers, width 768 (no enc_to_dec_proj needed).
-BART_BASE_DECODER: dict[str, Any] = dict(
-    _BART_COMMON,
-    d_model=768,
-    encoder_layers=6,
-    decoder_layers=6,
-    encoder_attention_heads=12,
-    decoder_attention_heads=12,
-    encoder_ffn_dim=3072,
-    decoder_ffn_dim=3072,
-)
+BART_BASE_DECODER: dict[str, Any] = _bart_decoder(768, layers=6, heads=12, ffn=3072)
 _RANDOM_INIT_SOURCES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "large": (SEED_ENCODER, BART_LARGE_DECODER),
     "base": (SEED_ENCODER, BART_BASE_DECODER),

@@ -284,14 +284,15 @@ def test_summarize_files_overwrite_replaces_its_own_output(model_and_tokenizer, 
 
 
 def test_assign_shares_groups_by_tokens_deterministically():
-    from mega2bart.summarize import _assign, _Pending
+    from mega2bart.summarize.groups import Pending
+    from mega2bart.summarize.parallel import assign
 
     sizes = [[("a", 90)], [("b", 50)], [("c", 40)], [("d", 30), ("e", 20)], [("f", 0)]]
-    groups = [[_Pending(doc_id, "", tokens) for doc_id, tokens in group] for group in sizes]
+    groups = [[Pending(doc_id, "", tokens) for doc_id, tokens in group] for group in sizes]
     # loads after each group: [90, 0] [90, 50] [90, 90] [140, 90] (a tie: the lower rank) [140, 91]
-    assert _assign(groups, 2) == [0, 1, 1, 0, 1]
-    assert _assign(groups, 1) == [0] * 5
-    assert _assign(groups, 8) == [0, 1, 2, 3, 4]
+    assert assign(groups, 2) == [0, 1, 1, 0, 1]
+    assert assign(groups, 1) == [0] * 5
+    assert assign(groups, 8) == [0, 1, 2, 3, 4]
 
 
 def test_skip_existing_merges_the_parts_of_an_interrupted_run_with_several_processes(model_and_tokenizer, tmp_path):

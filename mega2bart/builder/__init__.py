@@ -12,8 +12,9 @@ One module per concern:
 - `checks`: roles, cross-attention, vocabularies and special ids, context length.
 - `generation`: the generation defaults and their checks.
 - `assemble`: `build_mega2bart`, a short sequence of the steps above.
-- `describe`: `BuildInfo` (provenance), `ModelDescription` (`mega2bart info`, mega2bart_build.json) and
-  `MegaDescription` (`mega2bart info` on a bare MEGA directory).
+- `provenance`: `BuildInfo`, what the build records (sources, random-init weights, training runs since).
+- `describe`: `ModelDescription` (`mega2bart info`, mega2bart_build.json) and `MegaDescription`
+  (`mega2bart info` on a bare MEGA directory).
 - `save`, `remote_code`, `modelcard`: the atomic save, the remote-code files, the model card.
 
 Every non-obvious step is logged: the random-init weights (with parameter counts), the

@@ -26,9 +26,9 @@ from .checks import (
     is_real_bart,
     warn_if_tokenizer_ids_differ,
 )
-from .describe import BuildInfo, RandomInitTensor
 from .generation import check_generation_settings, default_generation_config, generation_summary
 from .loading import LoadedPart, all_parameters, load_decoder, load_encoder, load_tokenizer
+from .provenance import BuildInfo, RandomInitTensor
 from .sources import Source, Spec
 
 logger = logging.getLogger(__name__)

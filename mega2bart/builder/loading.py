@@ -30,9 +30,9 @@ from transformers import (
 
 from ..presets import OFFLINE_TOKENIZER
 from .checks import check_decoder_type, check_encoder_type
-from .describe import RandomInitTensor
 from .errors import BuildError
 from .integrity import check_model_files
+from .provenance import RandomInitTensor
 from .sources import Source, Spec, config_from_mapping, hub_error, pin_revision, resolve_source
 
 logger = logging.getLogger(__name__)

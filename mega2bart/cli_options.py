@@ -1,0 +1,216 @@
+"""The typer options that `mega2bart` commands take from settings dataclasses, and the CLI's one-line failure.
+
+`train` and `pretrain` take their options from the fields of `TrainConfig` / `PretrainConfig`
+(`with_run_config`), `eval` and `summarize` their generation options from the fields of
+`GenerationOptions` (`with_generation_options`), both through `with_fields_of`: each setting is declared
+once, as a field (`mega2bart.config_types.setting`), with its help, flag and range.
+
+`fail` lives here, not in `mega2bart.cli`, because a generated option's bad value (a word outside its
+`choices`, a malformed `--set`, a config that does not load) fails as a command's own checks do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import types
+import typing
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Annotated, Any, Literal, NoReturn
+
+import typer
+
+from .config_types import RunConfig, field_help
+from .summarize import GenerationOptions
+
+ERROR_EXIT_CODE = 2
+
+
+def fail(message: str) -> NoReturn:
+    """A user error: `error: MESSAGE` on stderr, exit code `ERROR_EXIT_CODE`, no traceback."""
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=ERROR_EXIT_CODE)
+
+
+def require_one_of(flag: str, word: str, choices: Iterable[str], given: str | None = None) -> None:
+    """`fail` unless `word` is one of `choices`: "FLAG must be A, B or C (got 'WORD')" (`given`, when
+    the word was lowered from it, is what the message shows)."""
+    if word not in choices:
+        *first, last = choices
+        shown = word if given is None else given  # as the user typed it
+        fail(f"{flag} must be {', '.join(first)} or {last} (got {shown!r})")
+
+
+def _option_type(annotation: Any) -> Any:
+    """The type typer parses a field's option as: `X | None` -> X, Literal (or bool-or-Literal) -> str."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        members = [member for member in typing.get_args(annotation) if member is not type(None)]
+    else:
+        members = [annotation]
+    if len(members) == 1 and members[0] in (bool, int, float, str):
+        return members[0]
+    if len(members) == 1 and typing.get_origin(members[0]) is list:
+        return list[str]
+    if all(member is bool or typing.get_origin(member) is Literal for member in members):
+        return str  # e.g. bf16: auto | true | false, turned into values by the field's `choices`
+    raise TypeError(
+        f"no command-line type for {annotation!r}: give the field no flag (--set only) or extend _option_type"
+    )
+
+
+def _flag(field: dataclasses.Field) -> str:
+    flag = field.metadata["flag"]
+    return flag if isinstance(flag, str) else "--" + field.name.replace("_", "-")
+
+
+def _shown_default(field: dataclasses.Field) -> str | bool:
+    """The config default for `--help` (the option's own default is None: an option not given leaves the
+    YAML file's value or the field default)."""
+    if field.default is dataclasses.MISSING or field.default is None:
+        return False
+    return str(field.default)
+
+
+def _field_option(field: dataclasses.Field, annotation: Any) -> inspect.Parameter:
+    """The typer option of a config field with a `flag`: its type from the annotation, its help from the field."""
+    kind, flag = _option_type(annotation), _flag(field)
+    declaration = f"{flag}/--no-{flag.removeprefix('--')}" if kind is bool else flag
+    option = typer.Option(declaration, help=field_help(field), show_default=_shown_default(field))
+    return inspect.Parameter(
+        field.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[kind | None, option]
+    )
+
+
+def _flag_value(field: dataclasses.Field, given: Any) -> Any:
+    """A given option's value, with the field's `choices` or `aliases` words (any case) turned into values."""
+    if not isinstance(given, str):
+        return given
+    word = given.lower()
+    choices = field.metadata.get("choices")
+    if choices is not None:
+        require_one_of(_flag(field), word, choices, given=given)
+        return choices[word]
+    aliases = field.metadata.get("aliases", {})
+    return aliases[word] if word in aliases else given
+
+
+def _parse_set(items: list[str] | None, what: str) -> dict:
+    """`--set key=value` pairs; values are YAML (`--set eval_split=null --set freeze=encoder`)."""
+    import yaml
+
+    values = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            fail(f"--set expects KEY=VALUE (a {what} field), got {item!r}")
+        try:
+            values[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            fail(f"--set {item!r}: the value is not valid YAML; quote it (--set 'KEY=\"VALUE\"')")
+    return values
+
+
+def with_fields_of(
+    name: str, parameters: list[inspect.Parameter], build: Callable[[dict[str, Any]], Any], reserved: Iterable[str] = ()
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Turn `command(..., NAME: X, ...)` into a typer command whose parameter NAME is replaced, at its
+    place, by the options `parameters`; on a call, `build(options)` takes their values out of the
+    given options and returns the value the command gets as NAME.
+
+    The one mechanism behind `with_run_config` and `with_generation_options`. `reserved`: further
+    names the command's own options must not take (they clash with `parameters` too).
+    """
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        keyword = inspect.Parameter.KEYWORD_ONLY
+        own = [p.replace(kind=keyword) for p in inspect.signature(command, eval_str=True).parameters.values()]
+        place = [p.name for p in own].index(name)
+        kept = own[:place] + own[place + 1 :]
+        clashes = sorted({p.name for p in kept} & {*reserved, *(p.name for p in parameters)})
+        if clashes:
+            raise TypeError(f"{command.__name__}: options {clashes} are also generated options or fields: rename them")
+
+        def run(**options: Any) -> None:
+            options[name] = build(options)
+            command(**options)
+
+        run.__name__, run.__qualname__, run.__doc__ = command.__name__, command.__qualname__, command.__doc__
+        run.__signature__ = inspect.Signature([*kept[:place], *parameters, *kept[place:]])  # type: ignore[attr-defined]  (what typer reads)
+        return run
+
+    return decorate
+
+
+def _flagged_fields(options_class: type) -> tuple[list[dataclasses.Field], list[inspect.Parameter]]:
+    """The fields of the dataclass `options_class` with a `flag`, and their typer options."""
+    hints = typing.get_type_hints(options_class)
+    flagged = [field for field in dataclasses.fields(options_class) if field.metadata.get("flag")]
+    return flagged, [_field_option(field, hints[field.name]) for field in flagged]
+
+
+def _given(flagged: list[dataclasses.Field], options: dict[str, Any]) -> dict[str, Any]:
+    """Take the options of the `flagged` fields out of `options`: {field name: value} of those given."""
+    values = {}
+    for field in flagged:
+        given = options.pop(field.name)
+        if given is not None and given != []:
+            values[field.name] = _flag_value(field, given)
+    return values
+
+
+def with_run_config(
+    config_class: type[RunConfig], missing: str
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Turn `command(run_config, **own_options)` into a typer command whose options are `--config`, one
+    option per field of `config_class` with a `flag`, `--set`, then the command's own.
+
+    The command gets the config loaded by `RunConfig.load`: the YAML file, the given options on top,
+    `--set` values on top of those. `missing` is the error when a required field has no value and
+    there is no `--config`.
+    """
+    flagged, field_options = _flagged_fields(config_class)
+    fields = dataclasses.fields(config_class)
+    name = config_class.__name__
+    set_only = ", ".join(field.name for field in fields if not field.metadata.get("flag"))
+    config_help = f"YAML file of {name} fields; flags given here win."
+    set_help = f"Any other {name} field: KEY=VALUE (YAML value); {set_only}."
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    config_option = inspect.Parameter(
+        "config", keyword, default=None, annotation=Annotated[Path | None, typer.Option(help=config_help)]
+    )
+    set_option = inspect.Parameter(
+        "set_", keyword, default=None, annotation=Annotated[list[str] | None, typer.Option("--set", help=set_help)]
+    )
+
+    def load(options: dict[str, Any]) -> RunConfig:
+        overrides = _given(flagged, options)
+        config_file = options.pop("config")
+        overrides.update(_parse_set(options.pop("set_"), name))
+        if config_file is None and not set(config_class.required_fields()) <= set(overrides):
+            fail(missing)
+        try:
+            return config_class.load(config_file, overrides)
+        except (ValueError, FileNotFoundError) as exc:
+            fail(str(exc))
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        first = next(iter(inspect.signature(command).parameters))
+        parameters = [config_option, *field_options, set_option]
+        return with_fields_of(first, parameters, load, reserved=[f.name for f in fields])(command)
+
+    return decorate
+
+
+def with_generation_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Turn the parameter `generation: GenerationOptions` of `command` into one option per field of
+    `GenerationOptions` (declared there once); an invalid combination is a `fail` with its message."""
+    flagged, field_options = _flagged_fields(GenerationOptions)
+
+    def build(options: dict[str, Any]) -> GenerationOptions:
+        try:
+            return GenerationOptions(**_given(flagged, options))
+        except ValueError as exc:
+            fail(str(exc))
+
+    return with_fields_of("generation", field_options, build)(command)
