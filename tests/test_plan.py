@@ -277,3 +277,12 @@ def test_training_counts_the_tied_embedding_gradients_and_the_first_blocks_backw
     first = phases["encoder backward, first block"]
     assert first["gradients"] == decoder_grads + encoder_layer_grads * (layers - 1) // layers
     assert first["encoder_activations"] < phases["encoder backward"]["encoder_activations"]
+
+
+def test_the_loss_backward_and_the_optimizer_step_count_what_is_left_of_the_forward():
+    # run P2: three (B T, V) fp32 buffers in the loss's backward; autocast's bf16 weight copies gone by the step
+    shape = load_shape("tiny")
+    phases = planner.memory_phases(shape, Workload(task="train", length=4096, batch=2, label_tokens=64, dtype="bf16"))
+    assert phases["loss backward"]["logits"] == 2 * 64 * shape.decoder.vocab * 3 * 4
+    assert phases["loss backward"]["gradients"] == 0
+    assert phases["optimizer step"]["weights"] == 4 * shape.parameters()["total"] < phases["forward"]["weights"]

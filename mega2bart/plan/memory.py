@@ -146,7 +146,11 @@ def _train_phases(shape: ModelShape, w: Workload) -> dict[str, dict[str, int]]:
         first_block = layer
         decoder_in_backward = decoder_kept
     logits_forward = rows * dec.vocab * (s + 4 + (4 if s != 4 else 0))
-    logits_backward = rows * dec.vocab * (4 + s)
+    # in backward the forward's logits are gone (log-softmax saves only its output): the loss's backward holds
+    # that fp32 output and two fp32 gradients (of it, and of the logits), the lm_head's backward the logits'
+    # gradient (and its cast below fp32) beside the new (V, d) weight gradient (profiler, benchmarks/README.md)
+    loss_backward = rows * dec.vocab * 3 * 4
+    logits_gradient = rows * dec.vocab * (4 + (s if s != 4 else 0))
     base = {"weights": weights, "optimizer_states": optimizer}
     return {
         "forward": {
@@ -156,13 +160,20 @@ def _train_phases(shape: ModelShape, w: Workload) -> dict[str, dict[str, int]]:
             "decoder_activations": decoder_kept,
             "logits": logits_forward,
         },
+        "loss backward": {
+            **base,
+            "encoder_activations": encoder_kept,
+            "encoder_states": states,
+            "decoder_activations": decoder_in_backward,
+            "logits": loss_backward,
+        },
         "decoder backward": {
             **base,
             "gradients": 4 * dec.vocab * dec.width,
             "encoder_activations": encoder_kept,
             "encoder_states": states,
             "decoder_activations": decoder_in_backward,
-            "logits": logits_forward + logits_backward,
+            "logits": logits_gradient,
         },
         # backward of the last block: all its saved tensors and the attention's gradients in flight
         "encoder backward": {
@@ -197,7 +208,8 @@ def _train_phases(shape: ModelShape, w: Workload) -> dict[str, dict[str, int]]:
             "encoder_activations": first_block + _encoder_layer_backward(enc, tokens, block, s),
             "encoder_states": tokens * enc.hidden * s,
         },
-        "optimizer step": {**base, "gradients": gradients},
+        # after backward: autocast's low-precision weight copies went with the graph
+        "optimizer step": {**base, "weights": 4 * P, "gradients": gradients},
     }
 
 
