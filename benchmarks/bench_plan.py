@@ -1,6 +1,8 @@
 """`mega2bart plan` against measurements: predicted and measured peak memory and time, one process per run.
 
-    python benchmarks/bench_plan.py --raw benchmarks/results_plan.jsonl --markdown benchmarks/results_plan.md
+    MALLOC_MMAP_THRESHOLD_=65536 python benchmarks/bench_plan.py --raw benchmarks/results_plan.jsonl \
+        --markdown benchmarks/results_plan.md                                     # the planner's measure (run P2)
+    python benchmarks/bench_plan.py --raw benchmarks/results_plan_glibc_default.jsonl   # glibc's default allocator
     python benchmarks/bench_plan.py --from-raw benchmarks/results_plan.jsonl     # tables again, no new runs
     python benchmarks/bench_plan.py --only c1,t1,t2                               # some runs
 
@@ -8,8 +10,11 @@ Each configuration runs in a fresh `_plan_worker.py` process (the preset's shape
 measured peak is the peak RSS above the process's RSS before the model was built (see the worker). The
 prediction is `mega2bart.plan.plan_run` for the same workload on the CPU, with the matmul rate measured
 once here (`measure_matmul_rate`). The configurations marked `calibrate` are the ones the overhead
-constants of `mega2bart/plan.py` (`CPU_OVERHEAD`) were set from; the `test` rows were not used to set
+constants of `mega2bart/plan/memory.py` (`CPU_OVERHEAD`) were set from; the `test` rows were not used to set
 anything. Results are appended to `--raw` as each run ends, so an interrupted run keeps what it measured.
+The workers inherit the environment: with MALLOC_MMAP_THRESHOLD_=65536 glibc hands freed blocks back, so the
+RSS follows the live tensors (what the planner counts); with its default sliding threshold the RSS also holds
+freed heap memory (benchmarks/README.md, run P2, has both).
 """
 
 from __future__ import annotations
@@ -98,11 +103,15 @@ def gb(value: float) -> str:
     return f"{value / 1e9:.3f}"
 
 
-def table(results: list[dict], rate: dict[str, float]) -> str:
+def table(results: list[dict], rate: dict[str, float], compare: dict[str, dict] | None = None) -> str:
+    """The markdown table; with `compare` (run name -> result of another raw file, e.g. the same runs with
+    glibc's default allocator) four more give that run's measured peak and time and the prediction's errors."""
     lines = [
         "| run | role | size | task | L | batch | beams | tokens | dtype | ckpt | optim | predicted GB | measured GB "
-        "| error | predicted s | measured s | peak phase |",
-        "|---|---|---|---|---:|---:|---:|---:|---|---|---|---:|---:|---:|---:|---:|---|",
+        "| error | predicted s | measured s | time error | peak phase |"
+        + (" other run: measured GB | error | measured s | time error |" if compare else ""),
+        "|---|---|---|---|---:|---:|---:|---:|---|---|---|---:|---:|---:|---:|---:|---:|---|"
+        + ("---:|---:|---:|---:|" if compare else ""),
     ]
     errors = []
     for result in results:
@@ -115,16 +124,25 @@ def table(results: list[dict], rate: dict[str, float]) -> str:
             f"{spec['optimizer'] if spec['task'] == 'train' else ''} |"
         )
         if "error" in result:
-            lines.append(f"{head} | | | | | | {result['error']} |")
+            lines.append(f"{head} | | | | | | | {result['error']} |")
             continue
         plan = predict(spec, rate)
         measured = result["measured_peak_bytes"]
         error = plan["peak_bytes"] / measured - 1
         if spec["role"] == "test":
             errors.append(error)
+        other = ""
+        if compare is not None:
+            twin = compare.get(spec["name"], {})
+            other = (
+                f" {gb(twin['measured_peak_bytes'])} | {plan['peak_bytes'] / twin['measured_peak_bytes'] - 1:+.1%} | "
+                f"{twin['seconds']:.2f} | {plan['seconds'] / twin['seconds'] - 1:+.0%} |"
+                if "measured_peak_bytes" in twin
+                else " | | | |"
+            )
         lines.append(
             f"{head} {gb(plan['peak_bytes'])} | {gb(measured)} | {error:+.1%} | {plan['seconds']:.2f} | "
-            f"{result['seconds']:.2f} | {plan['peak_phase']} |"
+            f"{result['seconds']:.2f} | {plan['seconds'] / result['seconds'] - 1:+.0%} | {plan['peak_phase']} |{other}"
         )
     if errors:
         within15 = sum(abs(e) <= 0.15 for e in errors)
@@ -145,6 +163,7 @@ def main() -> None:
     parser.add_argument("--raw", type=Path, help="append each run's result here (jsonl)")
     parser.add_argument("--from-raw", type=Path, help="no runs: tables from this jsonl")
     parser.add_argument("--markdown", type=Path, help="write the table here")
+    parser.add_argument("--compare-raw", type=Path, help="add the measured peaks of this jsonl's runs (same names)")
     parser.add_argument("--tflops", type=float, help="matmul rate for the time predictions (default: measured)")
     args = parser.parse_args()
 
@@ -163,8 +182,12 @@ def main() -> None:
             print(f"{spec['name']}: {result.get('measured_peak_bytes', result.get('error'))}", flush=True)
     from mega2bart.plan import measure_matmul_rate
 
-    rate = measure_matmul_rate("cpu", args.tflops)
-    text = table(results, rate)
+    rate = measure_matmul_rate("cpu", tflops=args.tflops)
+    compare = None
+    if args.compare_raw:
+        rows = [json.loads(line) for line in args.compare_raw.read_text().splitlines() if line.strip()]
+        compare = {row["spec"]["name"]: row for row in rows}
+    text = table(results, rate, compare)
     print(text)
     if args.markdown:
         args.markdown.write_text(text + "\n")

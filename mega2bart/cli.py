@@ -7,6 +7,7 @@
     mega2bart eval MODEL_DIR --output-dir DIR [--dataset aclsum] [--split test] [--limit N] [--dtype bf16]
     mega2bart summarize MODEL_DIR FILES... --output OUT.jsonl [--max-input-tokens N] [--skip-existing|--overwrite]
         [--dtype bf16]
+    mega2bart plan MODEL_DIR|PRESET [--task train|generate] [--length N] [--device-memory 24GiB] [--json] ...
 
 To add a command: write one small function decorated with `@app.command()`, import the library
 inside its body, and turn user errors into `fail(...)` (message on stderr, exit code 2).

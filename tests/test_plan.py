@@ -201,6 +201,34 @@ def test_preflight_refuses_with_the_fix(monkeypatch, tiny_mega2bart_dir):
     assert planner.preflight_generate(tiny_mega2bart_dir, None, 4, None, None, "fp32") is None
 
 
+@pytest.mark.parametrize(
+    ("command", "task", "wanted", "unwanted"),
+    [
+        ("plan", "train", ["add --gradient-checkpointing", "use --dtype bf16", "use --batch 1"], ["--bf16 true"]),
+        ("train", "train", ["add --gradient-checkpointing", "add --bf16 true", "use --batch-size 1"], ["--dtype"]),
+        (
+            "generate",
+            "generate",
+            ["use --dtype bf16", "use --num-beams 2", "use --batch-size 1"],
+            ["--beams ", "--batch "],
+        ),
+    ],
+)
+def test_the_fix_names_the_flags_of_the_refused_command(monkeypatch, command, task, wanted, unwanted):
+    shape = load_shape("large")
+    workload = Workload(task=task, length=16384, batch=2, beams=4, device="cuda")
+    need = plan_run(shape, workload).peak_bytes
+    changes = " | ".join(change["change"] for change in fit_report(shape, workload, need // 2, command)["changes"])
+    assert all(text in changes for text in wanted), changes
+    assert not any(text in changes for text in unwanted), changes
+    if command != "plan":  # the pre-flight of train / eval / summarize writes its own command's flags
+        monkeypatch.setattr(planner, "_cuda_free_bytes", lambda: int(need * 0.95))
+        with pytest.raises(PlanError) as refused:
+            planner.preflight_check("large", workload, command)
+        message = str(refused.value)
+        assert any(text in message for text in wanted[1:]) and not any(text in message for text in unwanted)
+
+
 def test_summarize_stops_before_loading_when_the_plan_does_not_fit(monkeypatch, tmp_path, tiny_mega2bart_dir):
     monkeypatch.setattr(planner, "_cuda_free_bytes", lambda: 1024**2)  # 1 MiB "free on the GPU"
     document = tmp_path / "doc.txt"
@@ -224,3 +252,37 @@ def test_eval_and_train_run_the_preflight(monkeypatch, tmp_path, tiny_mega2bart_
     refused = runner.invoke(app, train_args)
     assert refused.exit_code == 2 and "does not fit the GPU" in refused.output
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_a_cpu_plan_says_that_glibc_can_keep_freed_memory():
+    shape = load_shape("tiny")
+    cpu = plan_run(shape, Workload(task="train", length=4096), RATE)
+    cuda = plan_run(shape, Workload(task="train", length=4096, device="cuda"), RATE)
+    assert planner.CPU_RSS_NOTE in cpu.notes and "MALLOC_MMAP_THRESHOLD_" in planner.CPU_RSS_NOTE
+    assert planner.CPU_RSS_NOTE not in cuda.notes
+
+
+def test_training_counts_the_tied_embedding_gradients_and_the_first_blocks_backward():
+    # run P2 (benchmarks/README.md): at the end of the decoder's backward three (V, d) fp32 buffers of the tied
+    # embedding / lm_head are alive at once; in the first block's backward the other blocks' gradients exist
+    shape = load_shape("base")
+    parameters = shape.parameters()
+    decoder_grads = 4 * (parameters["decoder"] + parameters["enc_to_dec_proj"])
+    phases = planner.memory_phases(shape, Workload(task="train", length=4096, gradient_checkpointing=True))
+    tied = 4 * shape.decoder.vocab * shape.decoder.width
+    assert phases["decoder embedding backward"]["gradients"] == decoder_grads + 2 * tied
+    layers = shape.encoder.layers
+    encoder = shape.encoder
+    encoder_layer_grads = 4 * (parameters["encoder"] - (encoder.vocab + encoder.token_types) * encoder.hidden)
+    first = phases["encoder backward, first block"]
+    assert first["gradients"] == decoder_grads + encoder_layer_grads * (layers - 1) // layers
+    assert first["encoder_activations"] < phases["encoder backward"]["encoder_activations"]
+
+
+def test_the_loss_backward_and_the_optimizer_step_count_what_is_left_of_the_forward():
+    # run P2: three (B T, V) fp32 buffers in the loss's backward; autocast's bf16 weight copies gone by the step
+    shape = load_shape("tiny")
+    phases = planner.memory_phases(shape, Workload(task="train", length=4096, batch=2, label_tokens=64, dtype="bf16"))
+    assert phases["loss backward"]["logits"] == 2 * 64 * shape.decoder.vocab * 3 * 4
+    assert phases["loss backward"]["gradients"] == 0
+    assert phases["optimizer step"]["weights"] == 4 * shape.parameters()["total"] < phases["forward"]["weights"]
