@@ -81,7 +81,7 @@ def measure(spec: dict, timeout: float) -> dict:
     return {"spec": spec, "error": (run.stderr.strip().splitlines() or ["no result"])[-1]}
 
 
-def predict(spec: dict, rate: dict[str, float]) -> dict:
+def predict(spec: dict, rate) -> dict:
     from mega2bart.plan import Workload, load_shape, plan_run
 
     workload = Workload(
@@ -103,8 +103,8 @@ def gb(value: float) -> str:
     return f"{value / 1e9:.3f}"
 
 
-def table(results: list[dict], rate: dict[str, float], compare: dict[str, dict] | None = None) -> str:
-    """The markdown table; with `compare` (run name -> result of another raw file, e.g. the same runs with
+def table(results: list[dict], rates: dict, compare: dict[str, dict] | None = None) -> str:
+    """The markdown table (`rates`: the matmul rate of each row's dtype, as `mega2bart plan` measures it); with `compare` (run name -> result of another raw file, e.g. the same runs with
     glibc's default allocator) four more give that run's measured peak and time and the prediction's errors."""
     lines = [
         "| run | role | size | task | L | batch | beams | tokens | dtype | ckpt | optim | predicted GB | measured GB "
@@ -126,7 +126,7 @@ def table(results: list[dict], rate: dict[str, float], compare: dict[str, dict] 
         if "error" in result:
             lines.append(f"{head} | | | | | | | {result['error']} |")
             continue
-        plan = predict(spec, rate)
+        plan = predict(spec, rates[spec["dtype"]])
         measured = result["measured_peak_bytes"]
         error = plan["peak_bytes"] / measured - 1
         if spec["role"] == "test":
@@ -182,12 +182,13 @@ def main() -> None:
             print(f"{spec['name']}: {result.get('measured_peak_bytes', result.get('error'))}", flush=True)
     from mega2bart.plan import measure_matmul_rate
 
-    rate = measure_matmul_rate("cpu", tflops=args.tflops)
+    # each row's time at the rate of its own dtype (bf16 products run on other units than fp32 ones), as the CLI does
+    rates = {dtype: measure_matmul_rate("cpu", dtype, args.tflops) for dtype in {r["spec"]["dtype"] for r in results}}
     compare = None
     if args.compare_raw:
         rows = [json.loads(line) for line in args.compare_raw.read_text().splitlines() if line.strip()]
         compare = {row["spec"]["name"]: row for row in rows}
-    text = table(results, rate, compare)
+    text = table(results, rates, compare)
     print(text)
     if args.markdown:
         args.markdown.write_text(text + "\n")
