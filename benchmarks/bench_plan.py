@@ -81,10 +81,11 @@ def measure(spec: dict, timeout: float) -> dict:
     return {"spec": spec, "error": (run.stderr.strip().splitlines() or ["no result"])[-1]}
 
 
-def predict(spec: dict, rate) -> dict:
-    from mega2bart.plan import Workload, load_shape, plan_run
+def workload(spec: dict, device: str = "cpu"):
+    """The planner's `Workload` of a row (also scripts/gpu_check.py's, with device "cuda")."""
+    from mega2bart.plan import Workload
 
-    workload = Workload(
+    return Workload(
         task=spec["task"],
         length=spec["length"],
         batch=spec["batch"],
@@ -94,9 +95,14 @@ def predict(spec: dict, rate) -> dict:
         dtype=spec["dtype"],
         gradient_checkpointing=spec["gradient_checkpointing"],
         optimizer=spec["optimizer"],
-        device="cpu",
+        device=device,
     )
-    return plan_run(load_shape(spec["size"]), workload, matmul_tflops=rate).as_dict()
+
+
+def predict(spec: dict, rate) -> dict:
+    from mega2bart.plan import load_shape, plan_run
+
+    return plan_run(load_shape(spec["size"]), workload(spec), matmul_tflops=rate).as_dict()
 
 
 def gb(value: float) -> str:

@@ -73,22 +73,12 @@ def predict(row: dict[str, Any], tflops: float | None) -> dict[str, Any] | None:
     """The planner's CUDA plan of a row (None for stock and LED: the planner plans mega2bart's own path)."""
     if row["case"] != "mega2bart":
         return None
-    from mega2bart.plan import Workload, load_shape, measure_matmul_rate, plan_run
+    from bench_plan import workload
 
-    workload = Workload(
-        task=row["task"],
-        length=row["length"],
-        batch=row["batch"],
-        beams=row["beams"],
-        new_tokens=row["new_tokens"] or 1,
-        label_tokens=row["label_tokens"] or 1,
-        dtype=row["dtype"],
-        gradient_checkpointing=row["gradient_checkpointing"],
-        optimizer=row["optimizer"],
-        device="cuda",
-    )
+    from mega2bart.plan import load_shape, measure_matmul_rate, plan_run
+
     rate = measure_matmul_rate("cuda", row["dtype"], tflops)
-    return plan_run(load_shape(row["size"]), workload, rate).as_dict()
+    return plan_run(load_shape(row["size"]), workload(row, "cuda"), rate).as_dict()
 
 
 # ----------------------------------------------------------------------------------------------
