@@ -626,8 +626,12 @@ class Settings:
     stage2_batch: int
     stage2_stop_loss: float | None
     stage3_examples: int  # stage 3: full length, 5 facts; one run per arm
-    stage3_steps: int
+    stage3_steps: int  # at most, where stage3_stop_loss is set
     stage3_batch: int
+    stage3_stop_loss: float | None
+    # the full-length arm's way up to stage 3: rungs (length, distinct inputs, at most steps, batch, stop loss),
+    # each continuing from the one before (the first from stage 2) on 5-fact inputs of its length; () for none
+    curriculum: tuple[tuple[int, int, int, int, float | None], ...]
     test_examples: int
     beyond_examples: int  # held-out inputs of twice `length` (0: none), read by the stage-3 model of full length
     lone_examples: int  # held-out inputs per bucket with one fact only (0: none), read by the same model
@@ -650,8 +654,10 @@ FULL = Settings(
     stage2_batch=8,
     stage2_stop_loss=0.05,
     stage3_examples=400,
-    stage3_steps=400,
+    stage3_steps=250,
     stage3_batch=1,
+    stage3_stop_loss=0.02,
+    curriculum=((2048, 2000, 500, 4, 0.05), (4096, 600, 300, 2, 0.04), (8192, 300, 250, 1, 0.03)),
     test_examples=40,
     beyond_examples=20,
     lone_examples=8,
@@ -675,6 +681,8 @@ QUICK = Settings(
     stage3_examples=8,
     stage3_steps=2,
     stage3_batch=4,
+    stage3_stop_loss=None,
+    curriculum=((512, 8, 2, 4, None),),
     test_examples=4,
     beyond_examples=2,
     lone_examples=1,
@@ -725,6 +733,32 @@ class Steps:
         return result, seconds, key
 
 
+def parse_curriculum(text: str) -> tuple[tuple[int, int, int, int, float | None], ...]:
+    """`--curriculum`: 'none', or rungs LENGTH:INPUTS:STEPS:BATCH:STOP_LOSS separated by commas."""
+    if text.strip().lower() == "none":
+        return ()
+    rungs = []
+    for part in text.split(","):
+        fields = part.strip().split(":")
+        try:
+            if len(fields) != 5:
+                raise ValueError
+            length, count, steps, batch = (int(f) for f in fields[:4])
+            stop = float(fields[4])
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"rung {part!r}: give LENGTH:INPUTS:STEPS:BATCH:STOP_LOSS, e.g. 2048:2000:500:4:0.05"
+            ) from None
+        if min(length, count, steps, batch) < 1 or not 0 <= stop < float("inf"):
+            raise argparse.ArgumentTypeError(f"rung {part!r}: counts must be >= 1 and the stop loss finite, >= 0")
+        rungs.append((length, count, steps, batch, stop or None))
+    return tuple(rungs)
+
+
+def format_curriculum(rungs: tuple[tuple[int, int, int, int, float | None], ...]) -> str:
+    return ",".join(":".join(str(v if v is not None else 0) for v in rung) for rung in rungs) or "none"
+
+
 def launch_args(cli_args: list[str], resume: bool) -> list[str]:
     """The arguments a step is launched with: as keyed, except that training checkpoints every 100 steps and,
     with `resume`, goes on from its newest checkpoint instead of starting over."""
@@ -754,12 +788,20 @@ def run_cli(args: list[str], log: Path, threads: int) -> float:
     return seconds
 
 
-def train_args(model: Path, data: Path, output: Path, s: Settings, *, stage: int, context: int, seed: int) -> list[str]:
-    steps, batch, lr, stop = {
-        1: (s.stage1_steps, s.stage1_batch, s.learning_rate, s.stage1_stop_loss),
-        2: (s.stage2_steps, s.stage2_batch, s.learning_rate, s.stage2_stop_loss),
-        3: (s.stage3_steps, s.stage3_batch, s.stage3_learning_rate, None),
-    }[stage]
+def train_args(
+    model: Path, data: Path, output: Path, s: Settings, *, stage: int, context: int, seed: int, rung: int | None = None
+) -> list[str]:
+    """`mega2bart train` arguments of stage 1, 2 or 3, or (with `rung`) of that rung of the curriculum, which
+    trains at stage 3's rate, kept constant (stage 3 anneals)."""
+    if rung is not None:
+        _, _, steps, batch, stop = s.curriculum[rung]
+        lr = s.stage3_learning_rate
+    else:
+        steps, batch, lr, stop = {
+            1: (s.stage1_steps, s.stage1_batch, s.learning_rate, s.stage1_stop_loss),
+            2: (s.stage2_steps, s.stage2_batch, s.learning_rate, s.stage2_stop_loss),
+            3: (s.stage3_steps, s.stage3_batch, s.stage3_learning_rate, s.stage3_stop_loss),
+        }[stage]
     return [
         "train",
         "--model",
@@ -790,11 +832,12 @@ def train_args(model: Path, data: Path, output: Path, s: Settings, *, stage: int
         "--overwrite",  # these three become "--resume auto" when an interrupted run of the same step is resumed
         "--resume",
         "none",  # not --quiet: the log shows progress and losses
-        # stages 1 and 2 keep their peak rate (the copy is learned late, after a plateau); stage 3 anneals
+        # stages 1 and 2 and the rungs keep their peak rate (the copy is learned late, after a plateau); stage 3
+        # anneals
         "--set",
         f"warmup_steps={max(1, min(20, steps // 10))}",
         "--set",
-        f"lr_scheduler_type={'cosine' if stage == 3 else 'constant_with_warmup'}",
+        f"lr_scheduler_type={'cosine' if stage == 3 and rung is None else 'constant_with_warmup'}",
         "--set",
         "weight_decay=0.0",
         "--set",
@@ -806,8 +849,8 @@ def train_args(model: Path, data: Path, output: Path, s: Settings, *, stage: int
         # short stage-1 inputs stay short: MEGA pads only inputs longer than its chunk
         "--set",
         "pad_to_multiple_of=8",
-        # stages 1 and 2 end when their copy is learned: the phase change after the plateau comes at a step that
-        # varies with the seed and the CPU (benchmarks/README.md), so a fixed count ends too early or wastes time
+        # each stage and rung ends when its task is learned: the phase change after the plateau comes at a step
+        # that varies with the seed and the CPU (benchmarks/README.md), so a fixed count ends too early or wastes time
         *(["--set", f"stop_at_loss={stop}"] if stop is not None else []),
     ]
 
@@ -1076,6 +1119,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage1-steps", type=int, help="optimiser steps on single facts in short filler")
     parser.add_argument("--stage2-steps", type=int, help="optimiser steps on 1-5 facts in short inputs")
     parser.add_argument("--stage3-steps", type=int, help="optimiser steps on full-length inputs, per arm")
+    parser.add_argument(
+        "--stage3-stop-loss", type=float, help="stage 3 ends once its loss is below this (0: never; default 0.02)"
+    )
+    parser.add_argument(
+        "--curriculum",
+        type=parse_curriculum,
+        help="the full-length arm's rungs before stage 3, LENGTH:INPUTS:STEPS:BATCH:STOP_LOSS,... each at most STEPS "
+        "and ending at its loss (STOP_LOSS 0: never), or 'none' (stage 3 straight after stage 2); default "
+        + format_curriculum(FULL.curriculum),
+    )
     parser.add_argument("--test-examples", type=int, help="held-out inputs")
     parser.add_argument(
         "--ema-init",
@@ -1124,11 +1177,20 @@ def main(argv: list[str] | None = None) -> int:
         "stage1_steps": args.stage1_steps,
         "stage2_steps": args.stage2_steps,
         "stage3_steps": args.stage3_steps,
+        "stage3_stop_loss": args.stage3_stop_loss,
+        "curriculum": args.curriculum,
         "test_examples": args.test_examples,
     }
     s = Settings(**{**asdict(s), **{k: v for k, v in overrides.items() if v is not None}})
+    if s.stage3_stop_loss == 0:
+        s.stage3_stop_loss = None
     if s.length < 512 or s.control_context >= s.length:
         raise SystemExit(f"--length ({s.length}) must be >= 512 and above the control context ({s.control_context})")
+    lengths = [rung[0] for rung in s.curriculum]
+    if lengths and (lengths != sorted(set(lengths)) or lengths[0] < 256 or lengths[-1] >= s.length):
+        raise SystemExit(
+            f"--curriculum lengths ({lengths}) must rise, start at >= 256 and stay below --length ({s.length})"
+        )
     out: Path = args.out_dir
     out.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
@@ -1225,6 +1287,39 @@ def main(argv: list[str] | None = None) -> int:
             previous = out / name
         return previous, key, parameters
 
+    def climb(name: str, previous: Path, after: str, record: list[dict[str, Any]]) -> tuple[Path, str]:
+        """Train `previous` up the curriculum's rungs, each on its own 5-fact inputs of its length and ending at
+        its loss: (the last rung's model, its digest). Appends each rung's length, steps and losses to `record`."""
+        for i, (length, count, *_) in enumerate(s.curriculum):
+            data = out / f"train-{length}.jsonl"
+            steps.run(
+                f"data {length}",
+                [data_settings, length, count],
+                "",
+                lambda data=data, length=length, count=count, i=i: write_jsonl(
+                    data,
+                    make_examples(
+                        tokenizer, "train", count, length, args.seed + 20 + i, f"rung{length}", code=args.code
+                    ),
+                ),
+            )
+            rung_dir = out / f"{name}-rung-{length}"
+            after = command(
+                f"train {name} rung {length}",
+                train_args(previous, data, rung_dir, s, stage=3, context=length, seed=args.seed, rung=i),
+                after,
+            )
+            record.append(
+                {
+                    "length": length,
+                    "steps": trained_steps(rung_dir),
+                    "losses": training_losses(rung_dir),
+                    "seconds": seconds[f"train {name} rung {length}"],
+                }
+            )
+            previous = rung_dir
+        return previous, after
+
     # one run per arm: (name, encoder kind, context)
     plan = {
         "mega": (f"mega-{s.length // 1024}k", "mega", s.length),
@@ -1238,10 +1333,13 @@ def main(argv: list[str] | None = None) -> int:
     parameters = {kind: sizes for kind, (_, _, sizes) in trunks.items()}
     arms: dict[str, dict[str, Any]] = {}
     references = read_jsonl(test_data)
+    rungs: list[dict[str, Any]] = []
     for arm in args.arms:
         name, kind, context = plan[arm]
         previous, after, _ = trunks[kind]
         model_dir = out / name
+        if arm == "mega" and s.curriculum:
+            previous, after = climb(name, previous, after, rungs)
         trained = command(
             f"train {name}",
             train_args(previous, stage3_data, model_dir, s, stage=3, context=context, seed=args.seed),
@@ -1253,6 +1351,8 @@ def main(argv: list[str] | None = None) -> int:
             "context": context,
             "score": result,
             "losses": {"stage3": training_losses(model_dir)},
+            "stage3_steps": trained_steps(model_dir),
+            **({"curriculum": rungs} if arm == "mega" and s.curriculum else {}),
             "examples": [
                 {"reference": r["summary"], "prediction": p}
                 for r, p in zip(references[:3], predictions[:3], strict=True)

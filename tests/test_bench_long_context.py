@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import os
@@ -283,3 +284,22 @@ def test_an_interrupted_training_step_resumes_from_its_checkpoints(tmp_path: Pat
     assert "--overwrite" not in resumed and resumed[resumed.index("--resume") + 1] == "auto"
     assert len(resumed) == len(args) - 1 and args[args.index("--resume") + 1] == "none"  # the key's args unchanged
     assert not steps.started("train mega-16k", bench.Steps.key(args, "other"))  # another step: starts over
+
+
+def test_the_curriculum_parses_and_each_rung_trains_at_its_length_to_its_loss() -> None:
+    bench = _bench()
+    rungs = bench.parse_curriculum("2048:2000:500:4:0.05, 4096:600:300:2:0")
+    assert rungs == ((2048, 2000, 500, 4, 0.05), (4096, 600, 300, 2, None))
+    assert bench.parse_curriculum("none") == ()
+    assert bench.parse_curriculum(bench.format_curriculum(bench.FULL.curriculum)) == bench.FULL.curriculum
+    for bad in ("2048:2000:500:4", "2048:x:500:4:0.05", "2048:0:500:4:0.05", "2048:1:1:1:inf"):
+        with pytest.raises(argparse.ArgumentTypeError, match="rung"):
+            bench.parse_curriculum(bad)
+    s = bench.FULL
+    args = bench.train_args(Path("m"), Path("d.jsonl"), Path("o"), s, stage=3, context=2048, seed=0, rung=0)
+    assert args[args.index("--max-steps") + 1] == "500" and args[args.index("--batch-size") + 1] == "4"
+    assert "lr_scheduler_type=constant_with_warmup" in args and "stop_at_loss=0.05" in args
+    final = bench.train_args(Path("m"), Path("d.jsonl"), Path("o"), s, stage=3, context=16384, seed=0)
+    assert "lr_scheduler_type=cosine" in final and f"stop_at_loss={s.stage3_stop_loss}" in final
+    with pytest.raises(SystemExit, match="must rise"):
+        bench.main(["--quick", "--curriculum", "512:8:2:4:0,256:8:2:4:0", "--out-dir", "unused"])
