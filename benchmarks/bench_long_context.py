@@ -30,6 +30,9 @@ that hold every fact in document order. It writes `results.json`, `results.md` a
 
     .venv/bin/python benchmarks/bench_long_context.py --quick        # 1,024-token inputs, minutes
     .venv/bin/python benchmarks/bench_long_context.py --out-dir runs/long_context   # the full run
+
+This file is the command line and the run; `long_context/` holds the rest by concern (data, recipe, steps,
+scoring, report, plot; its __init__ lists them).
 """
 
 from __future__ import annotations

@@ -260,7 +260,7 @@ def train_args(
         "--eval-split",
         "none",
         "--save-steps",
-        str(steps),  # launched with a checkpoint every 100 steps, for resuming (see `command` in `main`)
+        str(steps),  # launched with a checkpoint every 100 steps, for resuming (bench_long_context.main's `command`)
         "--no-gradient-checkpointing",
         "--seed",
         str(seed),
