@@ -1,7 +1,7 @@
 """What every benchmark here shares: one measurement per fresh process, watched from outside, and the worker's
 side of it (not run by hand).
 
-Driver side (`bench_encoder.py`, `bench_generate.py`, `bench_plan.py`, `bench_long_context.py`):
+Driver side (`bench_encoder.py`, `bench_generate.py`, `bench_plan.py`, `bench_long_context.py` with `long_context/`):
 - `worker_env`: the environment a worker or a `mega2bart` command starts with (OMP threads pinned);
 - `run_worker`: start a worker, sample its RSS every 0.2 s, kill it past a time-out or an RSS limit, and measure
   the other load on the machine while it ran (cores busy with anything else, from /proc/stat), then read its

@@ -3,7 +3,8 @@ has started to copy (teacher-forced accuracy on the names and the digits of held
 
 `bench_long_context.py` runs the probe with `mega2bart train`/`eval`; this script is how its model and its
 first stages were chosen (benchmarks/README.md lists the trials and what they printed). It builds the probe
-model from `bench_long_context.model_configs` with JSON overrides, so any trial can be rerun:
+model from `bench_long_context.model_configs` (in `long_context/recipe.py`) with JSON overrides, so any trial can
+be rerun:
 
     # one fact in 24 filler tokens, the probe's model and rate
     .venv/bin/python benchmarks/long_context_trials.py --code digits --filler 24 --steps 1000 --save /tmp/stage1.pt
