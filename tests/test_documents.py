@@ -41,7 +41,7 @@ def test_read_documents_formats(tmp_path):
 @pytest.mark.parametrize(
     "name, content, error, match",
     [
-        ("x.pdf", "%PDF", ValueError, "unsupported extension '.pdf'"),
+        ("x.docx", "PK", ValueError, "unsupported extension '.docx'"),
         ("x.jsonl", "{broken\n", ValueError, "x.jsonl:1 is not valid JSON"),
         ("x.jsonl", '{"body": "t"}\n', ValueError, "no text field"),
     ],
