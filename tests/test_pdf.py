@@ -367,7 +367,7 @@ def _pages_from_prefixes(summarizer, document: Document, token: int) -> int:
     return sum(len(summarizer._encode(document.text[:start])) <= token for start in document.page_starts)
 
 
-def test_each_window_keeps_its_page_range(tiny_model, monkeypatch):
+def test_each_window_keeps_its_page_range(tiny_model):
     summarizer = _tiny_summarizer(tiny_model)
     document = _paged_document()
     [result] = summarizer.summarize([document.text], ids=[document.id], page_starts=[document.page_starts])
@@ -382,12 +382,17 @@ def test_each_window_keeps_its_page_range(tiny_model, monkeypatch):
         if window.level:
             below = [w for w in result.windows if w.level == window.level - 1 and w.index in window.sources]
             assert window.pages == [min(w.pages[0] for w in below), max(w.pages[1] for w in below)], window
-    # a tokenizer without offsets: each page's first token from its prefix, the same pages
+    [plain] = summarizer.summarize(["A document without pages."])
+    assert [w.pages for w in plain.windows] == [[]]
+
+
+def test_a_tokenizer_without_offsets_finds_the_same_pages(tiny_model, monkeypatch):
+    summarizer = _tiny_summarizer(tiny_model)
+    document = _paged_document()
+    fast = summarizer._encode_pages(document.text, document.page_starts)
     monkeypatch.setattr(type(summarizer.tokenizer), "is_fast", property(lambda self: False))
-    [slow] = summarizer.summarize([document.text], ids=[document.id], page_starts=[document.page_starts])
-    assert [w.pages for w in slow.windows] == [w.pages for w in result.windows]
-    [plain] = summarizer.summarize([document.text])
-    assert all(w.pages == [] for w in plain.windows)
+    slow = summarizer._encode_pages(document.text, document.page_starts)
+    assert slow == fast and sorted(set(fast[1])) == [1, 2, 3, 4, 5]
 
 
 def test_mega2bart_summarize_paper_pdf(tiny_mega2bart_dir, tmp_path, small_pdf):
@@ -409,8 +414,8 @@ def test_mega2bart_summarize_paper_pdf(tiny_mega2bart_dir, tmp_path, small_pdf):
     level0 = [w for w in record["windows"] if w["level"] == 0]
     assert level0[0]["pages"][0] == 1 and level0[-1]["pages"][1] == pages
     assert all(1 <= w["pages"][0] <= w["pages"][1] <= pages for w in record["windows"])
-    for kind, message in UNREADABLE.items():
-        path = _unreadable(kind, small_pdf, tmp_path)
+    for kind in ("scanned", "encrypted", "truncated"):
+        path, message = _unreadable(kind, small_pdf, tmp_path), UNREADABLE[kind]
         result = CliRunner().invoke(
             app, ["summarize", str(tiny_mega2bart_dir), str(path), "--output", str(tmp_path / f"{kind}.jsonl"), *common]
         )
