@@ -120,7 +120,8 @@ def summarize_in_parts(
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict[str, int]:
-    """Summarise `documents` ((id, text) pairs or `Document`s, unique ids) with every process of the job into `output`, resuming.
+    """Summarise `documents` ((id, text) pairs or `Document`s; unique ids) with every process of the job
+    into `output`, resuming.
 
     1. With `overwrite`, the first process removes the parts and empties `output`; each process
        cuts a torn last line off its own part file (`<output>.parts/part-RANK-of-WORLD.jsonl`).
