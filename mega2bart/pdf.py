@@ -16,8 +16,9 @@ the clean-up a summariser needs, page by page and then across pages:
    "long-range"); after a digit the hyphen stays ("5-" + "gram"). A hyphen inside a line is never
    touched; the joined word is moved to the line (and page) where it started.
 
-Lines are joined by "\\n", pages too; `page_starts[k]` is the offset of the first character of page
-k + 1 in the text (a page without text starts where the next one does).
+Spaces are normalised and ligature characters spelt out ("\\ufb01" -> "fi"). Lines are joined by
+"\\n", pages too; `page_starts[k]` is the offset of the first character of page k + 1 in the text
+(a page without text starts where the next one does).
 
 A file that cannot be used is a `DocumentError` that says which case it is and what to do: not a
 PDF or damaged, encrypted with a password, or without a text layer (a scan).
@@ -54,6 +55,7 @@ _PAGE_NUMBER = re.compile(
 _LINE_END_HYPHEN = re.compile(r"([^\W_]+)-$")  # a word's letters (or digits), then a hyphen ending the line
 _LINE_START_WORD = re.compile(r"[^\W\d_]+")
 _COMPOUND = re.compile(r"[^\W\d_]+(?:-[^\W\d_]+)+")
+_LIGATURES = str.maketrans({"\ufb00": "ff", "\ufb01": "fi", "\ufb02": "fl", "\ufb03": "ffi", "\ufb04": "ffl"})
 _PUNCTUATION = "\"'()[]{}<>.,;:!?*"  # stripped from a token before it counts as a word
 
 
@@ -142,7 +144,7 @@ def _damaged(doc_id: str, exc: Exception) -> DocumentError:
 def join_pages(pages: list[list[str]]) -> tuple[str, tuple[int, ...]]:
     """The text of `pages` (each a list of lines) with running headers, footers and page numbers dropped
     and line-end hyphenation joined, and the offset of each page's start in it (see the module docstring)."""
-    kept = drop_running_lines([[" ".join(line.split()) for line in lines if line.strip()] for lines in pages])
+    kept = drop_running_lines([[_plain(line) for line in lines if line.strip()] for lines in pages])
     lines = [(number, line) for number, page in enumerate(kept) for line in page]
     lines = join_hyphenation(lines)
     starts: list[int | None] = [None] * len(pages)
@@ -159,6 +161,13 @@ def join_pages(pages: list[list[str]]) -> tuple[str, tuple[int, ...]]:
         following = starts[number] = following if starts[number] is None else starts[number]
     starts[0] = 0
     return text, tuple(starts)  # type: ignore[arg-type]
+
+
+def _plain(line: str) -> str:
+    """`line` with its spaces normalised, ligature characters spelt out ("\ufb01" -> "fi") and a soft hyphen
+    ending it (how some PDFs write the typesetter's hyphen) as "-"."""
+    line = " ".join(line.translate(_LIGATURES).split())
+    return line[:-1] + "-" if line.endswith("\xad") else line
 
 
 def _edge_form(line: str) -> str:

@@ -227,6 +227,11 @@ def test_line_end_hyphenation(lines, expected):
     assert [line for _, line in join_hyphenation([(0, line) for line in lines])] == expected
 
 
+def test_ligatures_are_spelt_out_and_a_soft_hyphen_at_a_line_end_is_a_hyphen():
+    text, _ = join_pages([["the \ufb01rst e\ufb00ect of summari\xad", "sation, a co\xadoperation"]])
+    assert text == "the first effect of summarisation,\na co\xadoperation"
+
+
 def test_a_word_hyphenated_across_a_page_break_belongs_to_the_page_it_starts_on():
     pages = [["Header", "the first page ends in a hyphen-"], ["Header", "ated word and goes on"], ["Header", "end"]]
     text, starts = join_pages(pages)
