@@ -412,7 +412,7 @@ def evaluate(
 @with_generation_options
 def summarize(
     model: Annotated[Path, typer.Argument(help="Model directory.")],
-    files: Annotated[list[str], typer.Argument(help='.txt/.md/.html/.jsonl files, or "-" for stdin.')],
+    files: Annotated[list[str], typer.Argument(help='.txt/.md/.html/.jsonl/.pdf files, or "-" for stdin.')],
     output: Annotated[
         Path,
         typer.Option(
@@ -456,7 +456,7 @@ def summarize(
         counts = summarize_files(
             summarizer, files, output, skip_existing=skip_existing, overwrite=overwrite, progress=not quiet
         )
-    except (BuildError, ValueError, FileNotFoundError, FileExistsError) as exc:
+    except (BuildError, ValueError, FileNotFoundError, FileExistsError, ImportError) as exc:
         fail(str(exc))
     if os.environ.get("RANK", "0") != "0":  # under torchrun/accelerate only the main process reports
         return

@@ -1,9 +1,14 @@
-"""Documents from files: the one reader of text, Markdown, HTML and JSON-lines files (and stdin).
+"""Documents from files: the one reader of text, Markdown, HTML, JSON-lines and PDF files (and stdin).
 
-`read_documents(paths)` yields (id, text) per document; `summarize` and `pretraining` both read with it.
+`load_documents(paths)` yields a `Document` (id, text, page_starts) per document; `summarize` reads
+with it, and so can anything that shows where a summary came from (PDF pages). `read_documents(paths)`
+yields the same documents as (id, text) pairs, for readers that need no pages (`pretraining`).
 
 - .txt/.md/.markdown/.text (`TEXT_SUFFIXES`): the whole file is one document, id = its path;
 - .html/.htm (`HTML_SUFFIXES`): the visible text (`html_to_text`), id = its path;
+- .pdf (`PDF_SUFFIXES`): the text layer, cleaned (`mega2bart.pdf.pdf_text`: running headers,
+  footers and page numbers dropped, line-end hyphenation joined), id = its path, and the offset
+  where each page starts (`Document.page_starts`; `page_at` maps an offset to its page);
 - .jsonl (`JSONL_SUFFIXES`): one document per line, in the first of `text_fields` the line has
   (default `JSONL_TEXT_FIELDS`: "text", "document", "article"); id = the line's "id" field if
   present, else "<path>:<line number>";
@@ -12,28 +17,31 @@
 Text is UTF-8 (a byte order mark is dropped) and nothing is decoded with silent replacement
 characters; the line breaks of a whole-file document are normalised to "\\n" (as Python's text
 mode reads them). A document that cannot be used -- empty, only whitespace, a null or non-string
-text field, not UTF-8, NUL bytes -- is a `DocumentError`: raised, or collected and skipped when
-the caller passes a `refused` list. A missing file, an unsupported suffix and a JSON line that is
-not a JSON object with a text field always raise: they are mistakes in the command, not in one
-document. `document_files` expands directories into the files of these suffixes (pretraining
-takes directories; summarising takes files only, so that an output in the same folder is never
-read back as an input).
+text field, not UTF-8, NUL bytes, a PDF that is damaged, encrypted with a password or without a
+text layer -- is a `DocumentError`: raised, or collected and skipped when the caller passes a
+`refused` list. A missing file, an unsupported suffix and a JSON line that is not a JSON object
+with a text field always raise: they are mistakes in the command, not in one document.
+`document_files` expands directories into the files of these suffixes (pretraining takes
+directories; summarising takes files only, so that an output in the same folder is never read
+back as an input).
 """
 
 from __future__ import annotations
 
+import bisect
 import codecs
 import html.parser
 import json
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".text")
 HTML_SUFFIXES = (".html", ".htm")
 JSONL_SUFFIXES = (".jsonl",)
-SUPPORTED_SUFFIXES = TEXT_SUFFIXES + HTML_SUFFIXES + JSONL_SUFFIXES
+PDF_SUFFIXES = (".pdf",)
+SUPPORTED_SUFFIXES = TEXT_SUFFIXES + HTML_SUFFIXES + JSONL_SUFFIXES + PDF_SUFFIXES
 JSONL_TEXT_FIELDS = ("text", "document", "article")
 """The text fields of a .jsonl line that `read_documents` looks for by default, in this order."""
 STDIN = "-"
@@ -46,6 +54,22 @@ class DocumentError(ValueError):
         super().__init__(f"{doc_id}: {reason}")
         self.doc_id = doc_id
         self.reason = reason
+
+
+class Document(NamedTuple):
+    """One document of `load_documents`."""
+
+    id: str
+    """The file's path (a .jsonl line: its "id" field, else "<path>:<line number>"; stdin: "-")."""
+    text: str
+    page_starts: tuple[int, ...] = ()
+    """The offset in `text` where each page starts (page k + 1 at `page_starts[k]`; the first is 0), for a
+    PDF; () for a document without pages."""
+
+
+def page_at(page_starts: Sequence[int], offset: int) -> int:
+    """The page (1-based) that the character at `offset` is on, given the `page_starts` of its document."""
+    return max(1, bisect.bisect_right(page_starts, offset))
 
 
 # ----------------------------------------------------------------------------- HTML
@@ -136,7 +160,21 @@ def read_documents(
     text_fields: Sequence[str] = JSONL_TEXT_FIELDS,
     field_hint: str = "",
 ) -> Iterator[tuple[str, str]]:
-    """Yield (id, text) for each document in `paths`, read one file (or one JSON line) at a time.
+    """Yield (id, text) for each document of `load_documents` (same arguments, same errors): for
+    readers that need no page starts."""
+    for document in load_documents(paths, stdin, refused, text_fields=text_fields, field_hint=field_hint):
+        yield document.id, document.text
+
+
+def load_documents(
+    paths: Sequence[str | Path],
+    stdin: Any = None,
+    refused: list[DocumentError] | None = None,
+    *,
+    text_fields: Sequence[str] = JSONL_TEXT_FIELDS,
+    field_hint: str = "",
+) -> Iterator[Document]:
+    """Yield a `Document` for each document in `paths`, read one file (or one JSON line) at a time.
 
     Args:
         paths: files of `SUPPORTED_SUFFIXES`, or "-" for `stdin` (default `sys.stdin`).
@@ -150,25 +188,31 @@ def read_documents(
         ValueError: an unsupported suffix, a .jsonl line that is not valid JSON or has no text
             field (the message names the file and line).
         DocumentError: an unusable document, when `refused` is None.
+        ImportError: a PDF without pypdf installed (the message gives the pip command).
     """
     for raw in paths:
         try:
             if str(raw) == STDIN:
-                yield STDIN, _nonblank(STDIN, _read_stdin(stdin), "standard input")
+                yield Document(STDIN, _nonblank(STDIN, _read_stdin(stdin), "standard input"))
                 continue
             path = _supported_file(Path(raw))
             suffix = path.suffix.lower()
             if suffix in JSONL_SUFFIXES:
-                yield from _read_jsonl(path, refused, text_fields, field_hint)
+                yield from (Document(*pair) for pair in _read_jsonl(path, refused, text_fields, field_hint))
+                continue
+            if suffix in PDF_SUFFIXES:
+                from mega2bart.pdf import pdf_text  # imports pypdf, and this module
+
+                yield Document(str(path), *pdf_text(path))
                 continue
             content = _newlines(_decode(str(path), path.read_bytes()))
             if suffix in HTML_SUFFIXES:
                 visible = html_to_text(content)
                 if not visible.strip():
                     raise DocumentError(str(path), "the page has no visible text")
-                yield str(path), visible
+                yield Document(str(path), visible)
             else:
-                yield str(path), _nonblank(str(path), content, "the file")
+                yield Document(str(path), _nonblank(str(path), content, "the file"))
         except DocumentError as error:
             if refused is None:
                 raise
@@ -276,14 +320,18 @@ def _missing_field(where: str, row: Any, text_fields: Sequence[str], field_hint:
 
 
 __all__ = [
+    "Document",
     "DocumentError",
     "HTML_SUFFIXES",
     "JSONL_SUFFIXES",
     "JSONL_TEXT_FIELDS",
+    "PDF_SUFFIXES",
     "STDIN",
     "SUPPORTED_SUFFIXES",
     "TEXT_SUFFIXES",
     "document_files",
     "html_to_text",
+    "load_documents",
+    "page_at",
     "read_documents",
 ]

@@ -3,7 +3,7 @@
 One `PretrainConfig` -> `run_pretraining(config)` -> `<output_dir>/final`, a `MegaForMaskedLM`
 plus tokenizer that `MegaModel.from_pretrained` and `mega2bart build --encoder` accept.
 
-- Text: local .txt/.md/.html files (one document each), .jsonl files (one document per line, field
+- Text: local .txt/.md/.html/.pdf files (one document each), .jsonl files (one document per line, field
   `text_column`), directories of those (all read by `mega2bart.documents`), a Hugging Face
   `datasets` name, or the built-ins "aclsum" (full paper texts, offline, `pip install
   aclsum==0.1.2`) and "gensim-wiki" (the shortened English Wikipedia dump shipped in the gensim

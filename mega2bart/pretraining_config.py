@@ -107,7 +107,7 @@ class PretrainConfig(RunConfig):
     text_files: list[str] = setting(
         default_factory=list,
         flag=True,
-        help="Local .txt/.md/.html (one document per file) or .jsonl files (one per line), or directories of them.",
+        help="Local .txt/.md/.html/.pdf (one document per file) or .jsonl files (one per line), or directories of them.",
     )
     dataset_config: str | None = setting(
         None, help='The `datasets` configuration name (e.g. "20231101.en" for "wikimedia/wikipedia").'

@@ -277,9 +277,9 @@ def test_train_errors_are_one_line(tiny_mega2bart_dir, tmp_path, monkeypatch):
 
 
 def test_summarize_rejects_unknown_formats_and_missing_files(tiny_mega2bart_dir, tmp_path):
-    (tmp_path / "doc.pdf").write_bytes(b"%PDF-1.4")
+    (tmp_path / "doc.docx").write_bytes(b"PK\x03\x04")
     base = ["summarize", str(tiny_mega2bart_dir), "--output", str(tmp_path / "o.jsonl"), "--quiet"]
-    _error(runner.invoke(app, [*base[:2], str(tmp_path / "doc.pdf"), *base[2:]]), "unsupported extension '.pdf'")
+    _error(runner.invoke(app, [*base[:2], str(tmp_path / "doc.docx"), *base[2:]]), "unsupported extension '.docx'")
     _error(runner.invoke(app, [*base[:2], str(tmp_path / "nope.txt"), *base[2:]]), "nope.txt")
     assert not Path(tmp_path / "o.jsonl").exists() or not (tmp_path / "o.jsonl").read_text()
 

@@ -41,7 +41,7 @@ def test_read_documents_formats(tmp_path):
 @pytest.mark.parametrize(
     "name, content, error, match",
     [
-        ("x.pdf", "%PDF", ValueError, "unsupported extension '.pdf'"),
+        ("x.docx", "PK", ValueError, "unsupported extension '.docx'"),
         ("x.jsonl", "{broken\n", ValueError, "x.jsonl:1 is not valid JSON"),
         ("x.jsonl", '{"body": "t"}\n', ValueError, "no text field"),
     ],
@@ -115,18 +115,18 @@ def test_windows_line_breaks_of_whole_files_are_read_as_newlines(tmp_path: Path)
 
 
 def test_document_files_expands_directories_to_every_supported_suffix(tmp_path: Path) -> None:
-    for name in ("b.md", "a.txt", "sub/c.html", "sub/d.jsonl", "sub/e.markdown", "notes.csv"):
+    for name in ("b.md", "a.txt", "sub/c.html", "sub/d.jsonl", "sub/e.markdown", "sub/f.pdf", "notes.csv"):
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_text("x")
     found = document_files([tmp_path, tmp_path / "a.txt"])
     assert [p.relative_to(tmp_path).as_posix() for p in found] == [
-        "a.txt", "b.md", "sub/c.html", "sub/d.jsonl", "sub/e.markdown", "a.txt"
+        "a.txt", "b.md", "sub/c.html", "sub/d.jsonl", "sub/e.markdown", "sub/f.pdf", "a.txt"
     ]  # fmt: skip
-    assert ".html" in SUPPORTED_SUFFIXES and ".jsonl" in SUPPORTED_SUFFIXES
+    assert ".html" in SUPPORTED_SUFFIXES and ".jsonl" in SUPPORTED_SUFFIXES and ".pdf" in SUPPORTED_SUFFIXES
     with pytest.raises(ValueError, match=r"has suffix '\.csv'; supported: \.txt, \.md"):
         document_files([tmp_path / "notes.csv"])
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="holds no .txt/.md/.markdown/.text/.html/.htm/.jsonl file"):
+    with pytest.raises(ValueError, match="holds no .txt/.md/.markdown/.text/.html/.htm/.jsonl/.pdf file"):
         document_files([tmp_path / "empty"])
     with pytest.raises(FileNotFoundError, match="does not exist"):
         document_files([tmp_path / "missing"])

@@ -15,14 +15,15 @@ Every result carries its provenance: for each level, each window's token span in
 input and the partial summary it produced, so each part of a merged input names the window it
 came from. Windows of all documents in a group are generated together, sorted by length.
 
-`summarize_files(...)` reads .txt/.md/.html/.jsonl files (or stdin, "-") with
-`mega2bart.documents.read_documents` and writes one json line per document, flushed as soon as its
+`summarize_files(...)` reads .txt/.md/.html/.jsonl/.pdf files (or stdin, "-") with
+`mega2bart.documents.load_documents` and writes one json line per document, flushed as soon as its
 group is done, and the run's statistics beside it (`stats_path`); `skip_existing=True` resumes a
-crashed job.
+crashed job. The windows of a PDF also name their pages (`Window.pages`).
 It never writes over something it did not write: an output that is one of the inputs, or a file
 that is not a mega2bart summaries jsonl, is refused (`check_output`). A document that cannot be
-summarised (empty, only whitespace, a null text field, not UTF-8) is skipped with a warning naming
-it; UTF-8 is the only encoding read, so nothing is decoded with silent replacement characters.
+summarised (empty, only whitespace, a null text field, not UTF-8, a damaged, encrypted or scanned
+PDF) is skipped with a warning naming it; UTF-8 is the only encoding read, so nothing is decoded
+with silent replacement characters.
 Under `torchrun`/`accelerate launch` (WORLD_SIZE > 1) the groups of documents are shared between the
 processes (longest first, each to the least loaded process), each process appends its records to its
 own part file beside the output, and the first process merges the parts into the output in the

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mega2bart.documents import STDIN, DocumentError, read_documents
+from mega2bart.documents import STDIN, Document, DocumentError, load_documents
 
 from .groups import length_groups, longest_first, write_groups
 from .loading import model_precision, throughput
@@ -97,14 +97,14 @@ def _stdin_stat(stdin: Any) -> os.stat_result | None:
         return None
 
 
-def _read_inputs(inputs: Sequence[str | Path], stdin: Any) -> tuple[list[tuple[str, str]], list[DocumentError]]:
-    """The (id, text) documents of `inputs` and those refused (each logged as a warning).
+def _read_inputs(inputs: Sequence[str | Path], stdin: Any) -> tuple[list[Document], list[DocumentError]]:
+    """The documents of `inputs` and those refused (each logged as a warning).
 
     Raises:
         ValueError: no document is left, or an id appears twice.
     """
     refused: list[DocumentError] = []
-    documents = list(read_documents(inputs, stdin=stdin, refused=refused))
+    documents = list(load_documents(inputs, stdin=stdin, refused=refused))
     if len(refused) == 1 and not documents:
         raise ValueError(f"{refused[0]}: nothing to summarise")
     for error in refused:
@@ -112,7 +112,7 @@ def _read_inputs(inputs: Sequence[str | Path], stdin: Any) -> tuple[list[tuple[s
     if refused and not documents:
         raise ValueError(f"all {len(refused)} documents were refused (first: {refused[0]}): nothing to summarise")
     seen: set[str] = set()
-    for doc_id, _ in documents:
+    for doc_id, *_ in documents:
         if doc_id in seen:
             raise ValueError(f"document id {doc_id!r} appears twice in the inputs: ids must be unique")
         seen.add(doc_id)
@@ -137,7 +137,7 @@ def summarize_files(
     id is already in `output` are skipped and only a torn last line is dropped; with `overwrite`, an
     earlier summaries file is replaced; with neither, an existing non-empty `output` is an error.
     `output` is never one of the inputs nor a file mega2bart did not write (see `check_output`).
-    Documents that cannot be summarised (see `mega2bart.documents.read_documents`) are skipped with
+    Documents that cannot be summarised (see `mega2bart.documents.load_documents`) are skipped with
     a warning; if no document is left, nothing is written and a `ValueError` says why. The run's
     counts, dtype, device and speed are written to `stats_path(output)` beside a regular file.
 
@@ -163,7 +163,7 @@ def summarize_files(
     if overwrite and parts.is_dir():  # the unmerged parts of an earlier run under several processes
         remove_parts(parts)
     done = finished_ids(output) if skip_existing else set()
-    todo = [(i, t) for i, t in documents if i not in done]
+    todo = [doc for doc in documents if doc.id not in done]
     skipped = len(documents) - len(todo)
     if skipped:
         logger.info("skipping %d documents already in %s", skipped, output)

@@ -8,6 +8,8 @@ import math
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple, TextIO
 
+from mega2bart.documents import Document
+
 from .records import append_records
 from .summarizer import Summarizer
 from .windows import SummaryResult
@@ -19,13 +21,19 @@ class Pending(NamedTuple):
     id: str
     text: str
     num_tokens: int
+    page_starts: tuple[int, ...] = ()
+    """Where each page starts in `text` (`Document.page_starts`); () without pages."""
 
 
 def longest_first(
-    summarizer: Summarizer, documents: Sequence[tuple[str, str]], cap: int | None = None
+    summarizer: Summarizer, documents: Sequence[tuple[str, str] | Document], cap: int | None = None
 ) -> list[Pending]:
-    """`documents` (id, text) with their token counts (at most `cap`), longest first, input order on ties."""
-    pending = [Pending(doc_id, text, len(summarizer._encode(text))) for doc_id, text in documents]
+    """`documents` ((id, text) pairs or `Document`s) with their token counts (at most `cap`), longest first,
+    input order on ties."""
+    pending = [
+        Pending(doc[0], doc[1], len(summarizer._encode(doc[1])), tuple(doc[2]) if len(doc) > 2 else ())
+        for doc in documents
+    ]
     if cap is not None:
         pending = [doc._replace(num_tokens=min(doc.num_tokens, cap)) for doc in pending]
     return sorted(pending, key=lambda doc: -doc.num_tokens)
@@ -51,7 +59,9 @@ def summarized(
 ) -> Iterator[list[SummaryResult]]:
     """The results of each group in turn (the progress bar advanced once the caller has used them)."""
     for group in groups:
-        results = summarizer.summarize([doc.text for doc in group], ids=[doc.id for doc in group])
+        results = summarizer.summarize(
+            [doc.text for doc in group], ids=[doc.id for doc in group], page_starts=[doc.page_starts for doc in group]
+        )
         yield results
         if bar is not None:
             bar.update(len(results))

@@ -17,6 +17,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from mega2bart.documents import Document
+
 from .groups import Pending, length_groups, longest_first, was_windowed, write_groups
 from .records import complete_records, finished_ids, record_ids, result_from_dict, scan_output
 from .summarizer import Summarizer, progress_bar
@@ -112,13 +114,14 @@ def owned_groups(groups: list[list[Pending]], rank: int, world_size: int) -> lis
 
 def summarize_in_parts(
     summarizer: Summarizer,
-    documents: Sequence[tuple[str, str]],
+    documents: Sequence[tuple[str, str] | Document],
     output: Path,
     *,
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict[str, int]:
-    """Summarise `documents` (unique ids) with every process of the job into `output`, resuming.
+    """Summarise `documents` ((id, text) pairs or `Document`s; unique ids) with every process of the job
+    into `output`, resuming.
 
     1. With `overwrite`, the first process removes the parts and empties `output`; each process
        cuts a torn last line off its own part file (`<output>.parts/part-RANK-of-WORLD.jsonl`).
@@ -157,7 +160,7 @@ def summarize_in_parts(
         earlier = set() if overwrite else record_ids(output)
         done = earlier.union(*(record_ids(path) for path in sorted(parts.glob("part-*.jsonl"))))
         barrier()  # everyone has read the same state before anyone writes
-        todo = [(i, t) for i, t in documents if i not in done]
+        todo = [doc for doc in documents if doc[0] not in done]
         groups = list(length_groups(longest_first(summarizer, todo), summarizer.batch_size, summarizer.window))
         owned = owned_groups(groups, rank, world_size)
         logger.info(
@@ -171,7 +174,7 @@ def summarize_in_parts(
             bar.close()
         barrier()
         if rank == 0:
-            position = {doc_id: index for index, (doc_id, _) in enumerate(documents)}
+            position = {doc[0]: index for index, doc in enumerate(documents)}
             added = _merge_parts(output, parts, position, keep_output=not overwrite)
             # of all processes: the merged records less those finished before this run (in the parts of an
             # interrupted one)

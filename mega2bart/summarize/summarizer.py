@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import torch
 
+from mega2bart.documents import page_at
 from mega2bart.tokenization import special_tokens_around
 
 from .loading import load_for_inference
@@ -149,23 +150,44 @@ class Summarizer:
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False, truncation=False)["input_ids"]
 
+    def _encode_pages(self, text: str, page_starts: Sequence[int]) -> tuple[list[int], list[int]]:
+        """The tokens of `text` and the page (1-based) of each, from the char offsets where pages start
+        (`mega2bart.documents.Document.page_starts`); no pages: ([tokens], [])."""
+        if not page_starts:
+            return self._encode(text), []
+        if getattr(self.tokenizer, "is_fast", False):
+            encoded = self.tokenizer(text, add_special_tokens=False, truncation=False, return_offsets_mapping=True)
+            return encoded["input_ids"], [page_at(page_starts, start) for start, _ in encoded["offset_mapping"]]
+        tokens = self._encode(text)  # a tokenizer without offsets: each page's first token from its prefix
+        firsts = [len(self._encode(text[:start])) for start in page_starts]
+        return tokens, [page_at(firsts, k) for k in range(len(tokens))]
+
     def summarize(
-        self, texts: Sequence[str], ids: Sequence[str] | None = None, progress: bool = False
+        self,
+        texts: Sequence[str],
+        ids: Sequence[str] | None = None,
+        progress: bool = False,
+        page_starts: Sequence[Sequence[int]] | None = None,
     ) -> list[SummaryResult]:
         """Summarise `texts` (any length); windows of all texts are generated together, by length.
 
         Level by level: every document still in progress is cut into windows (`_level_inputs`),
         all windows are generated in one `generate` call, and each document either has its summary
         or goes on with its window summaries joined as the next level's input (`_close_level`).
+        `page_starts`: per text, the char offsets where its pages start (empty: no pages), so that each
+        window records its pages (`Window.pages`).
         """
         ids = list(ids) if ids is not None else [str(i) for i in range(len(texts))]
         if len(ids) != len(texts):
             raise ValueError(f"got {len(ids)} ids for {len(texts)} texts")
+        page_starts = list(page_starts) if page_starts is not None else [()] * len(texts)
+        if len(page_starts) != len(texts):
+            raise ValueError(f"got {len(page_starts)} page_starts for {len(texts)} texts")
         states = []
-        for doc_id, text in zip(ids, texts, strict=True):
-            tokens = self._encode(text)
+        for doc_id, text, starts in zip(ids, texts, page_starts, strict=True):
+            tokens, token_pages = self._encode_pages(text, starts)
             result = SummaryResult(id=doc_id, summary="", num_tokens=len(tokens), levels=0)
-            states.append(_DocumentState(result, tokens))
+            states.append(_DocumentState(result, tokens, token_pages))
         active = states
         level = 0
         bar = progress_bar(progress, desc="windows")
@@ -203,10 +225,12 @@ class Summarizer:
             spans = [(0, self.window)]
         else:
             spans = window_spans(len(tokens), self.window, self.window_overlap)
-        return [
-            _WindowInput(state, Window(level, index, start, end, sources=state.sources(start, end)), tokens[start:end])
-            for index, (start, end) in enumerate(spans)
-        ]
+        inputs = []
+        for index, (start, end) in enumerate(spans):
+            window = Window(level, index, start, end, sources=state.sources(start, end))
+            window.pages = state.pages(window)
+            inputs.append(_WindowInput(state, window, tokens[start:end]))
+        return inputs
 
     def _close_level(self, state: _DocumentState, windows: list[Window], level: int) -> bool:
         """Record `state`'s summarised windows of `level`; True if their summaries need another level."""
@@ -220,6 +244,7 @@ class Summarizer:
             result.summary = "\n".join(w.summary for w in windows)
             return False
         state.tokens, state.part_spans = self._join([w.summary for w in windows])
+        state.part_pages = [w.pages for w in windows]
         return True
 
     def _join(self, summaries: list[str]) -> tuple[list[int], list[tuple[int, int]]]:
@@ -244,12 +269,27 @@ class _DocumentState:
     """Filled in level by level: windows, levels, and finally the summary."""
     tokens: list[int]
     """The input of the current level: the document's tokens, then its joined window summaries."""
+    token_pages: list[int] = field(default_factory=list)
+    """The page (1-based) of each of the document's tokens; empty for a document without pages."""
     part_spans: list[tuple[int, int]] = field(default_factory=list)
     """The [start, end) span in `tokens` of each previous-level window summary (empty at level 0)."""
+    part_pages: list[list[int]] = field(default_factory=list)
+    """The `Window.pages` of each previous-level window (empty at level 0)."""
 
     def sources(self, start: int, end: int) -> list[int]:
         """Indices of the previous-level windows whose summaries overlap the span [start, end)."""
         return [k for k, (a, b) in enumerate(self.part_spans) if a < end and b > start]
+
+    def pages(self, window: Window) -> list[int]:
+        """`window`'s [first, last] page: of its first and last token at level 0, of its sources above."""
+        if not self.token_pages:
+            return []
+        if window.level == 0:
+            if window.token_end <= window.token_start:  # an empty document's one window
+                return []
+            return [self.token_pages[window.token_start], self.token_pages[window.token_end - 1]]
+        ranges = [self.part_pages[k] for k in window.sources if self.part_pages[k]]
+        return [min(r[0] for r in ranges), max(r[1] for r in ranges)] if ranges else []
 
 
 @dataclass

@@ -20,6 +20,9 @@ class Window:
     summary: str = ""
     sources: list[int] = field(default_factory=list)
     """Level >= 1: indices of the previous level's windows whose summaries this span contains."""
+    pages: list[int] = field(default_factory=list)
+    """[first, last] page (1-based, both included) of a paged document (a PDF) that the span comes from: at
+    level 0 the pages of its first and last token, at level >= 1 those of its sources; [] without pages."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
