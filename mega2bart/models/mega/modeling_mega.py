@@ -1591,7 +1591,8 @@ class MegaForMultipleChoice(MegaPreTrainedModel):
 
     def __init__(self, config: MegaConfig):
         super().__init__(config)
-        self.mega = MegaModel(config)  # with the pooler
+        # the pooler whatever `config.use_pooler` says (False in a built model's encoder): this head reads it
+        self.mega = MegaModel(config, add_pooling_layer=True)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.classifier = nn.Linear(config.hidden_size, 1)
         self.post_init()
