@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from .builder.errors import BuildError
 from .builder.integrity import check_model_files
+from .builder.provenance import CONFIG_BUILD_KEY, BuildInfo
 from .builder.sources import Source, hub_error, pin_revision, resolve_source
 
 if TYPE_CHECKING:
@@ -30,10 +32,21 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def load_mega_checkpoint(source: str | os.PathLike) -> tuple[MegaPreTrainedModel, Source, str]:
-    """The MEGA model in `source` (its own class: MegaForMaskedLM for the seed; MegaModel for a mega2bart
-    model's encoder), where it came from (a Hub revision pinned to its commit), and what it is ("MEGA" or
-    "the encoder of a mega2bart model").
+class MegaCheckpoint(NamedTuple):
+    """A MEGA model to export and where it came from."""
+
+    model: MegaPreTrainedModel
+    """In its own class: MegaForMaskedLM for the seed, MegaModel for a mega2bart model's encoder."""
+    source: Source
+    """The folder or Hub id read (a Hub revision pinned to its commit)."""
+    what: str
+    """"MEGA", or "the encoder of a mega2bart model"."""
+    built_from: Source | None = None
+    """For a mega2bart model: the encoder source in its build record, when it has one."""
+
+
+def load_mega_checkpoint(source: str | os.PathLike) -> MegaCheckpoint:
+    """The MEGA model in `source`, a MEGA checkpoint or a mega2bart model (its encoder).
 
     Raises:
         BuildError: the source is missing, unreadable, or holds a model that is neither MEGA nor mega2bart.
@@ -59,18 +72,30 @@ def load_mega_checkpoint(source: str | os.PathLike) -> tuple[MegaPreTrainedModel
     elif config.model_type == "encoder-decoder" and _encoder_type(config) == "mega":
         load, what = AutoModelForSeq2SeqLM.from_pretrained, "the encoder of a mega2bart model"
     else:
+        encoder = f" with a {_encoder_type(config)!r} encoder" if config.model_type == "encoder-decoder" else ""
         raise BuildError(
-            f"model {os.fspath(source)!r} is a {config.model_type!r} model (encoder {_encoder_type(config)!r}): "
-            "pass a MEGA checkpoint, or a mega2bart model (its MEGA encoder is exported)"
+            f"model {os.fspath(source)!r} is a {config.model_type!r} model{encoder}: pass a MEGA checkpoint, or a "
+            "mega2bart model (its MEGA encoder is exported)"
         )
     try:
         model = load(path, revision=revision)
     except (OSError, ValueError, KeyError) as exc:
         raise hub_error("model", origin, exc) from exc
+    built_from = None
     if what != "MEGA":
         model = model.get_encoder()
+        built_from = _built_from(getattr(config, CONFIG_BUILD_KEY, None))
     origin.model_class = type(model).__name__
-    return model, origin, what
+    return MegaCheckpoint(model, origin, what, built_from)
+
+
+def _built_from(record: object) -> Source | None:
+    if not isinstance(record, Mapping):
+        return None
+    try:
+        return BuildInfo.from_dict(record).encoder
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _encoder_type(config: PretrainedConfig) -> str | None:
@@ -96,7 +121,8 @@ def export_mega(
     from .builder.loading import load_tokenizer
     from .builder.save import write_atomically
 
-    model, origin, what = load_mega_checkpoint(source)
+    checkpoint = load_mega_checkpoint(source)
+    model, origin = checkpoint.model, checkpoint.source
     text, tokenizer_origin = load_tokenizer(
         tokenizer if tokenizer is not None else source, default_from=None if tokenizer is not None else "model"
     )
@@ -109,11 +135,11 @@ def export_mega(
     def write(folder: Path) -> None:
         model.save_pretrained(folder)  # weights (safetensors), config.json with auto_map, the MEGA code
         text.save_pretrained(folder)
-        card = render_export_card(model, origin, what, tokenizer_origin, repo_id=push_to_hub)
+        card = render_export_card(checkpoint, tokenizer_origin, repo_id=push_to_hub)
         (folder / "README.md").write_text(card)
 
     target = write_atomically(output_dir, write, overwrite)
-    logger.info("exported %s from %s to %s", what, origin.describe(), target)
+    logger.info("exported %s from %s to %s", checkpoint.what, origin.describe(), target)
     if push_to_hub:
         upload_folder(target, push_to_hub, private=private, source=origin)
     return target
@@ -136,18 +162,12 @@ def upload_folder(folder: Path, repo_id: str, *, private: bool = False, source: 
     return str(repo.url)
 
 
-def render_export_card(
-    model: MegaPreTrainedModel,
-    origin: Source,
-    what: str,
-    tokenizer_origin: Source,
-    *,
-    repo_id: str | None = None,
-) -> str:
+def render_export_card(checkpoint: MegaCheckpoint, tokenizer_origin: Source, *, repo_id: str | None = None) -> str:
     """The exported folder's README.md: YAML front matter, where the weights came from, the architecture, and
     how to load and fine-tune it with and without mega2bart."""
     from . import __version__
 
+    model, origin, what, built_from = checkpoint
     config = model.config
     name = repo_id or "PATH"
     head = "AutoModelForMaskedLM" if type(model).__name__ == "MegaForMaskedLM" else "AutoModel"
@@ -155,8 +175,9 @@ def render_export_card(
     front = ["---", "library_name: transformers", "tags:", "- mega", "- mega2bart", "- custom_code", "- long-context"]
     if head == "AutoModelForMaskedLM":
         front.append("pipeline_tag: fill-mask")
-    if origin.kind == "hub":
-        front += ["base_model:", f"- {origin.name}"]
+    base = [source.name for source in (origin, built_from) if source is not None and source.kind == "hub"]
+    if base:
+        front += ["base_model:", f"- {base[0]}"]
     front.append("---")
     lines = [
         *front,
@@ -168,6 +189,11 @@ def render_export_card(
         f"{tokenizer_origin.describe(markdown=True)}) and the MEGA code, so that it loads on transformers 5 "
         "(which removed MEGA) with `trust_remote_code=True` and no mega2bart.",
         "",
+        *(
+            [f"The mega2bart model's encoder was built from {built_from.describe(markdown=True)}.", ""]
+            if built_from
+            else []
+        ),
         "| | |",
         "|---|---|",
         f"| parameters | {parameters:,} |",
@@ -206,4 +232,4 @@ def render_export_card(
     return "\n".join(lines)
 
 
-__all__ = ["export_mega", "load_mega_checkpoint", "render_export_card", "upload_folder"]
+__all__ = ["MegaCheckpoint", "export_mega", "load_mega_checkpoint", "render_export_card", "upload_folder"]

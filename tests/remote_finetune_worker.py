@@ -35,7 +35,7 @@ else:
 
 import torch  # noqa: E402
 import transformers  # noqa: E402
-from transformers import AutoTokenizer, DataCollatorForLanguageModeling, Trainer, TrainingArguments  # noqa: E402
+from transformers import AutoConfig, AutoTokenizer, DataCollatorForLanguageModeling, Trainer, TrainingArguments  # noqa: E402
 
 torch.set_num_threads(1)
 LENGTH = 24
@@ -112,7 +112,9 @@ def run(job, work):
     auto = getattr(transformers, AUTO_CLASS[head])
     tokenizer = AutoTokenizer.from_pretrained(folder)
     kwargs = {"num_labels": 2} if head in ("sentence", "pair", "token") else {}
-    model = auto.from_pretrained(folder, trust_remote_code=True, **kwargs)
+    # as transformers' example scripts load: the config first (with the task's settings), then the model with it
+    config = AutoConfig.from_pretrained(folder, trust_remote_code=True, **kwargs)
+    model = auto.from_pretrained(folder, config=config, trust_remote_code=True)
     before = {key: value.clone() for key, value in model.state_dict().items()}
     rows = examples(head, tokenizer)
     out_dir = f"{work}/{name}-trained"

@@ -46,6 +46,8 @@ def test_export_of_a_built_models_encoder(tiny_mega2bart_dir: Path, tmp_path: Pa
     card = (out / "README.md").read_text()
     assert "the encoder of a mega2bart model" in card.lower() and str(tiny_mega2bart_dir.resolve()) in card
     assert 'AutoModel.from_pretrained("PATH", trust_remote_code=True)' in card
+    # the build record's encoder source (conftest builds from the tiny MEGA folder)
+    assert "The mega2bart model's encoder was built from local directory `" in card and "tiny_mega_encoder" in card
     assert type(AutoModel.from_pretrained(out)) is MegaModel
 
 
