@@ -2,6 +2,7 @@
 
     mega2bart build OUTPUT_DIR [--preset tiny|base|large] [--encoder ID|DIR] [--decoder ID|DIR] ...
     mega2bart info MODEL_DIR [--json]        (a built model, or a bare MEGA model: adds each layer's EMA reach)
+    mega2bart export SOURCE OUTPUT_DIR [--tokenizer ID|DIR] [--push-to-hub OWNER/NAME]   (trust_remote_code folder)
     mega2bart fill-mask "text with <mask>" [--model DIR_OR_ID | --preset tiny] [--top-k 5]
     mega2bart train [--config FILE.yaml] [--model DIR] [--dataset aclsum] [--output-dir DIR] [--max-steps N] ...
     mega2bart eval MODEL_DIR --output-dir DIR [--dataset aclsum] [--split test] [--limit N] [--dtype bf16]
@@ -245,6 +246,34 @@ def info(
     typer.echo("\n".join(description.summary_lines()))
     for warning in description.warnings:
         _warn(warning)
+
+
+@app.command()
+def export(
+    source: Annotated[str, typer.Argument(help="MEGA Hub id (owner/name[@revision]) or folder, or a mega2bart model.")],
+    output_dir: Annotated[Path, typer.Argument(help="Folder to write (must be empty or absent).")],
+    tokenizer: Annotated[str | None, typer.Option(help="Tokenizer Hub id or folder (default: SOURCE's).")] = None,
+    push_to_hub: Annotated[
+        str | None, typer.Option(help="Also upload the folder to this Hub repo (owner/name).")
+    ] = None,
+    private: Annotated[bool, typer.Option(help="Create the --push-to-hub repository private.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT_DIR if it is not empty.")] = False,
+    quiet: Annotated[bool, typer.Option(help="Only warnings and errors.")] = False,
+) -> None:
+    """Write a MEGA model (a mega2bart model: its encoder) as a folder that loads with trust_remote_code alone."""
+    _start(quiet, output_dir.expanduser(), "OUTPUT_DIR")
+    from .builder import BuildError
+    from .export import export_mega
+
+    try:
+        path = export_mega(
+            source, output_dir, tokenizer=tokenizer, overwrite=overwrite, push_to_hub=push_to_hub, private=private
+        )
+    except (BuildError, ImportError) as exc:
+        fail(str(exc))
+    except OSError as exc:  # the Hub upload (network, permissions)
+        fail(_one_line(exc))
+    typer.echo(f"saved {path}" + (f" and uploaded it to {push_to_hub}" if push_to_hub else ""))
 
 
 @app.command("fill-mask")

@@ -17,30 +17,12 @@ def register_mega() -> None:
     global _REGISTERED
     if _REGISTERED:
         return
-    from transformers import (
-        AutoConfig,
-        AutoModel,
-        AutoModelForCausalLM,
-        AutoModelForMaskedLM,
-        AutoModelForMultipleChoice,
-        AutoModelForQuestionAnswering,
-        AutoModelForSequenceClassification,
-        AutoModelForTokenClassification,
-    )
+    import transformers
 
     from .models import mega
 
-    AutoConfig.register("mega", mega.MegaConfig, exist_ok=True)
-    pairs = [
-        (AutoModel, mega.MegaModel),
-        (AutoModelForMaskedLM, mega.MegaForMaskedLM),
-        (AutoModelForSequenceClassification, mega.MegaForSequenceClassification),
-        (AutoModelForTokenClassification, mega.MegaForTokenClassification),
-        (AutoModelForQuestionAnswering, mega.MegaForQuestionAnswering),
-        (AutoModelForMultipleChoice, mega.MegaForMultipleChoice),
-        (AutoModelForCausalLM, mega.MegaForCausalLM),
-    ]
-    for auto_class, model_class in pairs:
-        auto_class.register(mega.MegaConfig, model_class, exist_ok=True)
+    transformers.AutoConfig.register("mega", mega.MegaConfig, exist_ok=True)
+    for auto_name, model_class in mega.MEGA_AUTO_CLASSES.items():
+        getattr(transformers, auto_name).register(mega.MegaConfig, model_class, exist_ok=True)
     _REGISTERED = True
     logger.debug("registered MEGA (model_type 'mega') with the transformers Auto classes")

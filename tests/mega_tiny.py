@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 
-from mega2bart.models.mega import MegaConfig
+import mega2bart
+from mega2bart.models.mega import MEGA_AUTO_MAP, MegaConfig
+
+_MEGA_CODE = Path(mega2bart.__file__).resolve().parent / "models" / "mega"
+MEGA_FILES = {name: _MEGA_CODE / name for name in ("configuration_mega.py", "modeling_mega.py")}
+"""The files a saved MEGA folder carries, and the package files they are copies of."""
 
 SEED_LIKE = dict(
     # the seed checkpoint's options (docs/mega.md#seed-configuration) at toy sizes
@@ -47,3 +55,11 @@ def perturbed(model: torch.nn.Module, seed: int = 1, scale: float = 0.05) -> tor
 def random_ids(batch: int, length: int, seed: int = 0) -> torch.Tensor:
     """Token ids in [3, 128) for the tiny vocabulary (no special tokens)."""
     return torch.randint(3, 128, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+def assert_self_contained(folder: Path) -> None:
+    """`folder` carries the MEGA code (the package's own files, unchanged) and an auto_map naming every MEGA Auto
+    class, so it loads with trust_remote_code where mega2bart is not installed."""
+    for name, source in MEGA_FILES.items():
+        assert (folder / name).read_bytes() == source.read_bytes(), f"{folder}/{name}"
+    assert json.loads((folder / "config.json").read_text())["auto_map"] == MEGA_AUTO_MAP

@@ -34,11 +34,13 @@ def test_quiet_commands_print_only_their_results(tmp_path: Path) -> None:
         "eval": ("eval", "model", "--dataset", "aclsum", "--limit", "1", "--output-dir", "ev", "--max-new-tokens", "4",
                  "--max-input-tokens", "256"),
         "summarize": ("summarize", "model", "doc.txt", "--output", "sum.txt", "--max-new-tokens", "4"),
+        "export": ("export", "model", "encoder"),
     }  # fmt: skip
     expected_last = {
         "train": "model, checkpoints and metrics.json in run",
         "eval": "wrote ev/",
         "summarize": "wrote sum",
+        "export": "saved encoder",
     }
     for name, args in runs.items():
         done = _mega2bart(*args, "--quiet", cwd=tmp_path)

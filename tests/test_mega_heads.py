@@ -16,10 +16,12 @@ from mega2bart.models.mega import (
     MegaCache,
     MegaConfig,
     MegaForCausalLM,
+    MegaForMaskedLM,
     MegaForMultipleChoice,
     MegaForQuestionAnswering,
     MegaForSequenceClassification,
     MegaForTokenClassification,
+    MegaModel,
 )
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "mega"
@@ -139,6 +141,33 @@ def test_head_losses_and_gradients() -> None:
     choices = MegaForMultipleChoice(tiny_config())
     out = choices(ids.view(1, 2, 20).expand(3, 2, 20), labels=torch.tensor([0, 1, 0]))
     assert out.logits.shape == (3, 2) and torch.isfinite(out.loss)
+
+
+_HEAD_LABELS = {
+    MegaForSequenceClassification: lambda: {"labels": torch.tensor([0, 1])},
+    MegaForTokenClassification: lambda: {"labels": torch.full((2, 20), -100).index_fill_(1, torch.tensor([3]), 1)},
+    MegaForQuestionAnswering: lambda: {"start_positions": torch.tensor([1, 2]), "end_positions": torch.tensor([4, 5])},
+    MegaForMultipleChoice: lambda: {"labels": torch.tensor([0, 1])},
+    MegaForMaskedLM: lambda: {"labels": random_ids(2, 20, seed=3)},
+}
+
+
+@pytest.mark.parametrize("use_pooler", [True, False, None])
+@pytest.mark.parametrize("cls", list(_HEAD_LABELS), ids=lambda cls: cls.__name__)
+def test_every_head_works_whatever_use_pooler_says(cls: type, use_pooler: bool | None, tmp_path: Path) -> None:
+    """Each task head trains from a config with use_pooler True, False (a built model's encoder) or unset, and
+    from a saved MegaModel without a pooler (what `get_encoder().save_pretrained` writes)."""
+    overrides = {} if use_pooler is None else {"use_pooler": use_pooler}
+    torch.manual_seed(0)
+    MegaModel(tiny_config(**overrides)).save_pretrained(tmp_path)
+    ids = random_ids(2, 20)
+    if cls is MegaForMultipleChoice:
+        ids = ids.view(2, 1, 20).expand(2, 3, 20)  # (batch, choices, length)
+    for model in (cls(tiny_config(**overrides)), cls.from_pretrained(tmp_path)):
+        out = model(ids, **_HEAD_LABELS[cls]())
+        assert torch.isfinite(out.loss), type(model).__name__
+        out.loss.backward()
+        assert model.mega.embedding_layer.word_embeddings.weight.grad.abs().sum() > 0, type(model).__name__
 
 
 def test_causal_loss_is_next_token_cross_entropy() -> None:

@@ -239,6 +239,19 @@ def test_result_loads_and_builds(two_phase_run: Path) -> None:
     assert torch.isfinite(out.loss)
 
 
+def test_outputs_and_checkpoints_carry_the_mega_code(two_phase_run: Path) -> None:
+    """The final model, each phase's model and the Trainer checkpoints are self-contained MEGA folders: the MEGA
+    code and an auto_map naming every head (MegaPreTrainedModel.save_pretrained), for trust_remote_code."""
+    from mega2bart.models.mega import MEGA_AUTO_MAP
+
+    phases = sorted(two_phase_run.parent.glob("phase*"))
+    folders = [two_phase_run, *(p / "model" for p in phases), *(c for p in phases for c in p.glob("checkpoint-*"))]
+    assert len(phases) == 2 and len(folders) >= 5, folders
+    for folder in folders:
+        assert (folder / "modeling_mega.py").is_file() and (folder / "configuration_mega.py").is_file(), folder
+        assert json.loads((folder / "config.json").read_text())["auto_map"] == MEGA_AUTO_MAP, folder
+
+
 def test_continue_from_a_checkpoint_directory(two_phase_run: Path, text_dir: Path, tmp_path: Path) -> None:
     """A saved MegaForMaskedLM directory (with its tokenizer) is a valid `encoder`."""
     final = run_pretraining(

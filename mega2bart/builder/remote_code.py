@@ -1,5 +1,6 @@
-"""The MEGA remote code shipped in every saved model directory, so that
+"""The remote code shipped in every saved mega2bart (encoder-decoder) directory, so that
 `AutoModelForSeq2SeqLM.from_pretrained(dir, trust_remote_code=True)` works without mega2bart installed.
+(A MEGA model saved on its own ships its two files itself: `MegaPreTrainedModel.save_pretrained`.)
 
 Three files are copied unchanged: `configuration_mega.py` and `modeling_mega.py` (from
 `mega2bart/models/mega/`) and `modeling_mega2bart.py` (the EncoderDecoder glue). `config.json` gets an
@@ -21,6 +22,8 @@ import os
 import shutil
 from pathlib import Path
 
+from ..models.mega import MEGA_AUTO_MAP
+
 _PACKAGE = Path(__file__).resolve().parents[1]
 REMOTE_CODE_SOURCES = {
     "configuration_mega.py": _PACKAGE / "models" / "mega" / "configuration_mega.py",
@@ -33,10 +36,9 @@ AUTO_MAP = {
     "AutoConfig": "modeling_mega2bart.Mega2BartConfig",
     "AutoModelForSeq2SeqLM": "modeling_mega2bart.Mega2BartModel",
 }
-ENCODER_AUTO_MAP = {
-    "AutoConfig": "configuration_mega.MegaConfig",
-    "AutoModel": "modeling_mega.MegaModel",
-}
+ENCODER_AUTO_MAP = dict(MEGA_AUTO_MAP)
+"""The encoder sub-config's `auto_map`: the one every saved MEGA folder gets, so that the encoder saved on its own
+(`get_encoder().save_pretrained`, which writes the MEGA files beside it) names files it has."""
 
 
 def write_remote_code(directory: str | os.PathLike) -> None:

@@ -15,7 +15,7 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -54,20 +54,31 @@ def save_mega2bart(
     Raises:
         BuildError: `output_dir` exists, is not empty and `overwrite` is False (or it is a file).
     """
+    target = write_atomically(output_dir, lambda staging: _write_model_files(model, tokenizer, staging), overwrite)
+    logger.info("saved mega2bart model to %s", target)
+    return target
+
+
+def write_atomically(output_dir: str | os.PathLike, write: Callable[[Path], None], overwrite: bool = False) -> Path:
+    """Call `write(folder)` on a hidden staging folder beside `output_dir`, then rename it into place (an existing
+    `output_dir` replaced only once the new one is complete). Returns the target path.
+
+    Raises:
+        BuildError: `output_dir` exists, is not empty and `overwrite` is False (or it is a file).
+    """
     target = _check_target(Path(output_dir).expanduser(), overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(target)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
     try:
         _write_owner_marker(staging)
-        _write_model_files(model, tokenizer, staging)
+        write(staging)
         (staging / _STAGING_MARKER).unlink()
         _apply_umask(staging)
         _replace_directory(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    logger.info("saved mega2bart model to %s", target)
     return target
 
 
@@ -145,7 +156,7 @@ def remove_stale_staging(target: str | os.PathLike) -> list[Path]:
     """Delete the `.NAME.partial-*` staging folders that killed saves of `target` left beside it, and finish
     the replacements they left half done (`.NAME.old-*`: the new model put in place, the old one deleted).
 
-    Only folders holding `save_mega2bart`'s owner marker are touched, and only when their process is
+    Only folders holding `write_atomically`'s owner marker are touched, and only when their process is
     gone (same host) or they are older than `STALE_STAGING_AGE_S`. Returns the folders removed.
     """
     target = Path(target).expanduser()
@@ -258,4 +269,11 @@ def load_mega2bart(model_dir: str | os.PathLike, **kwargs: Any) -> tuple[Mega2Ba
     return model, tokenizer
 
 
-__all__ = ["STALE_STAGING_AGE_S", "load_mega2bart", "remove_stale_staging", "save_mega2bart", "ship_build_files"]
+__all__ = [
+    "STALE_STAGING_AGE_S",
+    "load_mega2bart",
+    "remove_stale_staging",
+    "save_mega2bart",
+    "ship_build_files",
+    "write_atomically",
+]

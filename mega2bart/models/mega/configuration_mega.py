@@ -237,4 +237,8 @@ class MegaConfig(PretrainedConfig):
                 fail(field, "must be in [0, 1)")
 
 
+# transformers' custom-code mechanism: `MegaConfig.save_pretrained` copies this file beside config.json and
+# names it in `auto_map["AutoConfig"]`, so the config loads with `trust_remote_code=True` without mega2bart
+MegaConfig.register_for_auto_class()
+
 __all__ = ["EMA_INITS", "MegaConfig"]

@@ -22,6 +22,7 @@ bidirectional else H), C chunk length, n_chunks = L / C.
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 import torch.nn.functional as F
@@ -980,6 +981,23 @@ class MegaPreTrainedModel(PreTrainedModel):
     # the losses are per-call means (as 4.x): the Trainer must scale them under gradient accumulation
     accepts_loss_kwargs = False
 
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
+        """transformers' save, into a folder that loads where mega2bart is not installed: every MEGA class is
+        registered for its Auto class (end of this file), so transformers copies this file and
+        `configuration_mega.py` beside the weights; config.json's `auto_map` names every head (`MEGA_AUTO_MAP`),
+        so any `AutoModelFor*` in it loads the folder with `trust_remote_code=True`. The model's own config
+        keeps the `auto_map` it had."""
+        config = self.config
+        had_map, previous = "auto_map" in config.__dict__, getattr(config, "auto_map", None)
+        config.auto_map = {**(previous or {}), **MEGA_AUTO_MAP}
+        try:
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            if had_map:
+                config.auto_map = previous
+            else:
+                del config.auto_map
+
     @classmethod
     def _can_set_attn_implementation(cls) -> bool:
         # MegaModel reads config._attn_implementation on every call and hands it to its blocks, so
@@ -1591,7 +1609,8 @@ class MegaForMultipleChoice(MegaPreTrainedModel):
 
     def __init__(self, config: MegaConfig):
         super().__init__(config)
-        self.mega = MegaModel(config)  # with the pooler
+        # the pooler whatever `config.use_pooler` says (False in a built model's encoder): this head reads it
+        self.mega = MegaModel(config, add_pooling_layer=True)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.classifier = nn.Linear(config.hidden_size, 1)
         self.post_init()
@@ -1722,7 +1741,36 @@ class MegaForQuestionAnswering(MegaPreTrainedModel):
         )
 
 
+# ----------------------------------------------------------------------------------------------
+# remote code: what makes a saved MEGA folder load where mega2bart is not installed
+# ----------------------------------------------------------------------------------------------
+
+MEGA_AUTO_CLASSES: dict[str, type[MegaPreTrainedModel]] = {
+    "AutoModel": MegaModel,
+    "AutoModelForMaskedLM": MegaForMaskedLM,
+    "AutoModelForSequenceClassification": MegaForSequenceClassification,
+    "AutoModelForTokenClassification": MegaForTokenClassification,
+    "AutoModelForQuestionAnswering": MegaForQuestionAnswering,
+    "AutoModelForMultipleChoice": MegaForMultipleChoice,
+    "AutoModelForCausalLM": MegaForCausalLM,
+}
+"""Every transformers Auto class with a MEGA model, and that model (mega2bart's registration uses it too)."""
+_MODULE = __name__.rpartition(".")[2]  # "modeling_mega", in the package and as remote code alike
+MEGA_AUTO_MAP: dict[str, str] = {
+    "AutoConfig": f"{MegaConfig.__module__.rpartition('.')[2]}.{MegaConfig.__name__}",
+    **{auto_class: f"{_MODULE}.{model_class.__name__}" for auto_class, model_class in MEGA_AUTO_CLASSES.items()},
+}
+"""The `auto_map` of every saved MEGA config.json: file.class for AutoConfig and each Auto class above."""
+
+# transformers' custom-code mechanism: `save_pretrained` of a registered class copies its file and the sibling
+# files it imports relatively (configuration_mega.py) into the folder (`custom_object_save`)
+for _auto_class, _model_class in MEGA_AUTO_CLASSES.items():
+    _model_class.register_for_auto_class(_auto_class)
+
+
 __all__ = [
+    "MEGA_AUTO_CLASSES",
+    "MEGA_AUTO_MAP",
     "MegaCache",
     "MegaForCausalLM",
     "MegaForMaskedLM",
