@@ -114,7 +114,7 @@ def test_fingerprint_is_the_same_in_memory_and_on_disk_whatever_the_ties(tiny_me
     assert CHANGED in _info(folder_with(swapped, "swapped"))
 
 
-def test_a_record_without_a_fingerprint_says_it_cannot_tell(tiny_mega2bart_dir, tmp_path) -> None:
+def test_a_record_or_change_without_a_fingerprint_says_it_cannot_tell(tiny_mega2bart_dir, tmp_path) -> None:
     old = tmp_path / "old"
     shutil.copytree(tiny_mega2bart_dir, old)
     config = json.loads((old / "config.json").read_text())
@@ -122,7 +122,16 @@ def test_a_record_without_a_fingerprint_says_it_cannot_tell(tiny_mega2bart_dir, 
     (old / "config.json").write_text(json.dumps(config))
     shown = _info(old)
     assert "training since the build: none recorded (the record has no weight fingerprint" in shown, shown
-    assert "a change by another tool would not show" in shown
+    assert "a later change by another tool would not show" in shown
+
+    from mega2bart.builder import load_mega2bart, save_mega2bart
+
+    model, tokenizer = load_mega2bart(tiny_mega2bart_dir)
+    model.resize_token_embeddings(model.config.vocab_size + 8)  # recorded, but without a fingerprint
+    save_mega2bart(model, tokenizer, tmp_path / "resized")
+    shown = _info(tmp_path / "resized")
+    assert "the last recorded change (resize_token_embeddings) has no weight fingerprint" in shown, shown
+    assert "training since the build: none" not in shown
 
 
 @pytest.mark.e2e

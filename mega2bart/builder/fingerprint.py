@@ -219,14 +219,17 @@ class WeightsCheck:
 
 
 def check_weights(model_dir: str | os.PathLike, build: BuildInfo) -> WeightsCheck:
-    """Compare the weights in `model_dir` with the fingerprint of the last change `build` records (its last
-    training event that has one), else of the build itself."""
+    """Compare the weights in `model_dir` with the fingerprint of the last change `build` records, else of the
+    build itself. A last change without one (a resize, a run recorded by an earlier version) leaves it unknown."""
     against = "the last recorded change" if build.training else "the build"
     recorded = build.training[-1].get("weights") if build.training else build.weights
     if not isinstance(recorded, Mapping):
-        version = f"mega2bart {build.mega2bart_version}"
-        why = "the record has no weight fingerprint" + (f" (written by {version})" if not build.training else "")
-        return WeightsCheck("unknown", against, f"{why}: a change by another tool would not show")
+        if build.training:
+            last = build.training[-1]
+            why = f"the last recorded change ({last.get('event', 'a training run')}) has no weight fingerprint"
+        else:
+            why = f"the record has no weight fingerprint (written by mega2bart {build.mega2bart_version})"
+        return WeightsCheck("unknown", against, f"{why}: a later change by another tool would not show")
     expected = WeightsFingerprint.from_dict(recorded)
     actual = folder_fingerprint(model_dir, expected.tied, with_casts=False)
     if actual is None:
