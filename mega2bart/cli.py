@@ -233,7 +233,7 @@ def info(
     ],
     as_json: Annotated[bool, typer.Option("--json", help="Print the full description as JSON.")] = False,
 ) -> None:
-    """Show architecture, parameters, random-init weights, context, generation settings and each MEGA layer's EMA reach."""
+    """Show architecture, parameters, random-init weights, changes since the build, context, generation settings and each MEGA layer's EMA reach."""
     from .builder import BuildError, describe_model
 
     try:

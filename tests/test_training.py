@@ -329,6 +329,8 @@ def test_short_aclsum_run_loss_falls_and_writes_everything(tiny_mega2bart_dir, t
         described = describe_mega2bart(directory)
         assert described.remote_code and described.build.random_init == built.build.random_init, directory
         assert described.build.training[-1]["global_step"] == step, described.build.training
+        # each save's run carries the fingerprint of what it saved: `info` finds the weights as recorded
+        assert described.weights_check.status == "as recorded" and "weights" in described.build.training[-1]
     assert _load_without_mega2bart(out, tmp_path) == float(trained["enc_to_dec_proj.weight"].double().sum())
 
 

@@ -13,6 +13,7 @@ One module per concern:
 - `generation`: the generation defaults and their checks.
 - `assemble`: `build_mega2bart`, a short sequence of the steps above.
 - `provenance`: `BuildInfo`, what the build records (sources, random-init weights, training runs since).
+- `fingerprint`: the fingerprint of the weights the record holds, and the check of a folder's weights against it.
 - `describe`: `ModelDescription` (`mega2bart info`, mega2bart_build.json) and `MegaDescription`
   (`mega2bart info` on a bare MEGA directory).
 - `save`, `remote_code`, `modelcard`: the atomic save, the remote-code files, the model card.

@@ -26,6 +26,7 @@ from .checks import (
     is_real_bart,
     warn_if_tokenizer_ids_differ,
 )
+from .fingerprint import model_fingerprint
 from .generation import check_generation_settings, default_generation_config, generation_summary
 from .loading import LoadedPart, all_parameters, load_decoder, load_encoder, load_tokenizer
 from .provenance import BuildInfo, RandomInitTensor
@@ -247,6 +248,7 @@ def _build_info(
         encoder_chunk_size=_encoder_chunk_size(encoder.model),
         encoder_ema_init=_encoder_ema_init(encoder),
         generation=generation_summary(model.generation_config),
+        weights=model_fingerprint(model).to_dict(),
     )
 
 

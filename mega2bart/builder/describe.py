@@ -23,6 +23,7 @@ from typing import Any
 
 from ..models.mega.reach import EmaReach, mega_reach
 from .errors import BuildError
+from .fingerprint import WeightsCheck, check_weights
 from .provenance import BUILD_INFO_FILE, CONFIG_BUILD_KEY, BuildInfo, RandomInitTensor
 from .remote_code import has_remote_code
 
@@ -143,6 +144,8 @@ class ModelDescription(_ReachWarnings):
     """Keys of a `mega2bart_build.json` that this version does not know, kept so that a rewrite loses nothing."""
     reach: EmaReach | None = None
     """The MEGA encoder's EMA reach, from the weights; None for another encoder or a directory without weights."""
+    weights_check: WeightsCheck | None = None
+    """The folder's weights against the record's last fingerprint (`check_weights`); None without a build record."""
 
     def random_init_lines(self, *, markdown: bool = False, limit: int | None = None) -> list[str]:
         """`BuildInfo.random_init_lines`, or a one-line "unknown" without provenance."""
@@ -162,7 +165,7 @@ class ModelDescription(_ReachWarnings):
             lines.append(
                 f"built by: mega2bart {self.build.mega2bart_version}" + (f", seed {seed}" if seed is not None else "")
             )
-            lines += _training_lines(self.build.training)
+            lines += _training_lines(self.build.training, self.weights_check)
         lines.append("parameters: " + ", ".join(f"{k} {v:,}" for k, v in (self.parameters or {}).items()))
         summary, *details = self.random_init_lines(limit=20)
         lines += [f"random-init weights: {summary}", *details]
@@ -179,8 +182,8 @@ class ModelDescription(_ReachWarnings):
     def to_dict(self, *, with_path: bool = True) -> dict[str, Any]:
         """The JSON form: the build's keys first, then the description's (which win where both have one).
 
-        `with_path=False` is the `mega2bart_build.json` form: without `path` and `reach`, the facts of the
-        directory's current files (it may be moved; training changes the weights).
+        `with_path=False` is the `mega2bart_build.json` form: without `path`, `reach` and `weights_check`, the
+        facts of the directory's current files (it may be moved; training changes the weights).
         """
         data = self.build.to_dict() if self.build is not None else {}
         data.update(
@@ -194,6 +197,7 @@ class ModelDescription(_ReachWarnings):
         if with_path:
             data["path"] = self.path
             data["reach"] = self.reach.to_dict() if self.reach is not None else None
+            data["weights_check"] = self.weights_check.to_dict() if self.weights_check is not None else None
         data.update(self.extra)
         return data
 
@@ -202,7 +206,7 @@ class ModelDescription(_ReachWarnings):
         """The inverse of `to_dict` (also reads a `mega2bart_build.json` of an earlier version)."""
         has_build = "random_init" in data
         known = {"architecture", "parameters", "context_length", "generation", "special_tokens", "remote_code", "path"}
-        known.add("reach")  # `info --json` output read back: recomputed from the weights, never kept
+        known |= {"reach", "weights_check"}  # `info --json` output read back: recomputed from the weights, never kept
         known |= _BUILD_KEYS if has_build else set()
         return cls(
             architecture=Architecture.from_dict(data.get("architecture") or {}),
@@ -335,16 +339,34 @@ def read_build_info(directory: str | os.PathLike) -> BuildInfo | None:
     return ModelDescription.from_dict(_read_json(path)).build if path.is_file() else None
 
 
-def _training_lines(training: list[dict[str, Any]]) -> list[str]:
-    """`info`'s lines for the training runs since the build (the `training` list of the build record)."""
+def _training_lines(training: list[dict[str, Any]], check: WeightsCheck | None) -> list[str]:
+    """`info`'s lines for the changes since the build (the `training` list of the build record), and whether the
+    folder's weights are still those the last of them (or the build) fingerprinted."""
+    if check is not None and check.status == "changed":
+        unrecorded = f"changed after {'the build' if not training else 'the last'} by a run mega2bart did not record"
+    else:
+        unrecorded = None
     if not training:
-        return ["training since the build: none"]
+        if unrecorded:
+            return [f"training since the build: {unrecorded} (the weights are not the built ones)"]
+        if check is not None and check.status == "unknown":
+            return [f"training since the build: none recorded ({check.detail})"]
+        return [
+            "training since the build: none"
+            + (f" (the built weights, {check.detail})" if check and check.detail else "")
+        ]
     lines = [f"training since the build: {len(training)} run(s)"]
     for run in training:
         known = {"from": "from", "global_step": "steps", "dataset": "dataset"}
         parts = [f"{label} {run[key]}" for key, label in known.items() if run.get(key) is not None]
-        parts += [f"{key} {value}" for key, value in run.items() if key not in known]
+        parts += [f"{key} {value}" for key, value in run.items() if key not in {*known, "weights"}]
         lines.append("  " + ", ".join(parts))
+    if unrecorded:
+        lines.append(f"  then {unrecorded} (the weights are not those the last recorded change saved)")
+    elif check is not None and check.detail:
+        lines.append(
+            f"  weights: {check.detail}" if check.status == "unknown" else f"  weights: the last run's, {check.detail}"
+        )
     return lines
 
 
@@ -432,6 +454,7 @@ def _describe_mega2bart(directory: Path, config: dict[str, Any], build_info: Bui
         build=build,
         path=str(directory.resolve()),
         reach=reach,
+        weights_check=check_weights(directory, build) if build is not None else None,
     )
 
 

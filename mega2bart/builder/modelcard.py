@@ -28,6 +28,11 @@ def _provenance_table(description: ModelDescription) -> list[str]:
         rows.append(f"| {part} | {source.describe(markdown=True)} | {model_class} |")
     if build.seed is not None:
         rows.append(f"| seed | {build.seed} | random-init weights drawn with `torch.manual_seed({build.seed})` |")
+    if build.weights is not None:
+        rows.append(
+            f"| weights | `{build.weights.get('fingerprint')}` | fingerprint of the built weights "
+            f"({build.weights.get('dtype')}): `mega2bart info` says whether a folder's weights changed since |"
+        )
     return rows
 
 

@@ -1,7 +1,8 @@
 """What `build_mega2bart` records about a model: `BuildInfo` (`model.mega2bart_build_info`).
 
 Sources, parameters, which weights started random, vocabulary checks, context length, generation
-defaults, and any training runs `ship_build_files` appended. The record travels in the model's config
+defaults, the fingerprint of the built weights (`mega2bart.builder.fingerprint`), and any training runs
+`ship_build_files` appended. The record travels in the model's config
 (`CONFIG_BUILD_KEY`, so any save keeps it) and in `mega2bart_build.json` (`BUILD_INFO_FILE`, together with
 the description of the saved directory: `mega2bart.builder.describe`).
 
@@ -53,10 +54,14 @@ class BuildInfo:
     """How the encoder's EMA time scales were set: "long: reaches A to B tokens", "port", "checkpoint" (None: no MEGA
     encoder, or a build of an earlier version)."""
     training: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    """Changes since the build: training runs (`ship_build_files`) and vocabulary resizes
-    (`Mega2BartModel.resize_token_embeddings`); absent from the JSON while empty."""
+    """Changes since the build: training runs (`ship_build_files`, each with the fingerprint of the weights it
+    saved), vocabulary resizes (`Mega2BartModel.resize_token_embeddings`) and changes by runs mega2bart did not
+    record, found when `mega2bart train` loaded the model; absent from the JSON while empty."""
     seed: int | None = None
     """The seed the random-init weights were drawn with (`build_mega2bart(seed=...)`); None before it was recorded."""
+    weights: dict[str, Any] | None = None
+    """The fingerprint of the built weights (`mega2bart.builder.fingerprint.WeightsFingerprint.to_dict`): `mega2bart
+    info` compares it with a folder's weights; None in a record of an earlier version."""
 
     @property
     def random_init_parameters(self) -> int:
@@ -120,6 +125,8 @@ class BuildInfo:
             "generation": self.generation,
             "seed": self.seed,
         }
+        if self.weights is not None:
+            data["weights"] = dict(self.weights)
         if self.training:
             data["training"] = [dict(run) for run in self.training]
         return data
@@ -143,4 +150,5 @@ class BuildInfo:
             generation=dict(data.get("generation") or {}),
             training=[dict(run) for run in data.get("training") or []],
             seed=data.get("seed"),
+            weights=dict(data["weights"]) if isinstance(data.get("weights"), Mapping) else None,
         )

@@ -23,8 +23,9 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from ..modeling_mega2bart import Mega2BartModel
 from . import remote_code
-from .describe import BUILD_INFO_FILE, CONFIG_BUILD_KEY, ModelDescription, describe_mega2bart
+from .describe import BUILD_INFO_FILE, CONFIG_BUILD_KEY, BuildInfo, ModelDescription, describe_mega2bart
 from .errors import BuildError
+from .fingerprint import folder_fingerprint, recorded_ties
 from .generation import generation_problems
 from .integrity import check_model_files
 from .modelcard import render_model_card
@@ -218,24 +219,35 @@ def ship_build_files(
     target: str | os.PathLike, source: str | os.PathLike | None = None, training: Mapping[str, Any] | None = None
 ) -> None:
     """Make a directory saved by the Trainer (final model or checkpoint) self-contained like a built one:
-    write the MEGA remote code (+ `auto_map` in config.json) and copy the provenance file of `source`,
-    the model it was trained from, with `training` appended to its "training" list.
+    write the MEGA remote code (+ `auto_map` in config.json) and the provenance of `source`, the model it was
+    trained from, with `training` (and the fingerprint of the weights it saved) appended to its "training" list.
 
+    The build record is the one the Trainer saved in `target`'s config.json (the loaded model's, with what
+    `mega2bart train` found when it loaded it: `note_unrecorded_change`), else that of `source`'s provenance file.
     Without this, `AutoModelForSeq2SeqLM.from_pretrained(target, trust_remote_code=True)` needs
     mega2bart installed, and `mega2bart info` cannot say which weights started random.
     """
     target = Path(target)
     remote_code.write_remote_code(target)
     provenance = Path(source).expanduser() / BUILD_INFO_FILE if source is not None else None
-    if provenance is None or not provenance.is_file():
+    has_file = provenance is not None and provenance.is_file()
+    record = _read_json_object(target / "config.json").get(CONFIG_BUILD_KEY)
+    if not has_file and not (isinstance(record, dict) and "random_init" in record):
         logger.info("%s has no %s: %s gets the remote code only", source, BUILD_INFO_FILE, target)
         return
-    description = ModelDescription.from_dict(json.loads(provenance.read_text()))
+    description = ModelDescription.from_dict(json.loads(provenance.read_text()) if has_file else {})
+    if isinstance(record, dict) and "random_init" in record:
+        description = describe_mega2bart(target, build_info=BuildInfo.from_dict(record))
     if training is not None:
-        # a provenance file without a build record (saved from a loaded model) keeps the runs at the top level
+        run = dict(training)
         build = description.build
+        if build is not None:
+            fingerprint = folder_fingerprint(target, recorded_ties(build))
+            if fingerprint is not None:
+                run["weights"] = fingerprint.to_dict()
+        # a provenance file without a build record (saved from a loaded model) keeps the runs at the top level
         runs = build.training if build is not None else description.extra.setdefault("training", [])
-        runs.append(dict(training))
+        runs.append(run)
     (target / BUILD_INFO_FILE).write_text(description.to_json())
     if description.build is not None:  # the config's record (read first, kept by any later save) says the same
         config_path = target / "config.json"
@@ -244,6 +256,11 @@ def ship_build_files(
         staged = config_path.with_name(config_path.name + ".tmp")
         staged.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         os.replace(staged, config_path)
+
+
+def _read_json_object(path: Path) -> dict[str, Any]:
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    return data if isinstance(data, dict) else {}
 
 
 def load_mega2bart(model_dir: str | os.PathLike, **kwargs: Any) -> tuple[Mega2BartModel, PreTrainedTokenizerBase]:

@@ -25,6 +25,7 @@ def build_trainer(
     """Load model, tokenizer and data for `config` and return the trainer and a run summary
     (data loading and tokenization statistics, parameter counts) for `metrics.json`."""
     from mega2bart.builder import load_mega2bart
+    from mega2bart.builder.fingerprint import note_unrecorded_change
     from mega2bart.builder.generation import generation_lengths, new_token_limits
     from mega2bart.data import SummarizationCollator
     from mega2bart.metrics import SENTENCE_SPLITTER, build_compute_metrics
@@ -32,6 +33,8 @@ def build_trainer(
     args = config.to_training_arguments()  # first: it validates the environment (reporters, devices)
     # Mega2BartModel: its loss is normalised by the accumulated batch's label tokens (num_items_in_batch)
     model, tokenizer = load_mega2bart(config.model)
+    # weights changed since their record's last fingerprint by a tool mega2bart did not see: say so in the record
+    note_unrecorded_change(getattr(model.config, "mega2bart_build", None), config.model)
     tokenizer.padding_side = "right"
     counts = apply_freeze(model, config.freeze)
     logger.info("freeze=%r: %d trainable parameters, %d frozen", config.freeze, counts["trainable"], counts["frozen"])

@@ -1,8 +1,7 @@
 """`PretrainConfig`, the settings of continued MLM pretraining, and its phases (`parse_phases`).
 
-Its own module so that the text reading (`mega2bart.pretraining_text`) and the run
-(`mega2bart.pretraining`) both read the settings without importing each other; every name here is
-importable from `mega2bart.pretraining` as before.
+The text reading (`text`), the model loading (`model`) and the run (`run`) all read the settings from
+here; every name is importable from `mega2bart.pretraining`.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from mega2bart.documents import DocumentError, document_files, read_documents
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from mega2bart.pretraining_config import PretrainConfig
+    from .config import PretrainConfig
 
 logger = logging.getLogger(__name__)
 
