@@ -90,7 +90,7 @@ def build_app(model: DemoModel, *, max_queue: int = 64) -> gr.Blocks:
         with gr.Row():
             json_file = gr.DownloadButton("Download JSON", elem_id="download-json")
             markdown_file = gr.DownloadButton("Download Markdown", elem_id="download-markdown")
-        with gr.Accordion("Model", open=False):
+        with gr.Accordion("Model", open=False, elem_id="model-panel"):
             gr.Code("\n".join(model.model_lines()), language=None, label="mega2bart info", elem_id="model")
 
         inputs = [text, file, *fields]
