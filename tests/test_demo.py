@@ -244,3 +244,32 @@ def test_api_cancel_reaches_the_generation(served, monkeypatch):
             break
         threading.Event().wait(0.1)
     assert outcomes and isinstance(outcomes[0], Cancelled), outcomes
+
+
+def test_api_runs_one_at_a_time_and_queues_the_others(served, monkeypatch):
+    from gradio_client import Client
+
+    page_model, client = served
+    running, most = [0], [0]
+    lock = threading.Lock()
+    run = type(page_model).run
+
+    def counted(self, *args, **kwargs):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            return run(self, *args, **kwargs)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(type(page_model), "run", counted)
+    clients = [client, *(Client(client.src, verbose=False) for _ in range(2))]  # three sessions
+    jobs = [
+        c.submit(text=f"Report {k}. " + LONG_TEXT, file=None, **FAST, api_name="/summarize")
+        for k, c in enumerate(clients)
+    ]
+    answers = [job.result(timeout=300) for job in jobs]
+    assert [a[5].startswith("done in") for a in answers] == [True] * 3
+    assert most[0] == 1  # the model ran one request at a time; the others waited in the queue

@@ -177,6 +177,38 @@ def test_an_empty_file_shows_a_one_line_error(page):
     assert toast.is_visible() and "done in" not in page.inner_text("#status")
 
 
+def test_stop_cancels_a_running_summary(page, monkeypatch):
+    from mega2bart.demo.runner import Cancelled, DemoModel
+
+    outcomes: list[BaseException | None] = []
+    run = DemoModel.run
+
+    def recorded(self, *args, **kwargs):
+        try:
+            result = run(self, *args, **kwargs)
+        except BaseException as exc:
+            outcomes.append(exc)
+            raise
+        outcomes.append(None)
+        return result
+
+    monkeypatch.setattr(DemoModel, "run", recorded)
+    page.fill("#text textarea", REPORT * 3)
+    for name, value in {"num_beams": "4", "max_new_tokens": "400", "min_new_tokens": "400"}.items():
+        page.fill(f"#{name} input", value)  # long enough to be running when Stop is pressed
+    page.click("#run")
+    page.wait_for_function(
+        "document.body.innerText.includes('windows of the document')", timeout=120_000
+    )  # the progress bar: it runs
+    page.click("#stop")
+    for _ in range(600):
+        if outcomes:
+            break
+        page.wait_for_timeout(100)
+    assert outcomes and isinstance(outcomes[0], Cancelled), outcomes  # generation stopped at its next step
+    assert "done in" not in page.inner_text("#status")
+
+
 def test_drop_a_pdf(request):
     from mega2bart.demo.runner import DOCUMENT_SUFFIXES
 

@@ -175,7 +175,7 @@ def _estimate_markdown(model: DemoModel, text: str | None, file: str | None, set
     try:
         generation = model.settings(**settings)
         estimate = model.estimate(model.text_of(text, file), generation)
-    except ValueError as exc:
+    except (ValueError, ImportError) as exc:
         return f'<span class="error-line">{_escape(str(exc))}</span>'
     if estimate is None:
         return "No estimate: the planner does not know this model (`mega2bart plan`)."
@@ -199,7 +199,7 @@ def _run(
     try:
         generation = model.settings(**settings)
         return model.run(model.document(text, file), generation, progress=report, cancel=cancel)
-    except ValueError as exc:
+    except (ValueError, ImportError) as exc:  # bad input; a reader's missing package (its pip command)
         raise gr.Error(" ".join(str(exc).split()), duration=None, print_exception=False) from None
     except Cancelled:
         raise gr.Error("stopped", duration=None, print_exception=False) from None
@@ -239,11 +239,12 @@ def serve(
     """Serve the page of `model` on `host:port` (loopback by default); `block=False` returns at once with the app
     (close it with `app.close()`) and its URL."""
     app = build_app(model, max_queue=max_queue)
+    # no allowed_paths: Gradio copies each run's downloads into its cache and serves only those, so the run
+    # folders (the documents users dropped) are never served
     _, url, _ = app.launch(
         server_name=host,
         server_port=port,
         prevent_thread_lock=not block,
-        allowed_paths=[str(model.work_dir)],
         quiet=not block,
         **LAUNCH_OPTIONS,
     )

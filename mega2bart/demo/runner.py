@@ -63,7 +63,9 @@ class RunResult:
 
 
 class DemoModel:
-    """A saved mega2bart model loaded once for the page; the keyword arguments are `Summarizer`'s.
+    """A saved mega2bart model loaded once for the page; `max_input_tokens`, `window_overlap` and `batch_size` are
+    `Summarizer`'s; `work_dir` holds the run folders (default: a new temporary folder; Gradio takes the downloads
+    from the system's temporary folder or the current one).
 
     Raises:
         BuildError: `model_dir` is not a model directory mega2bart can describe (before anything loads).
