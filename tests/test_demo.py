@@ -120,12 +120,18 @@ def test_window_table_shows_pages_when_the_record_has_them():
             {"level": 1, "index": 0, "token_start": 0, "token_end": 9, "summary": "c", "sources": [0, 1]},
         ]
     }
+    no_pages = {"windows": [{**w, "pages": []} for w in record["windows"]]}
+    assert window_table(no_pages)["headers"] == ["window", "tokens", "summary"]
+    assert window_table(no_pages)["data"] == [[0, "0-90", "a"], [1, "80-170", "b"]]
     table = window_table(record)
     assert table == {
         "headers": ["window", "tokens", "pages", "summary"],
         "data": [[0, "0-90", "1-2", "a"], [1, "80-170", "2", "b"]],
     }
     assert level_table(record)["data"] == [[1, 0, "0-9", "0-1", "c"]]
+    record["windows"][2]["pages"] = [1, 2]
+    assert level_table(record)["headers"][-2:] == ["pages", "summary"]
+    assert level_table(record)["data"] == [[1, 0, "0-9", "0-1", "1-2", "c"]]
 
 
 def test_cancel_stops_between_batches_and_within_generation(page_model):

@@ -24,24 +24,38 @@ def pages_of(window: dict[str, Any]) -> str:
 def window_table(record: dict[str, Any]) -> dict[str, list[Any]]:
     """The document's windows (level 0): index, token span, pages (a column only when the record has pages) and
     each window's summary; as {"headers", "data"}."""
-    windows = [w for w in record["windows"] if w["level"] == 0]
-    with_pages = any(pages_of(w) for w in windows)
-    headers = [*WINDOW_HEADERS[:2], "pages", WINDOW_HEADERS[2]] if with_pages else WINDOW_HEADERS
-    rows = []
-    for w in windows:
-        row = [w["index"], f"{w['token_start']}-{w['token_end']}", w["summary"]]
-        rows.append([*row[:2], pages_of(w), row[2]] if with_pages else row)
-    return {"headers": headers, "data": rows}
+    rows = [
+        [w["index"], f"{w['token_start']}-{w['token_end']}", pages_of(w), w["summary"]]
+        for w in record["windows"]
+        if w["level"] == 0
+    ]
+    return _with_pages(WINDOW_HEADERS, rows)
 
 
 def level_table(record: dict[str, Any]) -> dict[str, list[Any]]:
-    """The summary-of-summaries levels (level >= 1), each window with the windows of the level below it covers."""
+    """The summary-of-summaries levels (level >= 1), each window with the windows of the level below it covers
+    (and their pages, when the record has pages)."""
     rows = [
-        [w["level"], w["index"], f"{w['token_start']}-{w['token_end']}", _indices(w["sources"]), w["summary"]]
+        [
+            w["level"],
+            w["index"],
+            f"{w['token_start']}-{w['token_end']}",
+            _indices(w["sources"]),
+            pages_of(w),
+            w["summary"],
+        ]
         for w in record["windows"]
         if w["level"] >= 1
     ]
-    return {"headers": LEVEL_HEADERS, "data": rows}
+    return _with_pages(LEVEL_HEADERS, rows)
+
+
+def _with_pages(headers: list[str], rows: list[list[Any]]) -> dict[str, list[Any]]:
+    """{"headers", "data"} of `rows`, whose next-to-last cell is the pages: a "pages" column before the summary when
+    a row has pages, none otherwise."""
+    if any(row[-2] for row in rows):
+        return {"headers": [*headers[:-1], "pages", headers[-1]], "data": rows}
+    return {"headers": headers, "data": [[*row[:-2], row[-1]] for row in rows]}
 
 
 def record_markdown(record: dict[str, Any], settings: dict[str, Any]) -> str:
