@@ -565,6 +565,37 @@ def plan(
     typer.echo(json.dumps(report, indent=2) if as_json else format_report(report))
 
 
+@app.command()
+def demo(
+    model: Annotated[Path, typer.Argument(help="Model directory.")],
+    host: Annotated[
+        str, typer.Option(help="Address to serve on; 0.0.0.0 opens the page to the network.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to serve on.")] = 7860,
+    max_input_tokens: _ContextOption = None,
+    window_overlap: Annotated[int | None, typer.Option(min=0, help="Tokens shared by neighbouring windows.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Windows per generate call.")] = 4,
+    max_queue: Annotated[int, typer.Option(min=1, help="Most requests waiting for the model; more are refused.")] = 64,
+    dtype: _DtypeOption = "fp32",
+) -> None:
+    """Serve a web page that summarises a pasted text or a dropped file (needs the optional "demo" extra)."""
+    _setup_logging(True)
+    from .builder import BuildError
+    from .demo import require_gradio
+
+    try:
+        require_gradio()  # before the model loads
+        from .demo.app import serve
+        from .demo.runner import DemoModel
+
+        page = DemoModel(
+            model, dtype=dtype, max_input_tokens=max_input_tokens, window_overlap=window_overlap, batch_size=batch_size
+        )
+        serve(page, host=host, port=port, max_queue=max_queue)
+    except (ImportError, BuildError, ValueError, OSError) as exc:
+        fail(str(exc))
+
+
 def _plan_check(enabled: bool, check: str, *args: Any) -> None:
     """The CUDA pre-flight of train/eval/summarize (`mega2bart.plan.preflight_*`): a run that does not fit stops here."""
     if not enabled:
