@@ -179,6 +179,7 @@ class _Records(logging.Handler):
 def test_loading_a_folders_tokenizer_or_config_logs_no_model_type_warning(tiny_mega2bart_dir, tmp_path) -> None:
     """After `import mega2bart`: the tokenizer and config of a built folder, a plain save of it and its encoder."""
     from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer, PretrainedConfig
+    from transformers.utils import logging as transformers_logging
 
     from mega2bart.models.mega import MegaConfig
 
@@ -188,6 +189,9 @@ def test_loading_a_folders_tokenizer_or_config_logs_no_model_type_warning(tiny_m
     records = _Records()
     logger = logging.getLogger("transformers")
     logger.addHandler(records)
+    # an earlier in-process command run with --quiet may have set transformers' verbosity to errors only
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_warning()
     try:
         for folder in (tiny_mega2bart_dir, plain):
             AutoTokenizer.from_pretrained(folder)
@@ -197,6 +201,7 @@ def test_loading_a_folders_tokenizer_or_config_logs_no_model_type_warning(tiny_m
         PretrainedConfig.from_pretrained(tiny_mega2bart_dir)  # the check sees warnings at all
     finally:
         logger.removeHandler(records)
+        transformers_logging.set_verbosity(verbosity)
     assert sum(MISMATCH in message for message in records.messages) == 1, records.messages
 
 
