@@ -48,6 +48,15 @@ app = typer.Typer(
 _LOG_HANDLER_NAME = "mega2bart-cli"
 
 
+@app.callback()
+def _start_up() -> None:
+    # every command: glibc hands freed tensor memory back, so the RSS follows the live tensors and stays near
+    # what `mega2bart plan` predicts (mega2bart/plan/allocator.py; MEGA2BART_MALLOC_TRIM=0 keeps glibc's defaults)
+    from .plan.allocator import keep_rss_near_live
+
+    keep_rss_near_live()
+
+
 def _quiet_libraries() -> None:
     """--quiet: no progress bars (datasets, transformers' loading and saving, the Hub's), transformers warnings (e.g.
     generation length notes) only as errors."""
