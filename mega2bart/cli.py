@@ -513,6 +513,7 @@ def plan(
     dtype: Annotated[str, typer.Option(help="fp32 | bf16 | fp16 (train: mixed precision).")] = "fp32",
     gradient_checkpointing: Annotated[bool, typer.Option(help="Per-block checkpointing (train).")] = False,
     optimizer: Annotated[str, typer.Option(help="adamw | adafactor | sgd (train).")] = "adamw",
+    freeze: Annotated[str, typer.Option(help="none | encoder: train with the MEGA encoder frozen (train).")] = "none",
     device: Annotated[
         str, typer.Option(help="cpu | cuda: the overhead calibration and the measured matmul rate.")
     ] = "cpu",
@@ -523,7 +524,7 @@ def plan(
     tflops: Annotated[float | None, typer.Option(help="Matmul TFLOP/s to assume instead of measuring it.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON (peak_bytes, seconds, ...).")] = False,
 ) -> None:
-    """Predict the peak memory (with its breakdown) and the time of a run, from the configuration alone."""
+    """Predict the whole process's peak memory (with its breakdown) and the time of a run, from the configuration."""
     from .plan import PlanError, Workload, format_report, plan_report
 
     try:
@@ -538,6 +539,7 @@ def plan(
             gradient_checkpointing=gradient_checkpointing,
             optimizer=optimizer,  # type: ignore[arg-type]
             device=device,  # type: ignore[arg-type]
+            freeze=freeze,  # type: ignore[arg-type]
         )
         report = plan_report(model, workload, device_memory=device_memory, tflops=tflops)
     except PlanError as exc:

@@ -397,3 +397,10 @@ def test_the_commands_fix_glibcs_thresholds_unless_told_not_to(monkeypatch):
     result = runner.invoke(app, ["plan", "tiny", "--length", "1024", "--tflops", "1", "--json"])
     assert result.exit_code == 0, result.output
     assert allocator.applied() == {"mmap_threshold": 262144, "trim_threshold": 131072}  # set at the CLI's start
+
+
+def test_plan_refuses_an_unknown_freeze_in_one_line():
+    result = runner.invoke(app, ["plan", "tiny", "--task", "train", "--freeze", "decoder", "--tflops", "1"])
+    assert result.exit_code == 2
+    assert "freeze 'decoder' is not one of none, encoder" in result.output
+    assert len(result.output.strip().splitlines()) == 1
