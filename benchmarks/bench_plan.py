@@ -170,9 +170,9 @@ def table(results: list[dict], rates: dict, compare: dict[str, dict] | None = No
     runs with glibc's default allocator) four more give that run's measured peak and time and the plan's errors."""
     lines = [
         "| run | role | size | task | L | batch | beams | tokens | dtype | ckpt | optim | freeze | predicted GB "
-        "| measured GB | error | predicted s | measured s | time error | other load | peak phase |"
+        "| measured GB | error | predicted s | measured s | time error | CPU s | other load | peak phase |"
         + (" other run: measured GB | error | measured s | time error |" if compare else ""),
-        "|---|---|---|---|---:|---:|---:|---:|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|"
+        "|---|---|---|---|---:|---:|---:|---:|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
         + ("---:|---:|---:|---:|" if compare else ""),
     ]
     errors: dict[str, list[float]] = {}
@@ -187,7 +187,7 @@ def table(results: list[dict], rates: dict, compare: dict[str, dict] | None = No
             f"{spec.get('freeze', 'none') if spec.get('freeze', 'none') != 'none' else ''} |"
         )
         if "error" in result:
-            lines.append(f"{head} | | | | | | | | {result['error']} |")
+            lines.append(f"{head} | | | | | | | | | {result['error']} |")
             continue
         plan = predict(spec, rates[spec["dtype"]], process)
         measured, predicted = measured_and_predicted(result, plan)
@@ -205,10 +205,13 @@ def table(results: list[dict], rates: dict, compare: dict[str, dict] | None = No
             else:
                 other = " | | | |"
         load = result.get("other_load")
+        # the measured call's CPU time (user + system): on one thread, what its wall time is on a quiet machine
+        cpu = result["cpu_user_s"] + result["cpu_sys_s"] if "cpu_user_s" in result else None
         lines.append(
             f"{head} {gb(predicted)} | {gb(measured)} | {error:+.1%} | {plan['seconds']:.2f} | "
             f"{result['seconds']:.2f} | {plan['seconds'] / result['seconds'] - 1:+.0%} | "
-            f"{'' if load is None else f'{load:.1f}'} | {plan['peak_phase']} |{other}"
+            f"{'' if cpu is None else f'{cpu:.2f}'} | {'' if load is None else f'{load:.1f}'} | "
+            f"{plan['peak_phase']} |{other}"
         )
     lines.append("")
     for role in ("test", "held-out"):

@@ -404,3 +404,29 @@ def test_plan_refuses_an_unknown_freeze_in_one_line():
     assert result.exit_code == 2
     assert "freeze 'decoder' is not one of none, encoder" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_bench_plan_checks_twenty_rows_eight_held_out_unlike_the_calibration():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import bench_plan
+
+    rows = bench_plan.specs(None, 1)
+    assert len(rows) >= 20 and len({row["name"] for row in rows}) == len(rows)
+    held_out = [row for row in rows if row["role"] == "held-out"]
+    calibration = [row for row in rows if row["role"] == "calibrate"]
+    assert len(held_out) >= 8 and all(row["load"] == "disk" for row in rows)
+
+    def key(row: dict) -> tuple:
+        return row["size"], row["task"], row["length"], row["batch"], row["beams"], row["dtype"]
+
+    assert not {key(row) for row in held_out} & {key(row) for row in calibration}
+    assert {row["freeze"] for row in held_out} == {"none", "encoder"}
+    # the table compares the whole process's peak with the plan's total, and counts the held-out rows apart
+    row = held_out[0]
+    plan = bench_plan.predict(row, RATE, process_bytes=450 * 10**6)
+    result = {"spec": row, "process_peak_bytes": int(plan["peak_bytes"] / 1.12), "seconds": 1.0}
+    text = bench_plan.table([result], {row["dtype"]: RATE}, process=450 * 10**6)
+    assert "+12.0%" in text and "held-out rows: 1; peak within +-15%: 1, within +-10%: 0" in text
