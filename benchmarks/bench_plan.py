@@ -1,20 +1,21 @@
 """`mega2bart plan` against measurements: predicted and measured peak memory and time, one process per run.
 
-    MALLOC_MMAP_THRESHOLD_=65536 python benchmarks/bench_plan.py --raw benchmarks/results_plan.jsonl \
-        --markdown benchmarks/results_plan.md                                     # the planner's measure (run P2)
-    python benchmarks/bench_plan.py --raw benchmarks/results_plan_glibc_default.jsonl   # glibc's default allocator
-    python benchmarks/bench_plan.py --from-raw benchmarks/results_plan.jsonl     # tables again, no new runs
-    python benchmarks/bench_plan.py --only c1,t1,t2                               # some runs
+    python benchmarks/bench_plan.py --threads 1 --raw benchmarks/results_plan_p4.jsonl    # run P4's measure
+    python benchmarks/bench_plan.py --malloc glibc --raw glibc.jsonl      # workers keep glibc's malloc defaults
+    python benchmarks/bench_plan.py --from-raw benchmarks/results_plan_p4.jsonl   # tables again, no new runs
+    python benchmarks/bench_plan.py --only c1,h1,h2                                # some runs
 
-Each configuration runs in a fresh `_plan_worker.py` process (the preset's shapes, random weights); its
-measured peak is the peak RSS above the process's RSS before the model was built (see the worker). The
-prediction is `mega2bart.plan.plan_run` for the same workload on the CPU, with the matmul rate measured
-once here (`measure_matmul_rate`). The configurations marked `calibrate` are the ones the overhead
-constants of `mega2bart/plan/memory.py` (`CPU_OVERHEAD`) were set from; the `test` rows were not used to set
-anything. Results are appended to `--raw` as each run ends, so an interrupted run keeps what it measured.
-The workers inherit the environment: with MALLOC_MMAP_THRESHOLD_=65536 glibc hands freed blocks back, so the
-RSS follows the live tensors (what the planner counts); with its default sliding threshold the RSS also holds
-freed heap memory (benchmarks/README.md, run P2, has both).
+Each configuration runs in a fresh `_plan_worker.py` process that starts as a mega2bart command does (the
+command modules imported, glibc's thresholds fixed unless --malloc glibc) and loads the preset's random model
+from a directory saved once under --models, as `summarize` and `train` load theirs. Its measured peak is the
+whole process's peak RSS (interpreter, load and run; see the worker), in the environment this script runs in.
+The prediction is `mega2bart.plan.plan_run` for the same workload on the CPU, its process share the one
+`mega2bart plan` measures in itself (a fresh `mega2bart plan` is run once for it, or --process-bytes), with the
+matmul rate measured once here (`measure_matmul_rate`, or --tflops). The rows marked `calibrate` set the
+allocator constants of `mega2bart/plan/memory.py` (`CPU_OVERHEAD`); `test` rows were checked while the
+planner was developed; `held-out` rows were never used for anything. Results are appended to --raw as each run
+ends, so an interrupted run keeps what it measured. Results of runs P1-P3 (no whole-process figure) are
+compared as they were: the peak above the process's baseline against the plan without its process share.
 """
 
 from __future__ import annotations
