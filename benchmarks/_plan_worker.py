@@ -1,29 +1,38 @@
 """One measured run for `bench_plan.py` in a fresh process (not run by hand).
 
     python benchmarks/_plan_worker.py '<json spec>'
+    python benchmarks/_plan_worker.py --save SIZE DIR     # a random model of the preset, saved for "load": "disk"
 
 The spec: {"size": "tiny" | "base" | "large", "task": "train" | "generate", "length": int, "batch": int,
 "beams": int, "new_tokens": int, "label_tokens": int, "dtype": "fp32" | "bf16", "gradient_checkpointing": bool,
-"optimizer": "adamw" | "adafactor" | "sgd", "threads": int, "seed": int}.
+"optimizer": "adamw" | "adafactor" | "sgd", "threads": int, "seed": int}, and optionally "freeze": "none" |
+"encoder" (`mega2bart.training.apply_freeze`), "load": "build" | "disk" (with "model_dir"), "malloc":
+"mega2bart" | "glibc".
 
-The model has the preset's architecture (`random_init_sources`) and random weights: it is built on the meta
-device, materialised with `to_empty` and filled with N(0, 0.02) (cheaper than each module's own init, and every
-page is written, so it is resident). Memory:
-- `baseline` is the RSS after importing torch, transformers and mega2bart, before the model exists;
-- `VmHWM` (the peak RSS) is reset (`echo 5 > /proc/self/clear_refs`) after the build, then read after the run;
-- `measured_peak_bytes` = that peak - baseline: weights, the run's tensors and whatever the allocator and the
-  libraries keep (the planner's calibrated "rest").
+The process starts as a mega2bart command does: it imports what `mega2bart.cli` imports and, unless "malloc"
+is "glibc", fixes glibc's thresholds with `mega2bart.plan.allocator.keep_rss_near_live` (the CLI's start-up).
+The model has the preset's architecture (`random_init_sources`) and random weights. "build" (the default):
+built on the meta device, materialised with `to_empty` and filled with N(0, 0.02) (cheaper than each module's
+own init, and every page is written, so it is resident). "disk": `Mega2BartModel.from_pretrained` of a
+directory that `--save` wrote, in the run's dtype, as `summarize` / `train` load a model. Memory:
+- `baseline_bytes` is the RSS after the imports, before the model exists (interpreter and libraries);
+- `load_peak_bytes` is the peak RSS (`VmHWM`) from the process's start to the end of the load;
+- `VmHWM` is then reset (`echo 5 > /proc/self/clear_refs`) and read after the run: `run_peak_bytes`;
+- `process_peak_bytes` = the larger of the two: the whole process's peak RSS, what `mega2bart plan` predicts;
+- `measured_peak_bytes` = the run's peak - baseline (runs P1-P3 compared the plan's tensors with this).
 Generation: `model.generate` (mega2bart's shared-encoder path), `new_tokens` forced (min = max), batch rows of
 random ids; with batch > 1 the last row ends in 8 padding tokens. Training: `model.train()`, two steps of
 forward with `label_tokens` labels + backward + optimiser step + `zero_grad(set_to_none=True)` (the peak
 includes the optimiser states, created at the first step); bf16 training is CPU autocast (the Trainer's
-`bf16=True`), bf16 generation casts the model. `seconds` is the generate call or the second training step.
+`bf16=True`), bf16 generation casts the model. `seconds` is the generate call or the second training step, and
+`cpu_user_s` / `cpu_sys_s` its CPU time (user; system: page faults and mmap calls, what the allocator setting costs).
 The result is one line `BENCH_RESULT <json>` on stdout.
 """
 
 from __future__ import annotations
 
 import json
+import resource
 import sys
 import time
 from pathlib import Path
@@ -36,9 +45,11 @@ sys.path.insert(0, str(HERE.parent))  # the repo root, in case mega2bart is not 
 import transformers  # noqa: E402,F401
 
 import mega2bart  # noqa: E402,F401
+import mega2bart.cli  # noqa: E402,F401 (what every command has imported when it starts)
 from mega2bart.modeling_mega2bart import Mega2BartModel  # noqa: E402
 from mega2bart.models.mega.configuration_mega import MegaConfig  # noqa: E402
 from mega2bart.models.mega.modeling_mega import MegaModel  # noqa: E402
+from mega2bart.plan.allocator import keep_rss_near_live  # noqa: E402
 from mega2bart.presets import random_init_sources  # noqa: E402
 
 sys.path.insert(0, str(HERE))
@@ -81,19 +92,38 @@ def inputs(spec: dict, vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
     return ids, mask
 
 
+def load(spec: dict, dtype: torch.dtype) -> Mega2BartModel:
+    if spec.get("load", "build") == "build":
+        return build(spec["size"], dtype)
+    model = Mega2BartModel.from_pretrained(spec["model_dir"], dtype=dtype)  # as `load_mega2bart` does
+    return model.to(dtype)
+
+
+def cpu_seconds() -> tuple[float, float]:
+    """This process's user and system CPU seconds so far (system: page faults, mmap/munmap)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime, usage.ru_stime
+
+
 def run(spec: dict) -> dict:
+    malloc = keep_rss_near_live() if spec.get("malloc", "mega2bart") == "mega2bart" else {}
     torch.set_num_threads(spec["threads"])
     baseline = rss_bytes()
     bf16 = spec["dtype"] == "bf16"
     generating = spec["task"] == "generate"
-    model = build(spec["size"], torch.bfloat16 if bf16 and generating else torch.float32)
+    model = load(spec, torch.bfloat16 if bf16 and generating else torch.float32)
     model_rss = rss_bytes()
     ids, mask = inputs(spec, model.config.encoder.vocab_size)
-    result: dict = {"baseline_bytes": baseline, "model_rss_bytes": model_rss - baseline}
+    result: dict = {
+        "baseline_bytes": baseline,
+        "model_rss_bytes": model_rss - baseline,
+        "load_peak_bytes": hwm_bytes(),
+        "malloc": malloc,
+    }
     if generating:
         model.eval()
         reset_hwm()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), cpu_seconds()
         with torch.inference_mode():
             out = model.generate(
                 input_ids=ids,
@@ -107,9 +137,14 @@ def run(spec: dict) -> dict:
                 eos_token_id=2,
             )
         result["seconds"] = time.perf_counter() - start
+        result["cpu_user_s"], result["cpu_sys_s"] = (b - a for a, b in zip(cpu, cpu_seconds(), strict=True))
         result["output_shape"] = list(out.shape)
     else:
         model.train()
+        if spec.get("freeze", "none") != "none":
+            from mega2bart.training import apply_freeze
+
+            apply_freeze(model, spec["freeze"])
         if spec["gradient_checkpointing"]:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         labels = torch.randint(4, model.config.decoder.vocab_size, (spec["batch"], spec["label_tokens"]))
@@ -122,7 +157,7 @@ def run(spec: dict) -> dict:
         reset_hwm()
         steps = []
         for _ in range(2):
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), cpu_seconds()
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
             loss.backward()
@@ -130,12 +165,17 @@ def run(spec: dict) -> dict:
             optimizer.zero_grad(set_to_none=True)
             steps.append(time.perf_counter() - start)
         result["seconds"] = steps[-1]
+        result["cpu_user_s"], result["cpu_sys_s"] = (b - a for a, b in zip(cpu, cpu_seconds(), strict=True))
         result["step_seconds"] = steps
-    result["peak_rss_bytes"] = hwm_bytes()
+    result["peak_rss_bytes"] = result["run_peak_bytes"] = hwm_bytes()
     result["measured_peak_bytes"] = result["peak_rss_bytes"] - baseline
+    result["process_peak_bytes"] = max(result["load_peak_bytes"], result["run_peak_bytes"])
     return result
 
 
 if __name__ == "__main__":
-    spec = json.loads(sys.argv[1])
-    print_result({"spec": spec, **run(spec)})
+    if sys.argv[1] == "--save":
+        build(sys.argv[2], torch.float32).save_pretrained(sys.argv[3])
+    else:
+        spec = json.loads(sys.argv[1])
+        print_result({"spec": spec, **run(spec)})

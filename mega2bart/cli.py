@@ -49,6 +49,15 @@ app = typer.Typer(
 _LOG_HANDLER_NAME = "mega2bart-cli"
 
 
+@app.callback()
+def _start_up() -> None:
+    # every command: glibc hands freed tensor memory back, so the RSS follows the live tensors and stays near
+    # what `mega2bart plan` predicts (mega2bart/plan/allocator.py; MEGA2BART_MALLOC_TRIM=0 keeps glibc's defaults)
+    from .plan.allocator import keep_rss_near_live
+
+    keep_rss_near_live()
+
+
 def _quiet_libraries() -> None:
     """--quiet: no progress bars (datasets, transformers' loading and saving, the Hub's), transformers warnings (e.g.
     generation length notes) only as errors."""
@@ -533,6 +542,7 @@ def plan(
     dtype: Annotated[str, typer.Option(help="fp32 | bf16 | fp16 (train: mixed precision).")] = "fp32",
     gradient_checkpointing: Annotated[bool, typer.Option(help="Per-block checkpointing (train).")] = False,
     optimizer: Annotated[str, typer.Option(help="adamw | adafactor | sgd (train).")] = "adamw",
+    freeze: Annotated[str, typer.Option(help="none | encoder: train with the MEGA encoder frozen (train).")] = "none",
     device: Annotated[
         str, typer.Option(help="cpu | cuda: the overhead calibration and the measured matmul rate.")
     ] = "cpu",
@@ -543,7 +553,7 @@ def plan(
     tflops: Annotated[float | None, typer.Option(help="Matmul TFLOP/s to assume instead of measuring it.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON (peak_bytes, seconds, ...).")] = False,
 ) -> None:
-    """Predict the peak memory (with its breakdown) and the time of a run, from the configuration alone."""
+    """Predict the whole process's peak memory (with its breakdown) and the time of a run, from the configuration."""
     from .plan import PlanError, Workload, format_report, plan_report
 
     try:
@@ -558,6 +568,7 @@ def plan(
             gradient_checkpointing=gradient_checkpointing,
             optimizer=optimizer,  # type: ignore[arg-type]
             device=device,  # type: ignore[arg-type]
+            freeze=freeze,  # type: ignore[arg-type]
         )
         report = plan_report(model, workload, device_memory=device_memory, tflops=tflops)
     except PlanError as exc:

@@ -7,8 +7,9 @@ Each row runs in a fresh process: the model is built with the preset's shapes an
 as benchmarks/_plan_worker.py builds it, then moved to the GPU; LED: LEDForConditionalGeneration shaped like
 allenai/led-large-16384, benchmarks/_generate_worker.py's LED_LARGE_CONFIG, built on the GPU); nothing is
 downloaded. The measured peak is `torch.cuda.max_memory_allocated()` over the run (weights included) minus what
-was allocated before the model existed, the figure the planner's CUDA prediction is for; the caching
-allocator's reserved peak is recorded beside it. Generation uses mega2bart's shared-encoder `generate`, or
+was allocated before the model existed, the figure the plan's tensors and allocator share (`run_peak_bytes`) are
+for; the caching allocator's reserved peak is recorded beside it, and the device memory in use before the model
+(the CUDA context) beside the context the plan assumes (its `process_bytes` on CUDA). Generation uses mega2bart's shared-encoder `generate`, or
 the parent class's stock `EncoderDecoderModel.generate` on the same model (`stock`), with
 benchmarks/_generate_worker.py's beam settings and exactly `new_tokens` new tokens; a training row is two steps
 (forward with labels, backward, optimiser step), bf16 as autocast. Rows the planner cannot plan (stock, LED)
@@ -109,6 +110,10 @@ def run_row(row: dict[str, Any]) -> dict[str, Any]:
     torch.manual_seed(0)
     before = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
+    # the device memory in use before any tensor: this process's CUDA context (and anything else on the GPU),
+    # what the plan assumes as its "process" share on CUDA
+    free, total = torch.cuda.mem_get_info()
+    context = total - free
     model = _build(row)
     config = model.config
     vocab = config.vocab_size if row["case"] == "led" else config.encoder.vocab_size
@@ -162,6 +167,7 @@ def run_row(row: dict[str, Any]) -> dict[str, Any]:
     result["seconds"] = result["step_seconds"][-1] if "step_seconds" in result else time.perf_counter() - start
     result["measured_peak_bytes"] = torch.cuda.max_memory_allocated() - before
     result["max_reserved_bytes"] = torch.cuda.max_memory_reserved()
+    result["context_bytes"] = context
     return result
 
 
@@ -187,8 +193,8 @@ def measure(row: dict[str, Any], timeout: float) -> dict[str, Any]:
 def table(results: list[dict[str, Any]]) -> str:
     lines = [
         "| row | case | task | size | L | batch | beams | tokens | dtype | ckpt | optim | predicted GiB | "
-        "measured GiB | error | reserved GiB | predicted s | measured s |",
-        "|---|---|---|---|---:|---:|---:|---:|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "measured GiB | error | reserved GiB | context GiB (plan assumes) | predicted s | measured s |",
+        "|---|---|---|---|---:|---:|---:|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     gib = 1024**3
     for entry in results:
@@ -199,16 +205,19 @@ def table(results: list[dict[str, Any]]) -> str:
             f"{row['beams'] if row['task'] == 'generate' else ''} | {tokens} | {row['dtype']} | "
             f"{'yes' if row['gradient_checkpointing'] else ''} | {row['optimizer'] if row['task'] == 'train' else ''} |"
         )
-        predicted = f"{plan['peak_bytes'] / gib:.2f}" if plan else ""
+        # tensors + the allocator's share against max_memory_allocated; the context beside the plan's assumption
+        predicted = f"{plan['run_peak_bytes'] / gib:.2f}" if plan else ""
         if "error" in measured:
-            lines.append(f"{head} {predicted} | {measured['error']} | | | | |")
+            lines.append(f"{head} {predicted} | {measured['error']} | | | | | |")
             continue
         peak = measured["measured_peak_bytes"]
-        error = f"{plan['peak_bytes'] / peak - 1:+.1%}" if plan else ""
+        error = f"{plan['run_peak_bytes'] / peak - 1:+.1%}" if plan else ""
         seconds = f"{plan['seconds']:.1f}" if plan else ""
+        context = f"{measured['context_bytes'] / gib:.2f}" if "context_bytes" in measured else "–"
+        assumed = f" ({plan['process_bytes'] / gib:.2f})" if plan else ""
         lines.append(
             f"{head} {predicted} | {peak / gib:.2f} | {error} | {measured['max_reserved_bytes'] / gib:.2f} | "
-            f"{seconds} | {measured['seconds']:.1f} |"
+            f"{context}{assumed} | {seconds} | {measured['seconds']:.1f} |"
         )
     return "\n".join(lines)
 

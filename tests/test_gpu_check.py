@@ -50,7 +50,13 @@ def test_rows_refuse_unknown_names_and_the_table_reads_results():
         raise AssertionError("an unknown row was accepted")
     plan = gpu_check.predict(rows[0], tflops=400.0)
     assert plan["workload"]["device"] == "cuda" and plan["peak_bytes"] > 0
-    measured = {"measured_peak_bytes": plan["peak_bytes"] // 2, "max_reserved_bytes": plan["peak_bytes"], "seconds": 1}
+    assert plan["peak_bytes"] == plan["run_peak_bytes"] + plan["process_bytes"]  # the CUDA context is assumed
+    measured = {
+        "measured_peak_bytes": plan["run_peak_bytes"] // 2,
+        "max_reserved_bytes": plan["run_peak_bytes"],
+        "context_bytes": 2**29,
+        "seconds": 1,
+    }
     text = gpu_check.table(
         [
             {"row": rows[0], "plan": plan, "measured": measured},
@@ -58,4 +64,5 @@ def test_rows_refuse_unknown_names_and_the_table_reads_results():
         ]
     )
     assert "| g2 | mega2bart | generate | large | 16,384 |" in text and "+100.0%" in text
+    assert "| 0.50 (0.50) |" in text  # the measured context beside the plan's assumption
     assert "CUDA out of memory" in text

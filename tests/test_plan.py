@@ -180,7 +180,11 @@ def test_plan_bad_model_directories(tmp_path):
 def test_plan_of_a_saved_model_directory(tiny_mega2bart_dir):
     result = runner.invoke(app, ["plan", str(tiny_mega2bart_dir), "--tflops", "1", "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["peak_bytes"] == plan_run(load_shape("tiny"), Workload(), RATE).peak_bytes
+    report = json.loads(result.output)
+    # the same tensors as the preset's plan; the process share is this (test) process's own RSS
+    assert report["run_peak_bytes"] == plan_run(load_shape("tiny"), Workload(), RATE).run_peak_bytes
+    assert report["process_source"].startswith("measured") and report["process_bytes"] > 100 * 1024**2
+    assert report["peak_bytes"] == report["process_bytes"] + report["run_peak_bytes"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -193,7 +197,11 @@ def test_preflight_refuses_with_the_fix(monkeypatch, tiny_mega2bart_dir):
     shape = load_shape("large")
     workload = Workload(task="train", length=16384, device="cuda")
     assert plan_run(shape, workload).peak_bytes > 10 * 1024**3
-    with pytest.raises(PlanError, match=r"needs [\d.]+ GiB, 10\.0 GiB free: add --gradient-checkpointing"):
+    # available: the free memory + the CUDA context this process already holds (the plan's assumed 0.5 GiB)
+    with pytest.raises(
+        PlanError,
+        match=r"needs [\d.]+ GiB, 10\.5 GiB available \(free \+ this process's context\): add --gradient-checkpointing",
+    ):
         planner.preflight_check("large", workload)
     assert planner.preflight_check("large", replace(workload, gradient_checkpointing=True)) is not None
     assert planner.preflight_check("large", replace(workload, device="cpu")) is None
@@ -222,7 +230,8 @@ def test_the_fix_names_the_flags_of_the_refused_command(monkeypatch, command, ta
     assert all(text in changes for text in wanted), changes
     assert not any(text in changes for text in unwanted), changes
     if command != "plan":  # the pre-flight of train / eval / summarize writes its own command's flags
-        monkeypatch.setattr(planner, "_cuda_free_bytes", lambda: int(need * 0.95))
+        context = plan_run(shape, workload).process_bytes  # the pre-flight adds it to the free memory
+        monkeypatch.setattr(planner, "_cuda_free_bytes", lambda: int(need * 0.95) - context)
         with pytest.raises(PlanError) as refused:
             planner.preflight_check("large", workload, command)
         message = str(refused.value)
@@ -260,6 +269,10 @@ def test_a_cpu_plan_says_that_glibc_can_keep_freed_memory():
     cuda = plan_run(shape, Workload(task="train", length=4096, device="cuda"), RATE)
     assert planner.CPU_RSS_NOTE in cpu.notes and "MALLOC_MMAP_THRESHOLD_" in planner.CPU_RSS_NOTE
     assert planner.CPU_RSS_NOTE not in cuda.notes
+    # on CUDA the plan names what it assumes for the context and the allocator, and how to measure them
+    (cuda_note,) = [note for note in cuda.notes if note.startswith("CUDA")]
+    assert "0.50 GiB" in cuda_note and "5% of the tensors + 0.25 GiB" in cuda_note
+    assert "scripts/gpu_check.sh" in cuda_note
 
 
 def test_training_counts_the_tied_embedding_gradients_and_the_first_blocks_backward():
@@ -286,3 +299,134 @@ def test_the_loss_backward_and_the_optimizer_step_count_what_is_left_of_the_forw
     assert phases["loss backward"]["logits"] == 2 * 64 * shape.decoder.vocab * 3 * 4
     assert phases["loss backward"]["gradients"] == 0
     assert phases["optimizer step"]["weights"] == 4 * shape.parameters()["total"] < phases["forward"]["weights"]
+
+
+# ----------------------------------------------------------------------------------------------
+# the whole process (issue 33): the process share, the load, the frozen encoder, glibc's thresholds
+# ----------------------------------------------------------------------------------------------
+
+
+def test_the_peak_is_the_whole_process_and_the_report_states_it_first():
+    shape = load_shape("base")
+    result = plan_run(shape, Workload(task="train", length=1024, label_tokens=64), RATE, process_bytes=400 * 10**6)
+    assert result.breakdown["process"] == result.process_bytes == 400 * 10**6
+    assert result.peak_bytes == result.process_bytes + result.run_peak_bytes == sum(result.breakdown.values())
+    assert all(total >= result.process_bytes for total in result.phases.values())  # every phase holds the process
+    default = plan_run(shape, Workload(task="train", length=1024, label_tokens=64), RATE)
+    assert default.process_bytes == planner.CPU_OVERHEAD["process_bytes"]  # the measured constant
+    report = planner.plan_report("base", Workload(task="train", length=1024, label_tokens=64), tflops=1.0)
+    text = planner.format_report(report).splitlines()
+    assert text[1].startswith("predicted peak of the whole process") and "RSS" in text[1]
+    assert "process (interpreter, libraries)" in text[2]  # the breakdown below the total, the process first
+
+
+def test_the_process_share_is_measured_in_the_process():
+    measured = planner.measure_process_bytes()
+    assert measured is not None and measured > 100 * 1024**2  # torch + transformers + mega2bart's command modules
+    with open("/proc/self/status") as handle:
+        rss = next(int(line.split()[1]) * 1024 for line in handle if line.startswith("VmRSS:"))
+    assert abs(measured - rss) < 0.2 * rss
+
+
+def test_a_cast_at_load_holds_the_checkpoint_and_the_copy_and_unread_embedding_rows_are_not_counted():
+    shape = load_shape("base")
+    P, vocab, H = shape.parameters()["total"], shape.encoder.vocab, shape.encoder.hidden
+    bf16 = planner.memory_phases(shape, Workload(length=1024, dtype="bf16"))["load"]
+    assert bf16["load"] == 4 * P and bf16["weights"] == 2 * P  # fp32 file pages + the bf16 copy (run P4)
+    fp32 = planner.memory_phases(shape, Workload(length=1024))
+    assert fp32["load"]["load"] == 0  # memory-mapped in place
+    unread = fp32["load"]["weights"] - fp32["decoding"]["weights"] + 4 * P - fp32["load"]["weights"]
+    windows = vocab * H * 4 // planner.memory.FAULT_AROUND_BYTES  # 1,024 tokens read about 1,024 windows of them
+    assert unread == pytest.approx(vocab * H * 4 * (1 - 1 / windows) ** 1024, rel=1e-6)
+    assert 0.5 * vocab * H * 4 < unread < vocab * H * 4
+    train = planner.memory_phases(shape, Workload(task="train", length=1024))
+    assert train["forward"]["weights"] == 4 * P  # the optimiser writes every row
+    cuda = planner.memory_phases(shape, Workload(length=1024, device="cuda"))
+    assert cuda["decoding"]["weights"] == 4 * P
+
+
+def test_a_frozen_encoder_keeps_no_encoder_activations_gradients_or_states():
+    shape = load_shape("base")
+    parameters = shape.parameters()
+    trained = parameters["decoder"] + parameters["enc_to_dec_proj"]
+    workload = Workload(task="train", length=2048, label_tokens=64)
+    frozen = planner.memory_phases(shape, replace(workload, freeze="encoder"))
+    full = planner.memory_phases(shape, workload)
+    assert "encoder backward" in full and not any("encoder backward" in name for name in frozen)
+    assert frozen["optimizer step"]["optimizer_states"] == 2 * 4 * trained  # AdamW: decoder + projection
+    assert frozen["optimizer step"]["gradients"] == 4 * trained
+    assert frozen["forward"]["encoder_activations"] == 0
+    assert peak(shape, task="train", length=2048, freeze="encoder") < peak(shape, task="train", length=2048)
+    with pytest.raises(PlanError, match="freeze 'decoder' is not one of none, encoder"):
+        Workload(task="train", freeze="decoder")
+
+
+def test_bf16_time_keeps_the_work_that_is_not_a_matmul_at_the_fp32_rate():
+    shape = load_shape("base")
+    workload = Workload(task="train", length=1024, label_tokens=64, dtype="bf16")
+    fast_matmuls = plan_run(shape, workload, MatmulRate(4.0, 0.1, "test", fp32=1.0))
+    fp32_only = plan_run(shape, replace(workload, dtype="fp32"), MatmulRate(1.0, 0.1, "test"))
+    matmul_share = fast_matmuls.flops / 4e12
+    rest = fast_matmuls.flops * (1 / planner.MODEL_EFFICIENCY - 1) / 1e12
+    step = planner.STEP_SECONDS["train_step"]
+    assert fast_matmuls.seconds == pytest.approx(matmul_share + rest + step)
+    assert fp32_only.seconds == pytest.approx(fp32_only.flops / (1e12 * planner.MODEL_EFFICIENCY) + step)
+
+
+def test_the_commands_fix_glibcs_thresholds_unless_told_not_to(monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    from mega2bart.plan import allocator
+
+    probe = "from mega2bart.plan.allocator import keep_rss_near_live; print(keep_rss_near_live())"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", allocator.OPT_OUT_VARIABLE))}
+
+    def fresh_process(**extra: str) -> str:
+        done = subprocess.run([sys.executable, "-c", probe], env={**clean, **extra}, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    assert fresh_process() == "{'mmap_threshold': 262144, 'trim_threshold': 131072}"
+    assert fresh_process(MEGA2BART_MALLOC_TRIM="0") == "{}"
+    assert fresh_process(MALLOC_MMAP_THRESHOLD_="65536") == "{}"  # the user's own setting wins
+    for name in [k for k in os.environ if k not in clean]:
+        monkeypatch.delenv(name)
+    monkeypatch.setattr(allocator, "_applied", {})
+    result = runner.invoke(app, ["plan", "tiny", "--length", "1024", "--tflops", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    assert allocator.applied() == {"mmap_threshold": 262144, "trim_threshold": 131072}  # set at the CLI's start
+
+
+def test_plan_refuses_an_unknown_freeze_in_one_line():
+    result = runner.invoke(app, ["plan", "tiny", "--task", "train", "--freeze", "decoder", "--tflops", "1"])
+    assert result.exit_code == 2
+    assert "freeze 'decoder' is not one of none, encoder" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_bench_plan_checks_twenty_rows_eight_held_out_unlike_the_calibration():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import bench_plan
+
+    rows = bench_plan.specs(None, 1)
+    assert len(rows) >= 20 and len({row["name"] for row in rows}) == len(rows)
+    held_out = [row for row in rows if row["role"] == "held-out"]
+    calibration = [row for row in rows if row["role"] == "calibrate"]
+    assert len(held_out) >= 8 and all(row["load"] == "disk" for row in rows)
+
+    def key(row: dict) -> tuple:
+        return row["size"], row["task"], row["length"], row["batch"], row["beams"], row["dtype"]
+
+    assert not {key(row) for row in held_out} & {key(row) for row in calibration}
+    assert {row["freeze"] for row in held_out} == {"none", "encoder"}
+    # the table compares the whole process's peak with the plan's total, and counts the held-out rows apart
+    row = held_out[0]
+    plan = bench_plan.predict(row, RATE, process_bytes=450 * 10**6)
+    result = {"spec": row, "process_peak_bytes": int(plan["peak_bytes"] / 1.12), "seconds": 1.0}
+    text = bench_plan.table([result], {row["dtype"]: RATE}, process=450 * 10**6)
+    assert "+12.0%" in text and "held-out rows: 1; peak within +-15%: 1, within +-10%: 0" in text

@@ -35,16 +35,27 @@ What is counted (one peak per phase; the largest phase is the prediction, every 
   saves the (B, h, T, L) cross-attention probabilities (softmax, dropout mask, dropped copy) per layer.
 - **logits**: training (B T, V) in s, its fp32 copy and log-softmax, plus two (B T, V) gradients in backward;
   generation five (B k, V) fp32 score tables per step.
-- **the rest**: `overhead_fraction` x the tensors + `overhead_bytes`: what the allocator, the interpreter
-  and the libraries hold beyond the tensors (the one calibration, `CPU_OVERHEAD` / `CUDA_OVERHEAD`).
-  On the CPU, what glibc's malloc keeps of freed blocks is not counted: the profiler's live-tensor timeline
-  and the RSS with MALLOC_MMAP_THRESHOLD_=65536 (benchmarks/README.md, run P2) agree with the tensors counted
-  here, and the default allocator's RSS can stay higher (`CPU_RSS_NOTE`).
+- **the process**: what the process holds besides tensors, in every phase. CPU: the interpreter with torch,
+  transformers and mega2bart loaded, which `mega2bart plan` measures in itself (`measure_process_bytes`: its RSS
+  after the imports every command makes; the constant in `CPU_OVERHEAD` where the planner is a library). CUDA:
+  the CUDA context, assumed (`CUDA_OVERHEAD`) until scripts/gpu_check.sh measures it.
+- **load**: loading the saved model. In fp32 the safetensors weights stay memory-mapped and enter the RSS as
+  they are read (the encoder's unread embedding rows never do); a bf16 generation holds the fp32 file's pages
+  and the bf16 copy at once, which can be the peak of a short generation.
+- **allocator**: `fraction` x the largest phase's tensors + `bytes` (the one calibration, `CPU_OVERHEAD` /
+  `CUDA_OVERHEAD`). On the CPU mega2bart's commands fix glibc's malloc thresholds at start-up
+  (`allocator.keep_rss_near_live`), so that freed tensors go back and the RSS follows the live tensors; a
+  process with glibc's defaults can stay higher (`CPU_RSS_NOTE`; benchmarks/README.md, runs P2 and P4).
+
+The predicted peak is the whole process's: the process + the largest phase (RSS on the CPU, device memory on
+CUDA). A frozen encoder (`freeze="encoder"`) keeps no encoder activations, gradients or optimiser states.
 
 Time: FLOPs are counted as in benchmarks/README.md (projections, chunked attention, EMA kernel; BART's
-projections and attention; training 3x the forward, 4x with checkpointing, which recomputes it). The rate is a
-square matmul measured on the device for a moment (or `--tflops`) times `MODEL_EFFICIENCY`; decoding steps,
-a few rows each, run at a second measured rate for few-row products.
+projections and attention; training 3x the forward, 4x with checkpointing, which recomputes it; a frozen encoder
+runs forward only). The matmuls run at a square matmul's rate in the run's dtype, measured on the device for a
+moment (or `--tflops`), and the rest of the work at the fp32 rate (`MODEL_EFFICIENCY`); decoding steps, a few
+rows each, run at a second measured rate for few-row products; `STEP_SECONDS` adds each decoding or training
+step's fixed cost.
 """
 
 from __future__ import annotations
@@ -63,7 +74,7 @@ from .memory import (
     overhead,
     padded_length,
 )
-from .predict import CPU_RSS_NOTE, Plan, plan_run
+from .predict import CPU_RSS_NOTE, CUDA_NOTE, Plan, measure_process_bytes, plan_run
 from .shapes import (
     DTYPE_BYTES,
     GIB,
@@ -81,6 +92,7 @@ from .shapes import (
 from .timing import (
     MODEL_EFFICIENCY,
     SMALL_ROW_SHARE,
+    STEP_SECONDS,
     MatmulRate,
     decoder_token_flops,
     encoder_forward_flops,
@@ -91,6 +103,7 @@ from .timing import (
 __all__ = [
     "BREAKDOWN_KEYS",
     "CPU_RSS_NOTE",
+    "CUDA_NOTE",
     "CPU_OVERHEAD",
     "CUDA_OVERHEAD",
     "DTYPE_BYTES",
@@ -100,6 +113,7 @@ __all__ = [
     "EncoderShape",
     "GIB",
     "MODEL_EFFICIENCY",
+    "STEP_SECONDS",
     "MatmulRate",
     "ModelShape",
     "Optimizer",
@@ -115,6 +129,7 @@ __all__ = [
     "format_report",
     "load_shape",
     "measure_matmul_rate",
+    "measure_process_bytes",
     "memory_phases",
     "overhead",
     "padded_length",
@@ -157,9 +172,13 @@ def preflight_check(model: str | Path, workload: Workload, command: str = "plan"
     except PlanError:
         return None
     result = plan_run(shape, workload)
-    if result.peak_bytes > free:
-        report = fit_report(shape, workload, free, command)
-        message = fix_message(result.peak_bytes, free, report["changes"])
+    # the total includes the CUDA context, which this process already holds: free memory was measured after it
+    available = free + result.process_bytes
+    if result.peak_bytes > available:
+        report = fit_report(shape, workload, available, command)
+        message = fix_message(
+            result.peak_bytes, available, report["changes"], "available (free + this process's context)"
+        )
         raise PlanError(f"this run does not fit the GPU: {message} (--no-plan-check skips this check)")
     return result
 
@@ -174,17 +193,31 @@ def plan_report(
     workload: Workload,
     device_memory: str | None = None,
     tflops: float | None = None,
+    measure_process: bool = True,
 ) -> dict[str, Any]:
     """What `mega2bart plan` prints: the plan as a dict (`peak_bytes`, `seconds`, `breakdown`, ...), with `fit`
-    when `device_memory` ("24GiB") is given. The matmul rate is measured on `workload.device` unless `tflops`."""
+    when `device_memory` ("24GiB") is given. The matmul rate is measured on `workload.device` unless `tflops`.
+    On the CPU the process's share is this process's own RSS (`measure_process_bytes`: a fresh `mega2bart plan`
+    holds what a fresh `mega2bart summarize` or `train` holds before its model) unless `measure_process` is False
+    (then the measured constant of `CPU_OVERHEAD`)."""
     memory = parse_bytes(device_memory) if device_memory is not None else None
     shape = load_shape(model_or_preset)
+    process = measure_process_bytes() if measure_process and workload.device == "cpu" else None
+    source = "measured: this process's RSS after the imports of a mega2bart command" if process else None
     rate = measure_matmul_rate(workload.device, workload.dtype, tflops)
-    report = plan_run(shape, workload, rate).as_dict()
+    report = plan_run(shape, workload, rate, process, source).as_dict()
     report["overhead_calibration"] = dict(overhead(workload.device))
     if memory is not None:
-        report["fit"] = fit_report(shape, workload, memory)
+        report["fit"] = fit_report(shape, workload, memory, process_bytes=process)
     return report
+
+
+# the breakdown's names where a key alone would not say what it is
+LABELS = {
+    "process": "process (interpreter, libraries)",
+    "load": "checkpoint pages (load)",
+    "allocator": "allocator",
+}
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -199,12 +232,14 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [
         f"{report['model']}: {report['parameters']['total']:,} parameters; {what}; {w['length']:,} input tokens, "
         f"batch {w['batch']}, {w['dtype']} on {w['device']}",
-        f"predicted peak {report['peak_bytes'] / GIB:.2f} GiB ({report['peak_bytes'] / 1e9:.2f} GB), "
-        f"in phase '{report['peak_phase']}':",
+        f"predicted peak of the whole process {report['peak_bytes'] / GIB:.2f} GiB ({report['peak_bytes'] / 1e9:.2f} "
+        f"GB{', GPU memory' if w['device'] == 'cuda' else ', RSS'}), in phase '{report['peak_phase']}':",
     ]
     for key, value in report["breakdown"].items():
         if value:
-            lines.append(f"  {key.replace('_', ' '):24s} {value / GIB:9.3f} GiB")
+            label = LABELS.get(key, key.replace("_", " "))
+            lines.append(f"  {label:36s} {value / GIB:9.3f} GiB")
+    lines.append(f"  (process: {report['process_source']})")
     lines.append("phases: " + ", ".join(f"{name} {value / GIB:.2f} GiB" for name, value in report["phases"].items()))
     rate = report["matmul_tflops"]
     lines.append(
@@ -278,5 +313,7 @@ def preflight_train(config: Any) -> Plan | None:
         gradient_checkpointing=bool(config.gradient_checkpointing),
         optimizer="adafactor" if "adafactor" in optim else ("sgd" if optim == "sgd" else "adamw"),
         device="cuda",
+        # a frozen decoder is planned as training everything (an upper bound: its gradients are not kept)
+        freeze="encoder" if config.freeze == "encoder" else "none",
     )
     return preflight_check(config.model, workload, "train")

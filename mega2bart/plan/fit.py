@@ -72,13 +72,16 @@ FLAGS: dict[str, dict[str, str]] = {
 }
 
 
-def fit_report(shape: ModelShape, workload: Workload, device_memory: int, command: str = "plan") -> dict[str, Any]:
-    """Whether `workload` fits in `device_memory` bytes, the largest length/batch/beams that do, and changes that
-    fit, each written with the flag of `command` ("plan", "train", or "generate" for eval and summarize)."""
+def fit_report(
+    shape: ModelShape, workload: Workload, device_memory: int, command: str = "plan", process_bytes: int | None = None
+) -> dict[str, Any]:
+    """Whether `workload` fits in `device_memory` bytes (the whole process's peak, `process_bytes` as in
+    `plan_run`), the largest length/batch/beams that do, and changes that fit, each written with the flag of
+    `command` ("plan", "train", or "generate" for eval and summarize)."""
     flags = FLAGS[command]
 
     def peak(w: Workload) -> int:
-        return plan_run(shape, w).peak_bytes
+        return plan_run(shape, w, process_bytes=process_bytes).peak_bytes
 
     def fits_with(**changes: Any) -> Callable[[int], bool]:
         name = next(iter(changes))

@@ -8,19 +8,26 @@ from dataclasses import astuple, dataclass
 
 from .shapes import DTYPE_BYTES, DecoderShape, Device, EncoderShape, ModelShape, Optimizer, Workload
 
-# The one calibration: peak = tensors x (1 + fraction) + bytes. CPU: solved from the two `calibrate` rows of
-# benchmarks/bench_plan.py (peak RSS above the process's RSS before the model was built, glibc told to return
-# freed blocks, MALLOC_MMAP_THRESHOLD_=65536, so that RSS follows the live tensors; benchmarks/README.md, run P2):
-# c1, tiny, 1,024-token generation, 46.6 MB measured for 23.3 MB of tensors; c2, large, the same, 1,660.0 MB for
-# 1,621.2 MB. What glibc keeps beyond that with its default (sliding) threshold is not a tensor and is not
-# predicted: `plan_run` says so in a note on the CPU.
-CPU_OVERHEAD = {"fraction": 0.0097, "bytes": 23_100_000}
+# What a process holds besides its tensors: `process_bytes`, the interpreter with torch, transformers and
+# mega2bart loaded (CPU) or the CUDA context (GPU memory), and the allocator's share, the largest phase's
+# tensors x fraction + bytes. CPU: `mega2bart plan` measures `process_bytes` in itself (`measure_process_bytes`:
+# its RSS after the imports every command makes); the constant here is that measurement on the machine of
+# benchmarks/bench_plan.py (458.1 MB; the benchmark's workers, which import the same, start at 451.1 MB), used
+# where the planner is called as a library. The allocator's share was solved from the two `calibrate` rows of
+# bench_plan run P4 (whole-process peak RSS, the model loaded from disk, glibc's thresholds fixed at start-up as
+# every mega2bart command does, `mega2bart.plan.allocator`): c1, tiny, 1,024-token generation, 499.5 MB measured
+# for 23.3 MB of tensors; c2, large, the same, 2,048.4 MB for 1,521.1 MB: 3.4% + 17.4 MB (benchmarks/README.md).
+CPU_OVERHEAD = {"fraction": 0.034, "bytes": 17_400_000, "process_bytes": 458_100_000}
 # CUDA: torch.cuda.max_memory_allocated counts tensors only; the caching allocator rounds and splits blocks and
-# cuBLAS keeps a workspace. Not measured here (no GPU on the machine that made the benchmark): an assumption.
-CUDA_OVERHEAD = {"fraction": 0.05, "bytes": 256 * 1024**2}
+# cuBLAS keeps a workspace (the fraction and bytes), and the CUDA context with torch's kernels takes device memory
+# before any tensor (process_bytes). Not measured here (no GPU on the machine that made the benchmark): assumed,
+# until scripts/gpu_check.sh measures them.
+CUDA_OVERHEAD = {"fraction": 0.05, "bytes": 256 * 1024**2, "process_bytes": 512 * 1024**2}
 
 
 BREAKDOWN_KEYS = (
+    "process",
+    "load",
     "weights",
     "gradients",
     "optimizer_states",
@@ -31,7 +38,7 @@ BREAKDOWN_KEYS = (
     "self_attention_cache",
     "decoder_activations",
     "logits",
-    "rest",
+    "allocator",
 )
 
 
@@ -51,13 +58,14 @@ def _block(encoder: EncoderShape, length: int) -> int:
     return length if encoder.chunk is None else min(encoder.chunk, length)
 
 
-def _optimizer_bytes(shape: ModelShape, optimizer: Optimizer) -> int:
+def _optimizer_bytes(shapes: list[tuple[int, ...]], optimizer: Optimizer) -> int:
+    """The states of the parameters of `shapes` (those that train: a parameter without a gradient gets none)."""
     if optimizer == "sgd":
         return 0
     if optimizer == "adamw":
-        return 2 * 4 * shape.parameters()["total"]
+        return 2 * 4 * sum(math.prod(s) for s in shapes)
     total = 0
-    for s in shape.all_shapes():  # Adafactor: row and column second moments of matrices, full for vectors
+    for s in shapes:  # Adafactor: row and column second moments of matrices, full for vectors
         total += (math.prod(s[:-1]) + math.prod(s[:-2] + s[-1:])) if len(s) >= 2 else s[0]
     return 4 * total
 
@@ -124,11 +132,12 @@ def _train_phases(shape: ModelShape, w: Workload) -> dict[str, dict[str, int]]:
     rows = w.batch * w.label_tokens
     padded = w.batch > 1 or L != w.length
     math_attention = w.device == "cpu" and dec.attention_dropout > 0
-    weights = 4 * P + (2 * shape.linear_parameters() if s != 4 else 0)
-    gradients = 4 * P
+    frozen_encoder = w.freeze == "encoder"
+    weights = 4 * P + (2 * shape.linear_parameters(frozen_encoder) if s != 4 else 0) - _unread_embedding(shape, w)
     decoder_grads = 4 * (shape.parameters()["decoder"] + shape.parameters()["enc_to_dec_proj"])
+    gradients = decoder_grads if frozen_encoder else 4 * P
     encoder_layer_grads = 4 * (shape.parameters()["encoder"] - (enc.vocab + enc.token_types) * enc.hidden)
-    optimizer = _optimizer_bytes(shape, w.optimizer)
+    optimizer = _optimizer_bytes(shape.trained_shapes(w.freeze), w.optimizer)
     layer = _encoder_layer_saved(enc, tokens, block, s, padded or s != 4)
     states = tokens * enc.hidden * s + w.batch * w.length * dec.width * s  # encoder output, its projection
     dec_layer = _decoder_layer_saved(dec, rows, w.length, w.batch, s, math_attention)
@@ -152,6 +161,10 @@ def _train_phases(shape: ModelShape, w: Workload) -> dict[str, dict[str, int]]:
     loss_backward = rows * dec.vocab * 3 * 4
     logits_gradient = rows * dec.vocab * (4 + (s if s != 4 else 0))
     base = {"weights": weights, "optimizer_states": optimizer}
+    if frozen_encoder:  # no graph through the encoder: it runs as in inference, and backward stops at its output
+        return _frozen_encoder_phases(
+            shape, w, base, states, decoder_kept, dec_layer, logits_forward, loss_backward, logits_gradient
+        )
     return {
         "forward": {
             **base,
@@ -213,11 +226,63 @@ def _train_phases(shape: ModelShape, w: Workload) -> dict[str, dict[str, int]]:
     }
 
 
+def _frozen_encoder_phases(
+    shape: ModelShape,
+    w: Workload,
+    base: dict[str, int],
+    states: int,
+    decoder_kept: int,
+    dec_layer: int,
+    logits: int,
+    loss_backward: int,
+    logits_gradient: int,
+) -> dict[str, dict[str, int]]:
+    """Training with the encoder frozen (`apply_freeze(model, "encoder")`): nothing in the encoder needs a
+    gradient, so autograd saves none of its tensors; it peaks like an inference layer, and backward ends at the
+    projection (gradients and optimizer states: the decoder's and the projection's only)."""
+    enc, dec = shape.encoder, shape.decoder
+    sizes = _Sizes.of(shape, w)
+    decoder_grads = 4 * (shape.parameters()["decoder"] + shape.parameters()["enc_to_dec_proj"])
+    fp32_signal = (w.batch > 1 or sizes.L != w.length or sizes.s != 4) * sizes.tokens * enc.hidden * 4
+    in_backward = decoder_kept + dec_layer
+    return {
+        "encoder EMA": {
+            **base,
+            "encoder_activations": sizes.tokens * (enc.hidden + enc.intermediate) * sizes.s + fp32_signal,
+            "ema_fft_temporaries": _ema_fft_bytes(enc, w.batch, sizes.L, False),
+        },
+        "encoder attention": {
+            **base,
+            "encoder_activations": _encoder_inference_layer(enc, sizes.tokens, sizes.block, sizes.s),
+        },
+        "forward": {**base, "encoder_states": states, "decoder_activations": decoder_kept, "logits": logits},
+        "loss backward": {
+            **base,
+            "encoder_states": states,
+            "decoder_activations": in_backward,
+            "logits": loss_backward,
+        },
+        "decoder backward": {
+            **base,
+            "gradients": 4 * dec.vocab * dec.width,
+            "encoder_states": states,
+            "decoder_activations": in_backward,
+            "logits": logits_gradient,
+        },
+        "decoder embedding backward": {
+            **base,
+            "gradients": decoder_grads + 2 * 4 * dec.vocab * dec.width,
+            "encoder_states": states,
+        },
+        "optimizer step": {**base, "weights": 4 * shape.parameters()["total"], "gradients": decoder_grads},
+    }
+
+
 def _generate_phases(shape: ModelShape, w: Workload) -> dict[str, dict[str, int]]:
     enc, dec = shape.encoder, shape.decoder
     s, P, L, block, tokens = astuple(_Sizes.of(shape, w))
     rows = w.batch * w.beams
-    weights = s * P
+    weights = s * P - _unread_embedding(shape, w)
     encoder_out = tokens * enc.hidden * s
     fp32_signal = (w.batch > 1 or L != w.length or s != 4) * tokens * enc.hidden * 4
     layer_input_and_value = tokens * (enc.hidden + enc.intermediate) * s
@@ -244,9 +309,41 @@ def _generate_phases(shape: ModelShape, w: Workload) -> dict[str, dict[str, int]
     }
 
 
+# Linux maps the cached pages within 64 KiB of a faulting file page along with it (fault_around_bytes)
+FAULT_AROUND_BYTES = 64 * 1024
+
+
+def _unread_embedding(shape: ModelShape, w: Workload) -> int:
+    """The part of the encoder's fp32 token-embedding table that no input reads, on the CPU, where it is never
+    resident: the saved weights are memory-mapped (`load_mega2bart`, safetensors) and a page enters the RSS when
+    it is first read (with the pages around it) or written (a trained parameter: the optimiser writes every row).
+    B x L tokens at random rows read 1 - (1 - 1/windows)^(B L) of the table's 64 KiB windows; real text, with
+    fewer distinct tokens, reads less. A cast (bf16 generation) copies the whole table."""
+    cast = w.task == "generate" and w.dtype != "fp32"
+    written = w.task == "train" and w.freeze == "none"
+    if w.device != "cpu" or cast or written:
+        return 0
+    table = shape.encoder.vocab * shape.encoder.hidden * 4
+    windows = max(1, table // FAULT_AROUND_BYTES)
+    return int(table * (1 - 1 / windows) ** (w.batch * w.length))
+
+
+def _load_phase(shape: ModelShape, w: Workload) -> dict[str, int]:
+    """Loading the saved model (`load_mega2bart`: safetensors, fp32 as `mega2bart build` writes it). In fp32 the
+    parameters stay memory-mapped and enter the RSS as they are read (in the run's phases); a generation in bf16
+    or fp16 casts them while the fp32 file's pages are resident: both at once (bench_plan run P4, base: 1,319 MB
+    above the process for 872 MB of file and 436 MB of bf16 weights)."""
+    P = shape.parameters()["total"]
+    if w.task == "train" or w.dtype == "fp32":
+        return {"weights": 4 * P - _unread_embedding(shape, w)}
+    return {"weights": DTYPE_BYTES[w.dtype] * P, "load": 4 * P if w.device == "cpu" else 0}
+
+
 def memory_phases(shape: ModelShape, workload: Workload) -> dict[str, dict[str, int]]:
-    """Per phase of the run, the bytes of each breakdown category alive at its peak (the rest excluded)."""
-    phases = _train_phases(shape, workload) if workload.task == "train" else _generate_phases(shape, workload)
+    """Per phase of the run, the bytes of each breakdown category alive at its peak (the process and the
+    allocator's share excluded): "load" first, then the run's phases."""
+    phases = {"load": _load_phase(shape, workload)}
+    phases |= _train_phases(shape, workload) if workload.task == "train" else _generate_phases(shape, workload)
     return {name: {key: int(parts.get(key, 0)) for key in BREAKDOWN_KEYS} for name, parts in phases.items()}
 
 

@@ -12,6 +12,7 @@ Task = Literal["train", "generate"]
 Dtype = Literal["fp32", "bf16", "fp16"]
 Optimizer = Literal["adamw", "adafactor", "sgd"]
 Device = Literal["cpu", "cuda"]
+Freeze = Literal["none", "encoder"]
 
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 GIB = 1024**3
@@ -159,10 +160,18 @@ class ModelShape:
         }
         return {**parts, "total": sum(parts.values())}
 
-    def linear_parameters(self) -> int:
-        """Parameters of 2-D weights that go through matmuls (autocast keeps a low-precision copy of each)."""
+    def linear_parameters(self, trained_only_decoder: bool = False) -> int:
+        """Parameters of 2-D weights that go through matmuls (autocast keeps a low-precision copy of each that
+        requires a gradient); `trained_only_decoder`: those of the decoder and the projection alone."""
+        if trained_only_decoder:
+            shapes = [s for s in self.decoder.shapes() + self.projection_shapes if len(s) == 2 and min(s) > 2]
+            return sum(math.prod(s) for s in shapes)
         shapes = [s for s in self.all_shapes() if len(s) == 2 and min(s) > 2]
         return sum(math.prod(s) for s in shapes) - self.encoder.vocab * self.encoder.hidden
+
+    def trained_shapes(self, freeze: Freeze) -> list[tuple[int, ...]]:
+        """The shapes of the parameters that train (`freeze` "encoder": the decoder and the projection)."""
+        return self.decoder.shapes() + self.projection_shapes if freeze == "encoder" else self.all_shapes()
 
 
 def load_shape(model_or_preset: str | Path) -> ModelShape:
@@ -202,6 +211,7 @@ class Workload:
     gradient_checkpointing: bool = False
     optimizer: Optimizer = "adamw"
     device: Device = "cpu"
+    freeze: Freeze = "none"  # train: "encoder" keeps the MEGA encoder fixed (TrainConfig.freeze)
 
     def __post_init__(self) -> None:
         choices = {
@@ -209,6 +219,7 @@ class Workload:
             "dtype": tuple(DTYPE_BYTES),
             "optimizer": ("adamw", "adafactor", "sgd"),
             "device": ("cpu", "cuda"),
+            "freeze": ("none", "encoder"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

@@ -12,6 +12,12 @@ from .shapes import Device, Dtype, EncoderShape, ModelShape, PlanError, Workload
 # the CPU (benchmarks/README.md, bench_encoder runs 1-2).
 MODEL_EFFICIENCY = 0.55
 
+# What a FLOP count does not see: the fixed cost of each decoding step (the generation loop's logits processors
+# and beam bookkeeping, the Python of every module call) and of each training step (the optimiser's pass over
+# every parameter, zero_grad, autograd's bookkeeping). Set from bench_plan run P3 (quiet CPU, 2 threads): c1
+# (tiny, 8 decoding steps: 0.098 s, 0.004 s of it FLOPs) and t1 (tiny training step: 0.142 s, 0.04 s FLOPs).
+STEP_SECONDS = {"decoding_step": 0.012, "train_step": 0.10}
+
 
 @dataclass(frozen=True)
 class MatmulRate:
@@ -20,6 +26,7 @@ class MatmulRate:
     large: float
     small: float
     source: str
+    fp32: float | None = None  # the fp32 rate of large products, for the work that is not a matmul (None: large)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -54,18 +61,26 @@ def source_projection_flops(shape: ModelShape, batch: int, source: int) -> float
 
 
 def _flops_and_seconds(shape: ModelShape, w: Workload, rate: MatmulRate) -> tuple[float, float]:
-    large = rate.large * 1e12 * MODEL_EFFICIENCY
+    """FLOPs and seconds: the matmuls at the dtype's own rate, and the rest of a model's work (normalisations,
+    activations, the EMA's FFTs, copies), which MODEL_EFFICIENCY puts at (1 / 0.55 - 1) of the matmul time in
+    fp32, at the fp32 rate whatever the dtype (those kernels gain little from bf16 on a CPU); plus STEP_SECONDS."""
+    reference = (rate.fp32 or rate.large) * 1e12
+    per_flop = 1 / (rate.large * 1e12) + (1 / MODEL_EFFICIENCY - 1) / reference
     encoder = encoder_forward_flops(shape.encoder, w.batch, w.length)
     source = source_projection_flops(shape, w.batch, w.length)
     if w.task == "train":
         decoder = w.batch * w.label_tokens * decoder_token_flops(shape, w.label_tokens, w.length)
-        forward = encoder + source + decoder
-        flops = (4 if w.gradient_checkpointing else 3) * forward
-        return flops, flops / large
+        passes = 4 if w.gradient_checkpointing else 3  # forward, backward (2x); checkpointing recomputes the forward
+        if w.freeze == "encoder":  # the encoder runs forward only
+            flops = encoder + passes * (source + decoder)
+        else:
+            flops = passes * (encoder + source + decoder)
+        return flops, flops * per_flop + STEP_SECONDS["train_step"]
     rows = w.batch * w.beams
     steps = sum(rows * decoder_token_flops(shape, t + 1, w.length) for t in range(w.new_tokens))
     flops = encoder + source + steps
-    return flops, (encoder + source) / large + steps / (rate.small * 1e12)
+    seconds = (encoder + source) * per_flop + steps / (rate.small * 1e12)
+    return flops, seconds + w.new_tokens * STEP_SECONDS["decoding_step"]
 
 
 def measure_matmul_rate(device: Device = "cpu", dtype: Dtype = "fp32", tflops: float | None = None) -> MatmulRate:
@@ -94,10 +109,12 @@ def measure_matmul_rate(device: Device = "cpu", dtype: Dtype = "fp32", tflops: f
         return 2 * a.shape[0] * a.shape[1] * b.shape[1] * calls / (time.perf_counter() - start) / 1e12
 
     side = 4096 if device == "cuda" else 1024
-    square = torch.randn(side, side, device=device).to(torch_dtype)
+    square = torch.randn(side, side, device=device)
     weight = torch.randn(4096, 1024, device=device).to(torch_dtype)
     rows = torch.randn(1024, 4, device=device).to(torch_dtype)  # decoding: W x^T with a few rows
-    return MatmulRate(rate(square, square, 0.6), rate(weight, rows, 0.3), f"measured ({device}, {dtype})")
+    large = rate(square.to(torch_dtype), square.to(torch_dtype), 0.6)
+    fp32 = large if dtype == "fp32" else rate(square, square, 0.4)
+    return MatmulRate(large, rate(weight, rows, 0.3), f"measured ({device}, {dtype})", fp32)
 
 
 # few-row products (decoding steps) are memory bound: their rate as a share of the square-matmul rate, used
