@@ -178,6 +178,7 @@ def build(
     output = output_dir.expanduser()
     _start(quiet, output, "OUTPUT_DIR")
     from .builder import BuildError, build_mega2bart, preset_kwargs, save_mega2bart
+    from .config_types import output_overlap
 
     if output.exists() and not output.is_dir():
         fail(f"output {str(output)!r} is a file, not a directory: pass a directory path (new or empty)")
@@ -199,6 +200,12 @@ def build(
             sources[key] = value
     if decoder is not None and tokenizer is None and preset is None:
         sources["tokenizer"] = None  # build_mega2bart then takes the decoder's own tokenizer (and says if it has none)
+    for key, value in sources.items():  # --overwrite replaces OUTPUT_DIR whole: a source in it would go too
+        if overwrite and isinstance(value, str) and output_overlap(output, value) == "holds":
+            fail(
+                f"--{key} {value!r} is inside OUTPUT_DIR {str(output)!r}, which --overwrite replaces whole (the source "
+                "deleted with it); nothing was written: move it out of OUTPUT_DIR first, or pass another OUTPUT_DIR"
+            )
     generation = {
         key: value
         for key, value in (

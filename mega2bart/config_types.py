@@ -379,6 +379,42 @@ def refuse_file_output_dir(output_dir: Path) -> None:
         raise ValueError(f"output_dir {str(output_dir)!r} is a file: pass a directory path (--output-dir)")
 
 
+def output_overlap(output: str | os.PathLike, source: str | os.PathLike) -> str | None:
+    """How the folder `output` overlaps the local model folder `source`: "is", "holds", "is inside", or None (no
+    overlap, or `source` is no local path, e.g. a Hub id). Compared as written (a checkpoint folder that is itself
+    a symlink) and with symlinks resolved, so that no spelling of one folder passes for another."""
+    read = Path(source).expanduser()
+    if not read.exists():
+        return None
+    out = Path(output).expanduser()
+    for first, second in ((os.path.abspath(out), os.path.abspath(read)), (out.resolve(), read.resolve())):
+        first, second = Path(first), Path(second)
+        if first == second:
+            return "is"
+        if first in second.parents:
+            return "holds"
+        if second in first.parents:
+            return "is inside"
+    return None
+
+
+def refuse_output_over_model(output_dir: str | os.PathLike, model: str, field: str) -> None:
+    """Refuse an `output_dir` that is the model folder a run reads (`field`: "model", "encoder"), holds it or lies
+    inside it (`output_overlap`): the run writes its checkpoints and final weights there, and `train --overwrite`
+    first deletes the previous run's, the model among them (issue 34).
+
+    Raises:
+        ValueError: naming both folders and how they overlap; nothing has been written or deleted.
+    """
+    relation = output_overlap(output_dir, model)
+    if relation:
+        raise ValueError(
+            f"output_dir {str(output_dir)!r} (--output-dir) {relation} the model this run reads ({field} {model!r}): "
+            "the run writes its checkpoints and weights there (and --overwrite first deletes the previous run's), so "
+            "the model would be lost; nothing was deleted: pass an --output-dir outside it"
+        )
+
+
 def field_help(field: dataclasses.Field) -> str:
     """The `help` of a `setting()` field.
 
@@ -391,4 +427,13 @@ def field_help(field: dataclasses.Field) -> str:
     return text
 
 
-__all__ = ["RunConfig", "coerce_fields", "field_help", "read_yaml_mapping", "refuse_file_output_dir", "setting"]
+__all__ = [
+    "RunConfig",
+    "coerce_fields",
+    "field_help",
+    "output_overlap",
+    "read_yaml_mapping",
+    "refuse_file_output_dir",
+    "refuse_output_over_model",
+    "setting",
+]

@@ -39,7 +39,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mega2bart.config_types import refuse_file_output_dir
+from mega2bart.config_types import refuse_file_output_dir, refuse_output_over_model
 
 # the settings live in their own module; their names stay importable from here
 from mega2bart.pretraining_config import (  # noqa: F401
@@ -186,6 +186,7 @@ def run_pretraining(config: PretrainConfig) -> Path:
 
     output_dir = Path(config.output_dir).expanduser()
     refuse_file_output_dir(output_dir)
+    refuse_output_over_model(output_dir, config.encoder, "encoder")
     # a run that failed before training (bad text, too little of it) left at most its config: not a run to protect
     started = output_dir.is_dir() and any(path.name != CONFIG_FILE for path in output_dir.iterdir())
     if started and not config.resume:
