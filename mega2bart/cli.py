@@ -30,7 +30,15 @@ from typing import Annotated, Any
 
 import typer
 
-from .cli_options import ERROR_EXIT_CODE, fail, require_one_of, with_generation_options, with_run_config
+from .cli_options import (
+    ERROR_EXIT_CODE,
+    at_command_end,
+    fail,
+    require_one_of,
+    with_command_end,
+    with_generation_options,
+    with_run_config,
+)
 from .pretraining import PretrainConfig  # the configs define the train/pretrain options (below);
 from .summarize import GenerationOptions  # ... and the eval/summarize generation options
 from .training import TrainConfig  # importing them adds the Trainer's import time (about 0.5 s) to each command
@@ -116,12 +124,21 @@ def _require_writable(path: Path, what: str) -> None:
         fail(f"{what} {str(path)!r} cannot be written: no write permission in {str(ancestor)!r}")
 
 
-def _start(quiet: bool, output: Path, what: str) -> None:
+def _start(quiet: bool, output: Path, what: str, command: str) -> None:
     """The start of a command that writes OUTPUT (build, train, eval, summarize, pretrain): mega2bart's log
     on stderr (`--quiet`: only warnings and errors, and the libraries quiet too), then, before anything
-    loads, a one-line failure when OUTPUT cannot be written."""
+    loads, a one-line failure when OUTPUT cannot be written or another process is writing it: the command
+    holds OUTPUT's lock (`mega2bart.output_lock`) until it ends (`with_command_end`)."""
     _setup_logging(not quiet, libraries=quiet)
     _require_writable(output, what)
+    from .output_lock import OutputInUse, hold_output
+
+    try:
+        lock = hold_output(output, what, command)
+    except OutputInUse as exc:
+        fail(str(exc))
+    if lock is not None:
+        at_command_end(lock.release)
 
 
 @contextlib.contextmanager
@@ -143,6 +160,7 @@ def _warn(message: str) -> None:
 
 
 @app.command()
+@with_command_end
 def build(
     output_dir: Annotated[Path, typer.Argument(help="Directory to write the model to (must be empty or absent).")],
     preset: Annotated[
@@ -176,7 +194,7 @@ def build(
 ) -> None:
     """Build a MEGA encoder + BART decoder EncoderDecoderModel and save it with tokenizer and model card."""
     output = output_dir.expanduser()
-    _start(quiet, output, "OUTPUT_DIR")
+    _start(quiet, output, "OUTPUT_DIR", "build")
     from .builder import BuildError, build_mega2bart, preset_kwargs, save_mega2bart
     from .config_types import output_overlap
 
@@ -315,6 +333,7 @@ def fill_mask(
 
 
 @app.command()
+@with_command_end
 @with_run_config(TrainConfig, missing="pass --model MODEL_DIR (from `mega2bart build`) or --config FILE.yaml")
 def train(
     train_config: TrainConfig,
@@ -327,7 +346,7 @@ def train(
     ] = True,
 ) -> None:
     """Fine-tune a mega2bart model (Seq2SeqTrainer, ROUGE on the eval split); resumable; DDP under torchrun."""
-    _start(quiet, Path(train_config.output_dir), "--output-dir")
+    _start(quiet, Path(train_config.output_dir), "--output-dir", "train")
     from .training import METRICS_FILE
     from .training import train as run_training
 
@@ -358,6 +377,7 @@ _PlanCheckOption = Annotated[
 
 
 @app.command("eval")
+@with_command_end
 @with_generation_options
 def evaluate(
     model: Annotated[Path, typer.Argument(help="Model directory (`mega2bart build` or `mega2bart train` output).")],
@@ -377,7 +397,7 @@ def evaluate(
 ) -> None:
     """Generate summaries for a dataset split; write ROUGE-1/2/L/Lsum with bootstrap CIs and predictions; shared under torchrun."""
     require_one_of("--overflow", overflow, ("truncate", "windows"))
-    _start(quiet, output_dir, "--output-dir")
+    _start(quiet, output_dir, "--output-dir", "eval")
     from .evaluation import evaluate_model
 
     _plan_check(plan_check, "preflight_generate", model, max_input_tokens, batch_size, generation, dtype)
@@ -416,6 +436,7 @@ def evaluate(
 
 
 @app.command()
+@with_command_end
 @with_generation_options
 def summarize(
     model: Annotated[Path, typer.Argument(help="Model directory.")],
@@ -440,7 +461,7 @@ def summarize(
 ) -> None:
     """Summarise documents of any length (overlapping windows, then a summary of summaries); shared under torchrun."""
     require_one_of("--merge", merge, ("summarize", "concatenate"))
-    _start(quiet, output, "--output")
+    _start(quiet, output, "--output", "summarize")
     from .builder import BuildError
     from .summarize import Summarizer, check_output, stats_path, summarize_files
 
@@ -477,6 +498,7 @@ def summarize(
 
 
 @app.command()
+@with_command_end
 @with_run_config(
     PretrainConfig, missing='pass --encoder (a MEGA checkpoint directory, a Hub id or "tiny") or --config FILE.yaml'
 )
@@ -485,7 +507,7 @@ def pretrain(
     quiet: Annotated[bool, typer.Option(help="Only warnings and errors.")] = False,
 ) -> None:
     """Continue MLM pretraining of a MEGA encoder on raw text; the result feeds `mega2bart build --encoder`."""
-    _start(quiet, Path(pretrain_config.output_dir), "--output-dir")
+    _start(quiet, Path(pretrain_config.output_dir), "--output-dir", "pretrain")
     from .pretraining import METRICS_FILE, run_pretraining
 
     with _run_errors():

@@ -7,10 +7,13 @@ once, as a field (`mega2bart.config_types.setting`), with its help, flag and ran
 
 `fail` lives here, not in `mega2bart.cli`, because a generated option's bad value (a word outside its
 `choices`, a malformed `--set`, a config that does not load) fails as a command's own checks do.
+`with_command_end` gives a command an end that `at_command_end` callbacks run at (the output lock's release).
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import dataclasses
 import inspect
 import types
@@ -40,6 +43,35 @@ def require_one_of(flag: str, word: str, choices: Iterable[str], given: str | No
         *first, last = choices
         shown = word if given is None else given  # as the user typed it
         fail(f"{flag} must be {', '.join(first)} or {last} (got {shown!r})")
+
+
+_COMMAND_ENDS: list[contextlib.ExitStack] = []
+"""The ends of the commands running in this process (`with_command_end`), innermost last."""
+
+
+def at_command_end(callback: Callable[[], Any]) -> None:
+    """Run `callback` when the running command ends, whether it returns or fails (outside a command: at exit)."""
+    if _COMMAND_ENDS:
+        _COMMAND_ENDS[-1].callback(callback)
+    else:
+        atexit.register(callback)
+
+
+def with_command_end(command: Callable[..., None]) -> Callable[..., None]:
+    """Run `command` (a typer command function) with an end that `at_command_end` callbacks run at: a command run
+    in-process (typer's CliRunner, a notebook) releases what it held before the next one starts."""
+
+    def run(**options: Any) -> None:
+        with contextlib.ExitStack() as end:
+            _COMMAND_ENDS.append(end)
+            try:
+                command(**options)
+            finally:
+                _COMMAND_ENDS.pop()
+
+    run.__name__, run.__qualname__, run.__doc__ = command.__name__, command.__qualname__, command.__doc__
+    run.__signature__ = inspect.signature(command, eval_str=True)  # type: ignore[attr-defined]  (what typer reads)
+    return run
 
 
 def _option_type(annotation: Any) -> Any:

@@ -4,8 +4,12 @@ trains from, two writers of one output at once, and weights that are NaN or inf.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -118,3 +122,136 @@ def test_build_overwrite_may_read_the_folder_it_replaces(tiny_mega2bart_dir, tmp
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
+
+
+# ----------------------------------------------------------------------------- 2. two writers of one output
+
+HOLDER = """
+import sys
+from mega2bart.output_lock import hold_output
+lock = hold_output(sys.argv[1], sys.argv[2], sys.argv[3])
+print("held" if lock is not None else "not held", flush=True)
+sys.stdin.read()  # holds the lock until the test closes stdin or kills it
+"""
+SUMMARIZE = ["--max-new-tokens", "4", "--num-beams", "1", "--no-plan-check", "--quiet"]
+
+
+def _holder(output: Path, flag: str, command: str) -> subprocess.Popen:
+    """Another process holding `output`'s lock, as a running `mega2bart COMMAND` would."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(output), flag, command],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def _documents(folder: Path, count: int) -> list[str]:
+    folder.mkdir()
+    for index in range(count):
+        sentences = " ".join(f"Document {index} says point {point} about topic {index % 3}." for point in range(12))
+        (folder / f"doc{index}.txt").write_text(sentences)
+    return sorted(str(path) for path in folder.iterdir())
+
+
+def _ids(output: Path) -> list[str]:
+    return [json.loads(line)["id"] for line in output.read_text().splitlines()]
+
+
+def test_summarize_refuses_an_output_another_process_writes_and_a_killed_one_leaves_no_stuck_lock(
+    tiny_mega2bart_dir, tmp_path
+):
+    """Issue 34: two summarize runs with one --output both exited 0 and left every record twice."""
+    documents = _documents(tmp_path / "docs", 3)
+    output = tmp_path / "out" / "summaries.jsonl"  # its folder does not exist yet either
+    holder = _holder(output, "--output", "summarize")
+    args = ["summarize", str(tiny_mega2bart_dir), *documents, "--output", str(output), "--skip-existing", *SUMMARIZE]
+    try:
+        message = _refused(runner.invoke(app, args), "is being written by another process", "`mega2bart summarize`")
+        assert f"pid {holder.pid} on {socket.gethostname()}, started 20" in message and "--output" in message
+        assert not output.exists()
+    finally:
+        holder.kill()  # as a crash would: no release, the lock file stays behind
+        holder.wait()
+    assert (tmp_path / "out" / ".summaries.jsonl.lock").is_file()
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert sorted(_ids(output)) == documents  # ids are the paths as given
+    assert sorted(path.name for path in output.parent.iterdir()) == ["summaries.jsonl", "summaries.stats.json"]
+
+
+def test_a_refused_run_leaves_no_lock_and_no_folder_behind(tiny_mega2bart_dir, tmp_path):
+    """The lock's file, and the folders made for it, go when the command ends, also when it fails."""
+    before = _files(tmp_path)
+    output = tmp_path / "new" / "deeper" / "summaries.jsonl"
+    args = ["summarize", str(tiny_mega2bart_dir), str(tmp_path / "missing.txt"), "--output", str(output), *SUMMARIZE]
+    _refused(runner.invoke(app, args), "missing.txt")
+    assert _files(tmp_path) == before and not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("command", ["build", "train", "eval", "pretrain"])
+def test_every_writing_command_refuses_an_output_folder_another_process_writes(
+    tiny_mega2bart_dir, tiny_mega_encoder_dir, tmp_path, command
+):
+    output = tmp_path / "output"
+    output.mkdir()
+    (output / "notes.txt").write_text("the other run's")
+    flag = "OUTPUT_DIR" if command == "build" else "--output-dir"
+    args = {
+        "build": ["build", str(output), "--preset", "tiny", "--random-init", "--overwrite"],
+        "train": ["train", "--model", str(tiny_mega2bart_dir), "--output-dir", str(output), *SHORT_RUN],
+        "eval": ["eval", str(tiny_mega2bart_dir), "--output-dir", str(output), "--limit", "1", *SUMMARIZE],
+        "pretrain": [
+            "pretrain",
+            "--encoder",
+            str(tiny_mega_encoder_dir),
+            "--output-dir",
+            str(output),
+            "--dataset",
+            "aclsum",
+        ],
+    }[command]
+    holder = _holder(output, flag, command)
+    try:
+        before = _files(tmp_path)
+        message = _refused(runner.invoke(app, [*args, "--quiet"] if command != "train" else args), flag)
+        assert f"(`mega2bart {command}`, pid {holder.pid} on " in message
+        assert _files(tmp_path) == before
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_only_the_first_process_of_a_launch_locks(tmp_path, monkeypatch):
+    """Under torchrun every process writes its part of one run: RANK 0 holds the lock for all of them."""
+    from mega2bart.output_lock import hold_output, lock_path
+
+    monkeypatch.setenv("RANK", "1")
+    assert hold_output(tmp_path / "out.jsonl", "--output", "summarize") is None
+    monkeypatch.setenv("RANK", "0")
+    lock = hold_output(tmp_path / "out.jsonl", "--output", "summarize")
+    assert lock is not None and lock.path == lock_path(tmp_path / "out.jsonl") == tmp_path / ".out.jsonl.lock"
+    assert json.loads(lock.path.read_text())["pid"] == os.getpid()
+    lock.release()
+    assert not lock.path.exists()
+
+
+@pytest.mark.e2e
+def test_two_summarize_processes_at_once_write_each_document_once(tiny_mega2bart_dir, tmp_path):
+    """Two real `mega2bart summarize --skip-existing` runs of one --output, started together: one writes, the other
+    is refused naming it (or, if the first finished before it started, skips everything); never a record twice."""
+    documents = _documents(tmp_path / "docs", 8)
+    output = tmp_path / "summaries.jsonl"
+    command = [sys.executable, "-m", "mega2bart.cli", "summarize", str(tiny_mega2bart_dir), *documents]
+    command += ["--output", str(output), "--skip-existing", *SUMMARIZE]
+    runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(run.pid, *run.communicate(timeout=300), run.returncode) for run in runs]
+    assert sorted(_ids(output)) == documents  # each document exactly once (ids are the paths as given)
+    codes = sorted(code for *_, code in results)
+    assert codes in ([0, 0], [0, ERROR_EXIT_CODE]), results
+    for pid, _, stderr, code in results:
+        if code == ERROR_EXIT_CODE:
+            other = next(other for other, *_ in results if other != pid)
+            assert f"is being written by another process (`mega2bart summarize`, pid {other} on" in stderr, stderr
