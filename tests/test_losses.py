@@ -255,3 +255,109 @@ def test_two_summarize_processes_at_once_write_each_document_once(tiny_mega2bart
         if code == ERROR_EXIT_CODE:
             other = next(other for other, *_ in results if other != pid)
             assert f"is being written by another process (`mega2bart summarize`, pid {other} on" in stderr, stderr
+
+
+# ----------------------------------------------------------------------------- 3. NaN / inf weights
+
+
+def _mega_config_dir(folder: Path, **fields) -> Path:
+    """A MEGA config alone (the builder initialises its weights) with `fields` on top of the tiny encoder's."""
+    from mega2bart.models.mega import MegaConfig
+    from mega2bart.presets import TINY_ENCODER
+
+    MegaConfig(**TINY_ENCODER).save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **fields}))  # Infinity, 10**400: as a user writes them
+    return folder
+
+
+@pytest.mark.parametrize(
+    "fields, name",
+    [
+        ({"ema_min_reach": float("inf")}, "ema_min_reach"),
+        ({"ema_min_reach": float("nan")}, "ema_min_reach"),
+        ({"ema_max_reach": 10**400}, "ema_max_reach"),
+        ({"ema_max_reach": 2**40}, "ema_max_reach"),  # q = 1 - 1/reach is 1 in float32: the EMA never decays
+        ({"ema_min_reach": 20000, "ema_init": "long"}, "ema_min_reach"),  # above max_positions (16384)
+        ({"ema_min_reach": 50, "ema_max_reach": 20}, "ema_max_reach"),
+    ],
+)
+def test_build_refuses_an_ema_reach_that_makes_nan_weights_or_an_empty_range(
+    tmp_path, tiny_bart_decoder_dir, fields, name
+):
+    """Issue 34: `ema_min_reach: Infinity` or `ema_max_reach: 10**400` built and saved NaN/inf weights with exit 0."""
+    encoder = _mega_config_dir(tmp_path / "encoder", **fields)
+    out = tmp_path / "out"
+    args = ["build", str(out), "--encoder", str(encoder), "--decoder", str(tiny_bart_decoder_dir), "--quiet"]
+    _refused(runner.invoke(app, args), f"MegaConfig.{name}")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"ema_init": "long", "ema_min_reach": float("inf")}, {"ema_min_reach": float("nan")}, {"ema_max_reach": 10**400}],
+)
+def test_mega_config_refuses_a_reach_no_weight_can_hold(fields):
+    from mega2bart.models.mega import MegaConfig
+    from mega2bart.presets import TINY_ENCODER
+
+    with pytest.raises(ValueError, match="MegaConfig.ema_m.._reach"):
+        MegaConfig(**{**TINY_ENCODER, **fields})
+
+
+def test_a_port_config_may_keep_a_min_reach_above_max_positions():
+    """4.x configs (ema_init None) never use the reach settings: only the long init needs the range."""
+    from mega2bart.models.mega import MegaConfig
+    from mega2bart.presets import TINY_ENCODER
+
+    assert MegaConfig(**{**TINY_ENCODER, "ema_min_reach": 20000}).ema_min_reach == 20000  # max_positions 16384
+    with pytest.raises(ValueError, match="MegaConfig.ema_min_reach"):
+        MegaConfig(**{**TINY_ENCODER, "ema_min_reach": 20000, "ema_init": "long"})
+
+
+def test_the_builder_checks_the_reach_when_it_chooses_the_long_init():
+    """A config without ema_init gets the long init from the builder: its reach range must then hold."""
+    from mega2bart.builder import build_mega2bart
+    from mega2bart.presets import TINY_DECODER, TINY_ENCODER
+
+    with pytest.raises(ValueError, match=r"MegaConfig.ema_min_reach \(20000\) is above the longest reach"):
+        build_mega2bart(encoder={**TINY_ENCODER, "ema_min_reach": 20000}, decoder=TINY_DECODER, tokenizer="offline")
+
+
+def test_no_save_writes_a_nan_or_inf_weight_without_saying_so(tiny_mega2bart_dir, tmp_path):
+    """The saves the commands make: save_mega2bart (build) and MegaPreTrainedModel.save_pretrained (pretrain; train
+    through its Trainer, below)."""
+    import torch
+
+    from mega2bart.builder import load_mega2bart, save_mega2bart
+
+    model, tokenizer = load_mega2bart(tiny_mega2bart_dir)
+    with torch.no_grad():
+        model.encoder.layers[0].mega_layer.ema_gate.damping_factor[0, 0, 0] = float("nan")
+        model.decoder.model.decoder.layers[0].fc1.bias[:3] = float("inf")
+    with pytest.raises(ValueError, match="NaN or inf") as caught:
+        save_mega2bart(model, tokenizer, tmp_path / "built")
+    message = str(caught.value)
+    assert "\n" not in message and "encoder.layers.0.mega_layer.ema_gate.damping_factor (1 of " in message
+    assert "decoder.model.decoder.layers.0.fc1.bias (3 of " in message
+    with pytest.raises(ValueError, match=r"NaN or inf: layers\.0\.mega_layer\.ema_gate\.damping_factor \(1 of "):
+        model.encoder.save_pretrained(tmp_path / "encoder")
+    assert list(tmp_path.iterdir()) == []  # nothing written
+    model.encoder.save_pretrained(tmp_path / "kept", allow_nonfinite=True)  # the opt-in: a broken model kept on purpose
+    assert (tmp_path / "kept" / "model.safetensors").is_file()
+    save_mega2bart(model, tokenizer, tmp_path / "built", allow_nonfinite=True)
+
+
+def test_train_refuses_to_save_a_checkpoint_with_nan_weights(tiny_mega2bart_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_mega2bart_dir, model)
+    weights = load_file(model / "model.safetensors")
+    name = next(key for key in weights if key.endswith("ema_gate.damping_factor"))
+    weights[name][0, 0, 0] = float("nan")  # as a diverged run leaves it
+    save_file(weights, model / "model.safetensors", metadata={"format": "pt"})
+    run = tmp_path / "run"
+    args = ["train", "--model", str(model), "--output-dir", str(run), *SHORT_RUN]
+    _refused(runner.invoke(app, args), "refusing to save", "weight tensor(s) hold NaN or inf: encoder.")
+    assert not (run / "model.safetensors").exists() and not list(run.glob("checkpoint-*/model.safetensors"))

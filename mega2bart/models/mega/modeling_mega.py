@@ -969,6 +969,27 @@ def long_reach_factors(n: int, min_reach: float, max_reach: float) -> tuple[torc
     return torch.logit(p).float(), torch.logit(decay).float()
 
 
+def refuse_nonfinite_weights(state_dict: dict[str, torch.Tensor], save_directory: object) -> None:
+    """Raise a one-line ValueError naming the floating-point tensors of `state_dict` that hold NaN or inf: the check
+    every save of a MEGA model makes (`save_pretrained(..., allow_nonfinite=True)` skips it), and mega2bart's
+    `save_mega2bart` and training runs. A sharded tensor (DTensor) is checked on this process's shard."""
+    broken = []
+    for name, tensor in state_dict.items():
+        if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point() or tensor.is_meta:
+            continue
+        local = tensor.to_local() if hasattr(tensor, "to_local") else tensor
+        count = int((~torch.isfinite(local.detach())).sum())
+        if count:
+            broken.append(f"{name} ({count} of {local.numel()} values)")
+    if broken:
+        more = f" and {len(broken) - 4} more" if len(broken) > 4 else ""
+        raise ValueError(
+            f"refusing to save {save_directory}: {len(broken)} weight tensor(s) hold NaN or inf: "
+            f"{', '.join(broken[:4])}{more}; the model's outputs would be NaN: fix what made them (a MegaConfig ema_* "
+            "setting, a diverged learning rate), or pass allow_nonfinite=True to keep them anyway"
+        )
+
+
 class MegaPreTrainedModel(PreTrainedModel):
     config_class = MegaConfig
     config: MegaConfig
@@ -979,6 +1000,13 @@ class MegaPreTrainedModel(PreTrainedModel):
     _keys_to_ignore_on_load_unexpected = [r"embedding_layer\.token_type_ids"]
     # the losses are per-call means (as 4.x): the Trainer must scale them under gradient accumulation
     accepts_loss_kwargs = False
+
+    def save_pretrained(self, save_directory, *args, allow_nonfinite: bool = False, **kwargs):
+        """`PreTrainedModel.save_pretrained`, refusing NaN/inf weights unless `allow_nonfinite`."""
+        if not allow_nonfinite:
+            state_dict = kwargs.get("state_dict")
+            refuse_nonfinite_weights(self.state_dict() if state_dict is None else state_dict, save_directory)
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     @classmethod
     def _can_set_attn_implementation(cls) -> bool:
