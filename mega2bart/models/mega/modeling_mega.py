@@ -959,11 +959,11 @@ def long_reach_factors(n: int, min_reach: float, max_reach: float) -> tuple[torc
     A dimension keeps q = 1 - p * sigmoid(decay) of its previous step, so an impulse falls to 1/e after about
     reach = 1 / (1 - q) = 1 / (p * sigmoid(decay)) tokens and its steady-state gain is p / (1 - q) =
     1 / sigmoid(decay). From reach 2 up, sigmoid(decay) = 1/2 and p = 2 / reach: every dimension has gain 2
-    (the 4.x init's factors ~N(0, 0.2) give p ~ 1/2, sigmoid(decay) ~ 1/2, reach ~4 and gain ~2). Below
-    reach 2, p = sigmoid(decay) = reach^-1/2 (p would exceed 1 otherwise).
+    (the 4.x init's factors ~N(0, 0.2) give p ~ 1/2, sigmoid(decay) ~ 1/2, reach ~4 and gain ~2). At and below
+    reach 2, p = sigmoid(decay) = reach^-1/2 (p would exceed 1 below it, and p = 1 is an infinite logit at it).
     """
     reaches = torch.logspace(math.log10(min_reach), math.log10(max_reach), n, dtype=torch.float64)
-    short = reaches < 2
+    short = reaches <= 2
     p = torch.where(short, reaches.rsqrt(), 2 / reaches)
     decay = torch.where(short, reaches.rsqrt(), torch.full_like(reaches, 0.5))
     return torch.logit(p).float(), torch.logit(decay).float()
