@@ -37,6 +37,7 @@ from .cli_options import (
     require_one_of,
     with_command_end,
     with_generation_options,
+    with_ranges,
     with_run_config,
 )
 from .pretraining import PretrainConfig  # the configs define the train/pretrain options (below);
@@ -161,6 +162,7 @@ def _warn(message: str) -> None:
 
 @app.command()
 @with_command_end
+@with_ranges
 def build(
     output_dir: Annotated[Path, typer.Argument(help="Directory to write the model to (must be empty or absent).")],
     preset: Annotated[
@@ -177,11 +179,11 @@ def build(
         str | None, typer.Option(help='Tokenizer Hub id or directory, or "offline" (default: the decoder\'s).')
     ] = None,
     max_input_length: Annotated[
-        int | None, typer.Option(min=1, help="Tokenizer model_max_length (default: the encoder's context, 16384).")
+        int | None, typer.Option(help="Tokenizer model_max_length (default: the encoder's context, 16384).")
     ] = None,
-    max_new_tokens: Annotated[int | None, typer.Option(min=1, help="Generation default (512).")] = None,
-    min_new_tokens: Annotated[int | None, typer.Option(min=0, help="Generation default (32).")] = None,
-    num_beams: Annotated[int | None, typer.Option(min=1, help="Generation default (4).")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help="Generation default (512).")] = None,
+    min_new_tokens: Annotated[int | None, typer.Option(help="Generation default (32).")] = None,
+    num_beams: Annotated[int | None, typer.Option(help="Generation default (4).")] = None,
     seed: Annotated[
         int, typer.Option(help="Seed of the random-init weights: the same arguments give the same weights.")
     ] = 0,
@@ -273,6 +275,7 @@ def info(
 
 
 @app.command("fill-mask")
+@with_ranges
 def fill_mask(
     text: Annotated[str, typer.Argument(help='Text with one "<mask>" token.')],
     model: Annotated[
@@ -281,7 +284,7 @@ def fill_mask(
     preset: Annotated[
         str | None, typer.Option(help='"tiny": a random tiny MegaForMaskedLM with the offline tokenizer (no network).')
     ] = None,
-    top_k: Annotated[int, typer.Option(min=1, help="How many predictions to print.")] = 5,
+    top_k: Annotated[int, typer.Option(help="How many predictions to print.")] = 5,
 ) -> None:
     """Predict the <mask> token with a MEGA masked-language model (pipeline "fill-mask")."""
     _setup_logging(False)
@@ -368,7 +371,7 @@ def train(
 
 
 # the options eval and summarize share, declared once
-_ContextOption = Annotated[int | None, typer.Option(min=3, help="Context (default: tokenizer model_max_length).")]
+_ContextOption = Annotated[int | None, typer.Option(help="Context (default: tokenizer model_max_length).")]
 _DtypeOption = Annotated[str, typer.Option(help="Inference precision: fp32 | bf16 | fp16 (fp16 needs a CUDA GPU).")]
 _QuietInferenceOption = Annotated[bool, typer.Option(help="Only warnings and errors; no progress bar.")]
 _PlanCheckOption = Annotated[
@@ -378,18 +381,19 @@ _PlanCheckOption = Annotated[
 
 @app.command("eval")
 @with_command_end
+@with_ranges
 @with_generation_options
 def evaluate(
     model: Annotated[Path, typer.Argument(help="Model directory (`mega2bart build` or `mega2bart train` output).")],
     output_dir: Annotated[Path, typer.Option(help="Where eval_results.json and predictions.jsonl go.")],
     dataset: Annotated[str, typer.Option(help='"aclsum" (offline), a data file or a Hub name.')] = "aclsum",
     split: Annotated[str, typer.Option(help="Split to evaluate.")] = "test",
-    limit: Annotated[int | None, typer.Option(min=1, help="Evaluate only the first N examples.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Evaluate only the first N examples.")] = None,
     max_input_tokens: _ContextOption = None,
     overflow: Annotated[str, typer.Option(help="Longer documents: truncate (as in training) | windows.")] = "truncate",
-    batch_size: Annotated[int, typer.Option(min=1, help="Inputs per generate call.")] = 4,
+    batch_size: Annotated[int, typer.Option(help="Inputs per generate call.")] = 4,
     generation: GenerationOptions = GenerationOptions(),  # noqa: B008  (replaced by its fields: with_generation_options)
-    bootstrap_samples: Annotated[int, typer.Option(min=0, help="Bootstrap resamples for the 95% intervals.")] = 1000,
+    bootstrap_samples: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 1000,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
     dtype: _DtypeOption = "fp32",
     quiet: _QuietInferenceOption = False,
@@ -437,6 +441,7 @@ def evaluate(
 
 @app.command()
 @with_command_end
+@with_ranges
 @with_generation_options
 def summarize(
     model: Annotated[Path, typer.Argument(help="Model directory.")],
@@ -448,10 +453,10 @@ def summarize(
         ),
     ],
     max_input_tokens: _ContextOption = None,
-    window_overlap: Annotated[int | None, typer.Option(min=0, help="Tokens shared by neighbouring windows.")] = None,
+    window_overlap: Annotated[int | None, typer.Option(help="Tokens shared by neighbouring windows.")] = None,
     merge: Annotated[str, typer.Option(help="summarize (summary of window summaries) | concatenate.")] = "summarize",
-    max_levels: Annotated[int, typer.Option(min=1, help="Most merge levels before truncating.")] = 3,
-    batch_size: Annotated[int, typer.Option(min=1, help="Inputs per generate call (grouped by length).")] = 4,
+    max_levels: Annotated[int, typer.Option(help="Most merge levels before truncating.")] = 3,
+    batch_size: Annotated[int, typer.Option(help="Inputs per generate call (grouped by length).")] = 4,
     generation: GenerationOptions = GenerationOptions(),  # noqa: B008  (replaced by its fields: with_generation_options)
     skip_existing: Annotated[bool, typer.Option(help="Resume: keep records already in --output, do the rest.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an earlier summaries file at --output.")] = False,
@@ -522,14 +527,15 @@ def pretrain(
 
 
 @app.command()
+@with_ranges
 def plan(
     model: Annotated[str, typer.Argument(help="A preset (tiny, base, large) or a model directory (config.json).")],
     task: Annotated[str, typer.Option(help="train | generate.")] = "generate",
-    length: Annotated[int, typer.Option(min=1, help="Encoder input tokens.")] = 16384,
-    batch: Annotated[int, typer.Option(min=1, help="Inputs per step / generate call.")] = 1,
-    beams: Annotated[int, typer.Option(min=1, help="Beams (generate).")] = 4,
-    new_tokens: Annotated[int, typer.Option(min=1, help="Tokens generated (generate).")] = 256,
-    label_tokens: Annotated[int, typer.Option(min=1, help="Summary tokens per example (train).")] = 512,
+    length: Annotated[int, typer.Option(help="Encoder input tokens.")] = 16384,
+    batch: Annotated[int, typer.Option(help="Inputs per step / generate call.")] = 1,
+    beams: Annotated[int, typer.Option(help="Beams (generate).")] = 4,
+    new_tokens: Annotated[int, typer.Option(help="Tokens generated (generate).")] = 256,
+    label_tokens: Annotated[int, typer.Option(help="Summary tokens per example (train).")] = 512,
     dtype: Annotated[str, typer.Option(help="fp32 | bf16 | fp16 (train: mixed precision).")] = "fp32",
     gradient_checkpointing: Annotated[bool, typer.Option(help="Per-block checkpointing (train).")] = False,
     optimizer: Annotated[str, typer.Option(help="adamw | adafactor | sgd (train).")] = "adamw",

@@ -51,6 +51,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 if TYPE_CHECKING:
     from typing_extensions import Self
 
+MAX_INT = 2**63 - 1
+"""The largest integer a setting takes: what torch, numpy and the saved files hold (10**400 is no count)."""
 _TRUE = ("true", "yes", "on")
 _FALSE = ("false", "no", "off")
 
@@ -102,6 +104,8 @@ def coerce_fields(instance: Any) -> None:
 
 def _check_range(field: dataclasses.Field, value: Any, annotation: Any) -> None:
     low, above = field.metadata.get("min"), field.metadata.get("above")
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+        raise ValueError(f"`{field.name}` ({shown_number(value)}) must be at most 2**63 - 1 in size")
     if value is None or (low is None and above is None):
         return
     if (low is None or value >= low) and (above is None or value > above):
@@ -115,6 +119,13 @@ def _check_range(field: dataclasses.Field, value: Any, annotation: Any) -> None:
         rule += " or None"
     note = field.metadata.get("note")
     raise ValueError(f"`{field.name}` ({value!r}) must be {rule}" + (f" ({note})" if note else ""))
+
+
+def shown_number(value: Any) -> str:
+    """A number for an error message; an integer too long to read (10**400) by its number of digits."""
+    if isinstance(value, int) and abs(value) >= 10**20:
+        return f"an integer of {len(str(abs(value)))} digits"
+    return repr(value)
 
 
 def _coerce(name: str, value: Any, annotation: Any) -> Any:
@@ -436,4 +447,5 @@ __all__ = [
     "refuse_file_output_dir",
     "refuse_output_over_model",
     "setting",
+    "shown_number",
 ]
