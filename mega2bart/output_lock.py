@@ -10,12 +10,11 @@ deletes the file (and the folders it had to create for it, when empty).
 Under torchrun / accelerate launch only the first process (RANK 0) locks: the others write their parts of the
 same run and wait for it at its barriers. Where the lock cannot be made (a read-only parent folder, a file
 system without flock, an output that is a pipe or a device such as /dev/stdout) the command runs unlocked, as
-it did before, and says so in the log.
+it did before, and says so in its log (info: the command's own error, if any, stays the one line).
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -88,13 +87,14 @@ def hold_output(output: str | os.PathLike, flag: str, command: str) -> OutputLoc
             if _same_file(descriptor, path):
                 break
             os.close(descriptor)  # its holder released (and deleted) it between our open and flock: take the new one
-    except OSError as exc:
+    except OSError as exc:  # read-only, full, no flock, a symlink loop: the command meets (and reports) it itself
         _remove(made)
-        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSPC):
-            raise
-        logger.warning("%s %s is not locked against a second writer: %s (%s)", flag, output, path, exc.strerror)
+        logger.info("%s %s is not locked against a second writer: %s (%s)", flag, output, path, exc.strerror)
         return None
-    _write_holder(descriptor, command)
+    try:
+        _write_holder(descriptor, command)
+    except OSError:  # a full disk: the lock holds all the same, its holder is then unnamed
+        pass
     return OutputLock(path, descriptor, made)
 
 
