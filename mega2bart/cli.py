@@ -31,7 +31,16 @@ from typing import Annotated, Any
 
 import typer
 
-from .cli_options import ERROR_EXIT_CODE, fail, require_one_of, with_generation_options, with_run_config
+from .cli_options import (
+    ERROR_EXIT_CODE,
+    at_command_end,
+    fail,
+    require_one_of,
+    with_command_end,
+    with_generation_options,
+    with_ranges,
+    with_run_config,
+)
 from .pretraining import PretrainConfig  # the configs define the train/pretrain options (below);
 from .summarize import GenerationOptions  # ... and the eval/summarize generation options
 from .training import TrainConfig  # importing them adds the Trainer's import time (about 0.5 s) to each command
@@ -126,12 +135,21 @@ def _require_writable(path: Path, what: str) -> None:
         fail(f"{what} {str(path)!r} cannot be written: no write permission in {str(ancestor)!r}")
 
 
-def _start(quiet: bool, output: Path, what: str) -> None:
+def _start(quiet: bool, output: Path, what: str, command: str) -> None:
     """The start of a command that writes OUTPUT (build, train, eval, summarize, pretrain): mega2bart's log
     on stderr (`--quiet`: only warnings and errors, and the libraries quiet too), then, before anything
-    loads, a one-line failure when OUTPUT cannot be written."""
+    loads, a one-line failure when OUTPUT cannot be written or another process is writing it: the command
+    holds OUTPUT's lock (`mega2bart.output_lock`) until it ends (`with_command_end`)."""
     _setup_logging(not quiet, libraries=quiet)
     _require_writable(output, what)
+    from .output_lock import OutputInUse, hold_output
+
+    try:
+        lock = hold_output(output, what, command)
+    except OutputInUse as exc:
+        fail(str(exc))
+    if lock is not None:
+        at_command_end(lock.release)
 
 
 @contextlib.contextmanager
@@ -153,6 +171,8 @@ def _warn(message: str) -> None:
 
 
 @app.command()
+@with_command_end
+@with_ranges
 def build(
     output_dir: Annotated[Path, typer.Argument(help="Directory to write the model to (must be empty or absent).")],
     preset: Annotated[
@@ -169,11 +189,11 @@ def build(
         str | None, typer.Option(help='Tokenizer Hub id or directory, or "offline" (default: the decoder\'s).')
     ] = None,
     max_input_length: Annotated[
-        int | None, typer.Option(min=1, help="Tokenizer model_max_length (default: the encoder's context, 16384).")
+        int | None, typer.Option(help="Tokenizer model_max_length (default: the encoder's context, 16384).")
     ] = None,
-    max_new_tokens: Annotated[int | None, typer.Option(min=1, help="Generation default (512).")] = None,
-    min_new_tokens: Annotated[int | None, typer.Option(min=0, help="Generation default (32).")] = None,
-    num_beams: Annotated[int | None, typer.Option(min=1, help="Generation default (4).")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help="Generation default (512).")] = None,
+    min_new_tokens: Annotated[int | None, typer.Option(help="Generation default (32).")] = None,
+    num_beams: Annotated[int | None, typer.Option(help="Generation default (4).")] = None,
     seed: Annotated[
         int, typer.Option(help="Seed of the random-init weights: the same arguments give the same weights.")
     ] = 0,
@@ -186,8 +206,9 @@ def build(
 ) -> None:
     """Build a MEGA encoder + BART decoder EncoderDecoderModel and save it with tokenizer and model card."""
     output = output_dir.expanduser()
-    _start(quiet, output, "OUTPUT_DIR")
+    _start(quiet, output, "OUTPUT_DIR", "build")
     from .builder import BuildError, build_mega2bart, preset_kwargs, save_mega2bart
+    from .config_types import output_overlap
 
     if output.exists() and not output.is_dir():
         fail(f"output {str(output)!r} is a file, not a directory: pass a directory path (new or empty)")
@@ -209,6 +230,12 @@ def build(
             sources[key] = value
     if decoder is not None and tokenizer is None and preset is None:
         sources["tokenizer"] = None  # build_mega2bart then takes the decoder's own tokenizer (and says if it has none)
+    for key, value in sources.items():  # --overwrite replaces OUTPUT_DIR whole: a source in it would go too
+        if overwrite and isinstance(value, str) and output_overlap(output, value) == "holds":
+            fail(
+                f"--{key} {value!r} is inside OUTPUT_DIR {str(output)!r}, which --overwrite replaces whole (the source "
+                "deleted with it); nothing was written: move it out of OUTPUT_DIR first, or pass another OUTPUT_DIR"
+            )
     generation = {
         key: value
         for key, value in (
@@ -286,6 +313,7 @@ def export(
 
 
 @app.command("fill-mask")
+@with_ranges
 def fill_mask(
     text: Annotated[str, typer.Argument(help='Text with one "<mask>" token.')],
     model: Annotated[
@@ -294,7 +322,7 @@ def fill_mask(
     preset: Annotated[
         str | None, typer.Option(help='"tiny": a random tiny MegaForMaskedLM with the offline tokenizer (no network).')
     ] = None,
-    top_k: Annotated[int, typer.Option(min=1, help="How many predictions to print.")] = 5,
+    top_k: Annotated[int, typer.Option(help="How many predictions to print.")] = 5,
 ) -> None:
     """Predict the <mask> token with a MEGA masked-language model (pipeline "fill-mask")."""
     _setup_logging(False)
@@ -346,6 +374,7 @@ def fill_mask(
 
 
 @app.command()
+@with_command_end
 @with_run_config(TrainConfig, missing="pass --model MODEL_DIR (from `mega2bart build`) or --config FILE.yaml")
 def train(
     train_config: TrainConfig,
@@ -358,7 +387,7 @@ def train(
     ] = True,
 ) -> None:
     """Fine-tune a mega2bart model (Seq2SeqTrainer, ROUGE on the eval split); resumable; DDP under torchrun."""
-    _start(quiet, Path(train_config.output_dir), "--output-dir")
+    _start(quiet, Path(train_config.output_dir), "--output-dir", "train")
     from .training import METRICS_FILE
     from .training import train as run_training
 
@@ -380,7 +409,7 @@ def train(
 
 
 # the options eval and summarize share, declared once
-_ContextOption = Annotated[int | None, typer.Option(min=3, help="Context (default: tokenizer model_max_length).")]
+_ContextOption = Annotated[int | None, typer.Option(help="Context (default: tokenizer model_max_length).")]
 _DtypeOption = Annotated[str, typer.Option(help="Inference precision: fp32 | bf16 | fp16 (fp16 needs a CUDA GPU).")]
 _QuietInferenceOption = Annotated[bool, typer.Option(help="Only warnings and errors; no progress bar.")]
 _PlanCheckOption = Annotated[
@@ -389,18 +418,20 @@ _PlanCheckOption = Annotated[
 
 
 @app.command("eval")
+@with_command_end
+@with_ranges
 @with_generation_options
 def evaluate(
     model: Annotated[Path, typer.Argument(help="Model directory (`mega2bart build` or `mega2bart train` output).")],
     output_dir: Annotated[Path, typer.Option(help="Where eval_results.json and predictions.jsonl go.")],
     dataset: Annotated[str, typer.Option(help='"aclsum" (offline), a data file or a Hub name.')] = "aclsum",
     split: Annotated[str, typer.Option(help="Split to evaluate.")] = "test",
-    limit: Annotated[int | None, typer.Option(min=1, help="Evaluate only the first N examples.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Evaluate only the first N examples.")] = None,
     max_input_tokens: _ContextOption = None,
     overflow: Annotated[str, typer.Option(help="Longer documents: truncate (as in training) | windows.")] = "truncate",
-    batch_size: Annotated[int, typer.Option(min=1, help="Inputs per generate call.")] = 4,
+    batch_size: Annotated[int, typer.Option(help="Inputs per generate call.")] = 4,
     generation: GenerationOptions = GenerationOptions(),  # noqa: B008  (replaced by its fields: with_generation_options)
-    bootstrap_samples: Annotated[int, typer.Option(min=0, help="Bootstrap resamples for the 95% intervals.")] = 1000,
+    bootstrap_samples: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 1000,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
     dtype: _DtypeOption = "fp32",
     quiet: _QuietInferenceOption = False,
@@ -408,7 +439,7 @@ def evaluate(
 ) -> None:
     """Generate summaries for a dataset split; write ROUGE-1/2/L/Lsum with bootstrap CIs and predictions; shared under torchrun."""
     require_one_of("--overflow", overflow, ("truncate", "windows"))
-    _start(quiet, output_dir, "--output-dir")
+    _start(quiet, output_dir, "--output-dir", "eval")
     from .evaluation import evaluate_model
 
     _plan_check(plan_check, "preflight_generate", model, max_input_tokens, batch_size, generation, dtype)
@@ -447,6 +478,8 @@ def evaluate(
 
 
 @app.command()
+@with_command_end
+@with_ranges
 @with_generation_options
 def summarize(
     model: Annotated[Path, typer.Argument(help="Model directory.")],
@@ -458,10 +491,10 @@ def summarize(
         ),
     ],
     max_input_tokens: _ContextOption = None,
-    window_overlap: Annotated[int | None, typer.Option(min=0, help="Tokens shared by neighbouring windows.")] = None,
+    window_overlap: Annotated[int | None, typer.Option(help="Tokens shared by neighbouring windows.")] = None,
     merge: Annotated[str, typer.Option(help="summarize (summary of window summaries) | concatenate.")] = "summarize",
-    max_levels: Annotated[int, typer.Option(min=1, help="Most merge levels before truncating.")] = 3,
-    batch_size: Annotated[int, typer.Option(min=1, help="Inputs per generate call (grouped by length).")] = 4,
+    max_levels: Annotated[int, typer.Option(help="Most merge levels before truncating.")] = 3,
+    batch_size: Annotated[int, typer.Option(help="Inputs per generate call (grouped by length).")] = 4,
     generation: GenerationOptions = GenerationOptions(),  # noqa: B008  (replaced by its fields: with_generation_options)
     skip_existing: Annotated[bool, typer.Option(help="Resume: keep records already in --output, do the rest.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an earlier summaries file at --output.")] = False,
@@ -471,7 +504,7 @@ def summarize(
 ) -> None:
     """Summarise documents of any length (overlapping windows, then a summary of summaries); shared under torchrun."""
     require_one_of("--merge", merge, ("summarize", "concatenate"))
-    _start(quiet, output, "--output")
+    _start(quiet, output, "--output", "summarize")
     from .builder import BuildError
     from .summarize import Summarizer, check_output, stats_path, summarize_files
 
@@ -508,6 +541,7 @@ def summarize(
 
 
 @app.command()
+@with_command_end
 @with_run_config(
     PretrainConfig, missing='pass --encoder (a MEGA checkpoint directory, a Hub id or "tiny") or --config FILE.yaml'
 )
@@ -516,7 +550,7 @@ def pretrain(
     quiet: Annotated[bool, typer.Option(help="Only warnings and errors.")] = False,
 ) -> None:
     """Continue MLM pretraining of a MEGA encoder on raw text; the result feeds `mega2bart build --encoder`."""
-    _start(quiet, Path(pretrain_config.output_dir), "--output-dir")
+    _start(quiet, Path(pretrain_config.output_dir), "--output-dir", "pretrain")
     from .pretraining import METRICS_FILE, run_pretraining
 
     with _run_errors():
@@ -531,14 +565,15 @@ def pretrain(
 
 
 @app.command()
+@with_ranges
 def plan(
     model: Annotated[str, typer.Argument(help="A preset (tiny, base, large) or a model directory (config.json).")],
     task: Annotated[str, typer.Option(help="train | generate.")] = "generate",
-    length: Annotated[int, typer.Option(min=1, help="Encoder input tokens.")] = 16384,
-    batch: Annotated[int, typer.Option(min=1, help="Inputs per step / generate call.")] = 1,
-    beams: Annotated[int, typer.Option(min=1, help="Beams (generate).")] = 4,
-    new_tokens: Annotated[int, typer.Option(min=1, help="Tokens generated (generate).")] = 256,
-    label_tokens: Annotated[int, typer.Option(min=1, help="Summary tokens per example (train).")] = 512,
+    length: Annotated[int, typer.Option(help="Encoder input tokens.")] = 16384,
+    batch: Annotated[int, typer.Option(help="Inputs per step / generate call.")] = 1,
+    beams: Annotated[int, typer.Option(help="Beams (generate).")] = 4,
+    new_tokens: Annotated[int, typer.Option(help="Tokens generated (generate).")] = 256,
+    label_tokens: Annotated[int, typer.Option(help="Summary tokens per example (train).")] = 512,
     dtype: Annotated[str, typer.Option(help="fp32 | bf16 | fp16 (train: mixed precision).")] = "fp32",
     gradient_checkpointing: Annotated[bool, typer.Option(help="Per-block checkpointing (train).")] = False,
     optimizer: Annotated[str, typer.Option(help="adamw | adafactor | sgd (train).")] = "adamw",

@@ -7,12 +7,16 @@ once, as a field (`mega2bart.config_types.setting`), with its help, flag and ran
 
 `fail` lives here, not in `mega2bart.cli`, because a generated option's bad value (a word outside its
 `choices`, a malformed `--set`, a config that does not load) fails as a command's own checks do.
+`with_command_end` gives a command an end that `at_command_end` callbacks run at (the output lock's release).
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import dataclasses
 import inspect
+import math
 import types
 import typing
 from collections.abc import Callable, Iterable
@@ -21,8 +25,8 @@ from typing import Annotated, Any, Literal, NoReturn
 
 import typer
 
-from .config_types import RunConfig, field_help
-from .summarize import GenerationOptions
+from .config_types import MAX_INT, RunConfig, field_help, shown_number
+from .summarize import MAX_CONTEXT, GenerationOptions
 
 ERROR_EXIT_CODE = 2
 
@@ -40,6 +44,93 @@ def require_one_of(flag: str, word: str, choices: Iterable[str], given: str | No
         *first, last = choices
         shown = word if given is None else given  # as the user typed it
         fail(f"{flag} must be {', '.join(first)} or {last} (got {shown!r})")
+
+
+MAX_TOKENS = MAX_CONTEXT
+"""The most tokens a length option takes (an input, a summary, generated tokens): what a summarizer accepts."""
+MAX_SEED = 2**32 - 1
+"""numpy's largest seed (`transformers.set_seed` seeds numpy too; `RunConfig.check_seed`)."""
+
+
+def check_number(flag: str, value: float | None, low: float, high: float) -> None:
+    """`fail` unless `value` (None passes) is a finite number in [low, high]: "FLAG (VALUE) must be ... in [LOW, HIGH]"."""
+    finite = isinstance(value, int) or (value is not None and math.isfinite(value))  # 10**400 is an int, not inf
+    if value is None or (finite and low <= value <= high):
+        return
+    kind = "a whole number" if isinstance(value, int) else "a finite number"
+    fail(f"{flag} ({shown_number(value)}) must be {kind} in [{low:,}, {high:,}]")
+
+
+NUMBER_RANGES: dict[str, tuple[float, float]] = {
+    "length": (1, MAX_TOKENS),  # plan
+    "new_tokens": (1, MAX_TOKENS),
+    "label_tokens": (1, MAX_TOKENS),
+    "batch": (1, 2**16),
+    "beams": (1, 1024),
+    "tflops": (1e-6, 1e6),
+    "max_input_length": (1, MAX_TOKENS),  # build
+    "max_new_tokens": (1, MAX_TOKENS),
+    "min_new_tokens": (0, MAX_TOKENS),
+    "num_beams": (1, 1024),
+    "seed": (0, MAX_SEED),  # build, eval
+    "max_input_tokens": (3, MAX_TOKENS),  # eval, summarize
+    "batch_size": (1, 2**16),
+    "limit": (1, MAX_INT),
+    "bootstrap_samples": (0, 10**7),
+    "window_overlap": (0, MAX_TOKENS),
+    "max_levels": (1, 100),
+    "top_k": (1, 10**6),  # fill-mask
+}
+"""The range of each numeric option of the commands' own (not generated from settings: those have theirs in
+`setting()`), by parameter name: the one place they are declared, checked by `with_ranges`."""
+
+
+def with_ranges(command: Callable[..., None]) -> Callable[..., None]:
+    """Check the numeric options of a typer command named in `NUMBER_RANGES` where they are parsed, before it runs:
+    one line naming the flag, the value and the range (`check_number`), for numbers no machine holds (10**400,
+    inf, nan) as for values merely out of range."""
+    names = [name for name in inspect.signature(command).parameters if name in NUMBER_RANGES]
+
+    def run(**options: Any) -> None:
+        for name in names:
+            check_number("--" + name.replace("_", "-"), options[name], *NUMBER_RANGES[name])
+        command(**options)
+
+    return _same_command(run, command)
+
+
+def _same_command(run: Callable[..., None], command: Callable[..., None]) -> Callable[..., None]:
+    """`run`, a wrapper of `command`, with its name, help and signature (what typer reads)."""
+    run.__name__, run.__qualname__, run.__doc__ = command.__name__, command.__qualname__, command.__doc__
+    run.__signature__ = inspect.signature(command, eval_str=True)  # type: ignore[attr-defined]
+    return run
+
+
+_COMMAND_ENDS: list[contextlib.ExitStack] = []
+"""The ends of the commands running in this process (`with_command_end`), innermost last."""
+
+
+def at_command_end(callback: Callable[[], Any]) -> None:
+    """Run `callback` when the running command ends, whether it returns or fails (outside a command: at exit)."""
+    if _COMMAND_ENDS:
+        _COMMAND_ENDS[-1].callback(callback)
+    else:
+        atexit.register(callback)
+
+
+def with_command_end(command: Callable[..., None]) -> Callable[..., None]:
+    """Run `command` (a typer command function) with an end that `at_command_end` callbacks run at: a command run
+    in-process (typer's CliRunner, a notebook) releases what it held before the next one starts."""
+
+    def run(**options: Any) -> None:
+        with contextlib.ExitStack() as end:
+            _COMMAND_ENDS.append(end)
+            try:
+                command(**options)
+            finally:
+                _COMMAND_ENDS.pop()
+
+    return _same_command(run, command)
 
 
 def _option_type(annotation: Any) -> Any:

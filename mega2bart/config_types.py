@@ -51,6 +51,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 if TYPE_CHECKING:
     from typing_extensions import Self
 
+MAX_INT = 2**63 - 1
+"""The largest integer a setting takes: what torch, numpy and the saved files hold (10**400 is no count)."""
 _TRUE = ("true", "yes", "on")
 _FALSE = ("false", "no", "off")
 
@@ -102,6 +104,8 @@ def coerce_fields(instance: Any) -> None:
 
 def _check_range(field: dataclasses.Field, value: Any, annotation: Any) -> None:
     low, above = field.metadata.get("min"), field.metadata.get("above")
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+        raise ValueError(f"`{field.name}` ({shown_number(value)}) must be at most 2**63 - 1 in size")
     if value is None or (low is None and above is None):
         return
     if (low is None or value >= low) and (above is None or value > above):
@@ -115,6 +119,13 @@ def _check_range(field: dataclasses.Field, value: Any, annotation: Any) -> None:
         rule += " or None"
     note = field.metadata.get("note")
     raise ValueError(f"`{field.name}` ({value!r}) must be {rule}" + (f" ({note})" if note else ""))
+
+
+def shown_number(value: Any) -> str:
+    """A number for an error message; an integer too long to read (10**400) by its number of digits."""
+    if isinstance(value, int) and abs(value) >= 10**20:
+        return f"an integer of {len(str(abs(value)))} digits"
+    return repr(value)
 
 
 def _coerce(name: str, value: Any, annotation: Any) -> Any:
@@ -379,6 +390,42 @@ def refuse_file_output_dir(output_dir: Path) -> None:
         raise ValueError(f"output_dir {str(output_dir)!r} is a file: pass a directory path (--output-dir)")
 
 
+def output_overlap(output: str | os.PathLike, source: str | os.PathLike) -> str | None:
+    """How the folder `output` overlaps the local model folder `source`: "is", "holds", "is inside", or None (no
+    overlap, or `source` is no local path, e.g. a Hub id). Compared as written (a checkpoint folder that is itself
+    a symlink) and with symlinks resolved, so that no spelling of one folder passes for another."""
+    read = Path(source).expanduser()
+    if not read.exists():
+        return None
+    out = Path(output).expanduser()
+    for first, second in ((os.path.abspath(out), os.path.abspath(read)), (out.resolve(), read.resolve())):
+        first, second = Path(first), Path(second)
+        if first == second:
+            return "is"
+        if first in second.parents:
+            return "holds"
+        if second in first.parents:
+            return "is inside"
+    return None
+
+
+def refuse_output_over_model(output_dir: str | os.PathLike, model: str, field: str) -> None:
+    """Refuse an `output_dir` that is the model folder a run reads (`field`: "model", "encoder"), holds it or lies
+    inside it (`output_overlap`): the run writes its checkpoints and final weights there, and `train --overwrite`
+    first deletes the previous run's, the model among them (issue 34).
+
+    Raises:
+        ValueError: naming both folders and how they overlap; nothing has been written or deleted.
+    """
+    relation = output_overlap(output_dir, model)
+    if relation:
+        raise ValueError(
+            f"output_dir {str(output_dir)!r} (--output-dir) {relation} the model this run reads ({field} {model!r}): "
+            "the run writes its checkpoints and weights there (and --overwrite first deletes the previous run's), so "
+            "the model would be lost; nothing was deleted: pass an --output-dir outside it"
+        )
+
+
 def field_help(field: dataclasses.Field) -> str:
     """The `help` of a `setting()` field.
 
@@ -391,4 +438,14 @@ def field_help(field: dataclasses.Field) -> str:
     return text
 
 
-__all__ = ["RunConfig", "coerce_fields", "field_help", "read_yaml_mapping", "refuse_file_output_dir", "setting"]
+__all__ = [
+    "RunConfig",
+    "coerce_fields",
+    "field_help",
+    "output_overlap",
+    "read_yaml_mapping",
+    "refuse_file_output_dir",
+    "refuse_output_over_model",
+    "setting",
+    "shown_number",
+]

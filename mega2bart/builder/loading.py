@@ -90,6 +90,7 @@ def choose_long_reach(config: PretrainedConfig, role: str) -> None:
     the 4.x init every EMA dimension forgets within ~4 tokens and nothing crosses a chunk (MegaConfig.ema_init)."""
     if getattr(config, "model_type", None) == "mega" and getattr(config, "ema_init", None) is None:
         config.ema_init = "long"
+        config.check_ema_reach()  # the range the 4.x init never read must now make finite weights
         reach = config.ema_max_reach or config.max_positions
         logger.info(
             "%s: long-reach EMA init (reaches %g to %s tokens; ema_init='port' for the 4.x init)",

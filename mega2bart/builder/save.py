@@ -22,6 +22,7 @@ from typing import Any
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from ..modeling_mega2bart import Mega2BartModel
+from ..models.mega.modeling_mega import refuse_nonfinite_weights
 from . import remote_code
 from .describe import BUILD_INFO_FILE, CONFIG_BUILD_KEY, BuildInfo, ModelDescription, describe_mega2bart
 from .errors import BuildError
@@ -45,6 +46,7 @@ def save_mega2bart(
     output_dir: str | os.PathLike,
     *,
     overwrite: bool = False,
+    allow_nonfinite: bool = False,
 ) -> Path:
     """Write weights (safetensors), configs, generation config, tokenizer, MEGA remote code, provenance
     (`mega2bart_build.json`) and a model card (README.md) to `output_dir`, atomically.
@@ -54,6 +56,7 @@ def save_mega2bart(
 
     Raises:
         BuildError: `output_dir` exists, is not empty and `overwrite` is False (or it is a file).
+        ValueError: a weight holds NaN or inf (`refuse_nonfinite_weights`), unless `allow_nonfinite`.
     """
     target = write_atomically(output_dir, lambda staging: _write_model_files(model, tokenizer, staging), overwrite)
     logger.info("saved mega2bart model to %s", target)
@@ -68,6 +71,8 @@ def write_atomically(output_dir: str | os.PathLike, write: Callable[[Path], None
         BuildError: `output_dir` exists, is not empty and `overwrite` is False (or it is a file).
     """
     target = _check_target(Path(output_dir).expanduser(), overwrite)
+    if not allow_nonfinite:
+        refuse_nonfinite_weights(model.state_dict(), target)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(target)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))

@@ -25,8 +25,8 @@ def parse_bytes(text: str) -> int:
         value = float(number) * units[unit]
     except (ValueError, KeyError):
         raise PlanError(f"cannot read {text!r} as a memory size: write e.g. 24GiB, 80GB or 512MiB") from None
-    if value <= 0:
-        raise PlanError(f"memory size {text!r} must be > 0")
+    if not 0 < value <= 2**60:  # nan, inf and 1e400 too
+        raise PlanError(f"--device-memory ({text!r}) must be a memory size above 0 and at most 1 EiB (e.g. 24GiB)")
     return int(value)
 
 

@@ -77,7 +77,9 @@ def _flops_and_seconds(shape: ModelShape, w: Workload, rate: MatmulRate) -> tupl
             flops = passes * (encoder + source + decoder)
         return flops, flops * per_flop + STEP_SECONDS["train_step"]
     rows = w.batch * w.beams
-    steps = sum(rows * decoder_token_flops(shape, t + 1, w.length) for t in range(w.new_tokens))
+    # step t attends to t + 1 positions; the FLOPs are linear in that context, so the n steps sum to n times the
+    # mean step (context (n + 1) / 2): one evaluation, not n (--new-tokens 10**9 answers at once)
+    steps = rows * w.new_tokens * decoder_token_flops(shape, (w.new_tokens + 1) / 2, w.length)
     flops = encoder + source + steps
     seconds = (encoder + source) * per_flop + steps / (rate.small * 1e12)
     return flops, seconds + w.new_tokens * STEP_SECONDS["decoding_step"]
@@ -86,8 +88,8 @@ def _flops_and_seconds(shape: ModelShape, w: Workload, rate: MatmulRate) -> tupl
 def measure_matmul_rate(device: Device = "cpu", dtype: Dtype = "fp32", tflops: float | None = None) -> MatmulRate:
     """The device's matmul rate, measured in about a second (or `tflops`, for both kinds of product)."""
     if tflops is not None:
-        if not tflops > 0:
-            raise PlanError(f"--tflops ({tflops}) must be > 0")
+        if not 0 < tflops <= 1e6:  # nan and inf too: a rate that JSON and the time estimate can hold
+            raise PlanError(f"--tflops ({tflops}) must be a finite number above 0 and at most 1e6")
         return MatmulRate(tflops, tflops * SMALL_ROW_SHARE, "given")
     import time
 

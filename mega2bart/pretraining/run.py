@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mega2bart.config_types import refuse_file_output_dir
+from mega2bart.config_types import refuse_file_output_dir, refuse_output_over_model
 
 from .config import CONFIG_FILE, FINAL_DIR, METRICS_FILE, PHASE_FILE, Phase, PretrainConfig
 from .model import check_compatible, load_mlm_model, load_pretrain_tokenizer
@@ -55,6 +55,7 @@ def run_pretraining(config: PretrainConfig) -> Path:
 
     output_dir = Path(config.output_dir).expanduser()
     refuse_file_output_dir(output_dir)
+    refuse_output_over_model(output_dir, config.encoder, "encoder")
     # a run that failed before training (bad text, too little of it) left at most its config: not a run to protect
     started = output_dir.is_dir() and any(path.name != CONFIG_FILE for path in output_dir.iterdir())
     if started and not config.resume:

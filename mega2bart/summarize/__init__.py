@@ -54,7 +54,7 @@ from .loading import load_for_inference, resolve_dtype
 from .options import GenerationOptions
 from .parallel import summarize_in_parts
 from .records import finished_ids
-from .summarizer import Summarizer
+from .summarizer import MAX_CONTEXT, Summarizer
 from .windows import SummaryResult, Window, window_spans
 
 # public names of the single module that its `__all__` did not list: importable from here as before
@@ -65,6 +65,7 @@ from .records import SUMMARY_KEYS  # noqa: F401  isort: skip
 logger = logging.getLogger(__name__)  # the logger every module of the package writes to
 
 __all__ = [
+    "MAX_CONTEXT",
     "GenerationOptions",
     "SummaryResult",
     "Summarizer",

@@ -20,6 +20,8 @@ from .options import GenerationOptions
 from .windows import SummaryResult, Window, window_spans
 
 logger = logging.getLogger("mega2bart.summarize")  # the package's logger: the name its messages have always had
+MAX_CONTEXT = 10**7
+"""The longest context a summarizer takes, in tokens (`max_input_tokens`, or the tokenizer's model_max_length)."""
 
 
 class Summarizer:
@@ -54,8 +56,10 @@ class Summarizer:
         specials = special_tokens_around(tokenizer)  # `<s> ... </s>` for BART, added around every window
         self.lead_ids, self.trail_ids = list(specials.lead), list(specials.trail)
         self.num_specials = len(self.lead_ids) + len(self.trail_ids)
+        if max_input_tokens is not None and not 0 < max_input_tokens <= MAX_CONTEXT:
+            raise ValueError(f"max_input_tokens ({max_input_tokens}) must be in [1, {MAX_CONTEXT:,}] tokens")
         context = max_input_tokens or tokenizer.model_max_length
-        if not isinstance(context, int) or context > 10**7:
+        if not isinstance(context, int) or context > MAX_CONTEXT:
             raise ValueError(
                 f"the tokenizer has no usable model_max_length ({context}): pass max_input_tokens explicitly"
             )

@@ -8,7 +8,7 @@ import os
 import re
 from pathlib import Path
 
-from mega2bart.config_types import read_yaml_mapping, refuse_file_output_dir
+from mega2bart.config_types import read_yaml_mapping, refuse_file_output_dir, refuse_output_over_model
 
 from .config import CONFIG_FILE, METRICS_FILE, TrainConfig
 
@@ -189,14 +189,16 @@ def _same_model(first: str, second: str) -> bool:
 
 
 def prepare_output_dir(config: TrainConfig, overwrite: bool = False) -> None:
-    """Refuse an `output_dir` that is a file or holds a run of another model; `overwrite` deletes a
-    previous run's checkpoints, config, metrics and final weights (not other files) to start afresh.
+    """Refuse an `output_dir` that is a file, is (holds, lies inside) the model the run reads, or holds a run of
+    another model; `overwrite` deletes a previous run's checkpoints, config, metrics and final weights (not other
+    files) to start afresh.
 
     A previous run is recognised by its `train_config.yaml`. Resuming it with another `model` would
     silently continue the old weights (the checkpoints) under the new name.
     """
     output_dir = Path(config.output_dir)
     refuse_file_output_dir(output_dir)
+    refuse_output_over_model(output_dir, config.model, "model")  # before anything is deleted
     saved = output_dir / CONFIG_FILE
     if not saved.is_file():
         return

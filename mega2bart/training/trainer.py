@@ -12,6 +12,8 @@ import torch
 from transformers import Seq2SeqTrainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from mega2bart.models.mega.modeling_mega import refuse_nonfinite_weights
+
 logger = logging.getLogger(__name__)
 
 
@@ -47,6 +49,13 @@ class SummarizationTrainer(Seq2SeqTrainer):
     def __init__(self, *args: Any, eval_generation: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.eval_generation = dict(eval_generation or {})
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """Every save of the run (checkpoints, the final model) refuses NaN/inf weights first, naming them."""
+        if self.args.should_save:
+            weights = self.model.state_dict() if state_dict is None else state_dict
+            refuse_nonfinite_weights(weights, output_dir or self.args.output_dir)
+        super()._save(output_dir, state_dict)
 
     def _get_train_sampler(self, train_dataset: Any = None) -> torch.utils.data.Sampler | None:
         sampler = super()._get_train_sampler(train_dataset)

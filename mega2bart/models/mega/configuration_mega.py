@@ -15,6 +15,9 @@ NORMALIZATION_TYPES = ("scalenorm", "layernorm", "rmsnorm", "batchnorm", "syncba
 ATTENTION_ACTIVATIONS = ("softmax", "laplace", "relu2")
 RELATIVE_POSITIONAL_BIASES = ("simple", "rotary")
 EMA_INITS = ("port", "long")
+MAX_EMA_REACH = 2**24
+"""The longest reach the long EMA init takes, in tokens: 1 - 1/reach is still below 1 in float32 (q = 1 would
+never decay), and every reach up to it gives finite weights."""
 
 
 class MegaConfig(PretrainedConfig):
@@ -64,8 +67,10 @@ class MegaConfig(PretrainedConfig):
             about reach = 1 / (1 - q) tokens), each with the same steady-state gain; the expansion and
             projection weights are drawn as in "port". mega2bart's builder and `pretrain` use "long" for
             every MEGA they initialise themselves (docs/mega.md#initialisation).
-        ema_min_reach: shortest reach of `ema_init="long"`, in tokens (> 1).
-        ema_max_reach: longest reach of `ema_init="long"`, in tokens (None: `max_positions`).
+        ema_min_reach: shortest reach of `ema_init="long"`, in tokens: a number in (1, `MAX_EMA_REACH`] and, with
+            `ema_init="long"`, at most the longest reach.
+        ema_max_reach: longest reach of `ema_init="long"`, in tokens: None (`max_positions`) or an integer in
+            [`ema_min_reach`, `MAX_EMA_REACH`].
         relative_positional_bias: "simple" or "rotary".
         classifier_dropout: dropout of the classification heads (defaults to `hidden_dropout_prob`).
         use_cache: return key/value/EMA states in decoder mode.
@@ -213,16 +218,7 @@ class MegaConfig(PretrainedConfig):
             fail("truncation", "must be None or a positive integer")
         if self.ema_init is not None and self.ema_init not in EMA_INITS:
             fail("ema_init", f"must be None or one of {EMA_INITS}")
-        if isinstance(self.ema_min_reach, bool) or not isinstance(self.ema_min_reach, (int, float)):
-            fail("ema_min_reach", "must be a number of tokens > 1 (e.g. 4)")
-        if not self.ema_min_reach > 1:
-            fail("ema_min_reach", "must be > 1 token (e.g. 4)")
-        if self.ema_max_reach is not None and (
-            isinstance(self.ema_max_reach, bool)
-            or not isinstance(self.ema_max_reach, int)
-            or self.ema_max_reach < self.ema_min_reach
-        ):
-            fail("ema_max_reach", f"must be None or an integer >= ema_min_reach ({self.ema_min_reach})")
+        self.check_ema_reach()
         bias_base = self.chunk_size if self.chunk_size >= 0 else self.max_positions
         if self.relative_positional_bias == "simple" and bias_base > self.max_positions:
             fail("chunk_size", f"must not exceed max_positions ({self.max_positions}) with the simple relative bias")
@@ -236,9 +232,37 @@ class MegaConfig(PretrainedConfig):
             if not 0.0 <= value < 1.0:
                 fail(field, "must be in [0, 1)")
 
+    def check_ema_reach(self) -> None:
+        """Refuse reach settings that would give the long EMA init non-finite weights or an empty range of reaches
+        (also run when the builder switches a config to `ema_init="long"`)."""
+        low, high = self.ema_min_reach, self.ema_max_reach
+        if isinstance(low, bool) or not isinstance(low, (int, float)) or not 1 < low <= MAX_EMA_REACH:
+            raise ValueError(
+                f"MegaConfig.ema_min_reach ({_shown(low)}) must be a finite number of tokens in (1, {MAX_EMA_REACH}] "
+                "(e.g. 4)"
+            )
+        if high is not None and (
+            isinstance(high, bool) or not isinstance(high, int) or not low <= high <= MAX_EMA_REACH
+        ):
+            raise ValueError(
+                f"MegaConfig.ema_max_reach ({_shown(high)}) must be None or an integer in [ema_min_reach ({low:g}), "
+                f"{MAX_EMA_REACH}]: beyond {MAX_EMA_REACH} tokens float32 cannot tell the reach from infinite"
+            )
+        if self.ema_init == "long" and high is None and low > self.max_positions:
+            raise ValueError(
+                f"MegaConfig.ema_min_reach ({low:g}) is above the longest reach of ema_init='long', max_positions "
+                f"({self.max_positions}) when ema_max_reach is None: lower it, or set ema_max_reach"
+            )
+
+def _shown(value: object) -> str:
+    """A setting's value for an error message; an integer too long to read (10**400) by its number of digits."""
+    if isinstance(value, int) and abs(value) >= 10**20:
+        return f"an integer of {len(str(abs(value)))} digits"
+    return repr(value)
+
 
 # transformers' custom-code mechanism: `MegaConfig.save_pretrained` copies this file beside config.json and
 # names it in `auto_map["AutoConfig"]`, so the config loads with `trust_remote_code=True` without mega2bart
 MegaConfig.register_for_auto_class()
 
-__all__ = ["EMA_INITS", "MegaConfig"]
+__all__ = ["EMA_INITS", "MAX_EMA_REACH", "MegaConfig"]

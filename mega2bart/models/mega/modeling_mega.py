@@ -960,14 +960,35 @@ def long_reach_factors(n: int, min_reach: float, max_reach: float) -> tuple[torc
     A dimension keeps q = 1 - p * sigmoid(decay) of its previous step, so an impulse falls to 1/e after about
     reach = 1 / (1 - q) = 1 / (p * sigmoid(decay)) tokens and its steady-state gain is p / (1 - q) =
     1 / sigmoid(decay). From reach 2 up, sigmoid(decay) = 1/2 and p = 2 / reach: every dimension has gain 2
-    (the 4.x init's factors ~N(0, 0.2) give p ~ 1/2, sigmoid(decay) ~ 1/2, reach ~4 and gain ~2). Below
-    reach 2, p = sigmoid(decay) = reach^-1/2 (p would exceed 1 otherwise).
+    (the 4.x init's factors ~N(0, 0.2) give p ~ 1/2, sigmoid(decay) ~ 1/2, reach ~4 and gain ~2). At and below
+    reach 2, p = sigmoid(decay) = reach^-1/2 (p would exceed 1 below it, and p = 1 is an infinite logit at it).
     """
     reaches = torch.logspace(math.log10(min_reach), math.log10(max_reach), n, dtype=torch.float64)
-    short = reaches < 2
+    short = reaches <= 2
     p = torch.where(short, reaches.rsqrt(), 2 / reaches)
     decay = torch.where(short, reaches.rsqrt(), torch.full_like(reaches, 0.5))
     return torch.logit(p).float(), torch.logit(decay).float()
+
+
+def refuse_nonfinite_weights(state_dict: dict[str, torch.Tensor], save_directory: object) -> None:
+    """Raise a one-line ValueError naming the floating-point tensors of `state_dict` that hold NaN or inf: the check
+    every save of a MEGA model makes (`save_pretrained(..., allow_nonfinite=True)` skips it), and mega2bart's
+    `save_mega2bart` and training runs. A sharded tensor (DTensor) is checked on this process's shard."""
+    broken = []
+    for name, tensor in state_dict.items():
+        if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point() or tensor.is_meta:
+            continue
+        local = tensor.to_local() if hasattr(tensor, "to_local") else tensor
+        count = int((~torch.isfinite(local.detach())).sum())
+        if count:
+            broken.append(f"{name} ({count} of {local.numel()} values)")
+    if broken:
+        more = f" and {len(broken) - 4} more" if len(broken) > 4 else ""
+        raise ValueError(
+            f"refusing to save {save_directory}: {len(broken)} weight tensor(s) hold NaN or inf: "
+            f"{', '.join(broken[:4])}{more}; the model's outputs would be NaN: fix what made them (a MegaConfig ema_* "
+            "setting, a diverged learning rate), or pass allow_nonfinite=True to keep them anyway"
+        )
 
 
 class MegaPreTrainedModel(PreTrainedModel):
@@ -981,12 +1002,17 @@ class MegaPreTrainedModel(PreTrainedModel):
     # the losses are per-call means (as 4.x): the Trainer must scale them under gradient accumulation
     accepts_loss_kwargs = False
 
-    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
+    def save_pretrained(
+        self, save_directory: str | os.PathLike, *args, allow_nonfinite: bool = False, **kwargs
+    ) -> None:
         """transformers' save, into a folder that loads where mega2bart is not installed: every MEGA class is
         registered for its Auto class (end of this file), so transformers copies this file and
         `configuration_mega.py` beside the weights; config.json's `auto_map` names every head (`MEGA_AUTO_MAP`),
         so any `AutoModelFor*` in it loads the folder with `trust_remote_code=True`. The model's own config
-        keeps the `auto_map` it had."""
+        keeps the `auto_map` it had. NaN/inf weights are refused unless `allow_nonfinite`."""
+        if not allow_nonfinite:
+            state_dict = kwargs.get("state_dict")
+            refuse_nonfinite_weights(self.state_dict() if state_dict is None else state_dict, save_directory)
         config = self.config
         had_map, previous = "auto_map" in config.__dict__, getattr(config, "auto_map", None)
         config.auto_map = {**(previous or {}), **MEGA_AUTO_MAP}
