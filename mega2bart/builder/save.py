@@ -58,6 +58,8 @@ def save_mega2bart(
         BuildError: `output_dir` exists, is not empty and `overwrite` is False (or it is a file).
         ValueError: a weight holds NaN or inf (`refuse_nonfinite_weights`), unless `allow_nonfinite`.
     """
+    if not allow_nonfinite:
+        refuse_nonfinite_weights(model.state_dict(), Path(output_dir).expanduser())
     target = write_atomically(output_dir, lambda staging: _write_model_files(model, tokenizer, staging), overwrite)
     logger.info("saved mega2bart model to %s", target)
     return target
@@ -71,8 +73,6 @@ def write_atomically(output_dir: str | os.PathLike, write: Callable[[Path], None
         BuildError: `output_dir` exists, is not empty and `overwrite` is False (or it is a file).
     """
     target = _check_target(Path(output_dir).expanduser(), overwrite)
-    if not allow_nonfinite:
-        refuse_nonfinite_weights(model.state_dict(), target)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(target)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
