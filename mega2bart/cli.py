@@ -30,7 +30,15 @@ from typing import Annotated, Any
 
 import typer
 
-from .cli_options import ERROR_EXIT_CODE, fail, require_one_of, with_generation_options, with_run_config
+from .cli_options import (
+    ERROR_EXIT_CODE,
+    fail,
+    one_line_os_errors,
+    os_error_line,
+    require_one_of,
+    with_generation_options,
+    with_run_config,
+)
 from .pretraining import PretrainConfig  # the configs define the train/pretrain options (below);
 from .summarize import GenerationOptions  # ... and the eval/summarize generation options
 from .training import TrainConfig  # importing them adds the Trainer's import time (about 0.5 s) to each command
@@ -112,6 +120,8 @@ def _require_writable(path: Path, what: str) -> None:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         fail(f"{what} {str(path)!r} cannot be written: {str(ancestor)!r} is a file, not a folder; choose another path")
+    if os.statvfs(ancestor).f_flag & os.ST_RDONLY:
+        fail(f"{what} {str(path)!r} cannot be written: {str(ancestor)!r} is on a read-only file system")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         fail(f"{what} {str(path)!r} cannot be written: no write permission in {str(ancestor)!r}")
 
@@ -125,16 +135,16 @@ def _start(quiet: bool, output: Path, what: str) -> None:
 
 
 @contextlib.contextmanager
-def _run_errors() -> Iterator[None]:
+def _run_errors(output_dir: str) -> Iterator[None]:
     """The errors of a training run (train, pretrain) as one-line failures: bad settings, a missing file or
-    package with their own message; the file system's, torch's (out of memory), datasets' and transformers'
-    (OSError, RuntimeError) as `TypeName: message`."""
+    package with their own message; the operating system's (a full disk, ...) as `os_error_line`; torch's (out of
+    memory), datasets' and transformers' (OSError, RuntimeError) as `TypeName: message`."""
     try:
         yield
     except (ValueError, FileNotFoundError, ImportError) as exc:
         fail(str(exc))
     except (OSError, RuntimeError) as exc:
-        fail(_one_line(exc))
+        fail(os_error_line(exc, output_dir) or _one_line(exc))
 
 
 def _warn(message: str) -> None:
@@ -264,10 +274,13 @@ def fill_mask(
 
     import mega2bart  # noqa: F401  (registers MEGA with the Auto classes)
 
+    from .documents import unicode_problem
     from .presets import DEFAULT_ENCODER
 
     if preset is not None and model is not None:
         fail("pass either --model or --preset, not both")
+    if unicode_problem(text) is not None:
+        fail(f"the text holds {unicode_problem(text)}: pass the text as UTF-8")
     if preset is not None:
         if preset != "tiny":
             fail(f"fill-mask knows only --preset tiny (got {preset!r}); for real models pass --model")
@@ -284,11 +297,14 @@ def fill_mask(
         fill = pipeline("fill-mask", model=mlm, tokenizer=tokenizer, top_k=top_k)
     else:
         name = model or DEFAULT_ENCODER
+        from .builder.checks import check_rows_hold_tokenizer, vocabulary_rows
         from .builder.integrity import check_model_files
 
         try:
             check_model_files(name, "fill-mask model")
             fill = pipeline("fill-mask", model=name, top_k=top_k)
+            resized = "its embeddings were resized below its tokenizer: resize them to the tokenizer's size and save"
+            check_rows_hold_tokenizer(fill.tokenizer, vocabulary_rows({"model": fill.model}), "the model", resized)
         except (OSError, ValueError) as exc:
             fail(f"could not load fill-mask model {name!r}: {str(exc).splitlines()[0] if str(exc) else exc}")
     mask = fill.tokenizer.mask_token
@@ -325,7 +341,7 @@ def train(
     from .training import train as run_training
 
     _plan_check(plan_check, "preflight_train", train_config)
-    with _run_errors():
+    with _run_errors(train_config.output_dir):
         results = run_training(train_config, overwrite=overwrite, quiet=quiet)
     if os.environ.get("RANK", "0") != "0":  # under torchrun/accelerate only the main process reports
         return
@@ -481,7 +497,7 @@ def pretrain(
     _start(quiet, Path(pretrain_config.output_dir), "--output-dir")
     from .pretraining import METRICS_FILE, run_pretraining
 
-    with _run_errors():
+    with _run_errors(pretrain_config.output_dir):
         final = run_pretraining(pretrain_config)
     phases_run = json.loads((final.parent / METRICS_FILE).read_text())["phases"]
     for phase in phases_run:
@@ -550,6 +566,11 @@ def _plan_check(enabled: bool, check: str, *args: Any) -> None:
     except planner.PlanError as exc:
         fail(str(exc))
 
+
+# every command: an operating-system error (full disk, read-only file system, symlink loop, ...) is one line naming
+# the path, whichever step of the command met it
+for _command in app.registered_commands:
+    _command.callback = one_line_os_errors(_command.callback, ("output", "output_dir"))
 
 if __name__ == "__main__":
     app()
