@@ -111,6 +111,11 @@ def _require_writable(path: Path, what: str) -> None:
     """Fail in one line, before anything loads, when `path` (a file or folder to create) cannot be written: its
     nearest existing ancestor is a file, or a folder this process may not write in."""
     target = Path(path).expanduser().absolute()
+    if target.is_symlink() and not target.exists():  # a loop of links, or a link to a place that is gone
+        try:
+            os.stat(target)
+        except OSError as exc:  # ELOOP, or ENOENT naming the missing target
+            fail(f"{what} {str(path)!r} is a symbolic link that leads nowhere: {os_error_line(exc, path)}")
     # an existing folder must be writable itself; an existing file, pipe or device is the command's to judge
     # (replaced, skipped or written to); a new path needs its nearest existing ancestor to be a writable folder
     if target.exists() and not target.is_dir():

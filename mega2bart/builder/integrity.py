@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from .config_values import check_config_values, config_location
@@ -68,9 +69,11 @@ def _check_pickle_weights(path: Path, role: str, directory: str | os.PathLike) -
         try:
             torch.load(file, map_location="cpu", weights_only=True, mmap=True)
         except pickle.UnpicklingError as exc:
+            found = re.search(r"Unsupported global: (?:GLOBAL )?(\S+)", str(exc))
+            what = f"e.g. {found.group(1)}" if found else _first_line(exc)
             raise BuildError(
                 f"{role} {os.fspath(directory)!r}: {file.name} holds pickled objects other than tensors "
-                f"({_first_line(exc).removeprefix('Weights only load failed. ')}), which are not loaded because "
+                f"({what}), which are not loaded because "
                 "unpickling them can run code: save the weights as model.safetensors where you trust the file "
                 "(`model.save_pretrained(dir)`), or use a copy that has model.safetensors"
             ) from None
