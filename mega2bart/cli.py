@@ -36,6 +36,7 @@ from .cli_options import (
     one_line_os_errors,
     os_error_line,
     require_one_of,
+    require_writable,
     with_generation_options,
     with_run_config,
 )
@@ -107,36 +108,12 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
 
 
-def _require_writable(path: Path, what: str) -> None:
-    """Fail in one line, before anything loads, when `path` (a file or folder to create) cannot be written: its
-    nearest existing ancestor is a file, or a folder this process may not write in."""
-    target = Path(path).expanduser().absolute()
-    if target.is_symlink() and not target.exists():  # a loop of links, or a link to a place that is gone
-        try:
-            os.stat(target)
-        except OSError as exc:  # ELOOP, or ENOENT naming the missing target
-            fail(f"{what} {str(path)!r} is a symbolic link that leads nowhere: {os_error_line(exc, path)}")
-    # an existing folder must be writable itself; an existing file, pipe or device is the command's to judge
-    # (replaced, skipped or written to); a new path needs its nearest existing ancestor to be a writable folder
-    if target.exists() and not target.is_dir():
-        return
-    ancestor = target
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        fail(f"{what} {str(path)!r} cannot be written: {str(ancestor)!r} is a file, not a folder; choose another path")
-    if os.statvfs(ancestor).f_flag & os.ST_RDONLY:
-        fail(f"{what} {str(path)!r} cannot be written: {str(ancestor)!r} is on a read-only file system")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        fail(f"{what} {str(path)!r} cannot be written: no write permission in {str(ancestor)!r}")
-
-
 def _start(quiet: bool, output: Path, what: str) -> None:
     """The start of a command that writes OUTPUT (build, train, eval, summarize, pretrain): mega2bart's log
     on stderr (`--quiet`: only warnings and errors, and the libraries quiet too), then, before anything
     loads, a one-line failure when OUTPUT cannot be written."""
     _setup_logging(not quiet, libraries=quiet)
-    _require_writable(output, what)
+    require_writable(output, what)
 
 
 @contextlib.contextmanager

@@ -6,7 +6,9 @@
 once, as a field (`mega2bart.config_types.setting`), with its help, flag and range.
 
 `fail` lives here, not in `mega2bart.cli`, because a generated option's bad value (a word outside its
-`choices`, a malformed `--set`, a config that does not load) fails as a command's own checks do.
+`choices`, a malformed `--set`, a config that does not load) fails as a command's own checks do. So do the
+checks every writing command shares: `require_writable` (before anything loads) and `os_error_line` /
+`one_line_os_errors` (the operating system's errors, whenever they come, as one line naming the path).
 """
 
 from __future__ import annotations
@@ -95,6 +97,30 @@ def one_line_os_errors(command: Callable[..., None], output_options: Iterable[st
             fail(line)
 
     return run
+
+
+def require_writable(path: Path, what: str) -> None:
+    """Fail in one line, before anything loads, when `path` (a file or folder to create) cannot be written: its
+    nearest existing ancestor is a file, or a folder this process may not write in."""
+    target = Path(path).expanduser().absolute()
+    if target.is_symlink() and not target.exists():  # a loop of links, or a link to a place that is gone
+        try:
+            os.stat(target)
+        except OSError as exc:  # ELOOP, or ENOENT naming the missing target
+            fail(f"{what} {str(path)!r} is a symbolic link that leads nowhere: {os_error_line(exc, path)}")
+    # an existing folder must be writable itself; an existing file, pipe or device is the command's to judge
+    # (replaced, skipped or written to); a new path needs its nearest existing ancestor to be a writable folder
+    if target.exists() and not target.is_dir():
+        return
+    ancestor = target
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        fail(f"{what} {str(path)!r} cannot be written: {str(ancestor)!r} is a file, not a folder; choose another path")
+    if os.statvfs(ancestor).f_flag & os.ST_RDONLY:
+        fail(f"{what} {str(path)!r} cannot be written: {str(ancestor)!r} is on a read-only file system")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        fail(f"{what} {str(path)!r} cannot be written: no write permission in {str(ancestor)!r}")
 
 
 def require_one_of(flag: str, word: str, choices: Iterable[str], given: str | None = None) -> None:
