@@ -22,20 +22,22 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
+from .cli_logging import setup_logging as _setup_logging
 from .cli_options import (
     ERROR_EXIT_CODE,
     at_command_end,
     fail,
+    one_line_os_errors,
+    os_error_line,
     require_one_of,
+    require_writable,
     with_command_end,
     with_generation_options,
     with_ranges,
@@ -55,8 +57,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-_LOG_HANDLER_NAME = "mega2bart-cli"
-
 
 @app.callback()
 def _start_up() -> None:
@@ -67,72 +67,9 @@ def _start_up() -> None:
     keep_rss_near_live()
 
 
-def _quiet_libraries() -> None:
-    """--quiet: no progress bars (datasets, transformers' loading and saving, the Hub's), transformers warnings (e.g.
-    generation length notes) only as errors."""
-    import datasets
-    import huggingface_hub.utils
-    import transformers
-
-    datasets.disable_progress_bars()
-    huggingface_hub.utils.disable_progress_bars()
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
-
-
-class _StderrHandler(logging.StreamHandler):
-    """A stream handler that writes to whatever `sys.stderr` is when a record comes, not the stream it was made
-    with: a command run in-process (typer's CliRunner, a notebook) swaps stderr and may close the old one, and a
-    later record would then end in "--- Logging error --- I/O operation on closed file"."""
-
-    def __init__(self) -> None:
-        super().__init__(sys.stderr)
-
-    @property
-    def stream(self) -> Any:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value: Any) -> None:  # StreamHandler.__init__ and setStream assign it; stderr wins
-        pass
-
-
-def _setup_logging(verbose: bool, *, libraries: bool = False) -> None:
-    """Send mega2bart's log records to the current stderr (one handler, replaced on each command);
-    `libraries`: quiet the libraries too (`_quiet_libraries`, for --quiet of train, eval, summarize)."""
-    if libraries:
-        _quiet_libraries()
-    logger = logging.getLogger("mega2bart")
-    for handler in list(logger.handlers):
-        if handler.get_name() == _LOG_HANDLER_NAME:
-            logger.removeHandler(handler)
-    handler = _StderrHandler()
-    handler.set_name(_LOG_HANDLER_NAME)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO if verbose else logging.WARNING)
-
-
 def _one_line(exc: BaseException) -> str:
     """`TypeName: message` on one line (library errors can span many)."""
     return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
-
-
-def _require_writable(path: Path, what: str) -> None:
-    """Fail in one line, before anything loads, when `path` (a file or folder to create) cannot be written: its
-    nearest existing ancestor is a file, or a folder this process may not write in."""
-    target = Path(path).expanduser().absolute()
-    # an existing folder must be writable itself; an existing file, pipe or device is the command's to judge
-    # (replaced, skipped or written to); a new path needs its nearest existing ancestor to be a writable folder
-    if target.exists() and not target.is_dir():
-        return
-    ancestor = target
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        fail(f"{what} {str(path)!r} cannot be written: {str(ancestor)!r} is a file, not a folder; choose another path")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        fail(f"{what} {str(path)!r} cannot be written: no write permission in {str(ancestor)!r}")
 
 
 def _start(quiet: bool, output: Path, what: str, command: str) -> None:
@@ -141,7 +78,7 @@ def _start(quiet: bool, output: Path, what: str, command: str) -> None:
     loads, a one-line failure when OUTPUT cannot be written or another process is writing it: the command
     holds OUTPUT's lock (`mega2bart.output_lock`) until it ends (`with_command_end`)."""
     _setup_logging(not quiet, libraries=quiet)
-    _require_writable(output, what)
+    require_writable(output, what)
     from .output_lock import OutputInUse, hold_output
 
     try:
@@ -153,16 +90,16 @@ def _start(quiet: bool, output: Path, what: str, command: str) -> None:
 
 
 @contextlib.contextmanager
-def _run_errors() -> Iterator[None]:
+def _run_errors(output_dir: str) -> Iterator[None]:
     """The errors of a training run (train, pretrain) as one-line failures: bad settings, a missing file or
-    package with their own message; the file system's, torch's (out of memory), datasets' and transformers'
-    (OSError, RuntimeError) as `TypeName: message`."""
+    package with their own message; the operating system's (a full disk, ...) as `os_error_line`; torch's (out of
+    memory), datasets' and transformers' (OSError, RuntimeError) as `TypeName: message`."""
     try:
         yield
     except (ValueError, FileNotFoundError, ImportError) as exc:
         fail(str(exc))
     except (OSError, RuntimeError) as exc:
-        fail(_one_line(exc))
+        fail(os_error_line(exc, output_dir) or _one_line(exc))
 
 
 def _warn(message: str) -> None:
@@ -285,6 +222,7 @@ def info(
 
 
 @app.command()
+@with_command_end
 def export(
     source: Annotated[str, typer.Argument(help="MEGA Hub id (owner/name[@revision]) or folder, or a mega2bart model.")],
     output_dir: Annotated[Path, typer.Argument(help="Folder to write (must be empty or absent).")],
@@ -297,7 +235,7 @@ def export(
     quiet: Annotated[bool, typer.Option(help="Only warnings and errors.")] = False,
 ) -> None:
     """Write a MEGA model (a mega2bart model: its encoder) as a folder that loads with trust_remote_code alone."""
-    _start(quiet, output_dir.expanduser(), "OUTPUT_DIR")
+    _start(quiet, output_dir.expanduser(), "OUTPUT_DIR", "export")
     from .builder import BuildError
     from .export import export_mega
 
@@ -330,10 +268,13 @@ def fill_mask(
 
     import mega2bart  # noqa: F401  (registers MEGA with the Auto classes)
 
+    from .documents import unicode_problem
     from .presets import DEFAULT_ENCODER
 
     if preset is not None and model is not None:
         fail("pass either --model or --preset, not both")
+    if unicode_problem(text) is not None:
+        fail(f"the text holds {unicode_problem(text)}: pass the text as UTF-8")
     if preset is not None:
         if preset != "tiny":
             fail(f"fill-mask knows only --preset tiny (got {preset!r}); for real models pass --model")
@@ -350,11 +291,14 @@ def fill_mask(
         fill = pipeline("fill-mask", model=mlm, tokenizer=tokenizer, top_k=top_k)
     else:
         name = model or DEFAULT_ENCODER
+        from .builder.checks import check_rows_hold_tokenizer, vocabulary_rows
         from .builder.integrity import check_model_files
 
         try:
             check_model_files(name, "fill-mask model")
             fill = pipeline("fill-mask", model=name, top_k=top_k)
+            resized = "its embeddings were resized below its tokenizer: resize them to the tokenizer's size and save"
+            check_rows_hold_tokenizer(fill.tokenizer, vocabulary_rows({"model": fill.model}), "the model", resized)
         except (OSError, ValueError) as exc:
             fail(f"could not load fill-mask model {name!r}: {str(exc).splitlines()[0] if str(exc) else exc}")
     mask = fill.tokenizer.mask_token
@@ -391,8 +335,8 @@ def train(
     from .training import METRICS_FILE
     from .training import train as run_training
 
-    _plan_check(plan_check, "preflight_train", train_config)
-    with _run_errors():
+    plan_check(plan_check, "preflight_train", train_config)
+    with _run_errors(train_config.output_dir):
         results = run_training(train_config, overwrite=overwrite, quiet=quiet)
     if os.environ.get("RANK", "0") != "0":  # under torchrun/accelerate only the main process reports
         return
@@ -442,7 +386,7 @@ def evaluate(
     _start(quiet, output_dir, "--output-dir", "eval")
     from .evaluation import evaluate_model
 
-    _plan_check(plan_check, "preflight_generate", model, max_input_tokens, batch_size, generation, dtype)
+    plan_check(plan_check, "preflight_generate", model, max_input_tokens, batch_size, generation, dtype)
     try:
         report = evaluate_model(
             model,
@@ -512,7 +456,7 @@ def summarize(
         check_output(output, files, skip_existing=skip_existing, overwrite=overwrite)  # before the model loads
     except (ValueError, FileExistsError) as exc:
         fail(str(exc))
-    _plan_check(plan_check, "preflight_generate", model, max_input_tokens, batch_size, generation, dtype)
+    plan_check(plan_check, "preflight_generate", model, max_input_tokens, batch_size, generation, dtype)
     try:
         summarizer = Summarizer.load(
             model,
@@ -553,7 +497,7 @@ def pretrain(
     _start(quiet, Path(pretrain_config.output_dir), "--output-dir", "pretrain")
     from .pretraining import METRICS_FILE, run_pretraining
 
-    with _run_errors():
+    with _run_errors(pretrain_config.output_dir):
         final = run_pretraining(pretrain_config)
     phases_run = json.loads((final.parent / METRICS_FILE).read_text())["phases"]
     for phase in phases_run:
@@ -642,20 +586,10 @@ def demo(
         fail(str(exc))
 
 
-def _plan_check(enabled: bool, check: str, *args: Any) -> None:
-    """The CUDA pre-flight of train/eval/summarize (`mega2bart.plan.preflight_*`): a run that does not fit stops here."""
-    if not enabled:
-        return
-    from . import plan as planner
-
-    if check == "preflight_generate":  # (model, context, batch size, GenerationOptions, dtype)
-        model, context, batch_size, generation, dtype = args
-        args = (model, context, batch_size, generation.num_beams, generation.max_new_tokens, dtype)
-    try:
-        getattr(planner, check)(*args)
-    except planner.PlanError as exc:
-        fail(str(exc))
-
+# every command: an operating-system error (full disk, read-only file system, symlink loop, ...) is one line naming
+# the path, whichever step of the command met it
+for _command in app.registered_commands:
+    _command.callback = one_line_os_errors(_command.callback, ("output", "output_dir"))
 
 if __name__ == "__main__":
     app()

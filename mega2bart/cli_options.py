@@ -6,7 +6,9 @@
 once, as a field (`mega2bart.config_types.setting`), with its help, flag and range.
 
 `fail` lives here, not in `mega2bart.cli`, because a generated option's bad value (a word outside its
-`choices`, a malformed `--set`, a config that does not load) fails as a command's own checks do.
+`choices`, a malformed `--set`, a config that does not load) fails as a command's own checks do. So do the
+checks every writing command shares: `require_writable` (before anything loads) and `os_error_line` /
+`one_line_os_errors` (the operating system's errors, whenever they come, as one line naming the path).
 `with_command_end` gives a command an end that `at_command_end` callbacks run at (the output lock's release).
 """
 
@@ -15,14 +17,19 @@ from __future__ import annotations
 import atexit
 import contextlib
 import dataclasses
+import errno
+import functools
 import inspect
 import math
+import os
+import re
 import types
 import typing
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
 
+import click
 import typer
 
 from .config_types import MAX_INT, RunConfig, field_help, shown_number
@@ -33,8 +40,91 @@ ERROR_EXIT_CODE = 2
 
 def fail(message: str) -> NoReturn:
     """A user error: `error: MESSAGE` on stderr, exit code `ERROR_EXIT_CODE`, no traceback."""
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    shown = message.encode("utf-8", "backslashreplace").decode("utf-8")  # a file name's undecodable bytes as \xNN
+    typer.secho(f"error: {shown}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=ERROR_EXIT_CODE)
+
+
+# what to do about an operating-system error while a command reads or writes its files
+_OS_ERROR_FIXES = {
+    errno.ENOSPC: "free space there, or write to another place, and run the command again",
+    errno.EDQUOT: "free space within your quota, or write to another place, and run the command again",
+    errno.EROFS: "that file system is mounted read-only: write to another place",
+    errno.EACCES: "you may not write or read there: change its permissions, or choose another place",
+    errno.EPERM: "the operation is not permitted there: change its permissions, or choose another place",
+    errno.ELOOP: "it is a loop of symbolic links: remove or fix the link, or choose another path",
+    errno.EISDIR: "a folder stands where a file must go: move it away, or choose another path",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path",
+    errno.ENAMETOOLONG: "the name is too long: choose a shorter path",
+    errno.EIO: "the device reported an input/output error: check the disk, or write to another place",
+}
+
+
+def os_error_line(exc: BaseException, path: str | os.PathLike | None = None) -> str | None:
+    """The one line of an operating-system error (ENOSPC, EROFS, ELOOP, EACCES, EISDIR, ...) anywhere in the chain
+    of `exc`, or None when there is none: the path (the error's own, else `path`: the command's output), what
+    went wrong and what to do. Libraries written in Rust (safetensors, tokenizers) report one only in their
+    message ("... (os error 28)"); torch wraps one in a RuntimeError."""
+    error, number = exc, None
+    while error is not None and number is None:
+        if isinstance(error, OSError) and error.errno is not None:
+            number = error.errno
+            break
+        found = re.search(r"os error (\d+)|Os \{ code: (\d+)", str(error))
+        if found:
+            number = int(found.group(1) or found.group(2))
+            break
+        error = error.__cause__ or error.__context__
+    if number is None or number not in errno.errorcode:
+        return None
+    names = [name for name in (getattr(error, "filename", None), getattr(error, "filename2", None)) if name]
+    where = " -> ".join(repr(os.fsdecode(name)) for name in names) or (repr(os.fspath(path)) if path else "a file")
+    fix = _OS_ERROR_FIXES.get(number, "fix the cause, or choose another place")
+    return f"{where}: {os.strerror(number)} ({errno.errorcode[number]}): {fix}"
+
+
+def one_line_os_errors(command: Callable[..., None], output_options: Iterable[str]) -> Callable[..., None]:
+    """`command` with the operating system's errors as one line (`os_error_line`) and exit code 2; the path of a
+    message that names none is the command's output (the first of its `output_options` given)."""
+
+    @functools.wraps(command)
+    def run(**options: Any) -> None:
+        try:
+            command(**options)
+        except (typer.Exit, click.exceptions.Abort):  # typer.Exit is a RuntimeError: it passes through as it is
+            raise
+        except Exception as exc:
+            output = next((options[name] for name in output_options if options.get(name) is not None), None)
+            line = os_error_line(exc, output)
+            if line is None:
+                raise
+            fail(line)
+
+    return run
+
+
+def require_writable(path: Path, what: str) -> None:
+    """Fail in one line, before anything loads, when `path` (a file or folder to create) cannot be written: its
+    nearest existing ancestor is a file, or a folder this process may not write in."""
+    target = Path(path).expanduser().absolute()
+    if target.is_symlink() and not target.exists():  # a loop of links, or a link to a place that is gone
+        try:
+            os.stat(target)
+        except OSError as exc:  # ELOOP, or ENOENT naming the missing target
+            fail(f"{what} {str(path)!r} is a symbolic link that leads nowhere: {os_error_line(exc, path)}")
+    # an existing folder must be writable itself; an existing file, pipe or device is the command's to judge
+    # (replaced, skipped or written to); a new path needs its nearest existing ancestor to be a writable folder
+    if target.exists() and not target.is_dir():
+        return
+    ancestor = target
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        fail(f"{what} {str(path)!r} cannot be written: {str(ancestor)!r} is a file, not a folder; choose another path")
+    if os.statvfs(ancestor).f_flag & os.ST_RDONLY:
+        fail(f"{what} {str(path)!r} cannot be written: {str(ancestor)!r} is on a read-only file system")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        fail(f"{what} {str(path)!r} cannot be written: no write permission in {str(ancestor)!r}")
 
 
 def require_one_of(flag: str, word: str, choices: Iterable[str], given: str | None = None) -> None:
@@ -305,3 +395,18 @@ def with_generation_options(command: Callable[..., None]) -> Callable[..., None]
             fail(str(exc))
 
     return with_fields_of("generation", field_options, build)(command)
+
+
+def plan_check(enabled: bool, check: str, *args: Any) -> None:
+    """The CUDA pre-flight of train/eval/summarize (`mega2bart.plan.preflight_*`): a run that does not fit stops here."""
+    if not enabled:
+        return
+    from . import plan as planner
+
+    if check == "preflight_generate":  # (model, context, batch size, GenerationOptions, dtype)
+        model, context, batch_size, generation, dtype = args
+        args = (model, context, batch_size, generation.num_beams, generation.max_new_tokens, dtype)
+    try:
+        getattr(planner, check)(*args)
+    except planner.PlanError as exc:
+        fail(str(exc))

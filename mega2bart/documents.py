@@ -32,6 +32,7 @@ import bisect
 import codecs
 import html.parser
 import json
+import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -196,6 +197,7 @@ def load_documents(
                 yield Document(STDIN, _nonblank(STDIN, _read_stdin(stdin), "standard input"))
                 continue
             path = _supported_file(Path(raw))
+            _unicode_name(path)
             suffix = path.suffix.lower()
             if suffix in JSONL_SUFFIXES:
                 yield from (Document(*pair) for pair in _read_jsonl(path, refused, text_fields, field_hint))
@@ -251,6 +253,41 @@ def _decode(doc_id: str, data: bytes) -> str:
     return text
 
 
+def _unicode_name(path: Path) -> None:
+    """A file name that is not UTF-8 (Python holds its bytes as lone surrogates) cannot be a record's id: refuse it
+    by its bytes (its text cannot be printed either)."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        raise DocumentError(shown, "the file name is not valid UTF-8: rename the file (e.g. with `convmv`)") from None
+
+
+def unicode_problem(text: str) -> str | None:
+    """Why `text` cannot be tokenized or written as UTF-8, or None: a byte that was not UTF-8 (a command-line
+    argument or file name keeps it as a surrogate escape) or a lone surrogate (a JSON escape such as "\\ud800"
+    without its pair)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = ord(text[exc.start])
+        if 0xDC80 <= code <= 0xDCFF:
+            return f"a byte that is not UTF-8 (0x{code - 0xDC00:02x} at character {exc.start})"
+        return f"a lone surrogate (\\u{code:04x} at character {exc.start}), which is not valid Unicode"
+    return None
+
+
+def _unicode_text(doc_id: str, text: str, what: str) -> str:
+    problem = unicode_problem(text)
+    if problem is not None:
+        raise DocumentError(
+            doc_id.encode("utf-8", "backslashreplace").decode("utf-8"),
+            f"{what} holds {problem}: fix that escape in the file (a surrogate needs its pair, e.g. "
+            "\\ud83d\\ude00) or remove it",
+        )
+    return text
+
+
 def _newlines(text: str) -> str:
     """Windows ("\\r\\n") and old Mac ("\\r") line breaks as "\\n", as Python's text mode reads files."""
     return text.replace("\r\n", "\n").replace("\r", "\n")
@@ -301,13 +338,13 @@ def _jsonl_document(
     field_name = next((f for f in text_fields if isinstance(row, dict) and f in row), None)
     if field_name is None:
         raise ValueError(_missing_field(where, row, text_fields, field_hint))
-    doc_id, value = str(row.get("id", where)), row[field_name]
+    doc_id, value = _unicode_text(where, str(row.get("id", where)), f'{where}: the "id" field'), row[field_name]
     field_where = f'{where}: the "{field_name}" field'
     if value is None:
         raise DocumentError(doc_id, f"{field_where} is null")
     if not isinstance(value, str):
         raise DocumentError(doc_id, f"{field_where} is of type {type(value).__name__}, not a string")
-    return doc_id, _nonblank(doc_id, value, field_where)
+    return doc_id, _nonblank(doc_id, _unicode_text(doc_id, value, field_where), field_where)
 
 
 def _missing_field(where: str, row: Any, text_fields: Sequence[str], field_hint: str) -> str:
@@ -334,4 +371,5 @@ __all__ = [
     "load_documents",
     "page_at",
     "read_documents",
+    "unicode_problem",
 ]

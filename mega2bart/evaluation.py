@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -123,19 +124,24 @@ def evaluate_model(
         },
         "throughput": {**model_precision(summarizer.model), **throughput(len(rows), seconds)},
     }
-    output_dir.mkdir(parents=True, exist_ok=True)
-    with (output_dir / "predictions.jsonl").open("w", encoding="utf-8") as fh:
-        for i, (result, reference) in enumerate(zip(results, references, strict=True)):
-            record = {
-                "id": result.id,
-                "prediction": result.summary,
-                "reference": reference,
-                "rouge": {name: round(float(values[i]) * 100, 4) for name, values in per_example.items()},
-                "num_tokens": result.num_tokens,
-                "windows": [w.to_dict() for w in result.windows] if len(result.windows) > 1 else [],
-            }
-            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-    (output_dir / "eval_results.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+    records = [
+        {
+            "id": result.id,
+            "prediction": result.summary,
+            "reference": reference,
+            "rouge": {name: round(float(values[i]) * 100, 4) for name, values in per_example.items()},
+            "num_tokens": result.num_tokens,
+            "windows": [w.to_dict() for w in result.windows] if len(result.windows) > 1 else [],
+        }
+        for i, (result, reference) in enumerate(zip(results, references, strict=True))
+    ]
+    _write_outputs(
+        output_dir,
+        {
+            "predictions.jsonl": "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records),
+            "eval_results.json": json.dumps(report, indent=2, default=str),
+        },
+    )
     logger.info(
         "ROUGE-1/2/L/Lsum %.2f/%.2f/%.2f/%.2f on %d examples (%s documents/hour, %s) -> %s",
         *(scores[name]["mean"] for name in ("rouge1", "rouge2", "rougeL", "rougeLsum")),
@@ -145,6 +151,22 @@ def evaluate_model(
         output_dir,
     )
     return report
+
+
+def _write_outputs(output_dir: Path, texts: dict[str, str]) -> None:
+    """Write the files `texts` ({name: text}) in `output_dir`, each whole or not at all: each goes to a hidden
+    ".partial" file first, and they replace the files of their names only once all are written (a full disk
+    while writing leaves the earlier results as they were); no partial file is left behind."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    staged = {name: output_dir / f".{name}.partial" for name in texts}
+    try:
+        for name, text in texts.items():
+            staged[name].write_text(text, encoding="utf-8")
+        for name, path in staged.items():
+            os.replace(path, output_dir / name)
+    finally:
+        for path in staged.values():
+            path.unlink(missing_ok=True)
 
 
 def _summarize_split(

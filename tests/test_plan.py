@@ -209,6 +209,15 @@ def test_preflight_refuses_with_the_fix(monkeypatch, tiny_mega2bart_dir):
     assert planner.preflight_generate(tiny_mega2bart_dir, None, 4, None, None, "fp32") is None
 
 
+@pytest.mark.parametrize("encoder", ["mega", {"max_positions": "abc"}, [1, 2]])
+def test_preflight_leaves_a_damaged_config_to_the_loader(monkeypatch, tmp_path, encoder):
+    """On CUDA, a config.json the loader refuses in one line (`encoder` a string, a size that is text) makes the
+    pre-flight step aside instead of raising its own traceback."""
+    monkeypatch.setattr(planner, "_cuda_free_bytes", lambda: 10 * 1024**3)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "encoder-decoder", "encoder": encoder}))
+    assert planner.preflight_generate(tmp_path, None, 1, None, None, "fp32") is None
+
+
 @pytest.mark.parametrize(
     ("command", "task", "wanted", "unwanted"),
     [

@@ -128,6 +128,29 @@ def embedding_rows(model: PreTrainedModel) -> int:
     return int(model.get_input_embeddings().weight.shape[0])
 
 
+def vocabulary_rows(parts: dict[str, PreTrainedModel]) -> dict[str, int]:
+    """{part: rows} of each part's input embeddings, and of its LM head where it has one ("PART LM head")."""
+    rows = {}
+    for part, model in parts.items():
+        rows[part] = embedding_rows(model)
+        output = model.get_output_embeddings()
+        if output is not None:
+            rows[f"{part} LM head"] = int(output.weight.shape[0])
+    return rows
+
+
+def check_rows_hold_tokenizer(tokenizer: PreTrainedTokenizerBase, rows: dict[str, int], what: str, fix: str) -> None:
+    """Raise `BuildError` when a table of `rows` ({part: rows}) has fewer rows than the tokenizer has tokens:
+    a token id past its end would stop a run with an IndexError. `what` starts the message, `fix` ends it."""
+    n_tokens = len(tokenizer)
+    for part, count in rows.items():
+        if count < n_tokens:
+            raise BuildError(
+                f"{what}: the tokenizer has {n_tokens} tokens but the {part} has {count} embedding rows "
+                f"(ids {count} to {n_tokens - 1} have none); {fix}"
+            )
+
+
 def check_vocabularies(
     tokenizer: PreTrainedTokenizerBase, encoder: PreTrainedModel, decoder: PreTrainedModel
 ) -> dict[str, Any]:
@@ -138,16 +161,14 @@ def check_vocabularies(
     Returns what was checked: `tokenizer_tokens`, `embedding_rows` per part and the special ids.
     """
     n_tokens = len(tokenizer)
-    rows = {"encoder": embedding_rows(encoder), "decoder": embedding_rows(decoder)}
-    output = decoder.get_output_embeddings()
-    if output is not None:
-        rows["decoder LM head"] = int(output.weight.shape[0])
+    rows = vocabulary_rows({"encoder": encoder, "decoder": decoder})
+    check_rows_hold_tokenizer(
+        tokenizer,
+        rows,
+        "vocabulary mismatch",
+        "use the tokenizer the model was trained with (e.g. facebook/bart-large's for BART/MEGA checkpoints)",
+    )
     for part, count in rows.items():
-        if count < n_tokens:
-            raise BuildError(
-                f"vocabulary mismatch: the tokenizer has {n_tokens} tokens but the {part} has {count} embedding rows; "
-                "use the tokenizer the model was trained with (e.g. facebook/bart-large's for BART/MEGA checkpoints)"
-            )
         if count > n_tokens:
             logger.info(
                 "%s has %d embedding rows for %d tokenizer tokens: %d padding rows never indexed",
@@ -234,6 +255,7 @@ def check_context_length(max_input_length: int | None, context: int | None) -> i
 
 __all__ = [
     "check_bare_encoder",
+    "check_rows_hold_tokenizer",
     "check_context_length",
     "check_cross_attention",
     "check_decoder_type",
@@ -241,6 +263,7 @@ __all__ = [
     "check_mega_decoder",
     "check_vocabularies",
     "embedding_rows",
+    "vocabulary_rows",
     "encoder_context_length",
     "is_real_bart",
     "warn_if_tokenizer_ids_differ",

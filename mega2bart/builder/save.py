@@ -24,6 +24,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from ..modeling_mega2bart import Mega2BartModel
 from ..models.mega.modeling_mega import refuse_nonfinite_weights
 from . import remote_code
+from .checks import check_rows_hold_tokenizer, vocabulary_rows
 from .describe import BUILD_INFO_FILE, CONFIG_BUILD_KEY, BuildInfo, ModelDescription, describe_mega2bart
 from .errors import BuildError
 from .fingerprint import folder_fingerprint, recorded_ties
@@ -282,6 +283,13 @@ def load_mega2bart(model_dir: str | os.PathLike, **kwargs: Any) -> tuple[Mega2Ba
         tokenizer = AutoTokenizer.from_pretrained(path, revision=source.revision)
     except (OSError, ValueError) as exc:
         raise hub_error("model", source, exc) from exc
+    check_rows_hold_tokenizer(
+        tokenizer,
+        vocabulary_rows({"encoder": model.encoder, "decoder": model.decoder}),
+        f"model {os.fspath(model_dir)!r}",
+        "its embeddings were resized below its tokenizer: resize them to at least the tokenizer's size "
+        "(`resize_token_embeddings`) and save the model again, or use the tokenizer it was trained with",
+    )
     problems = generation_problems(model.generation_config.to_dict())
     if problems:
         raise BuildError(

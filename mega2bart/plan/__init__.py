@@ -285,16 +285,20 @@ def preflight_generate(
     generation = _read_json(path / "generation_config.json")
     context = max_input_tokens or _read_json(path / "tokenizer_config.json").get("model_max_length")
     if not isinstance(context, int) or context > 10**7:
-        context = _read_json(path / "config.json").get("encoder", {}).get("max_positions", 16384)
-    workload = Workload(
-        task="generate",
-        length=int(context),
-        batch=batch_size,
-        beams=int(num_beams or generation.get("num_beams") or 1),
-        new_tokens=int(max_new_tokens or generation.get("max_new_tokens") or 256),
-        dtype=dtype if dtype in DTYPE_BYTES else "fp32",  # type: ignore[arg-type]
-        device="cuda",
-    )
+        encoder = _read_json(path / "config.json").get("encoder")
+        context = encoder.get("max_positions", 16384) if isinstance(encoder, dict) else 16384
+    try:
+        workload = Workload(
+            task="generate",
+            length=int(context),
+            batch=batch_size,
+            beams=int(num_beams or generation.get("num_beams") or 1),
+            new_tokens=int(max_new_tokens or generation.get("max_new_tokens") or 256),
+            dtype=dtype if dtype in DTYPE_BYTES else "fp32",  # type: ignore[arg-type]
+            device="cuda",
+        )
+    except (PlanError, TypeError, ValueError):  # damaged files: the model's loader names what is wrong
+        return None
     return preflight_check(model, workload, "generate")
 
 

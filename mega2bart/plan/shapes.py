@@ -194,6 +194,13 @@ def load_shape(model_or_preset: str | Path) -> ModelShape:
         raise PlanError(f"{config_file} is not readable JSON ({' '.join(str(exc).split())})") from None
     if not isinstance(config, dict) or "encoder" not in config or "decoder" not in config:
         raise PlanError(f"{config_file} is not an encoder-decoder config (no 'encoder' and 'decoder' sections)")
+    from ..builder import BuildError
+    from ..builder.config_values import check_config_values
+
+    try:
+        check_config_values(config, f"{config_file}")  # the values every command checks before building
+    except BuildError as exc:
+        raise PlanError(str(exc)) from None
     return ModelShape(
         path.name, EncoderShape.from_config(config["encoder"]), DecoderShape.from_config(config["decoder"])
     )

@@ -31,25 +31,26 @@ GENSIM_WIKI_FILE = "enwiki-latest-pages-articles1.xml-p000000010p000030302-short
 
 def load_documents(config: PretrainConfig) -> list[str]:
     """All documents named by `config` (files first, then the dataset), empty ones dropped."""
-    documents = list(_file_documents(config))
+    refused: list[DocumentError] = []
+    documents = list(_file_documents(config, refused))
     if config.dataset:
         documents.extend(_dataset_documents(config))
     documents = [doc for doc in documents if doc.strip()]
     if config.max_documents is not None:
         documents = documents[: config.max_documents]
     if not documents:
-        raise ValueError("the text sources hold no non-empty document: check `text_files`/`dataset`")
+        first = f" (text_files: {len(refused)} refused, first: {refused[0]})" if refused else ""
+        raise ValueError(f"the text sources hold no non-empty document{first}: check `text_files`/`dataset`")
     logger.info("read %d documents (%d characters)", len(documents), sum(map(len, documents)))
     return documents
 
 
-def _file_documents(config: PretrainConfig) -> Iterator[str]:
+def _file_documents(config: PretrainConfig, refused: list[DocumentError]) -> Iterator[str]:
     """The texts of `config.text_files` (directories expanded), read by `mega2bart.documents`, one file
     (or .jsonl line) at a time; .jsonl lines hold the text in `config.text_column`.
 
     Documents that cannot be used (empty or whitespace, a null or non-string field, not UTF-8) are
-    skipped, each logged at debug level and counted in one warning once the files are read."""
-    refused: list[DocumentError] = []
+    skipped (added to `refused`), each logged at debug level and counted in one warning once the files are read."""
     files = document_files(config.text_files)
     hint = "pass text_column"
     for _, text in read_documents(files, refused=refused, text_fields=(config.text_column,), field_hint=hint):
@@ -114,7 +115,7 @@ def _stream_column(rows: Any, name: str, column: str) -> Iterator[str]:
 
 def iter_documents(config: PretrainConfig) -> Iterator[str]:
     """The documents of `load_documents`, in the same order, read one at a time (for streaming)."""
-    sources = itertools.chain(_file_documents(config), _dataset_documents(config) if config.dataset else ())
+    sources = itertools.chain(_file_documents(config, []), _dataset_documents(config) if config.dataset else ())
     documents = (doc for doc in sources if doc.strip())
     return itertools.islice(documents, config.max_documents)
 

@@ -171,11 +171,13 @@ def summarize_files(
     output.parent.mkdir(parents=True, exist_ok=True)
     bar = progress_bar(progress, desc="documents", total=len(todo), unit="doc")
     start = time.perf_counter()
-    with output.open("w" if overwrite else "a", encoding="utf-8") as fh:
-        regular = stat.S_ISREG(os.fstat(fh.fileno()).st_mode)  # a pipe or terminal cannot be fsynced
-        written, windowed = write_groups(summarizer, groups, fh, fsync=regular, bar=bar)
-    if bar is not None:
-        bar.close()
+    try:
+        with output.open("w" if overwrite else "a", encoding="utf-8") as fh:
+            regular = stat.S_ISREG(os.fstat(fh.fileno()).st_mode)  # a pipe or terminal cannot be fsynced
+            written, windowed = write_groups(summarizer, groups, fh, fsync=regular, bar=bar)
+    finally:  # a failure (a full disk...) is then reported on a line of its own
+        if bar is not None:
+            bar.close()
     seconds = time.perf_counter() - start
     counts = {
         "documents": len(documents) + len(refused),

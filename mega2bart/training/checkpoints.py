@@ -217,6 +217,16 @@ def prepare_output_dir(config: TrainConfig, overwrite: bool = False) -> None:
         )
 
 
+def _is_run_entry(path: Path, names: set[str]) -> bool:
+    """Whether `_delete_run` would delete `path`: a checkpoint folder, or a file the run wrote."""
+    return bool(
+        _CHECKPOINT_NAME.match(path.name)
+        or path.name.startswith(INCOMPLETE_PREFIX + "checkpoint-")
+        or path.name in names
+        or re.fullmatch(r"model-\d+-of-\d+\.safetensors", path.name)
+    )
+
+
 def _delete_run(output_dir: Path) -> None:
     """Delete what a run wrote in `output_dir`: checkpoints, its config and metrics, the final model's
     weights, configs and remote code. Other files stay (the tokenizer files are rewritten by the next run)."""
@@ -235,6 +245,13 @@ def _delete_run(output_dir: Path) -> None:
         BUILD_INFO_FILE,
         *REMOTE_CODE_FILES,
     }
+    run_links = sorted(str(path) for path in output_dir.iterdir() if path.is_symlink() and _is_run_entry(path, names))
+    if run_links:  # rmtree would follow none, but a link's target is not this run's to delete: refuse before any
+        raise ValueError(
+            f"--overwrite deletes only what a run wrote inside --output-dir, and {run_links[0]!r} is a symbolic link "
+            f"(to {os.readlink(run_links[0])!r}): nothing was deleted; remove the link yourself, or choose another "
+            "--output-dir"
+        )
     deleted = 0
     for path in output_dir.iterdir():
         run_folder = path.is_dir() and (

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import os
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -289,6 +291,14 @@ class TrainConfig(RunConfig):
             raise ValueError(
                 f"`extra_training_args` has {unknown}, which are not Seq2SeqTrainingArguments fields: check the spelling"
             )
+        hints = typing.get_type_hints(Seq2SeqTrainingArguments)
+        for name, value in self.extra_training_args.items():
+            expected = _wrong_shape(value, hints[name])
+            if expected:
+                raise ValueError(
+                    f"`extra_training_args.{name}` ({value!r}) must be {expected}, as Seq2SeqTrainingArguments.{name} "
+                    "is: fix its value"
+                )
 
     # ------------------------------------------------------------------ resolution
 
@@ -355,3 +365,22 @@ class TrainConfig(RunConfig):
             **self._derived_training_args(),
             **self.extra_training_args,
         )
+
+
+def _wrong_shape(value: Any, annotation: Any) -> str | None:
+    """What a `Seq2SeqTrainingArguments` field of type `annotation` takes, when `value` is not of that shape: a
+    mapping field (`lr_scheduler_kwargs`) takes a mapping or its JSON text, a numeric one a number; None when
+    `value` fits (other fields are left to transformers)."""
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    members = typing.get_args(annotation) if union else (annotation,)
+    optional = type(None) in members
+    if value is None:
+        return None if optional else "given (not null)"
+    kinds = {typing.get_origin(member) or member for member in members} - {type(None)}
+    if dict in kinds:
+        fits = isinstance(value, (dict, str))
+        return None if fits else "a mapping (e.g. {num_cycles: 2}) or its JSON text" + (" or null" if optional else "")
+    if kinds and kinds <= {int, float, bool}:
+        number = isinstance(value, (int, float)) and (isinstance(value, bool) == (kinds == {bool}))
+        return None if number else ("true or false" if kinds == {bool} else "a number")
+    return None

@@ -8,9 +8,12 @@ and tests/test_distributed.py: the multi-process paths)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,7 +22,7 @@ from typer.testing import CliRunner
 from mega2bart.cli import ERROR_EXIT_CODE, app
 
 from .conftest import OUTCOMES
-from .damage import KINDS, damage
+from .damage import KINDS, MEGA_VALUES, MODEL_VALUES, damage, damage_config, pickle_only, shrink_vocabulary
 
 DAMAGES = ("missing", "empty-dir", *(kind for kind in KINDS if kind != "generation-malformed"))
 MODEL_COMMANDS = {
@@ -30,7 +33,10 @@ MODEL_COMMANDS = {
     "build-encoder": lambda m, t: ["build", t / "out", "--encoder", m, "--preset", "tiny"],
     "pretrain": lambda m, t: ["pretrain", "--encoder", m, "--text-files", t / "text.txt", "--output-dir", t / "out"],
     "fill-mask": lambda m, t: ["fill-mask", "Hello <mask>.", "--model", m],
+    "plan": lambda m, t: ["plan", m],
 }
+ENCODER_READERS = ("build-encoder", "pretrain", "fill-mask")  # the commands that read a bare MEGA folder
+CONFIG_READERS = ("info", "plan", "eval", "summarize", "train")  # ... and a mega2bart model's config.json
 DATA_FAULTS = {
     "missing": ("nope.jsonl", None),
     "empty": ("empty.jsonl", ""),
@@ -123,8 +129,10 @@ def workspace(tmp_path: Path, tiny_mega2bart_dir: Path, tiny_mega_encoder_dir: P
     for name, text in DATA_FAULTS.values():
         if text is not None:
             (tmp_path / name).write_text(text, encoding="utf-8")
-    shutil.copytree(tiny_mega2bart_dir, tmp_path / "model")
-    shutil.copytree(tiny_mega_encoder_dir, tmp_path / "encoder")
+    # hard links: the session's one tiny model, not a copy per case (a command that wrote into it would change
+    # the digests all the same)
+    shutil.copytree(tiny_mega2bart_dir, tmp_path / "model", copy_function=os.link)
+    shutil.copytree(tiny_mega_encoder_dir, tmp_path / "encoder", copy_function=os.link)
     return tmp_path
 
 
@@ -151,10 +159,14 @@ def _check(workspace: Path, args: list, names: str) -> None:
     assert not changed, "a user file changed"
 
 
-@pytest.mark.parametrize("damage", DAMAGES)
-@pytest.mark.parametrize("command", MODEL_COMMANDS)
+@pytest.mark.parametrize(
+    ("command", "damage"),
+    [
+        (c, d) for c in MODEL_COMMANDS for d in DAMAGES if not (c == "plan" and d.startswith("weights"))
+    ],  # plan: config only
+)
 def test_damaged_model_directory(workspace: Path, command: str, damage: str) -> None:
-    source = "encoder" if command in ("build-encoder", "pretrain", "fill-mask") else "model"
+    source = "encoder" if command in ENCODER_READERS else "model"
     path = _damaged(workspace, damage, source)
     named = {"config-malformed": "config.json", "config-list": "config.json"}.get(damage, path.name)
     if damage.startswith("weights"):
@@ -192,10 +204,282 @@ def test_output_location_that_cannot_be_written(workspace: Path, command: str) -
 
 
 def test_matrix_size() -> None:
-    """The matrix holds at least 100 cases over every command."""
-    cases = len(MODEL_COMMANDS) * len(DAMAGES) + len(DATA_COMMANDS) * len(DATA_FAULTS) + len(_settings(Path(), Path()))
-    cases += 5  # unwritable output locations
-    assert cases >= 100, cases
-    commands = {args[0] for args, _ in _settings(Path(), Path()).values()} | {"info", "eval", "train"}
-    assert commands >= {"build", "info", "train", "eval", "summarize", "pretrain", "fill-mask"}
+    """The matrix holds at least 250 cases over every command and every family of faults."""
+    p, t = Path(), Path()
+    families = {
+        "damaged model folders": len(MODEL_COMMANDS) * len(DAMAGES) - 3,  # plan reads no weights
+        "dataset files": len(DATA_COMMANDS) * len(DATA_FAULTS),
+        "settings": len(_settings(p, t)),
+        "unwritable outputs": 5,
+        "config.json values": len(CONFIG_READERS) * len({**MEGA_VALUES, **MODEL_VALUES})
+        + (1 + len(ENCODER_READERS)) * len(MEGA_VALUES),
+        "pickle weights": len(MODEL_COMMANDS) - 1,
+        "vocabulary below the tokenizer": 6 + len(ENCODER_READERS),
+        "text not valid Unicode": len(_unicode_cases(p, p, t)),
+        "settings of the wrong shape": len(_shapes(p, t)),
+        "the machine's faults": 2 * len(_outputs(p, t, p)) + 3 + 1 + 4,
+    }
+    assert sum(families.values()) >= 250, families
+    commands = {args[0] for args, _ in _settings(p, t).values()} | {"info", "eval", "train", "plan"}
+    assert commands >= {"build", "info", "train", "eval", "summarize", "pretrain", "fill-mask", "plan"}
     assert json.dumps(DAMAGES)  # the kinds of damage are plain names, listed in the test ids
+
+
+# ----------------------------------------------------------------------------- config.json values
+
+
+@pytest.mark.parametrize("kind", [*MEGA_VALUES, *MODEL_VALUES])
+@pytest.mark.parametrize("command", CONFIG_READERS)
+def test_model_config_value(workspace: Path, command: str, kind: str) -> None:
+    """A config.json value of the wrong type or out of range, in a mega2bart model: refused by name before
+    anything is built, by every command that reads the model."""
+    path = damage_config(workspace / "model", workspace / "bad-model", kind)
+    named = {**MEGA_VALUES, **MODEL_VALUES}[kind][1]
+    _check(workspace, MODEL_COMMANDS[command](path, workspace), named)
+
+
+@pytest.mark.parametrize("kind", MEGA_VALUES)
+@pytest.mark.parametrize("command", ["info", *ENCODER_READERS])
+def test_encoder_config_value(workspace: Path, command: str, kind: str) -> None:
+    """The same in a bare MEGA folder (an encoder to build from, pretrain or fill masks with)."""
+    path = damage_config(workspace / "encoder", workspace / "bad-encoder", kind)
+    _check(workspace, MODEL_COMMANDS[command](path, workspace), MEGA_VALUES[kind][1])
+
+
+@pytest.mark.parametrize("command", [c for c in MODEL_COMMANDS if c != "plan"])
+def test_pickle_weights(workspace: Path, command: str) -> None:
+    """Weights only in a pytorch_model.bin that pickles more than tensors: refused in one line, nothing run."""
+    source = "encoder" if command in ENCODER_READERS else "model"
+    path = pickle_only(workspace / source, workspace / f"pickled-{source}")
+    _check(workspace, MODEL_COMMANDS[command](path, workspace), "pytorch_model.bin")
+
+
+@pytest.fixture(scope="session")
+def shrunk_models(tmp_path_factory, tiny_mega2bart_dir: Path, tiny_mega_encoder_dir: Path) -> dict[str, Path]:
+    """Models whose token embeddings were resized below their tokenizer (1,000 rows for 50,265 tokens), once per
+    session: {"encoder": a mega2bart model with a small encoder table, "decoder": ... decoder, "": a bare MEGA}."""
+    root = tmp_path_factory.mktemp("shrunk")
+    return {
+        "encoder": shrink_vocabulary(tiny_mega2bart_dir, root / "encoder-part", "encoder"),
+        "decoder": shrink_vocabulary(tiny_mega2bart_dir, root / "decoder-part", "decoder"),
+        "": shrink_vocabulary(tiny_mega_encoder_dir, root / "mega", ""),
+    }
+
+
+@pytest.mark.parametrize(
+    ("command", "part"),
+    [(c, p) for c in ("summarize", "eval", "train") for p in ("encoder", "decoder")]
+    + [(c, "") for c in ENCODER_READERS],
+)
+def test_vocabulary_below_tokenizer(workspace: Path, shrunk_models: dict[str, Path], command: str, part: str) -> None:
+    """Token ids past the end of the embedding table were an IndexError mid-run: refused by name at load."""
+    path = workspace / "shrunk"
+    shutil.copytree(shrunk_models[part], path, copy_function=os.link)
+    named = "vocab_size" if command == "pretrain" else "embedding rows"
+    _check(workspace, MODEL_COMMANDS[command](path, workspace), named)
+
+
+# ----------------------------------------------------------------------------- text that is not valid Unicode
+
+
+def _unicode_cases(model: Path, encoder: Path, t: Path) -> dict[str, tuple[list, str]]:
+    """(arguments, what the message must name); the files are written by `_unicode_files`."""
+    name = os.fsdecode(b"na\xefve.txt")
+    data = ["--dataset", t / "surrogate-data.jsonl", "--output-dir", t / "out"]
+    return {
+        "summarize surrogate in text": (["summarize", model, t / "surrogate.jsonl", "--output", t / "o.jsonl"],
+                                        "surrogate.jsonl:1"),
+        "summarize surrogate in id": (["summarize", model, t / "surrogate-id.jsonl", "--output", t / "o.jsonl"],
+                                      "surrogate-id.jsonl:1"),
+        "summarize file name not UTF-8": (["summarize", model, t / name, "--output", t / "o.jsonl"], "na\\xefve"),
+        "summarize bytes not UTF-8": (["summarize", model, t / "latin1.txt", "--output", t / "o.jsonl"], "latin1.txt"),
+        "eval surrogate in text": (["eval", model, "--split", "train", *data], "surrogate-data.jsonl"),
+        "train surrogate in text": (["train", "--model", model, "--eval-split", "none", "--max-steps", "1", *data],
+                                    "surrogate-data.jsonl"),
+        "fill-mask byte not UTF-8": (["fill-mask", "Hello \udcff <mask>.", "--model", encoder], "0xff"),
+        "fill-mask surrogate": (["fill-mask", "Hello \ud800 <mask>.", "--preset", "tiny"], "surrogate"),
+        "pretrain bytes not UTF-8": (["pretrain", "--encoder", encoder, "--text-files", t / "latin1.txt",
+                                      "--output-dir", t / "out"], "latin1.txt"),
+        "pretrain file name not UTF-8": (["pretrain", "--encoder", encoder, "--text-files", t / name,
+                                          "--output-dir", t / "out"], "na\\xefve"),
+        "pretrain surrogate in jsonl": (["pretrain", "--encoder", encoder, "--text-files", t / "surrogate.jsonl",
+                                         "--output-dir", t / "out"], "surrogate.jsonl:1"),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(_unicode_cases(Path(), Path(), Path())))
+def test_text_not_valid_unicode(workspace: Path, case: str) -> None:
+    (workspace / "surrogate.jsonl").write_text('{"id": "a", "text": "bad \\ud800 text here"}\n', encoding="utf-8")
+    (workspace / "surrogate-id.jsonl").write_text('{"id": "\\udc80", "text": "fine text"}\n', encoding="utf-8")
+    rows = '{"document": "bad \\ud800 text", "summary": "s"}\n{"document": "a b", "summary": "t"}\n'
+    (workspace / "surrogate-data.jsonl").write_text(rows, encoding="utf-8")
+    (workspace / "latin1.txt").write_bytes("caf\u00e9 cr\u00e8me, a document. ".encode("latin-1") * 5)
+    (workspace / os.fsdecode(b"na\xefve.txt")).write_text("A short document. It has two sentences.")
+    args, named = _unicode_cases(workspace / "model", workspace / "encoder", workspace)[case]
+    _check(workspace, args, named)
+
+
+# ----------------------------------------------------------------------------- --set and YAML values of the wrong shape
+
+
+def _shapes(model: Path, t: Path) -> dict[str, tuple[list, str]]:
+    train = ["train", "--model", model, "--dataset", "aclsum", "--output-dir", t / "out", "--max-steps", "1"]
+    pretrain = ["pretrain", "--encoder", "tiny", "--text-files", t / "text.txt", "--output-dir", t / "out"]
+    return {
+        "train extra_training_args 5": ([*train, "--set", "extra_training_args=5"], "extra_training_args"),
+        "train lr_scheduler_kwargs 5": ([*train, "--set", "extra_training_args={lr_scheduler_kwargs: 5}"],
+                                        "lr_scheduler_kwargs"),
+        "train lr_scheduler_kwargs list": ([*train, "--set", "extra_training_args={lr_scheduler_kwargs: [1]}"],
+                                           "lr_scheduler_kwargs"),
+        "train config lr_scheduler_kwargs 5": ([*train, "--config", t / "kwargs.yaml"], "lr_scheduler_kwargs"),
+        "train freeze list": ([*train, "--set", "freeze=[encoder]"], "freeze"),
+        "train eval_split mapping": ([*train, "--set", "eval_split={a: 1}"], "eval_split"),
+        "train max_steps list": ([*train, "--set", "max_steps=[1]"], "max_steps"),
+        "pretrain text_files 5": ([*pretrain, "--set", "text_files=5"], "text_files"),
+        "pretrain phases list": ([*pretrain, "--set", "phases=[1, 2]"], "phases"),
+        "pretrain mask_ratio mapping": ([*pretrain, "--set", "mask_ratio={a: 1}"], "mask_ratio"),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(_shapes(Path(), Path())))
+def test_setting_of_the_wrong_shape(workspace: Path, case: str) -> None:
+    (workspace / "kwargs.yaml").write_text("extra_training_args:\n  lr_scheduler_kwargs: 5\n", encoding="utf-8")
+    args, named = _shapes(workspace / "model", workspace)[case]
+    _check(workspace, args, named)
+
+
+# ----------------------------------------------------------------------------- the machine's faults
+
+
+def _outputs(model: Path, t: Path, out: Path) -> dict[str, list]:
+    """Each writing command with its output at `out` (a file for summarize, a folder for the others)."""
+    return {
+        "build": ["build", out, "--preset", "tiny"],
+        "summarize": ["summarize", model, t / "doc.txt", "--output", out],
+        "eval": ["eval", model, "--dataset", "aclsum", "--limit", "1", "--output-dir", out],
+        "train": ["train", "--model", model, "--dataset", "aclsum", "--output-dir", out, "--max-steps", "1",
+                  "--eval-split", "none"],
+        "pretrain": ["pretrain", "--encoder", "tiny", "--text-files", t / "text.txt", "--output-dir", out,
+                     "--max-steps", "1", "--max-length", "64"],
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("command", list(_outputs(Path(), Path(), Path())))
+def test_output_is_a_symlink_loop(workspace: Path, command: str) -> None:
+    """An output path that is a loop of symbolic links (ELOOP): one line naming it, nothing written."""
+    loop = workspace / "loop"
+    loop.symlink_to(loop.name)
+    _check(workspace, _outputs(workspace / "model", workspace, loop)[command], "loop")
+
+
+def test_output_device_full(workspace: Path) -> None:
+    """`--output /dev/full`: every write fails with ENOSPC (no root needed)."""
+    if not Path("/dev/full").exists():
+        pytest.skip("this system has no /dev/full")
+    _check(workspace, ["summarize", workspace / "model", workspace / "doc.txt", "--output", "/dev/full"], "/dev/full")
+
+
+def test_eval_result_path_is_a_folder(workspace: Path) -> None:
+    """A folder where eval_results.json goes (EISDIR at the very end): one line, no partial file left."""
+    (workspace / "out" / "eval_results.json").mkdir(parents=True)
+    _check(workspace, _outputs(workspace / "model", workspace, workspace / "out")["eval"], "eval_results.json")
+    assert not list((workspace / "out").glob(".*.partial"))
+
+
+def test_overwrite_keeps_a_checkpoint_link_target(workspace: Path) -> None:
+    """`train --overwrite` over a run whose checkpoint folder is a symbolic link out of --output-dir: refused
+    before anything is deleted, the folder it points to untouched."""
+    elsewhere = workspace / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("not the run's", encoding="utf-8")
+    run = workspace / "out"
+    run.mkdir()
+    (run / "train_config.yaml").write_text(f"model: {workspace / 'model'}\n", encoding="utf-8")
+    (run / "checkpoint-1").symlink_to(elsewhere)
+    args = [*_outputs(workspace / "model", workspace, run)["train"], "--overwrite"]
+    _check(workspace, args, "checkpoint-1")
+    assert (run / "train_config.yaml").is_file() and (run / "checkpoint-1").is_symlink()
+
+
+@pytest.fixture
+def mount_tmpfs():
+    """Mount a small tmpfs (root only; skipped with the reason otherwise); unmounted after the test.
+    `mount(path, size, fill=True)` fills it to the last byte; `read_only(path)` remounts it read-only."""
+    mounted: list[Path] = []
+
+    def mount(path: Path, size: str = "256k", fill: bool = False) -> Path:
+        if os.geteuid() != 0 or shutil.which("mount") is None:
+            pytest.skip("a small or read-only file system needs root to mount a tmpfs")
+        path.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+        if done.returncode:
+            pytest.skip(f"mount -t tmpfs failed here: {done.stderr.decode().strip()}")
+        mounted.append(path)
+        if fill:
+            with contextlib.suppress(OSError), (path / ".filler").open("wb") as fh:
+                while True:
+                    fh.write(b"\0" * 4096)
+                    fh.flush()
+        return path
+
+    def read_only(path: Path) -> None:
+        subprocess.run(["mount", "-o", "remount,ro", str(path)], check=True)
+
+    mount.read_only = read_only  # type: ignore[attr-defined]
+    yield mount
+    for path in reversed(mounted):
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@pytest.mark.parametrize("command", list(_outputs(Path(), Path(), Path())))
+def test_full_file_system(workspace: Path, mount_tmpfs, command: str) -> None:
+    """A full file system under the output (ENOSPC): one line naming the path; build and eval leave no partial
+    output (they write to hidden files that are removed), the others a resumable one."""
+    disk = mount_tmpfs(workspace / "out", fill=True)
+    target = disk / ("s.jsonl" if command == "summarize" else "result")
+    _check(workspace, _outputs(workspace / "model", workspace, target)[command], "ENOSPC")
+    if command in ("build", "eval"):
+        assert [p.name for p in disk.rglob("*") if p.is_file()] == [".filler"]
+
+
+def test_full_disk_mid_record_resumes(workspace: Path, mount_tmpfs) -> None:
+    """The disk fills while a group of summaries is written (a record cut in the middle): one line naming the
+    output; with space again, `--skip-existing` finishes every document exactly once."""
+    docs = workspace / "docs.jsonl"
+    long_id = "d" * 300
+    docs.write_text("".join(json.dumps({"id": f"{long_id}{i}", "text": f"Document {i}. It is short."}) + "\n"
+                            for i in range(24)), encoding="utf-8")  # fmt: skip
+    disk = mount_tmpfs(workspace / "out", size="8k")
+    output = disk / "s.jsonl"
+    args = ["summarize", workspace / "model", docs, "--output", output, "--max-new-tokens", "2", "--num-beams", "1",
+            "--min-new-tokens", "0", "--batch-size", "4"]  # fmt: skip
+    _check(workspace, args, "ENOSPC")
+    assert not output.read_bytes().endswith(b"\n")  # a record was cut
+    subprocess.run(["mount", "-o", "remount,size=1m", str(disk)], check=True)
+    result = CliRunner().invoke(app, [str(a) for a in [*args, "--skip-existing"]])
+    assert result.exit_code == 0, result.output
+    ids = [json.loads(line)["id"] for line in output.read_text(encoding="utf-8").splitlines()]
+    assert sorted(ids) == sorted(f"{long_id}{i}" for i in range(24))
+
+
+@pytest.mark.parametrize("case", ["summarize skip-existing", "summarize overwrite", "build overwrite", "train"])
+def test_read_only_file_system(workspace: Path, mount_tmpfs, case: str) -> None:
+    """A read-only file system (EROFS) under an output that exists (resumed or replaced) or a new one."""
+    disk = mount_tmpfs(workspace / "ro", size="64m")
+    model = workspace / "model"
+    summarize = ["summarize", model, workspace / "doc.txt", "--output", disk / "s.jsonl", "--max-new-tokens", "2"]
+    if case.startswith("summarize"):
+        assert CliRunner().invoke(app, [str(a) for a in summarize]).exit_code == 0
+        (workspace / "doc2.txt").write_text("Another document, not summarised yet.", encoding="utf-8")
+        summarize.insert(3, workspace / "doc2.txt")
+    if case == "build overwrite":
+        (disk / "model").mkdir()
+        (disk / "model" / "old.txt").write_text("an earlier build", encoding="utf-8")
+    mount_tmpfs.read_only(disk)
+    args = {
+        "summarize skip-existing": [*summarize, "--skip-existing"],
+        "summarize overwrite": [*summarize, "--overwrite"],
+        "build overwrite": ["build", disk / "model", "--preset", "tiny", "--overwrite"],
+        "train": _outputs(model, workspace, disk / "run")["train"],
+    }[case]
+    _check(workspace, args, "read-only")

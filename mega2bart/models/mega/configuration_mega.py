@@ -254,6 +254,7 @@ class MegaConfig(PretrainedConfig):
                 f"({self.max_positions}) when ema_max_reach is None: lower it, or set ema_max_reach"
             )
 
+
 def _shown(value: object) -> str:
     """A setting's value for an error message; an integer too long to read (10**400) by its number of digits."""
     if isinstance(value, int) and abs(value) >= 10**20:
