@@ -43,6 +43,7 @@ from .cli_options import (
     with_ranges,
     with_run_config,
 )
+from .cli_options import plan_check as _plan_check  # (train/eval/summarize have an option named plan_check)
 from .pretraining import PretrainConfig  # the configs define the train/pretrain options (below);
 from .summarize import GenerationOptions  # ... and the eval/summarize generation options
 from .training import TrainConfig  # importing them adds the Trainer's import time (about 0.5 s) to each command
@@ -335,7 +336,7 @@ def train(
     from .training import METRICS_FILE
     from .training import train as run_training
 
-    plan_check(plan_check, "preflight_train", train_config)
+    _plan_check(plan_check, "preflight_train", train_config)
     with _run_errors(train_config.output_dir):
         results = run_training(train_config, overwrite=overwrite, quiet=quiet)
     if os.environ.get("RANK", "0") != "0":  # under torchrun/accelerate only the main process reports
@@ -386,7 +387,7 @@ def evaluate(
     _start(quiet, output_dir, "--output-dir", "eval")
     from .evaluation import evaluate_model
 
-    plan_check(plan_check, "preflight_generate", model, max_input_tokens, batch_size, generation, dtype)
+    _plan_check(plan_check, "preflight_generate", model, max_input_tokens, batch_size, generation, dtype)
     try:
         report = evaluate_model(
             model,
@@ -456,7 +457,7 @@ def summarize(
         check_output(output, files, skip_existing=skip_existing, overwrite=overwrite)  # before the model loads
     except (ValueError, FileExistsError) as exc:
         fail(str(exc))
-    plan_check(plan_check, "preflight_generate", model, max_input_tokens, batch_size, generation, dtype)
+    _plan_check(plan_check, "preflight_generate", model, max_input_tokens, batch_size, generation, dtype)
     try:
         summarizer = Summarizer.load(
             model,
