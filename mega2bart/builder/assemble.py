@@ -248,7 +248,8 @@ def _build_info(
         encoder_chunk_size=_encoder_chunk_size(encoder.model),
         encoder_ema_init=_encoder_ema_init(encoder),
         generation=generation_summary(model.generation_config),
-        weights=model_fingerprint(model).to_dict(),
+        # a build on the meta device (shapes only) has no values to fingerprint
+        weights=None if any(p.is_meta for p in model.parameters()) else model_fingerprint(model).to_dict(),
     )
 
 
