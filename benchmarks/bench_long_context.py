@@ -69,6 +69,7 @@ from long_context.recipe import (  # noqa: E402
     EMA_INITS,
     FULL,
     QUICK,
+    SHORT_WINDOW,
     Settings,
     build_model,
     eval_args,
@@ -77,10 +78,11 @@ from long_context.recipe import (  # noqa: E402
     model_configs,
     parse_curriculum,
     train_args,
+    widen,
 )
 from long_context.report import bucket_labels, combine, markdown, over_seeds  # noqa: E402
 from long_context.scoring import bucket_of, encoder_similarity, score, score_eval  # noqa: E402
-from long_context.steps import Steps, run_cli, trained_steps, training_losses  # noqa: E402
+from long_context.steps import Steps, run_cli, seconds_per_step, trained_steps, training_losses  # noqa: E402
 
 # what tests and long_context_trials.py import from here, besides what `main` uses
 __all__ = [
@@ -175,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         "test_examples": args.test_examples,
     }
     s = Settings(**{**asdict(s), **{k: v for k, v in overrides.items() if v is not None}})
+    if args.curriculum is None:  # the default's rungs below --length (at 4,096 tokens: the 2,048 rung only)
+        s.curriculum = tuple(rung for rung in s.curriculum if rung[0] < s.length)
     if s.stage3_stop_loss == 0:
         s.stage3_stop_loss = None
     if s.length < 512 or s.control_context >= s.length:
@@ -256,9 +260,13 @@ def main(argv: list[str] | None = None) -> int:
 
     def trunk(encoder: str, suffix: str) -> tuple[Path, str, dict[str, int]]:
         """Build a model (the `encoder` kind) and train it through stages 1 and 2: (its directory, digest, sizes)."""
+        # the LED-shaped model trains stages 1 and 2 with a window that sees the whole short input (SHORT_WINDOW)
+        led = encoder == "longformer"
+        if led and max(s.stage1_filler + 64, s.stage2_length) > SHORT_WINDOW // 2:
+            raise SystemExit(f"stages 1-2 inputs must fit in {SHORT_WINDOW // 2} tokens for the LED arm's window")
         parameters, seconds[f"build{suffix}"], key = steps.run(
             f"build{suffix}",
-            [model_configs(s.length, args.ema_init), args.ema_init, encoder],
+            [model_configs(s.length, args.ema_init), args.ema_init, encoder, *([SHORT_WINDOW] if led else [])],
             digest,
             lambda: build_model(
                 out / f"model{suffix}",
@@ -267,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
                 ema_init=args.ema_init,
                 encoder=encoder,
                 seed=args.seed,
+                window=SHORT_WINDOW if led else CONTROL_CONTEXT,
             ),
         )
         print(f"model{suffix}: {parameters}", flush=True)
@@ -278,6 +287,10 @@ def main(argv: list[str] | None = None) -> int:
                 name, train_args(previous, data, out / name, s, stage=stage, context=context, seed=args.seed), key
             )
             previous = out / name
+        if led:
+            wide = out / f"stage2{suffix}-window-{CONTROL_CONTEXT}"
+            _, _, key = steps.run(f"widen{suffix}", [CONTROL_CONTEXT], key, lambda: widen(previous, wide))
+            previous = wide
         return previous, key, parameters
 
     def climb(name: str, previous: Path, after: str, record: list[dict[str, Any]]) -> tuple[Path, str]:
@@ -308,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
                     "steps": trained_steps(rung_dir),
                     "losses": training_losses(rung_dir),
                     "seconds": seconds[f"train {name} rung {length}"],
+                    "seconds_per_step": seconds_per_step(rung_dir),
                 }
             )
             previous = rung_dir
@@ -326,12 +340,12 @@ def main(argv: list[str] | None = None) -> int:
     parameters = {kind: sizes for kind, (_, _, sizes) in trunks.items()}
     arms: dict[str, dict[str, Any]] = {}
     references = read_jsonl(test_data)
-    rungs: list[dict[str, Any]] = []
     for arm in args.arms:
         name, kind, context = plan[arm]
         previous, after, _ = trunks[kind]
         model_dir = out / name
-        if arm == "mega" and s.curriculum:
+        rungs: list[dict[str, Any]] = []
+        if arm in ("mega", "led") and s.curriculum:
             previous, after = climb(name, previous, after, rungs)
         trained = command(
             f"train {name}",
@@ -345,7 +359,8 @@ def main(argv: list[str] | None = None) -> int:
             "score": result,
             "losses": {"stage3": training_losses(model_dir)},
             "stage3_steps": trained_steps(model_dir),
-            **({"curriculum": rungs} if arm == "mega" and s.curriculum else {}),
+            "stage3_seconds_per_step": seconds_per_step(model_dir),
+            **({"curriculum": rungs} if rungs else {}),
             "examples": [
                 {"reference": r["summary"], "prediction": p}
                 for r, p in zip(references[:3], predictions[:3], strict=True)
@@ -412,9 +427,19 @@ def main(argv: list[str] | None = None) -> int:
         "parameters": parameters["mega"] if "mega" in parameters else parameters,
         "arms_run": list(args.arms),
         "model_configs": dict(zip(("encoder", "decoder"), model_configs(s.length, args.ema_init), strict=True)),
-        "stage1_losses": training_losses(out / "stage1"),
-        "stage2_losses": training_losses(out / "stage2"),
-        "stage_steps": {name: trained_steps(out / name) for name in ("stage1", "stage2")},
+        **(
+            {
+                "stage1_losses": training_losses(out / "stage1"),
+                "stage2_losses": training_losses(out / "stage2"),
+                "stage_steps": {name: trained_steps(out / name) for name in ("stage1", "stage2")},
+            }
+            if "mega" in trunks
+            else {}
+        ),
+        "stage_steps_by_encoder": {
+            kind: {f"stage{n}": trained_steps(out / f"stage{n}{'' if kind == 'mega' else '-' + kind}") for n in (1, 2)}
+            for kind in trunks
+        },
         "seconds": seconds,
         "total_seconds": time.perf_counter() - started,
         "test_inputs": s.test_examples,

@@ -303,3 +303,21 @@ def test_the_curriculum_parses_and_each_rung_trains_at_its_length_to_its_loss() 
     assert "lr_scheduler_type=cosine" in final and f"stop_at_loss={s.stage3_stop_loss}" in final
     with pytest.raises(SystemExit, match="must rise"):
         bench.main(["--quick", "--curriculum", "512:8:2:4:0,256:8:2:4:0", "--out-dir", "unused"])
+
+
+def test_widen_sets_the_led_window_on_every_layer_and_refuses_a_mega(tmp_path: Path) -> None:
+    bench = _bench()
+    source = tmp_path / "stage2"
+    (source / "checkpoint-4").mkdir(parents=True)
+    encoder = {"model_type": "longformer", "num_hidden_layers": 2, "attention_window": bench.SHORT_WINDOW}
+    (source / "config.json").write_text(json.dumps({"encoder": encoder, "decoder": {}}), encoding="utf-8")
+    (source / "model.safetensors").write_bytes(b"weights")
+    bench.widen(source, tmp_path / "wide")
+    config = json.loads((tmp_path / "wide" / "config.json").read_text(encoding="utf-8"))
+    assert config["encoder"]["attention_window"] == [bench.CONTROL_CONTEXT] * 2
+    assert (tmp_path / "wide" / "model.safetensors").read_bytes() == b"weights"
+    assert not (tmp_path / "wide" / "checkpoint-4").exists()
+    encoder["model_type"] = "mega"
+    (source / "config.json").write_text(json.dumps({"encoder": encoder}), encoding="utf-8")
+    with pytest.raises(ValueError, match="not the LED-shaped control"):
+        bench.widen(source, tmp_path / "wide2")

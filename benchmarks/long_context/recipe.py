@@ -54,9 +54,16 @@ def model_configs(length: int, ema_init: str = "long") -> tuple[dict[str, Any], 
     return encoder, decoder
 
 
-def led_encoder_config(length: int) -> dict[str, Any]:
+# The LED arm's window in stages 1 and 2, whose inputs are at most 128 tokens: with 128 tokens on either side every
+# token sees every other, as it does with the window of 1,024, while Longformer pads each input to a multiple of
+# 256 tokens instead of 1,024 (a stage-1 step measured 10-13x cheaper). The weights do not depend on the window:
+# `widen` sets the window of 1,024 before the long inputs.
+SHORT_WINDOW = 256
+
+
+def led_encoder_config(length: int, window: int = CONTROL_CONTEXT) -> dict[str, Any]:
     """The LED-shaped control's encoder: LED's encoder attention (Longformer: a sliding window of 1,024 tokens,
-    learned absolute positions up to `length`), as wide and deep as the probe's MEGA, random init."""
+    or `window`, learned absolute positions up to `length`), as wide and deep as the probe's MEGA, random init."""
     mega, _ = model_configs(length)
     return {
         "model_type": "longformer",
@@ -65,7 +72,7 @@ def led_encoder_config(length: int) -> dict[str, Any]:
         "num_hidden_layers": mega["num_hidden_layers"],
         "num_attention_heads": 4,
         "intermediate_size": mega["nffn_hidden_size"],
-        "attention_window": CONTROL_CONTEXT,
+        "attention_window": window,
         "max_position_embeddings": length + 2,  # RoBERTa-style positions start after the padding index
         "type_vocab_size": 1,
         "pad_token_id": 1,
@@ -75,7 +82,13 @@ def led_encoder_config(length: int) -> dict[str, Any]:
 
 
 def build_model(
-    directory: Path, length: int, max_new_tokens: int, ema_init: str = "long", encoder: str = "mega", seed: int = 0
+    directory: Path,
+    length: int,
+    max_new_tokens: int,
+    ema_init: str = "long",
+    encoder: str = "mega",
+    seed: int = 0,
+    window: int = CONTROL_CONTEXT,
 ) -> dict[str, Any]:
     """Build and save the random-init probe model with `mega2bart.builder` (`ema_init`: `MegaConfig.ema_init`;
     `encoder="longformer"`: the LED-shaped control, `led_encoder_config`); returns its parameter counts."""
@@ -85,7 +98,7 @@ def build_model(
         raise ValueError(f"ema_init must be one of {EMA_INITS}, not {ema_init!r}")
     mega, decoder = model_configs(length, ema_init)
     model, tokenizer = build_mega2bart(
-        led_encoder_config(length) if encoder == "longformer" else mega,
+        led_encoder_config(length, window) if encoder == "longformer" else mega,
         decoder,
         "offline",
         max_input_length=length,
@@ -314,3 +327,20 @@ def eval_args(model: Path, data: Path, output: Path, s: Settings, *, context: in
         "0",
         "--quiet",
     ]
+
+
+def widen(source: Path, target: Path, window: int = CONTROL_CONTEXT) -> None:
+    """Copy the LED-shaped model at `source` (its weights, tokenizer and configs; no checkpoints) to `target` with
+    its encoder's attention window set to `window` on every layer."""
+    import json
+    import shutil
+
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("checkpoint-*"))
+    path = target / "config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    encoder = config["encoder"]
+    if encoder.get("model_type") != "longformer":
+        raise ValueError(f"{source} holds a {encoder.get('model_type')!r} encoder, not the LED-shaped control")
+    encoder["attention_window"] = [window] * encoder["num_hidden_layers"]
+    path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")

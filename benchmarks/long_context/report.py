@@ -51,6 +51,25 @@ def bucket_labels(length: int) -> list[str]:
     return [f"{lo}-{hi}k" for lo, hi in itertools.pairwise(edges)]
 
 
+def climbs(runs: list[dict[str, Any]]) -> list[str]:
+    """A line of each full-length arm's steps up its curriculum and in stage 3, per seed, and the whole run's
+    minutes (none where no run had a curriculum)."""
+    lines = []
+    name = next(iter(runs[0]["arms"]))
+    if any(run["arms"].get(name, {}).get("curriculum") for run in runs):
+        parts = []
+        for run in runs:
+            arm = run["arms"].get(name, {})
+            rungs = " / ".join(f"{r['length'] // 1024}k {r['steps']}" for r in arm.get("curriculum", []))
+            parts.append(
+                f"seed {run['seed']}: {rungs} / 16k {arm.get('stage3_steps')} ({run['total_seconds'] / 60:.0f} min)"
+                if arm.get("stage3_steps") is not None
+                else f"seed {run['seed']}: {rungs}"
+            )
+        lines.append(f"{name} curriculum and stage-3 steps (each ends at its loss or its cap): " + ", ".join(parts))
+    return lines
+
+
 def over_seeds(paths: list[Path], out: Path) -> int:
     """Mean and worst over seeds (one results.json per seed) of every arm, the goal checked, in
     OUT/results_seeds.md and .json."""
@@ -127,6 +146,7 @@ def over_seeds(paths: list[Path], out: Path) -> int:
         + ", ".join(
             f"seed {seed}: {st.get('stage1')} / {st.get('stage2')}" for seed, st in zip(seeds, steps, strict=True)
         ),
+        *climbs(runs),
         "Goal: " + "; ".join(f"{k}: {'met' if v else 'missed'}" for k, v in goal.items()),
     ]
     out.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -79,6 +80,16 @@ def run_cli(args: list[str], log: Path, threads: int) -> float:
 def trained_steps(output: Path) -> int:
     """The optimiser steps a `mega2bart train` run took (fewer than its max where it stopped at its loss)."""
     return json.loads((output / "metrics.json").read_text(encoding="utf-8"))["run"]["global_step"]
+
+
+def seconds_per_step(output: Path) -> float:
+    """The mean seconds of one optimiser step of a `mega2bart train` run: the trainer's runtime (loading and saving
+    left out) over the steps it took, those before the checkpoint it resumed from left out."""
+    metrics = json.loads((output / "metrics.json").read_text(encoding="utf-8"))
+    runtime = next(e["train_runtime"] for e in reversed(metrics.get("log_history", [])) if "train_runtime" in e)
+    run = metrics["run"]
+    resumed = re.search(r"checkpoint-(\d+)", str(run.get("resumed_from") or ""))
+    return runtime / max(1, run["global_step"] - (int(resumed.group(1)) if resumed else 0))
 
 
 def training_losses(output: Path) -> list[tuple[int, float]]:
