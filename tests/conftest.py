@@ -115,3 +115,22 @@ def tiny_mega2bart_dir(tmp_path_factory, tiny_mega_encoder_dir, tiny_bart_decode
     )
     save_mega2bart(model, tokenizer, path)
     return path
+
+
+# The fault matrix's summary line under pytest-xdist (CI runs `-n auto`): each worker hands its outcomes to the
+# controller (tests/faults/conftest.py, `pytest_sessionfinish`), which prints the line for all of them.
+_WORKER_FAULT_OUTCOMES: list[dict[str, bool]] = []
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:  # noqa: ARG001 - xdist's hook signature
+    import json
+
+    _WORKER_FAULT_OUTCOMES.extend(json.loads(getattr(node, "workeroutput", {}).get("fault_outcomes", "[]")))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ARG001 - pytest's hook signature
+    if _WORKER_FAULT_OUTCOMES:
+        from faults.conftest import summary_line
+
+        terminalreporter.write_line(summary_line(_WORKER_FAULT_OUTCOMES))
