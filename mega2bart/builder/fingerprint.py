@@ -14,8 +14,9 @@ What is hashed, and why:
 - dtype: besides the fingerprint in the weights' own dtype, `casts` holds the fingerprints of the same weights
   with every floating tensor cast to the other half/full precisions (`model.to(dtype)`), so a folder saved in
   bfloat16 reads as "the recorded weights, cast to bfloat16", not as a change.
-- Cost: xxh3 hashes several GB/s, and a folder's tensors are read one at a time; a 377M-parameter float32
-  model (1.5 GB) takes about a second per precision.
+- Cost: xxh3 hashes several GB/s, and a folder's tensors are read one at a time; on a 377M-parameter float32
+  model (1.5 GB) both the build's fingerprint (three precisions) and a folder's take under a second of CPU
+  (benchmarks/bench_fingerprint.py, run F1 in benchmarks/README.md).
 
 It detects changes, not forgeries: xxh3 is not a cryptographic hash.
 """
