@@ -321,11 +321,13 @@ def test_the_cli_option_reaches_the_run(tiny_mega2bart_dir, tmp_path, monkeypatc
     import mega2bart.training
 
     given = []
-    ran = {"log_history": [], "run": {"global_step": 0}}
+    rung = {"max_source_length": 2048, "steps": 120, "ended_at": "loss", "seconds_per_step": 1.5, "reused": False}
+    ran = {"log_history": [], "run": {"global_step": 0}, "curriculum": [rung]}
     monkeypatch.setattr(mega2bart.training, "train", lambda config, **kwargs: given.append(config) or ran)
     args = ["train", "--model", str(tiny_mega2bart_dir), "--output-dir", str(tmp_path / "out"), "--quiet"]
     result = CliRunner().invoke(app, [*args, "--curriculum", "2048:500:0.05:4,4096:300:0.04:2,8192:500:0.03:1"])
     assert result.exit_code == 0, result.output
+    assert "curriculum rung 2,048 tokens: 120 steps, ended at its loss, 1.5 s/step\ntrained to step 0" in result.output
     assert [
         (r["max_source_length"], r["max_steps"], r["stop_at_loss"], r["batch_size"]) for r in given[0].curriculum
     ] == [

@@ -67,7 +67,7 @@ from .checkpoints import (
     resolve_checkpoint,
 )
 from .config import CONFIG_FILE, METRICS_FILE, REPORTERS, TrainConfig
-from .curriculum import CURRICULUM_DIR, RUNG_RECORD, parse_curriculum
+from .curriculum import CURRICULUM_DIR, RUNG_RECORD, parse_curriculum, rung_lines
 from .parameters import WarmStartCallback, apply_freeze, is_bridge_parameter
 from .run import build_trainer, train
 from .splits import STREAM_SHUFFLE_BUFFER
@@ -95,5 +95,6 @@ __all__ = [
     "parse_curriculum",
     "prepare_output_dir",
     "resolve_checkpoint",
+    "rung_lines",
     "train",
 ]

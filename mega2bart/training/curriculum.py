@@ -289,6 +289,19 @@ def rung_summary(rung: Rung, record: dict[str, Any], reused: bool) -> dict[str, 
     }
 
 
+def rung_lines(rungs: list[dict[str, Any]]) -> str:
+    """A line per rung of metrics.json's "curriculum" (`rung_summary`), for the CLI's report."""
+    lines = []
+    for rung in rungs:
+        speed = f", {rung['seconds_per_step']:.3g} s/step" if rung.get("seconds_per_step") else ""
+        earlier = " (an earlier run's)" if rung.get("reused") else ""
+        lines.append(
+            f"curriculum rung {rung['max_source_length']:,} tokens: {rung['steps']} steps, ended at its "
+            f"{rung['ended_at']}{speed}{earlier}\n"
+        )
+    return "".join(lines)
+
+
 __all__ = [
     "CURRICULUM_DIR",
     "EXAMPLE",
@@ -298,5 +311,6 @@ __all__ = [
     "Rung",
     "curriculum_rungs",
     "parse_curriculum",
+    "rung_lines",
     "rung_summary",
 ]
