@@ -333,7 +333,7 @@ def train(
 ) -> None:
     """Fine-tune a mega2bart model (Seq2SeqTrainer, ROUGE on the eval split); resumable; DDP under torchrun."""
     _start(quiet, Path(train_config.output_dir), "--output-dir", "train")
-    from .training import METRICS_FILE
+    from .training import METRICS_FILE, rung_lines
     from .training import train as run_training
 
     _plan_check(plan_check, "preflight_train", train_config)
@@ -342,7 +342,7 @@ def train(
     if os.environ.get("RANK", "0") != "0":  # under torchrun/accelerate only the main process reports
         return
     losses = [entry["loss"] for entry in results["log_history"] if "loss" in entry]
-    line = f"trained to step {results['run']['global_step']}"
+    line = rung_lines(results.get("curriculum", [])) + f"trained to step {results['run']['global_step']}"
     if losses:
         line += f"; logged loss {losses[0]:.3f} -> {losses[-1]:.3f}"
     evaluation = results.get("eval") or {}

@@ -231,6 +231,8 @@ def _option_type(annotation: Any) -> Any:
         members = [annotation]
     if len(members) == 1 and members[0] in (bool, int, float, str):
         return members[0]
+    if str in members and all(typing.get_origin(member) in (list, dict) for member in members if member is not str):
+        return str  # a spec written on the command line, a structure in the YAML file (TrainConfig.curriculum)
     if len(members) == 1 and typing.get_origin(members[0]) is list:
         return list[str]
     if all(member is bool or typing.get_origin(member) is Literal for member in members):

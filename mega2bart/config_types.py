@@ -32,6 +32,7 @@ the rest with one line naming the field, the value and the rule:
 - str: str only (quote numbers in YAML: `run_name: "2024"`).
 - Literal[...]: one of the listed values (bool members also take the bool strings above).
 - list[str]: a list of str/path (one str or path becomes a one-element list).
+- list[dict[...]]: a list of mappings (one mapping becomes a one-element list).
 - dict[...]: a mapping.
 - `X | None`: None is allowed.
 """
@@ -161,6 +162,11 @@ def _coerce_one(value: Any, option: Any) -> Any:
             if as_bool in choices:
                 return as_bool
         raise ValueError("not a choice")
+    if origin is list and _is_mapping_type(typing.get_args(option)[0]):  # list[dict[...]]: a list of mappings
+        items = [value] if isinstance(value, dict) else value
+        if not isinstance(items, (list, tuple)) or not all(isinstance(v, dict) for v in items):
+            raise TypeError("not a list of mappings")
+        return [dict(v) for v in items]
     if origin is list:
         items = [value] if isinstance(value, (str, os.PathLike)) else value
         if not isinstance(items, (list, tuple)) or not all(isinstance(v, (str, os.PathLike)) for v in items):
@@ -187,6 +193,10 @@ def _coerce_one(value: Any, option: Any) -> Any:
             return value
         raise TypeError("not a string")
     raise TypeError(f"unsupported annotation {option!r}")  # a new field type: extend this function
+
+
+def _is_mapping_type(annotation: Any) -> bool:
+    return annotation is dict or typing.get_origin(annotation) is dict
 
 
 def _to_bool(value: str) -> bool:
@@ -256,7 +266,7 @@ def _describe(options: list[Any]) -> str:
         elif origin is Literal:
             words.append("one of " + ", ".join(repr(c) for c in typing.get_args(option)))
         elif origin is list:
-            words.append("a list of strings")
+            words.append("a list of mappings" if _is_mapping_type(typing.get_args(option)[0]) else "a list of strings")
         elif origin is dict or option is dict:
             words.append("a mapping")
         elif option is bool:

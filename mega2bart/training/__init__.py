@@ -34,6 +34,13 @@ position in the data; the group_by_length order of an epoch depends only on (see
 (`EpochSeededLengthGroupedSampler`), so on CPU a run resumed anywhere, mid-epoch included, ends
 with the weights of an uninterrupted one (tested).
 
+Length curriculum (`curriculum="2048:500:0.05:4,4096:300"`): before the main run, rungs at shorter input
+lengths train one after the other, each from the previous one's weights with a fresh optimiser (warm-up, then
+a constant rate) until its stop loss or its step cap; the main run starts from the last rung's weights. Rungs
+save in `output_dir/curriculum/rung-LENGTH/` with a record (`rung.json`) of their settings and result: a rerun
+reuses the finished ones, resumes an interrupted one from its newest checkpoint, and refuses a rung trained with
+other settings. `metrics.json` reports each rung (steps, whether it ended at its loss or its cap, s/step).
+
 Several processes: `torchrun --nproc_per_node 2 -m mega2bart.cli train ...` or
 `accelerate launch [--config_file fsdp.yaml] -m mega2bart.cli train ...` run the same code under
 DDP (gloo on CPU, NCCL on CUDA). FSDP and DeepSpeed come from the accelerate config file
@@ -45,6 +52,7 @@ One module per concern:
 - `splits`: the train and eval splits, loaded and tokenized (in memory or streamed).
 - `parameters`: `apply_freeze`, the bridge that always trains, `WarmStartCallback`.
 - `trainer`: `SummarizationTrainer`, its resumable group_by_length sampler, the other callbacks.
+- `curriculum`: the length curriculum's rungs (`curriculum`), each rung's settings and its record.
 - `checkpoints`: complete checkpoints, the one to resume from, a previous run in `output_dir`.
 - `run`: `build_trainer` and `train`, a short sequence of the above.
 """
@@ -59,6 +67,7 @@ from .checkpoints import (
     resolve_checkpoint,
 )
 from .config import CONFIG_FILE, METRICS_FILE, REPORTERS, TrainConfig
+from .curriculum import CURRICULUM_DIR, RUNG_RECORD, parse_curriculum, rung_lines
 from .parameters import WarmStartCallback, apply_freeze, is_bridge_parameter
 from .run import build_trainer, train
 from .splits import STREAM_SHUFFLE_BUFFER
@@ -66,9 +75,11 @@ from .trainer import EpochSeededLengthGroupedSampler, ShipBuildFilesCallback, St
 
 __all__ = [
     "CONFIG_FILE",
+    "CURRICULUM_DIR",
     "INCOMPLETE_PREFIX",
     "METRICS_FILE",
     "REPORTERS",
+    "RUNG_RECORD",
     "STREAM_SHUFFLE_BUFFER",
     "EpochSeededLengthGroupedSampler",
     "ShipBuildFilesCallback",
@@ -81,7 +92,9 @@ __all__ = [
     "checkpoint_problem",
     "is_bridge_parameter",
     "newest_complete_checkpoint",
+    "parse_curriculum",
     "prepare_output_dir",
     "resolve_checkpoint",
+    "rung_lines",
     "train",
 ]

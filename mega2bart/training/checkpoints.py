@@ -11,6 +11,7 @@ from pathlib import Path
 from mega2bart.config_types import read_yaml_mapping, refuse_file_output_dir, refuse_output_over_model
 
 from .config import CONFIG_FILE, METRICS_FILE, TrainConfig
+from .curriculum import CURRICULUM_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -190,8 +191,8 @@ def _same_model(first: str, second: str) -> bool:
 
 def prepare_output_dir(config: TrainConfig, overwrite: bool = False) -> None:
     """Refuse an `output_dir` that is a file, is (holds, lies inside) the model the run reads, or holds a run of
-    another model; `overwrite` deletes a previous run's checkpoints, config, metrics and final weights (not other
-    files) to start afresh.
+    another model; `overwrite` deletes a previous run's checkpoints, curriculum rungs, config, metrics and final
+    weights (not other files) to start afresh.
 
     A previous run is recognised by its `train_config.yaml`. Resuming it with another `model` would
     silently continue the old weights (the checkpoints) under the new name.
@@ -222,14 +223,15 @@ def _is_run_entry(path: Path, names: set[str]) -> bool:
     return bool(
         _CHECKPOINT_NAME.match(path.name)
         or path.name.startswith(INCOMPLETE_PREFIX + "checkpoint-")
+        or path.name == CURRICULUM_DIR
         or path.name in names
         or re.fullmatch(r"model-\d+-of-\d+\.safetensors", path.name)
     )
 
 
 def _delete_run(output_dir: Path) -> None:
-    """Delete what a run wrote in `output_dir`: checkpoints, its config and metrics, the final model's
-    weights, configs and remote code. Other files stay (the tokenizer files are rewritten by the next run)."""
+    """Delete what a run wrote in `output_dir`: checkpoints, the curriculum's rungs, its config and metrics, the
+    final model's weights, configs and remote code. Other files stay (the tokenizer files are rewritten by the next run)."""
     import shutil
 
     from mega2bart.builder import BUILD_INFO_FILE, REMOTE_CODE_FILES
@@ -255,7 +257,9 @@ def _delete_run(output_dir: Path) -> None:
     deleted = 0
     for path in output_dir.iterdir():
         run_folder = path.is_dir() and (
-            _CHECKPOINT_NAME.match(path.name) or path.name.startswith(INCOMPLETE_PREFIX + "checkpoint-")
+            _CHECKPOINT_NAME.match(path.name)
+            or path.name.startswith(INCOMPLETE_PREFIX + "checkpoint-")
+            or path.name == CURRICULUM_DIR  # the rungs of its length curriculum
         )
         if run_folder:
             shutil.rmtree(path)

@@ -15,6 +15,8 @@ from transformers import Seq2SeqTrainingArguments
 
 from mega2bart.config_types import RunConfig, setting
 
+from .curriculum import RUNG_KEYS, SPEC, parse_curriculum
+
 CONFIG_FILE = "train_config.yaml"
 METRICS_FILE = "metrics.json"
 REPORTERS = ("none", "tensorboard", "wandb")
@@ -163,12 +165,25 @@ class TrainConfig(RunConfig):
     stop_at_loss_logs: int = setting(
         3, min=1, help="Logged training losses (every `logging_steps`) averaged for `stop_at_loss`."
     )
+    curriculum: str | list[dict[str, Any]] | None = setting(
+        None,
+        flag=True,
+        aliases={"none": None, "": None},
+        help=f"""A length curriculum before the main run: rungs {SPEC}, separated by commas (e.g.
+        "2048:500:0.05:4,4096:300"), each shorter than max_source_length and longer than the one before. Each rung
+        trains at its length from the previous rung's weights (fresh optimiser, warm-up then a constant rate) until
+        the mean of its logged losses is below STOP_LOSS (default: stop_at_loss) or for MAX_STEPS steps, at BATCH
+        documents per micro-batch (default: the run's); the main run then starts from the last rung's weights. The
+        YAML file may also give a list of mappings with keys {", ".join(RUNG_KEYS)} (dataset: a rung's own data).
+        Rungs save in `output_dir`/curriculum/rung-LENGTH and resume like the main run.""",
+    )
     warm_start_steps: int = setting(
         0,
         flag=True,
         min=0,
         note="0: no warm start",
-        help="Staged training: the first N steps train only the projection and the cross-attention.",
+        help="Staged training: the first N steps (of the first curriculum rung, if any) train only the projection "
+        "and the cross-attention.",
     )
     eval_steps: int | None = setting(
         None,
@@ -257,7 +272,13 @@ class TrainConfig(RunConfig):
             raise ValueError(
                 f"`warmup_steps` ({self.warmup_steps}) must be a step count (int >= 1) or a fraction in [0, 1)"
             )
-        if self.max_steps > 0 and self.warm_start_steps >= self.max_steps:
+        self.curriculum = parse_curriculum(self.curriculum, self.max_source_length)
+        if self.curriculum and self.warm_start_steps >= self.curriculum[0]["max_steps"]:
+            raise ValueError(
+                f"`warm_start_steps` ({self.warm_start_steps}) must be below the first curriculum rung's max_steps "
+                f"({self.curriculum[0]['max_steps']}), where the warm start happens, or the full model never trains"
+            )
+        if not self.curriculum and self.max_steps > 0 and self.warm_start_steps >= self.max_steps:
             raise ValueError(
                 f"`warm_start_steps` ({self.warm_start_steps}) must be below `max_steps` ({self.max_steps}), "
                 "or the full model never trains"
