@@ -117,6 +117,22 @@ def tiny_mega2bart_dir(tmp_path_factory, tiny_mega_encoder_dir, tiny_bart_decode
     return path
 
 
+@pytest.fixture(scope="session")
+def mega_folders(tiny_mega_encoder_dir, tiny_mega2bart_dir, tmp_path_factory) -> dict[str, Path]:
+    """The three MEGA folders a user gets from mega2bart: a `MegaForMaskedLM.save_pretrained` folder ("mlm"),
+    `mega2bart export` of a built model ("export") and a built model's encoder saved with
+    `get_encoder().save_pretrained` ("encoder"), each with its tokenizer."""
+    from mega2bart.builder import load_mega2bart
+    from mega2bart.export import export_mega
+
+    work = tmp_path_factory.mktemp("mega_folders")
+    export = export_mega(tiny_mega2bart_dir, work / "exported")
+    model, tokenizer = load_mega2bart(tiny_mega2bart_dir)
+    model.get_encoder().save_pretrained(work / "encoder")
+    tokenizer.save_pretrained(work / "encoder")
+    return {"mlm": tiny_mega_encoder_dir, "export": export, "encoder": work / "encoder"}
+
+
 # The fault matrix's summary line under pytest-xdist (CI runs `-n auto`): each worker hands its outcomes to the
 # controller (tests/faults/conftest.py, `pytest_sessionfinish`), which prints the line for all of them.
 _WORKER_FAULT_OUTCOMES: list[dict[str, bool]] = []

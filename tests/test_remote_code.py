@@ -39,19 +39,6 @@ AUTO_CLASS = {"sentence": "AutoModelForSequenceClassification", "pair": "AutoMod
 
 
 @pytest.fixture(scope="module")
-def mega_folders(tiny_mega_encoder_dir: Path, tiny_mega2bart_dir: Path, tmp_path_factory) -> dict[str, Path]:
-    from mega2bart.builder import load_mega2bart
-    from mega2bart.export import export_mega
-
-    work = tmp_path_factory.mktemp("mega_folders")
-    export = export_mega(tiny_mega2bart_dir, work / "exported")
-    model, tokenizer = load_mega2bart(tiny_mega2bart_dir)
-    model.get_encoder().save_pretrained(work / "encoder")
-    tokenizer.save_pretrained(work / "encoder")
-    return {"mlm": tiny_mega_encoder_dir, "export": export, "encoder": work / "encoder"}
-
-
-@pytest.fixture(scope="module")
 def finetuned(mega_folders: dict[str, Path], tmp_path_factory) -> dict:
     """The worker's results: one entry per (folder, head) job, plus what it proved about importing mega2bart."""
     work = tmp_path_factory.mktemp("finetune")
