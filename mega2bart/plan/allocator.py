@@ -11,7 +11,7 @@ it is allocated; blocks below it are reused from the heap. bench_malloc (benchma
 256 KiB (what the commands set until then), 4 MiB and 16 MiB against glibc's defaults, paired and interleaved:
 256 KiB cost 1.2x-1.7x the CPU time and 4 MiB 1.04x-1.10x (twice the system time), while 16 MiB was within the
 noise of the defaults (0.92x-1.05x) and kept the peaks 0-6% below them. Blocks below 16 MiB stay in the heap,
-so the tiny model's training rows measure above the plan's tensors (bench_plan's h4, h9, h11: -10% to -12%).
+so the tiny model's training rows measure above the plan's tensors (bench_plan's h4, h9, h11: -10% to -12%, other rows within 2%).
 """
 
 from __future__ import annotations
