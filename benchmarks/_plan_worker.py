@@ -7,10 +7,12 @@ The spec: {"size": "tiny" | "base" | "large", "task": "train" | "generate", "len
 "beams": int, "new_tokens": int, "label_tokens": int, "dtype": "fp32" | "bf16", "gradient_checkpointing": bool,
 "optimizer": "adamw" | "adafactor" | "sgd", "threads": int, "seed": int}, and optionally "freeze": "none" |
 "encoder" (`mega2bart.training.apply_freeze`), "load": "build" | "disk" (with "model_dir"), "malloc":
-"mega2bart" | "glibc".
+"mega2bart" | "glibc" | {"mmap_threshold": bytes, "trim_threshold": bytes}, "malloc_trim": bool.
 
 The process starts as a mega2bart command does: it imports what `mega2bart.cli` imports and, unless "malloc"
-is "glibc", fixes glibc's thresholds with `mega2bart.plan.allocator.keep_rss_near_live` (the CLI's start-up).
+is "glibc", fixes glibc's thresholds with `mega2bart.plan.allocator.keep_rss_near_live` (the CLI's start-up;
+given thresholds: those instead, `bench_malloc.py`); "malloc_trim" hands the heap's free pages back after every
+training step (`mega2bart.plan.allocator.trim_heap`).
 The model has the preset's architecture (`random_init_sources`) and random weights. "build" (the default):
 built on the meta device, materialised with `to_empty` and filled with N(0, 0.02) (cheaper than each module's
 own init, and every page is written, so it is resident). "disk": `Mega2BartModel.from_pretrained` of a
@@ -25,7 +27,8 @@ random ids; with batch > 1 the last row ends in 8 padding tokens. Training: `mod
 forward with `label_tokens` labels + backward + optimiser step + `zero_grad(set_to_none=True)` (the peak
 includes the optimiser states, created at the first step); bf16 training is CPU autocast (the Trainer's
 `bf16=True`), bf16 generation casts the model. `seconds` is the generate call or the second training step, and
-`cpu_user_s` / `cpu_sys_s` its CPU time (user; system: page faults and mmap calls, what the allocator setting costs).
+`cpu_user_s` / `cpu_sys_s` its CPU time (user; system: page faults and mmap calls, what the allocator setting costs),
+`process_cpu_s` the whole process's (imports and load included).
 The result is one line `BENCH_RESULT <json>` on stdout.
 """
 
@@ -49,7 +52,7 @@ import mega2bart.cli  # noqa: E402,F401 (what every command has imported when it
 from mega2bart.modeling_mega2bart import Mega2BartModel  # noqa: E402
 from mega2bart.models.mega.configuration_mega import MegaConfig  # noqa: E402
 from mega2bart.models.mega.modeling_mega import MegaModel  # noqa: E402
-from mega2bart.plan.allocator import keep_rss_near_live  # noqa: E402
+from mega2bart.plan.allocator import keep_rss_near_live, trim_heap  # noqa: E402
 from mega2bart.presets import random_init_sources  # noqa: E402
 
 sys.path.insert(0, str(HERE))
@@ -106,7 +109,14 @@ def cpu_seconds() -> tuple[float, float]:
 
 
 def run(spec: dict) -> dict:
-    malloc = keep_rss_near_live() if spec.get("malloc", "mega2bart") == "mega2bart" else {}
+    setting = spec.get("malloc", "mega2bart")
+    malloc = (
+        {}
+        if setting == "glibc"
+        else keep_rss_near_live(**setting)
+        if isinstance(setting, dict)
+        else keep_rss_near_live()
+    )
     torch.set_num_threads(spec["threads"])
     baseline = rss_bytes()
     bf16 = spec["dtype"] == "bf16"
@@ -163,6 +173,8 @@ def run(spec: dict) -> dict:
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            if spec.get("malloc_trim"):
+                trim_heap()
             steps.append(time.perf_counter() - start)
         result["seconds"] = steps[-1]
         result["cpu_user_s"], result["cpu_sys_s"] = (b - a for a, b in zip(cpu, cpu_seconds(), strict=True))
@@ -170,6 +182,7 @@ def run(spec: dict) -> dict:
     result["peak_rss_bytes"] = result["run_peak_bytes"] = hwm_bytes()
     result["measured_peak_bytes"] = result["peak_rss_bytes"] - baseline
     result["process_peak_bytes"] = max(result["load_peak_bytes"], result["run_peak_bytes"])
+    result["process_cpu_s"] = sum(cpu_seconds())
     return result
 
 

@@ -61,8 +61,8 @@ app = typer.Typer(
 
 @app.callback()
 def _start_up() -> None:
-    # every command: glibc hands freed tensor memory back, so the RSS follows the live tensors and stays near
-    # what `mega2bart plan` predicts (mega2bart/plan/allocator.py; MEGA2BART_MALLOC_TRIM=0 keeps glibc's defaults)
+    # every command: glibc hands freed blocks of 16 MiB or more back, so the RSS stays near the live tensors and
+    # near what `mega2bart plan` predicts (mega2bart/plan/allocator.py; MEGA2BART_MALLOC_TRIM=0 keeps glibc's defaults)
     from .plan.allocator import keep_rss_near_live
 
     keep_rss_near_live()

@@ -277,6 +277,7 @@ def test_a_cpu_plan_says_that_glibc_can_keep_freed_memory():
     cpu = plan_run(shape, Workload(task="train", length=4096), RATE)
     cuda = plan_run(shape, Workload(task="train", length=4096, device="cuda"), RATE)
     assert planner.CPU_RSS_NOTE in cpu.notes and "MALLOC_MMAP_THRESHOLD_" in planner.CPU_RSS_NOTE
+    assert "blocks of 16 MiB or more" in planner.CPU_RSS_NOTE  # the threshold the commands set (allocator.py)
     assert planner.CPU_RSS_NOTE not in cuda.notes
     # on CUDA the plan names what it assumes for the context and the allocator, and how to measure them
     (cuda_note,) = [note for note in cuda.notes if note.startswith("CUDA")]
@@ -397,7 +398,7 @@ def test_the_commands_fix_glibcs_thresholds_unless_told_not_to(monkeypatch):
         assert done.returncode == 0, done.stderr
         return done.stdout.strip()
 
-    assert fresh_process() == "{'mmap_threshold': 262144, 'trim_threshold': 131072}"
+    assert fresh_process() == "{'mmap_threshold': 16777216, 'trim_threshold': 33554432}"
     assert fresh_process(MEGA2BART_MALLOC_TRIM="0") == "{}"
     assert fresh_process(MALLOC_MMAP_THRESHOLD_="65536") == "{}"  # the user's own setting wins
     for name in [k for k in os.environ if k not in clean]:
@@ -405,7 +406,7 @@ def test_the_commands_fix_glibcs_thresholds_unless_told_not_to(monkeypatch):
     monkeypatch.setattr(allocator, "_applied", {})
     result = runner.invoke(app, ["plan", "tiny", "--length", "1024", "--tflops", "1", "--json"])
     assert result.exit_code == 0, result.output
-    assert allocator.applied() == {"mmap_threshold": 262144, "trim_threshold": 131072}  # set at the CLI's start
+    assert allocator.applied() == {"mmap_threshold": 16777216, "trim_threshold": 33554432}  # set at the CLI's start
 
 
 def test_plan_refuses_an_unknown_freeze_in_one_line():

@@ -44,8 +44,9 @@ What is counted (one peak per phase; the largest phase is the prediction, every 
   and the bf16 copy at once, which can be the peak of a short generation.
 - **allocator**: `fraction` x the largest phase's tensors + `bytes` (the one calibration, `CPU_OVERHEAD` /
   `CUDA_OVERHEAD`). On the CPU mega2bart's commands fix glibc's malloc thresholds at start-up
-  (`allocator.keep_rss_near_live`), so that freed tensors go back and the RSS follows the live tensors; a
-  process with glibc's defaults can stay higher (`CPU_RSS_NOTE`; benchmarks/README.md, runs P2 and P4).
+  (`allocator.keep_rss_near_live`: blocks of 16 MiB or more are mmapped and go back when freed, smaller ones are
+  reused from the heap), so that the RSS stays near the live tensors at no measurable CPU cost; a process with
+  glibc's defaults can stay higher (`CPU_RSS_NOTE`; benchmarks/README.md, runs P2, P4 and P5).
 
 The predicted peak is the whole process's: the process + the largest phase (RSS on the CPU, device memory on
 CUDA). A frozen encoder (`freeze="encoder"`) keeps no encoder activations, gradients or optimiser states.

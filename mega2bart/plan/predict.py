@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .allocator import MMAP_THRESHOLD
 from .memory import _block, memory_phases, overhead, padded_length
 from .shapes import GIB, ModelShape, Workload
 from .timing import MatmulRate, _flops_and_seconds
@@ -57,11 +58,11 @@ class Plan:
 # ----------------------------------------------------------------------------------------------
 
 
-# What the CPU measurements of benchmarks/bench_plan.py showed beyond the tensors (benchmarks/README.md, runs P2, P4).
+# What the CPU measurements of benchmarks/bench_plan.py showed beyond the tensors (benchmarks/README.md, runs P2, P4, P5).
 CPU_RSS_NOTE = (
     "CPU: the peak RSS of the whole process; mega2bart's commands fix glibc's malloc thresholds at start-up "
-    "(mega2bart.plan.allocator) so that freed tensors are handed back; in another process with glibc's defaults "
-    "(no MALLOC_MMAP_THRESHOLD_) the heap keeps freed blocks and the RSS can stay higher (bench_plan run P2: up to "
+    f"(mega2bart.plan.allocator: freed blocks of {MMAP_THRESHOLD // 2**20} MiB or more are handed back); in another "
+    "process with glibc's defaults (no MALLOC_MMAP_THRESHOLD_) the heap keeps freed blocks and the RSS can stay higher (bench_plan run P2: up to "
     "1.55x the tensors)"
 )
 CUDA_NOTE = (
