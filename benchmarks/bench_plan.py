@@ -260,9 +260,10 @@ def main() -> None:
         for spec in specs(only, args.threads, args.malloc, args.models):
             result = measure(spec, args.timeout)
             results.append(result)
-            if args.raw:
+            if args.raw:  # the models folder as "<--models>": a results file holds no path of the machine
+                line = json.dumps(result).replace(json.dumps(str(args.models))[1:-1], "<--models>")
                 with args.raw.open("a") as handle:
-                    handle.write(json.dumps(result) + "\n")
+                    handle.write(line + "\n")
             print(f"{spec['name']}: {result.get('process_peak_bytes', result.get('error'))}", flush=True)
     from mega2bart.plan import measure_matmul_rate
 
