@@ -1,4 +1,5 @@
-"""Run one of transformers' example scripts, unchanged, where mega2bart cannot be imported (test_example_scripts.py).
+"""Run a script, unchanged, where mega2bart cannot be imported: transformers' example scripts (test_example_scripts.py),
+the fine-tuning worker (test_remote_code.py); `mega_tiny.run_without_mega2bart` starts it.
 
     python -I -S example_script_runner.py REPORT.json SITE_PACKAGES PACKAGE_DIR SCRIPT.py [SCRIPT ARGS...]
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import sysconfig
 from pathlib import Path
 
 import torch
@@ -10,7 +14,8 @@ import torch
 import mega2bart
 from mega2bart.models.mega import MEGA_AUTO_MAP, MegaConfig
 
-_MEGA_CODE = Path(mega2bart.__file__).resolve().parent / "models" / "mega"
+PACKAGE = Path(mega2bart.__file__).resolve().parent
+_MEGA_CODE = PACKAGE / "models" / "mega"
 MEGA_FILES = {name: _MEGA_CODE / name for name in ("configuration_mega.py", "modeling_mega.py")}
 """The files a saved MEGA folder carries, and the package files they are copies of."""
 
@@ -63,3 +68,15 @@ def assert_self_contained(folder: Path) -> None:
     for name, source in MEGA_FILES.items():
         assert (folder / name).read_bytes() == source.read_bytes(), f"{folder}/{name}"
     assert json.loads((folder / "config.json").read_text())["auto_map"] == MEGA_AUTO_MAP
+
+
+def run_without_mega2bart(
+    report: Path, script: Path, args: list[str], cwd: Path, env: dict
+) -> subprocess.CompletedProcess:
+    """`python script args` in a `python -I -S` process where mega2bart cannot be imported
+    (example_script_runner.py); REPORT gets what that process proved (the import's error, no mega2bart module)."""
+    paths = sysconfig.get_paths()
+    site_packages = os.pathsep.join(sorted({paths["purelib"], paths["platlib"]}))
+    runner = Path(__file__).with_name("example_script_runner.py")
+    command = [sys.executable, "-I", "-S", str(runner), str(report), site_packages, str(PACKAGE), str(script), *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)

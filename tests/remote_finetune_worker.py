@@ -1,41 +1,22 @@
 """Fine-tune MEGA heads with transformers' Trainer where mega2bart cannot be imported (run by test_remote_code.py).
 
-    python -I -S remote_finetune_worker.py SPEC.json
+    python -I -S example_script_runner.py REPORT SITE_PACKAGES PACKAGE_DIR remote_finetune_worker.py SPEC.json
 
--I -S: no script folder, no PYTHONPATH, no site-packages (so no editable-install hook) on sys.path; SPEC's
-"site_packages" are then added (torch, transformers) and a meta-path finder refuses "mega2bart" wherever it
-is installed. Each job loads a folder with `AutoModelFor*` and `trust_remote_code=True`, trains a few steps,
-saves with `Trainer.save_model`, reloads the output the same way and compares outputs; everything measured
-goes to SPEC's "results" file as JSON.
+example_script_runner.py makes the process (no PYTHONPATH, no site-packages hook, a meta-path finder that refuses
+"mega2bart") and reports what it proved. Each job loads a folder with `AutoModelFor*` and `trust_remote_code=True`,
+trains a few steps, saves with `Trainer.save_model`, reloads the output the same way and compares outputs;
+everything measured goes to SPEC's "results" file as JSON.
 """
 
-import importlib.abc
 import json
 import sys
 import traceback
 
+import torch
+import transformers
+from transformers import AutoConfig, AutoTokenizer, DataCollatorForLanguageModeling, Trainer, TrainingArguments
+
 SPEC = json.loads(open(sys.argv[1]).read())
-sys.path.extend(SPEC["site_packages"])
-
-
-class _RefuseMega2bart(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "mega2bart" or name.startswith("mega2bart."):
-            raise ModuleNotFoundError(f"No module named {name!r} (refused in this process)", name=name)
-        return None
-
-
-sys.meta_path.insert(0, _RefuseMega2bart())
-try:
-    import mega2bart  # noqa: F401
-except ImportError as exc:
-    IMPORT_ERROR = f"{type(exc).__name__}: {exc}"
-else:
-    IMPORT_ERROR = None
-
-import torch  # noqa: E402
-import transformers  # noqa: E402
-from transformers import AutoConfig, AutoTokenizer, DataCollatorForLanguageModeling, Trainer, TrainingArguments  # noqa: E402
 
 torch.set_num_threads(1)
 LENGTH = 24
@@ -156,18 +137,12 @@ def run(job, work):
 
 
 def main():
-    results = {"import_error": IMPORT_ERROR, "jobs": {}}
+    results = {"jobs": {}}
     for job in SPEC["jobs"]:
         try:
             results["jobs"][job["name"]] = run(job, SPEC["work"])
         except Exception:
             results["jobs"][job["name"]] = {"error": traceback.format_exc()[-3000:]}
-    results["mega2bart_modules"] = sorted(name for name in sys.modules if name.split(".")[0] == "mega2bart")
-    results["modules_from_the_package_folder"] = sorted(
-        name
-        for name, module in list(sys.modules.items())
-        if (getattr(module, "__file__", None) or "").startswith(SPEC["package"])
-    )
     with open(SPEC["results"], "w") as handle:
         json.dump(results, handle)
 

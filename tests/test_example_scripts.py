@@ -24,22 +24,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
-import sysconfig
 from pathlib import Path
 
 import pytest
 import torch
 import transformers
-from mega_tiny import assert_self_contained
+from mega_tiny import assert_self_contained, run_without_mega2bart
 from safetensors.torch import load_file
 
-import mega2bart
 from mega2bart.models.mega import MEGA_AUTO_CLASSES
 
 EXAMPLES_VARIABLE = "TRANSFORMERS_EXAMPLES"
-PACKAGE = Path(mega2bart.__file__).resolve().parent
 HERE = Path(__file__).resolve().parent
 SCRIPTS = {
     "run_glue": "text-classification/run_glue.py",
@@ -165,15 +160,6 @@ def script_args(script: str, model_dir: Path, data: str, output_dir: Path) -> li
     }.get(script, [])
 
 
-def blocked(report: Path, script: Path, args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
-    """`script args` in a `python -I -S` process where mega2bart cannot be imported (example_script_runner.py)."""
-    paths = sysconfig.get_paths()
-    site_packages = os.pathsep.join(sorted({paths["purelib"], paths["platlib"]}))
-    runner = HERE / "example_script_runner.py"
-    command = [sys.executable, "-I", "-S", str(runner), str(report), site_packages, str(PACKAGE), str(script), *args]
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-
-
 @pytest.fixture(scope="module", params=list(FOLDERS), ids=list(FOLDERS))
 def runs(request, mega_folders: dict[str, Path], tmp_path_factory) -> dict:
     """The five scripts on one MEGA folder, then one process reloading their outputs; everything measured."""
@@ -190,7 +176,9 @@ def runs(request, mega_folders: dict[str, Path], tmp_path_factory) -> dict:
     for script, path in SCRIPTS.items():
         output_dir, report = work / script, work / f"{script}-report.json"
         task_data = data[script.removeprefix("run_")]
-        done = blocked(report, EXAMPLES / path, script_args(script, model_dir, task_data, output_dir), cwd, env)
+        done = run_without_mega2bart(
+            report, EXAMPLES / path, script_args(script, model_dir, task_data, output_dir), cwd, env
+        )
         eval_file = output_dir / "eval_results.json"
         scripts[script] = {
             "returncode": done.returncode,
@@ -206,7 +194,7 @@ def runs(request, mega_folders: dict[str, Path], tmp_path_factory) -> dict:
     spec = {"results": str(work / "reload.json"), "jobs": jobs}
     (work / "reload-spec.json").write_text(json.dumps(spec))
     report = work / "reload-report.json"
-    done = blocked(report, HERE / "example_outputs_reload.py", [str(work / "reload-spec.json")], cwd, env)
+    done = run_without_mega2bart(report, HERE / "example_outputs_reload.py", [str(work / "reload-spec.json")], cwd, env)
     assert done.returncode == 0, done.stderr[-3000:]
     reloaded = json.loads((work / "reload.json").read_text())
     return {

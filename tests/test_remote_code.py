@@ -1,7 +1,7 @@
 """Every MEGA folder mega2bart writes loads, fine-tunes and saves where mega2bart cannot be imported (issue 30).
 
-The fine-tuning runs in one subprocess (remote_finetune_worker.py, `python -I -S` with a meta-path finder that
-refuses "mega2bart"), on three folders: a `MegaForMaskedLM.save_pretrained` folder, `mega2bart export` of a built
+The fine-tuning runs in one subprocess (remote_finetune_worker.py through example_script_runner.py: `python -I -S`
+with a meta-path finder that refuses "mega2bart"), on three folders: a `MegaForMaskedLM.save_pretrained` folder, `mega2bart export` of a built
 model, and a built model's encoder saved with `get_encoder().save_pretrained`.
 """
 
@@ -9,20 +9,15 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import sysconfig
 from pathlib import Path
 
 import pytest
 import torch
 import transformers
-from mega_tiny import assert_self_contained, tiny_config
+from mega_tiny import assert_self_contained, run_without_mega2bart, tiny_config
 
-import mega2bart
 from mega2bart.models.mega import MEGA_AUTO_CLASSES
 
-PACKAGE = Path(mega2bart.__file__).resolve().parent
 HEADS = ["sentence", "pair", "token", "qa", "choice", "mlm"]
 JOBS = (
     [("mlm", head) for head in HEADS]
@@ -42,27 +37,19 @@ AUTO_CLASS = {"sentence": "AutoModelForSequenceClassification", "pair": "AutoMod
 def finetuned(mega_folders: dict[str, Path], tmp_path_factory) -> dict:
     """The worker's results: one entry per (folder, head) job, plus what it proved about importing mega2bart."""
     work = tmp_path_factory.mktemp("finetune")
-    paths = sysconfig.get_paths()
     spec = {
-        "site_packages": sorted({paths["purelib"], paths["platlib"]}),
-        "package": str(PACKAGE),
         "work": str(work),
         "results": str(work / "results.json"),
         "jobs": [{"name": f"{f}-{h}", "folder": str(mega_folders[f]), "head": h} for f, h in JOBS],
     }
     (work / "spec.json").write_text(json.dumps(spec))
     env = {**os.environ, "HF_MODULES_CACHE": str(work / "modules"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("PYTHONPATH", None)
     worker = Path(__file__).with_name("remote_finetune_worker.py")
-    done = subprocess.run(
-        [sys.executable, "-I", "-S", str(worker), str(work / "spec.json")],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = run_without_mega2bart(work / "report.json", worker, [str(work / "spec.json")], work, env)
     assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads((work / "results.json").read_text())
+    # the jobs' results and what the runner proved about importing mega2bart
+    return json.loads((work / "results.json").read_text()) | json.loads((work / "report.json").read_text())
 
 
 def test_the_worker_cannot_import_mega2bart(finetuned: dict) -> None:
