@@ -118,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         "--stage3-stop-loss", type=float, help="stage 3 ends once its loss is below this (0: never; default 0.01)"
     )
     parser.add_argument(
+        "--stage3-learning-rate", type=float, help="the rungs' and stage 3's learning rate (default 0.001)"
+    )
+    parser.add_argument(
         "--curriculum",
         type=parse_curriculum,
         help="the full-length arm's rungs before stage 3, LENGTH:INPUTS:STEPS:BATCH:STOP_LOSS,... each at most STEPS "
@@ -173,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         "stage2_steps": args.stage2_steps,
         "stage3_steps": args.stage3_steps,
         "stage3_stop_loss": args.stage3_stop_loss,
+        "stage3_learning_rate": args.stage3_learning_rate,
         "curriculum": args.curriculum,
         "test_examples": args.test_examples,
     }
