@@ -383,6 +383,56 @@ def test_bf16_time_keeps_the_work_that_is_not_a_matmul_at_the_fp32_rate():
     assert fp32_only.seconds == pytest.approx(fp32_only.flops / (1e12 * planner.MODEL_EFFICIENCY) + step)
 
 
+def test_a_measured_efficiency_times_every_flop_at_that_share_of_the_dtypes_rate():
+    shape = load_shape("base")
+    workload = Workload(task="train", length=1024, label_tokens=64, dtype="bf16")
+    measured = plan_run(shape, workload, MatmulRate(4.0, 0.1, "test", fp32=1.0, efficiency=0.6))
+    step = planner.STEP_SECONDS["train_step"]
+    assert measured.seconds == pytest.approx(measured.flops / (4e12 * 0.6) + step)
+    generate = Workload(task="generate", length=1024, beams=2, new_tokens=8)
+    assumed = plan_run(shape, generate, MatmulRate(1.0, 0.1, "test"))
+    at_half = plan_run(shape, generate, MatmulRate(1.0, 0.1, "test", efficiency=0.5))
+    # the decoding steps (few-row rate) and their fixed cost are the same; the encoder and projections change
+    decoding = (
+        2 * 8 * planner.decoder_token_flops(shape, 4.5, 1024) / 0.1e12 + 8 * planner.STEP_SECONDS["decoding_step"]
+    )
+    encoder = planner.encoder_forward_flops(shape.encoder, 1, 1024) + planner.source_projection_flops(shape, 1, 1024)
+    assert at_half.seconds == pytest.approx(encoder / 0.5e12 + decoding)
+    assert assumed.seconds == pytest.approx(encoder / (1e12 * planner.MODEL_EFFICIENCY) + decoding)
+
+
+def test_the_efficiency_is_timed_on_a_layer_of_the_planned_shape():
+    import torch
+
+    for preset in ("tiny", "large"):
+        encoder = load_shape(preset).encoder
+        layer = planner.one_layer_encoder(encoder, 512)
+        built = sorted(tuple(p.shape) for p in layer.parameters())
+        counted = sorted(replace(encoder, layers=1, vocab=8, token_types=0).shapes())
+        assert built == counted, preset
+    tiny = load_shape("tiny").encoder
+    torch.manual_seed(0)
+    for train, what in ((False, "forward"), (True, "forward + backward")):
+        rate = planner.measure_model_efficiency(tiny, RATE, "cpu", "fp32", length=100_000, train=train)
+        assert (rate.large, rate.small, rate.source) == (RATE.large, RATE.small, RATE.source)
+        assert 0 < rate.efficiency < 1  # the tiny layer at 1 TFLOP/s: far below it on any CPU
+        assert rate.efficiency_source == f"measured: one encoder layer, {what}, 4096 tokens, fp32 (cpu)"
+    short = planner.measure_model_efficiency(tiny, RATE, "cpu", "bf16", length=300)
+    assert short.efficiency_source == "measured: one encoder layer, forward, 300 tokens, bf16 (cpu)"
+
+
+def test_plan_says_what_it_measured_and_assumes_nothing_with_tflops():
+    measured = runner.invoke(app, ["plan", "tiny", "--length", "1024", "--new-tokens", "4", "--json"])
+    assert measured.exit_code == 0, measured.output
+    rate = json.loads(measured.output)["matmul_tflops"]
+    assert rate["efficiency"] > 0
+    assert rate["efficiency_source"] == "measured: one encoder layer, forward, 1024 tokens, fp32 (cpu)"
+    text = runner.invoke(app, ["plan", "tiny", "--length", "1024", "--task", "train", "--label-tokens", "8"]).output
+    assert "of that rate (measured: one encoder layer, forward + backward, 1024 tokens, fp32 (cpu))" in text
+    given = json.loads(runner.invoke(app, ["plan", "tiny", "--length", "1024", "--tflops", "1", "--json"]).output)
+    assert given["matmul_tflops"]["efficiency"] is None
+
+
 def test_the_commands_fix_glibcs_thresholds_unless_told_not_to(monkeypatch):
     import os
     import subprocess
@@ -438,5 +488,7 @@ def test_bench_plan_checks_twenty_rows_eight_held_out_unlike_the_calibration():
     row = held_out[0]
     plan = bench_plan.predict(row, RATE, process_bytes=450 * 10**6)
     result = {"spec": row, "process_peak_bytes": int(plan["peak_bytes"] / 1.12), "seconds": 1.0}
-    text = bench_plan.table([result], {row["dtype"]: RATE}, process=450 * 10**6)
+    text = bench_plan.table([result], {row["name"]: RATE}, process=450 * 10**6)
     assert "+12.0%" in text and "held-out rows: 1; peak within +-15%: 1, within +-10%: 0" in text
+    time_error = plan["seconds"] / 1.0 - 1
+    assert f"time within +-30%: {int(abs(time_error) <= 0.3)}, largest time error {time_error:+.0%}." in text
