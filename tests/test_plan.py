@@ -378,7 +378,7 @@ def test_bf16_time_keeps_the_work_that_is_not_a_matmul_at_the_fp32_rate():
     fp32_only = plan_run(shape, replace(workload, dtype="fp32"), MatmulRate(1.0, 0.1, "test"))
     matmul_share = fast_matmuls.flops / 4e12
     rest = fast_matmuls.flops * (1 / planner.MODEL_EFFICIENCY - 1) / 1e12
-    step = planner.STEP_SECONDS["train_step"]
+    step = shape.parameters()["total"] * planner.OPTIMIZER_NS_PER_PARAMETER["adamw"] * 1e-9  # the assumed AdamW
     assert fast_matmuls.seconds == pytest.approx(matmul_share + rest + step)
     assert fp32_only.seconds == pytest.approx(fp32_only.flops / (1e12 * planner.MODEL_EFFICIENCY) + step)
 
@@ -386,9 +386,14 @@ def test_bf16_time_keeps_the_work_that_is_not_a_matmul_at_the_fp32_rate():
 def test_a_measured_efficiency_times_every_flop_at_that_share_of_the_dtypes_rate():
     shape = load_shape("base")
     workload = Workload(task="train", length=1024, label_tokens=64, dtype="bf16")
-    measured = plan_run(shape, workload, MatmulRate(4.0, 0.1, "test", fp32=1.0, efficiency=0.6))
-    step = planner.STEP_SECONDS["train_step"]
-    assert measured.seconds == pytest.approx(measured.flops / (4e12 * 0.6) + step)
+    measured = plan_run(shape, workload, MatmulRate(4.0, 0.1, "test", fp32=1.0, efficiency=0.6, optimizer_ns=2.0))
+    assert measured.seconds == pytest.approx(measured.flops / (4e12 * 0.6) + shape.parameters()["total"] * 2e-9)
+    # a frozen encoder: the optimiser steps over the decoder and the projection only
+    frozen = plan_run(
+        shape, replace(workload, freeze="encoder"), MatmulRate(4.0, 0.1, "t", efficiency=0.6, optimizer_ns=2.0)
+    )
+    trained = shape.parameters()["decoder"] + shape.parameters()["enc_to_dec_proj"]
+    assert frozen.seconds == pytest.approx(frozen.flops / (4e12 * 0.6) + trained * 2e-9)
     generate = Workload(task="generate", length=1024, beams=2, new_tokens=8)
     assumed = plan_run(shape, generate, MatmulRate(1.0, 0.1, "test"))
     at_half = plan_run(shape, generate, MatmulRate(1.0, 0.1, "test", efficiency=0.5))
@@ -416,9 +421,9 @@ def test_the_efficiency_is_timed_on_a_layer_of_the_planned_shape():
         rate = planner.measure_model_efficiency(tiny, RATE, "cpu", "fp32", length=100_000, train=train)
         assert (rate.large, rate.small, rate.source) == (RATE.large, RATE.small, RATE.source)
         assert 0 < rate.efficiency < 1  # the tiny layer at 1 TFLOP/s: far below it on any CPU
-        assert rate.efficiency_source == f"measured: one encoder layer, {what}, 4096 tokens, fp32 (cpu)"
-    short = planner.measure_model_efficiency(tiny, RATE, "cpu", "bf16", length=300)
-    assert short.efficiency_source == "measured: one encoder layer, forward, 300 tokens, bf16 (cpu)"
+        assert rate.efficiency_source == f"measured: one encoder layer, {what}, 1 x 4096 tokens, fp32 (cpu)"
+    short = planner.measure_model_efficiency(tiny, RATE, "cpu", "bf16", length=300, batch=32)
+    assert short.efficiency_source == "measured: one encoder layer, forward, 13 x 300 tokens, bf16 (cpu)"
 
 
 def test_plan_says_what_it_measured_and_assumes_nothing_with_tflops():
@@ -426,9 +431,19 @@ def test_plan_says_what_it_measured_and_assumes_nothing_with_tflops():
     assert measured.exit_code == 0, measured.output
     rate = json.loads(measured.output)["matmul_tflops"]
     assert rate["efficiency"] > 0
-    assert rate["efficiency_source"] == "measured: one encoder layer, forward, 1024 tokens, fp32 (cpu)"
+    assert rate["efficiency_source"] == "measured: one encoder layer, forward, 1 x 1024 tokens, fp32 (cpu)"
     text = runner.invoke(app, ["plan", "tiny", "--length", "1024", "--task", "train", "--label-tokens", "8"]).output
-    assert "of that rate (measured: one encoder layer, forward + backward, 1024 tokens, fp32 (cpu))" in text
+    assert "of that rate (measured: one encoder layer, forward + backward, 1 x 1024 tokens, fp32 (cpu))" in text
+    assert "ns per trained parameter (measured)" in text
+    args = ["plan", "tiny", "--task", "train", "--optimizer", "sgd", "--tflops", "1"]
+    assert "the optimiser step at 0.30 ns per trained parameter (assumed)" in runner.invoke(app, args).output
+
+
+def test_the_optimizer_cost_is_measured_per_parameter():
+    costs = {name: planner.measure_optimizer_cost(name, parameters=2**20) for name in ("sgd", "adamw", "adafactor")}
+    assert all(cost > 0 for cost in costs.values()), costs
+    # AdamW reads and writes two more fp32 states per parameter than SGD; Adafactor's factored update does more
+    assert costs["sgd"] < costs["adafactor"] and costs["adamw"] < costs["adafactor"], costs
     given = json.loads(runner.invoke(app, ["plan", "tiny", "--length", "1024", "--tflops", "1", "--json"]).output)
     assert given["matmul_tflops"]["efficiency"] is None
 

@@ -56,9 +56,11 @@ projections and attention; training 3x the forward, 4x with checkpointing, which
 runs forward only). The rate is a square matmul's in the run's dtype, measured on the device for a moment,
 times the model's own efficiency: one random encoder layer of the planned shape timed for the planned task,
 dtype and length (`measure_model_efficiency`: forward, or forward + backward; it is the CPU's and the dtype's,
-0.55 on one Xeon and 0.80 on one EPYC in fp32). With `--tflops` nothing is measured: the matmuls run at that
+0.55 on one Xeon, 0.63-0.75 on one EPYC in fp32). With `--tflops` nothing is measured: the matmuls run at that
 rate and the rest of the work at (1 / `MODEL_EFFICIENCY` - 1) of it. Decoding steps, a few rows each, run at a
-second measured rate for few-row products; `STEP_SECONDS` adds each decoding or training step's fixed cost.
+second measured rate for few-row products; `STEP_SECONDS` adds each decoding step's fixed cost; a training step
+adds the optimiser's pass over the trained parameters (ns per parameter measured for the planned optimiser,
+`measure_optimizer_cost`, or assumed with `--tflops`: `OPTIMIZER_NS_PER_PARAMETER`).
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ from .shapes import (
 )
 from .timing import (
     MODEL_EFFICIENCY,
+    OPTIMIZER_NS_PER_PARAMETER,
     SMALL_ROW_SHARE,
     STEP_SECONDS,
     MatmulRate,
@@ -101,6 +104,7 @@ from .timing import (
     encoder_forward_flops,
     measure_matmul_rate,
     measure_model_efficiency,
+    measure_optimizer_cost,
     measure_workload_rate,
     one_layer_encoder,
     source_projection_flops,
@@ -119,6 +123,7 @@ __all__ = [
     "EncoderShape",
     "GIB",
     "MODEL_EFFICIENCY",
+    "OPTIMIZER_NS_PER_PARAMETER",
     "STEP_SECONDS",
     "MatmulRate",
     "ModelShape",
@@ -136,6 +141,7 @@ __all__ = [
     "load_shape",
     "measure_matmul_rate",
     "measure_model_efficiency",
+    "measure_optimizer_cost",
     "measure_workload_rate",
     "one_layer_encoder",
     "measure_process_bytes",
@@ -257,6 +263,12 @@ def format_report(report: dict[str, Any]) -> str:
     )
     if rate.get("efficiency") is not None:
         lines.append(f"  the model's work at {rate['efficiency']:.0%} of that rate ({rate['efficiency_source']})")
+    if w["task"] == "train":
+        measured = rate.get("optimizer_ns") is not None
+        cost = rate["optimizer_ns"] if measured else OPTIMIZER_NS_PER_PARAMETER[w["optimizer"]]
+        lines.append(
+            f"  the optimiser step at {cost:.2f} ns per trained parameter ({'measured' if measured else 'assumed'})"
+        )
     lines += [f"note: {note}" for note in report["notes"]]
     fit = report.get("fit")
     if fit:
