@@ -166,7 +166,7 @@ def measured_and_predicted(result: dict, plan: dict) -> tuple[int, int]:
 
 
 def table(results: list[dict], rates: dict, compare: dict[str, dict] | None = None, process: int | None = None) -> str:
-    """The markdown table (`rates`: the matmul rate of each row's dtype, as `mega2bart plan` measures it;
+    """The markdown table (`rates`: each run's rate, by name, as `mega2bart plan` measures it for that workload;
     `process`: the plan's process share); with `compare` (run name -> result of another raw file, e.g. the same
     runs with glibc's default allocator) four more give that run's measured peak and time and the plan's errors."""
     lines = [
@@ -177,6 +177,7 @@ def table(results: list[dict], rates: dict, compare: dict[str, dict] | None = No
         + ("---:|---:|---:|---:|" if compare else ""),
     ]
     errors: dict[str, list[float]] = {}
+    time_errors: dict[str, list[float]] = {}
     for result in results:
         spec = result["spec"]
         tokens = spec["new_tokens"] if spec["task"] == "generate" else spec["label_tokens"]
@@ -190,10 +191,11 @@ def table(results: list[dict], rates: dict, compare: dict[str, dict] | None = No
         if "error" in result:
             lines.append(f"{head} | | | | | | | | | {result['error']} |")
             continue
-        plan = predict(spec, rates[spec["dtype"]], process)
+        plan = predict(spec, rates[spec["name"]], process)
         measured, predicted = measured_and_predicted(result, plan)
         error = predicted / measured - 1
         errors.setdefault(spec["role"], []).append(error)
+        time_errors.setdefault(spec["role"], []).append(plan["seconds"] / result["seconds"] - 1)
         other = ""
         if compare is not None:
             twin = compare.get(spec["name"], {})
@@ -221,7 +223,9 @@ def table(results: list[dict], rates: dict, compare: dict[str, dict] | None = No
             within10 = sum(abs(e) <= 0.10 for e in errors[role])
             lines.append(
                 f"{role} rows: {len(errors[role])}; peak within +-15%: {within15}, within +-10%: {within10}; "
-                f"largest error {max(errors[role], key=abs):+.1%}."
+                f"largest error {max(errors[role], key=abs):+.1%}; time within +-30%: "
+                f"{sum(abs(e) <= 0.30 for e in time_errors[role])}, largest time error "
+                f"{max(time_errors[role], key=abs):+.0%}."
             )
     if process is not None:
         lines.append(f"Process share of the plan (`mega2bart plan`'s own RSS after its imports): {gb(process)} GB.")
@@ -265,10 +269,19 @@ def main() -> None:
                 with args.raw.open("a") as handle:
                     handle.write(line + "\n")
             print(f"{spec['name']}: {result.get('process_peak_bytes', result.get('error'))}", flush=True)
-    from mega2bart.plan import measure_matmul_rate
+    import torch
 
-    # each row's time at the rate of its own dtype (bf16 products run on other units than fp32 ones), as the CLI does
-    rates = {dtype: measure_matmul_rate("cpu", dtype, args.tflops) for dtype in {r["spec"]["dtype"] for r in results}}
+    from mega2bart.plan import load_shape, measure_workload_rate
+
+    # each row's time at the rate `mega2bart plan` measures for its workload (the dtype's matmul rate and the
+    # model's efficiency for its task and length), on the threads the rows ran with
+    torch.set_num_threads(results[0]["spec"]["threads"] if results else args.threads)
+    rates = {
+        r["spec"]["name"]: measure_workload_rate(
+            load_shape(r["spec"]["size"]).encoder, workload(r["spec"]), args.tflops
+        )
+        for r in results
+    }
     compare = None
     if args.compare_raw:
         rows = [json.loads(line) for line in args.compare_raw.read_text().splitlines() if line.strip()]

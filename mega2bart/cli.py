@@ -530,7 +530,12 @@ def plan(
         str | None,
         typer.Option(help="e.g. 24GiB: say whether the run fits and the largest length/batch/beams that do."),
     ] = None,
-    tflops: Annotated[float | None, typer.Option(help="Matmul TFLOP/s to assume instead of measuring it.")] = None,
+    tflops: Annotated[
+        float | None,
+        typer.Option(
+            help="Matmul TFLOP/s to assume instead of measuring it (the model's efficiency and the optimiser's cost are then assumed too)."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON (peak_bytes, seconds, ...).")] = False,
 ) -> None:
     """Predict the whole process's peak memory (with its breakdown) and the time of a run, from the configuration."""

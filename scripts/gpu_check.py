@@ -76,10 +76,10 @@ def predict(row: dict[str, Any], tflops: float | None) -> dict[str, Any] | None:
         return None
     from bench_plan import workload
 
-    from mega2bart.plan import load_shape, measure_matmul_rate, plan_run
+    from mega2bart.plan import load_shape, measure_workload_rate, plan_run
 
-    rate = measure_matmul_rate("cuda", row["dtype"], tflops)
-    return plan_run(load_shape(row["size"]), workload(row, "cuda"), rate).as_dict()
+    shape, work = load_shape(row["size"]), workload(row, "cuda")
+    return plan_run(shape, work, measure_workload_rate(shape.encoder, work, tflops)).as_dict()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -378,9 +378,74 @@ def test_bf16_time_keeps_the_work_that_is_not_a_matmul_at_the_fp32_rate():
     fp32_only = plan_run(shape, replace(workload, dtype="fp32"), MatmulRate(1.0, 0.1, "test"))
     matmul_share = fast_matmuls.flops / 4e12
     rest = fast_matmuls.flops * (1 / planner.MODEL_EFFICIENCY - 1) / 1e12
-    step = planner.STEP_SECONDS["train_step"]
+    step = shape.parameters()["total"] * planner.OPTIMIZER_NS_PER_PARAMETER["adamw"] * 1e-9  # the assumed AdamW
     assert fast_matmuls.seconds == pytest.approx(matmul_share + rest + step)
     assert fp32_only.seconds == pytest.approx(fp32_only.flops / (1e12 * planner.MODEL_EFFICIENCY) + step)
+
+
+def test_a_measured_efficiency_times_every_flop_at_that_share_of_the_dtypes_rate():
+    shape = load_shape("base")
+    workload = Workload(task="train", length=1024, label_tokens=64, dtype="bf16")
+    measured = plan_run(shape, workload, MatmulRate(4.0, 0.1, "test", fp32=1.0, efficiency=0.6, optimizer_ns=2.0))
+    assert measured.seconds == pytest.approx(measured.flops / (4e12 * 0.6) + shape.parameters()["total"] * 2e-9)
+    # a frozen encoder: the optimiser steps over the decoder and the projection only
+    frozen = plan_run(
+        shape, replace(workload, freeze="encoder"), MatmulRate(4.0, 0.1, "t", efficiency=0.6, optimizer_ns=2.0)
+    )
+    trained = shape.parameters()["decoder"] + shape.parameters()["enc_to_dec_proj"]
+    assert frozen.seconds == pytest.approx(frozen.flops / (4e12 * 0.6) + trained * 2e-9)
+    generate = Workload(task="generate", length=1024, beams=2, new_tokens=8)
+    assumed = plan_run(shape, generate, MatmulRate(1.0, 0.1, "test"))
+    at_half = plan_run(shape, generate, MatmulRate(1.0, 0.1, "test", efficiency=0.5))
+    # the decoding steps (few-row rate) and their fixed cost are the same; the encoder and projections change
+    decoding = (
+        2 * 8 * planner.decoder_token_flops(shape, 4.5, 1024) / 0.1e12 + 8 * planner.STEP_SECONDS["decoding_step"]
+    )
+    encoder = planner.encoder_forward_flops(shape.encoder, 1, 1024) + planner.source_projection_flops(shape, 1, 1024)
+    assert at_half.seconds == pytest.approx(encoder / 0.5e12 + decoding)
+    assert assumed.seconds == pytest.approx(encoder / (1e12 * planner.MODEL_EFFICIENCY) + decoding)
+
+
+def test_the_efficiency_is_timed_on_a_layer_of_the_planned_shape():
+    import torch
+
+    for preset in ("tiny", "large"):
+        encoder = load_shape(preset).encoder
+        layer = planner.one_layer_encoder(encoder, 512)
+        built = sorted(tuple(p.shape) for p in layer.parameters())
+        counted = sorted(replace(encoder, layers=1, vocab=8, token_types=0).shapes())
+        assert built == counted, preset
+    tiny = load_shape("tiny").encoder
+    torch.manual_seed(0)
+    for train, what in ((False, "forward"), (True, "forward + backward")):
+        rate = planner.measure_model_efficiency(tiny, RATE, "cpu", "fp32", length=100_000, train=train)
+        assert (rate.large, rate.small, rate.source) == (RATE.large, RATE.small, RATE.source)
+        assert 0 < rate.efficiency < 1  # the tiny layer at 1 TFLOP/s: far below it on any CPU
+        assert rate.efficiency_source == f"measured: one encoder layer, {what}, 1 x 4096 tokens, fp32 (cpu)"
+    short = planner.measure_model_efficiency(tiny, RATE, "cpu", "bf16", length=300, batch=32)
+    assert short.efficiency_source == "measured: one encoder layer, forward, 13 x 300 tokens, bf16 (cpu)"
+
+
+def test_plan_says_what_it_measured_and_assumes_nothing_with_tflops():
+    measured = runner.invoke(app, ["plan", "tiny", "--length", "1024", "--new-tokens", "4", "--json"])
+    assert measured.exit_code == 0, measured.output
+    rate = json.loads(measured.output)["matmul_tflops"]
+    assert rate["efficiency"] > 0
+    assert rate["efficiency_source"] == "measured: one encoder layer, forward, 1 x 1024 tokens, fp32 (cpu)"
+    text = runner.invoke(app, ["plan", "tiny", "--length", "1024", "--task", "train", "--label-tokens", "8"]).output
+    assert "of that rate (measured: one encoder layer, forward + backward, 1 x 1024 tokens, fp32 (cpu))" in text
+    assert "ns per trained parameter (measured)" in text
+    args = ["plan", "tiny", "--task", "train", "--optimizer", "sgd", "--tflops", "1"]
+    assert "the optimiser step at 0.30 ns per trained parameter (assumed)" in runner.invoke(app, args).output
+
+
+def test_the_optimizer_cost_is_measured_per_parameter():
+    costs = {name: planner.measure_optimizer_cost(name, parameters=2**20) for name in ("sgd", "adamw", "adafactor")}
+    assert all(cost > 0 for cost in costs.values()), costs
+    # AdamW reads and writes two more fp32 states per parameter than SGD; Adafactor's factored update does more
+    assert costs["sgd"] < costs["adafactor"] and costs["adamw"] < costs["adafactor"], costs
+    given = json.loads(runner.invoke(app, ["plan", "tiny", "--length", "1024", "--tflops", "1", "--json"]).output)
+    assert given["matmul_tflops"]["efficiency"] is None
 
 
 def test_the_commands_fix_glibcs_thresholds_unless_told_not_to(monkeypatch):
@@ -438,5 +503,7 @@ def test_bench_plan_checks_twenty_rows_eight_held_out_unlike_the_calibration():
     row = held_out[0]
     plan = bench_plan.predict(row, RATE, process_bytes=450 * 10**6)
     result = {"spec": row, "process_peak_bytes": int(plan["peak_bytes"] / 1.12), "seconds": 1.0}
-    text = bench_plan.table([result], {row["dtype"]: RATE}, process=450 * 10**6)
+    text = bench_plan.table([result], {row["name"]: RATE}, process=450 * 10**6)
     assert "+12.0%" in text and "held-out rows: 1; peak within +-15%: 1, within +-10%: 0" in text
+    time_error = plan["seconds"] / 1.0 - 1
+    assert f"time within +-30%: {int(abs(time_error) <= 0.3)}, largest time error {time_error:+.0%}." in text

@@ -84,7 +84,7 @@ class DemoModel:
     ) -> None:
         from mega2bart.builder import describe_model
         from mega2bart.builder.generation import new_token_limits
-        from mega2bart.plan import PlanError, load_shape, measure_matmul_rate
+        from mega2bart.plan import PlanError, load_shape, measure_matmul_rate, measure_model_efficiency
 
         self.model_dir = Path(model_dir)
         self.description = describe_model(self.model_dir)  # a one-line BuildError for a wrong directory, at once
@@ -105,7 +105,17 @@ class DemoModel:
         except PlanError as exc:  # a model the planner does not know: the page runs without estimates
             logger.warning("no estimates: %s", exc)
             self.shape = None
-        self.rate = measure_matmul_rate(self.device, dtype) if self.shape is not None else None  # type: ignore[arg-type]
+        # the matmul rate and the model's own share of it (one encoder layer's forward), measured once for the page
+        self.rate = (
+            measure_model_efficiency(
+                self.shape.encoder,
+                measure_matmul_rate(self.device, dtype),
+                self.device,
+                dtype,  # type: ignore[arg-type]
+            )
+            if self.shape is not None
+            else None
+        )
         config = self.model.generation_config
         max_new, min_new = new_token_limits(config)
         self.defaults = GenerationOptions(

@@ -53,10 +53,14 @@ CUDA). A frozen encoder (`freeze="encoder"`) keeps no encoder activations, gradi
 
 Time: FLOPs are counted as in benchmarks/README.md (projections, chunked attention, EMA kernel; BART's
 projections and attention; training 3x the forward, 4x with checkpointing, which recomputes it; a frozen encoder
-runs forward only). The matmuls run at a square matmul's rate in the run's dtype, measured on the device for a
-moment (or `--tflops`), and the rest of the work at the fp32 rate (`MODEL_EFFICIENCY`); decoding steps, a few
-rows each, run at a second measured rate for few-row products; `STEP_SECONDS` adds each decoding or training
-step's fixed cost.
+runs forward only). The rate is a square matmul's in the run's dtype, measured on the device for a moment,
+times the model's own efficiency: one random encoder layer of the planned shape timed for the planned task,
+dtype and length (`measure_model_efficiency`: forward, or forward + backward; it is the CPU's and the dtype's,
+0.55 on one Xeon, 0.63-0.75 on one EPYC in fp32). With `--tflops` nothing is measured: the matmuls run at that
+rate and the rest of the work at (1 / `MODEL_EFFICIENCY` - 1) of it. Decoding steps, a few rows each, run at a
+second measured rate for few-row products; `STEP_SECONDS` adds each decoding step's fixed cost; a training step
+adds the optimiser's pass over the trained parameters (ns per parameter measured for the planned optimiser,
+`measure_optimizer_cost`, or assumed with `--tflops`: `OPTIMIZER_NS_PER_PARAMETER`).
 """
 
 from __future__ import annotations
@@ -92,12 +96,17 @@ from .shapes import (
 )
 from .timing import (
     MODEL_EFFICIENCY,
+    OPTIMIZER_NS_PER_PARAMETER,
     SMALL_ROW_SHARE,
     STEP_SECONDS,
     MatmulRate,
     decoder_token_flops,
     encoder_forward_flops,
     measure_matmul_rate,
+    measure_model_efficiency,
+    measure_optimizer_cost,
+    measure_workload_rate,
+    one_layer_encoder,
     source_projection_flops,
 )
 
@@ -114,6 +123,7 @@ __all__ = [
     "EncoderShape",
     "GIB",
     "MODEL_EFFICIENCY",
+    "OPTIMIZER_NS_PER_PARAMETER",
     "STEP_SECONDS",
     "MatmulRate",
     "ModelShape",
@@ -130,6 +140,10 @@ __all__ = [
     "format_report",
     "load_shape",
     "measure_matmul_rate",
+    "measure_model_efficiency",
+    "measure_optimizer_cost",
+    "measure_workload_rate",
+    "one_layer_encoder",
     "measure_process_bytes",
     "memory_phases",
     "overhead",
@@ -205,7 +219,7 @@ def plan_report(
     shape = load_shape(model_or_preset)
     process = measure_process_bytes() if measure_process and workload.device == "cpu" else None
     source = "measured: this process's RSS after the imports of a mega2bart command" if process else None
-    rate = measure_matmul_rate(workload.device, workload.dtype, tflops)
+    rate = measure_workload_rate(shape.encoder, workload, tflops)
     report = plan_run(shape, workload, rate, process, source).as_dict()
     report["overhead_calibration"] = dict(overhead(workload.device))
     if memory is not None:
@@ -247,6 +261,14 @@ def format_report(report: dict[str, Any]) -> str:
         f"{report['flops'] / 1e12:.2f} TFLOP, about {report['seconds']:.1f} s at {rate['large']:.3g} TFLOP/s "
         f"({rate['source']}; few-row products {rate['small']:.3g})"
     )
+    if rate.get("efficiency") is not None:
+        lines.append(f"  the model's work at {rate['efficiency']:.0%} of that rate ({rate['efficiency_source']})")
+    if w["task"] == "train":
+        measured = rate.get("optimizer_ns") is not None
+        cost = rate["optimizer_ns"] if measured else OPTIMIZER_NS_PER_PARAMETER[w["optimizer"]]
+        lines.append(
+            f"  the optimiser step at {cost:.2f} ns per trained parameter ({'measured' if measured else 'assumed'})"
+        )
     lines += [f"note: {note}" for note in report["notes"]]
     fit = report.get("fit")
     if fit:
