@@ -102,6 +102,21 @@ def load(spec: dict, dtype: torch.dtype) -> Mega2BartModel:
     return model.to(dtype)
 
 
+def generate(model: Mega2BartModel, spec: dict, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """A generation row's call: `spec["beams"]` beams, exactly `spec["new_tokens"]` new tokens, greedy."""
+    return model.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        num_beams=spec["beams"],
+        max_new_tokens=spec["new_tokens"],
+        min_new_tokens=spec["new_tokens"],
+        do_sample=False,
+        decoder_start_token_id=2,
+        pad_token_id=1,
+        eos_token_id=2,
+    )
+
+
 def cpu_seconds() -> tuple[float, float]:
     """This process's user and system CPU seconds so far (system: page faults, mmap/munmap)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -135,17 +150,7 @@ def run(spec: dict) -> dict:
         reset_hwm()
         start, cpu = time.perf_counter(), cpu_seconds()
         with torch.inference_mode():
-            out = model.generate(
-                input_ids=ids,
-                attention_mask=mask,
-                num_beams=spec["beams"],
-                max_new_tokens=spec["new_tokens"],
-                min_new_tokens=spec["new_tokens"],
-                do_sample=False,
-                decoder_start_token_id=2,
-                pad_token_id=1,
-                eos_token_id=2,
-            )
+            out = generate(model, spec, ids, mask)
         result["seconds"] = time.perf_counter() - start
         result["cpu_user_s"], result["cpu_sys_s"] = (b - a for a, b in zip(cpu, cpu_seconds(), strict=True))
         result["output_shape"] = list(out.shape)

@@ -29,7 +29,7 @@ from _harness import RESULT_PREFIX, machine_summary, run_worker  # noqa: E402
 
 def worker(spec: dict) -> None:
     import torch
-    from _plan_worker import inputs, load
+    from _plan_worker import generate, inputs, load
     from bench_plan import workload
 
     import mega2bart.cli  # noqa: F401 (what every command has imported when it starts)
@@ -40,6 +40,7 @@ def worker(spec: dict) -> None:
         decoder_token_flops,
         encoder_forward_flops,
         measure_workload_rate,
+        seconds_per_flop,
         source_projection_flops,
     )
 
@@ -70,17 +71,7 @@ def worker(spec: dict) -> None:
         calls["decoder"].clear()
         start = time.perf_counter()
         with torch.inference_mode():
-            model.generate(
-                input_ids=ids,
-                attention_mask=mask,
-                num_beams=spec["beams"],
-                max_new_tokens=spec["new_tokens"],
-                min_new_tokens=spec["new_tokens"],
-                do_sample=False,
-                decoder_start_token_id=2,
-                pad_token_id=1,
-                eos_token_id=2,
-            )
+            generate(model, spec, ids, mask)
         total = time.perf_counter() - start
         encoder, decoder = sum(calls["encoder"]), calls["decoder"]
         phases.append(
@@ -96,7 +87,7 @@ def worker(spec: dict) -> None:
 
     shape, w = load_shape(spec["size"]), workload(spec)
     rate = measure_workload_rate(shape.encoder, w)  # as `mega2bart plan` measures it
-    per_flop = 1 / (rate.large * 1e12 * rate.efficiency)
+    per_flop = seconds_per_flop(rate)
     rows = w.batch * w.beams
     steps = rows * w.new_tokens * decoder_token_flops(shape, (w.new_tokens + 1) / 2, w.length)
     predicted = {

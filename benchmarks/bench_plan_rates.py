@@ -33,7 +33,7 @@ def main() -> None:
 
     import torch
     from _harness import machine_summary
-    from _plan_worker import load
+    from _plan_worker import generate, load
     from bench_plan import MODELS, saved_model
 
     import mega2bart.cli  # noqa: F401 (what every command has imported when it starts)
@@ -100,17 +100,7 @@ def main() -> None:
                 for _ in range(2):
                     calls.clear()
                     with torch.inference_mode():
-                        model.generate(
-                            input_ids=ids,
-                            attention_mask=torch.ones_like(ids),
-                            num_beams=beams,
-                            max_new_tokens=12,
-                            min_new_tokens=12,
-                            do_sample=False,
-                            decoder_start_token_id=2,
-                            pad_token_id=1,
-                            eos_token_id=2,
-                        )
+                        generate(model, {"beams": beams, "new_tokens": 12}, ids, torch.ones_like(ids))
                     per_step.append(sum(calls[1:]) / (len(calls) - 1))
                 row = {"size": size, "dtype": dtype, "rows": beams, "ms_per_step": 1000 * min(per_step)}
                 out["decoding"].append(row)

@@ -79,16 +79,21 @@ def source_projection_flops(shape: ModelShape, batch: int, source: int) -> float
     return batch * (projection + shape.decoder.layers * 4 * source * d * d)
 
 
+def seconds_per_flop(rate: MatmulRate) -> float:
+    """Seconds per counted FLOP of the model's work outside decoding steps: at `rate.efficiency` of the large
+    rate where it was measured, otherwise the matmul at the large rate plus MODEL_EFFICIENCY's rest at fp32's."""
+    if rate.efficiency is not None:
+        return 1 / (rate.large * 1e12 * rate.efficiency)
+    reference = (rate.fp32 or rate.large) * 1e12
+    return 1 / (rate.large * 1e12) + (1 / MODEL_EFFICIENCY - 1) / reference
+
+
 def _flops_and_seconds(shape: ModelShape, w: Workload, rate: MatmulRate) -> tuple[float, float]:
     """FLOPs and seconds: with a measured `rate.efficiency`, every counted FLOP at that share of the dtype's large
     rate; otherwise the matmuls at the dtype's own rate and the rest of a model's work (normalisations,
     activations, the EMA's FFTs, copies), which MODEL_EFFICIENCY puts at (1 / 0.55 - 1) of the matmul time in
     fp32, at the fp32 rate whatever the dtype. Decoding steps at the few-row rate; plus STEP_SECONDS."""
-    if rate.efficiency is not None:
-        per_flop = 1 / (rate.large * 1e12 * rate.efficiency)
-    else:
-        reference = (rate.fp32 or rate.large) * 1e12
-        per_flop = 1 / (rate.large * 1e12) + (1 / MODEL_EFFICIENCY - 1) / reference
+    per_flop = seconds_per_flop(rate)
     encoder = encoder_forward_flops(shape.encoder, w.batch, w.length)
     source = source_projection_flops(shape, w.batch, w.length)
     if w.task == "train":
