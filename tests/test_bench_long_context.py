@@ -260,6 +260,52 @@ def test_over_seeds_reports_mean_and_worst_and_checks_the_goal(tmp_path: Path) -
     assert bench.bucket_labels(32768) == ["0-2k", "2-8k", "8-16k", "16-24k", "24-32k"]
 
 
+def test_over_seeds_puts_the_controls_step_seconds_beside_megas(tmp_path: Path) -> None:
+    bench = _bench()
+    ref = _reference(bench, [10, 500, 1200, 2300, 3900], length=4096)
+    paths = []
+    for seed in (0, 1):
+        score = bench.score([ref], [ref["summary"]])
+        arms = {  # the order `--arms led mega` writes them in
+            "led-1024": {
+                "context": 4096,
+                "score": score,
+                "stage3_steps": 400,
+                "stage3_seconds_per_step": 6.0 + seed,
+                "curriculum": [{"length": 2048, "steps": 500, "seconds_per_step": 12.0}],
+            },
+            "mega-4k": {
+                "context": 4096,
+                "score": score,
+                "stage3_steps": 200 + seed,
+                "stage3_seconds_per_step": 0.5,
+                "curriculum": [{"length": 2048, "steps": 150, "seconds_per_step": 1.5}],
+            },
+        }
+        run = {
+            "seed": seed,
+            "settings": {"length": 4096},
+            "arms": arms,
+            "seconds": {"stage1": 600.0, "train mega-4k": 120.0},
+            "stage_steps_by_encoder": {
+                "longformer": {"stage1": 120, "stage2": 1500},
+                "mega": {"stage1": 360, "stage2": 790},
+            },
+        }
+        paths.append(tmp_path / f"seed{seed}.json")
+        paths[-1].write_text(json.dumps(run), encoding="utf-8")
+    assert bench.main(["--over-seeds", *map(str, paths), "--out-dir", str(tmp_path / "out")]) == 0
+    timing = json.loads((tmp_path / "out" / "results_seeds.json").read_text(encoding="utf-8"))["seconds_per_step"]
+    assert timing["led-1024"]["4k (final)"] == {"mean": 6.5, "by_seed": {"0": 6.0, "1": 7.0}}
+    assert timing["mega-4k"]["2k rung"]["mean"] == 1.5
+    text = (tmp_path / "out" / "results_seeds.md").read_text(encoding="utf-8")
+    # ratios against the MEGA arm, whichever order the arms ran in
+    assert "| led-1024 | 12.00 s, 8.0x (12.00, 12.00) | 6.50 s, 13.0x (6.00, 7.00) |" in text, text
+    assert "| mega-4k | 1.50 s (1.50, 1.50) | 0.50 s (0.50, 0.50) |" in text, text
+    assert "seed 1: longformer 120 / 1500, mega 360 / 790" in text, text
+    assert "seed 1: 2k 150 / 4k 201 (12 min of steps)" in text, text
+
+
 def test_lone_fact_inputs_plant_one_fact_in_the_bucket_asked_for(offline_tokenizer) -> None:
     pytest.importorskip("aclsum", reason="needs `pip install aclsum==0.1.2` (Python >= 3.11)")
     bench = _bench()

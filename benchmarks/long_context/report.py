@@ -52,22 +52,76 @@ def bucket_labels(length: int) -> list[str]:
 
 
 def climbs(runs: list[dict[str, Any]]) -> list[str]:
-    """A line of each full-length arm's steps up its curriculum and in stage 3, per seed, and the whole run's
-    minutes (none where no run had a curriculum)."""
+    """A line of each arm's steps up its curriculum and in stage 3, per seed, with the sum of the run's step times
+    in minutes (each step timed by the run that made it, so a run resumed over sessions counts every step once);
+    none where no run had a curriculum."""
     lines = []
-    name = next(iter(runs[0]["arms"]))
-    if any(run["arms"].get(name, {}).get("curriculum") for run in runs):
+    for name in runs[0]["arms"]:
+        if not any(run["arms"].get(name, {}).get("curriculum") for run in runs):
+            continue
         parts = []
         for run in runs:
             arm = run["arms"].get(name, {})
             rungs = " / ".join(f"{r['length'] // 1024}k {r['steps']}" for r in arm.get("curriculum", []))
+            final = f"{arm.get('context', run['settings']['length']) // 1024}k {arm.get('stage3_steps')}"
             parts.append(
-                f"seed {run['seed']}: {rungs} / 16k {arm.get('stage3_steps')} ({run['total_seconds'] / 60:.0f} min)"
+                f"seed {run['seed']}: {rungs} / {final} ({sum(run['seconds'].values()) / 60:.0f} min of steps)"
                 if arm.get("stage3_steps") is not None
                 else f"seed {run['seed']}: {rungs}"
             )
         lines.append(f"{name} curriculum and stage-3 steps (each ends at its loss or its cap): " + ", ".join(parts))
     return lines
+
+
+def step_seconds(runs: list[dict[str, Any]]) -> tuple[list[str], dict[str, Any]]:
+    """Seconds per training step of every arm's rungs and final stage, per seed and as the mean over seeds, each
+    as its run timed it, with every arm's ratio to the MEGA arm: the control's cost beside its recall. No lines
+    where the runs have a single arm."""
+    names = list(runs[0]["arms"])
+    if len(names) < 2:
+        return [], {}
+    phases: dict[str, dict[int, float]] = {}  # "arm|phase" -> seed -> seconds per step
+    order: list[str] = []
+    for run in runs:
+        for name in names:
+            arm = run["arms"].get(name, {})
+            timed = [(f"{r['length'] // 1024}k rung", r.get("seconds_per_step")) for r in arm.get("curriculum", [])]
+            timed.append((f"{arm.get('context', 0) // 1024}k (final)", arm.get("stage3_seconds_per_step")))
+            for phase, seconds in timed:
+                if seconds is None:
+                    continue
+                if phase not in order:
+                    order.append(phase)
+                phases.setdefault(f"{name}|{phase}", {})[run["seed"]] = seconds
+
+    def mean(name: str, phase: str) -> float | None:
+        values = list(phases.get(f"{name}|{phase}", {}).values())
+        return sum(values) / len(values) if values else None
+
+    base = next((name for name in names if name.startswith("mega")), names[0])
+    lines = [
+        "",
+        "Seconds per training step (the trainer's runtime over its steps, each timed in its own run; mean over "
+        f"seeds, per seed in brackets; x = against {base}):",
+        "",
+        "| arm | " + " | ".join(order) + " |",
+        "|---|" + "---|" * len(order),
+    ]
+    table: dict[str, Any] = {}
+    for name in names:
+        cells = []
+        for phase in order:
+            value, first = mean(name, phase), mean(base, phase)
+            per_seed = phases.get(f"{name}|{phase}", {})
+            table.setdefault(name, {})[phase] = {"mean": value, "by_seed": per_seed}
+            if value is None:
+                cells.append("-")
+                continue
+            ratio = f", {value / first:.1f}x" if first and name != base else ""
+            seeds = ", ".join(f"{per_seed[s]:.2f}" for s in sorted(per_seed))
+            cells.append(f"{value:.2f} s{ratio} ({seeds})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines, table
 
 
 def over_seeds(paths: list[Path], out: Path) -> int:
@@ -139,12 +193,22 @@ def over_seeds(paths: list[Path], out: Path) -> int:
             + " | ".join(pct(cells[b]) for b in BUCKET_NAMES)
             + f" | {pct(cells['recall'])} | {pct(cells['ordered'])} | {pct(cells['names_in_order'])} |"
         )
-    steps = [run.get("stage_steps", {}) for run in runs]
+    timing_lines, timing = step_seconds(runs)
+    lines += timing_lines
+    # {encoder kind: stage steps} per run; runs written before the LED arm have only the MEGA trunk's
+    steps = [run.get("stage_steps_by_encoder") or {"mega": run.get("stage_steps", {})} for run in runs]
+    kinds = list(dict.fromkeys(kind for st in steps for kind in st))
     lines += [
         "",
-        "Stage 1 / stage 2 steps (each ends at its loss): "
+        "Stage 1 / stage 2 steps (each ends at its loss or its cap): "
         + ", ".join(
-            f"seed {seed}: {st.get('stage1')} / {st.get('stage2')}" for seed, st in zip(seeds, steps, strict=True)
+            f"seed {seed}: "
+            + ", ".join(
+                (f"{kind} " if len(kinds) > 1 else "")
+                + f"{st.get(kind, {}).get('stage1')} / {st.get(kind, {}).get('stage2')}"
+                for kind in kinds
+            )
+            for seed, st in zip(seeds, steps, strict=True)
         ),
         *climbs(runs),
         "Goal: " + "; ".join(f"{k}: {'met' if v else 'missed'}" for k, v in goal.items()),
@@ -153,7 +217,17 @@ def over_seeds(paths: list[Path], out: Path) -> int:
     text = "\n".join(lines) + "\n"
     (out / "results_seeds.md").write_text(text, encoding="utf-8")
     (out / "results_seeds.json").write_text(
-        json.dumps({"seeds": seeds, "runs": [str(p) for p in paths], "table": table, "goal": goal}, indent=2) + "\n",
+        json.dumps(
+            {
+                "seeds": seeds,
+                "runs": [str(p) for p in paths],
+                "table": table,
+                "goal": goal,
+                "seconds_per_step": timing,
+            },
+            indent=2,
+        )
+        + "\n",
         encoding="utf-8",
     )
     # the plot: the mean over seeds of every row read at the training length
