@@ -115,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage2-steps", type=int, help="optimiser steps on 1-5 facts in short inputs")
     parser.add_argument("--stage3-steps", type=int, help="optimiser steps on full-length inputs, per arm")
     parser.add_argument(
-        "--stage3-stop-loss", type=float, help="stage 3 ends once its loss is below this (0: never; default 0.01)"
+        "--stage3-stop-loss",
+        type=float,
+        help="stage 3 ends once its loss is below this (default, or 0: never; it runs its whole schedule)",
     )
     parser.add_argument(
         "--stage3-learning-rate", type=float, help="the rungs' and stage 3's learning rate (default 0.001)"
