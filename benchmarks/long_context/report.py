@@ -80,7 +80,7 @@ def step_seconds(runs: list[dict[str, Any]]) -> tuple[list[str], dict[str, Any]]
     names = list(runs[0]["arms"])
     if len(names) < 2:
         return [], {}
-    phases: dict[str, dict[int, float]] = {}  # "arm|phase" -> seed -> seconds per step
+    phases: dict[tuple[str, str], dict[int, float]] = {}  # (arm, phase) -> seed -> seconds per step
     order: list[str] = []
     for run in runs:
         for name in names:
@@ -92,10 +92,10 @@ def step_seconds(runs: list[dict[str, Any]]) -> tuple[list[str], dict[str, Any]]
                     continue
                 if phase not in order:
                     order.append(phase)
-                phases.setdefault(f"{name}|{phase}", {})[run["seed"]] = seconds
+                phases.setdefault((name, phase), {})[run["seed"]] = seconds
 
     def mean(name: str, phase: str) -> float | None:
-        values = list(phases.get(f"{name}|{phase}", {}).values())
+        values = list(phases.get((name, phase), {}).values())
         return sum(values) / len(values) if values else None
 
     base = next((name for name in names if name.startswith("mega")), names[0])
@@ -111,13 +111,13 @@ def step_seconds(runs: list[dict[str, Any]]) -> tuple[list[str], dict[str, Any]]
     for name in names:
         cells = []
         for phase in order:
-            value, first = mean(name, phase), mean(base, phase)
-            per_seed = phases.get(f"{name}|{phase}", {})
+            value, against = mean(name, phase), mean(base, phase)
+            per_seed = phases.get((name, phase), {})
             table.setdefault(name, {})[phase] = {"mean": value, "by_seed": per_seed}
             if value is None:
                 cells.append("-")
                 continue
-            ratio = f", {value / first:.1f}x" if first and name != base else ""
+            ratio = f", {value / against:.1f}x" if against and name != base else ""
             seeds = ", ".join(f"{per_seed[s]:.2f}" for s in sorted(per_seed))
             cells.append(f"{value:.2f} s{ratio} ({seeds})")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
