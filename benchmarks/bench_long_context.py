@@ -295,7 +295,9 @@ def main(argv: list[str] | None = None) -> int:
             previous = out / name
         if led:
             wide = out / f"stage2{suffix}-window-{CONTROL_CONTEXT}"
-            _, _, key = steps.run(f"widen{suffix}", [CONTROL_CONTEXT], key, lambda: widen(previous, wide))
+            _, seconds[f"widen{suffix}"], key = steps.run(
+                f"widen{suffix}", [CONTROL_CONTEXT], key, lambda: widen(previous, wide)
+            )
             previous = wide
         return previous, key, parameters
 
@@ -304,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         its loss: (the last rung's model, its digest). Appends each rung's length, steps and losses to `record`."""
         for i, (length, count, *_) in enumerate(s.curriculum):
             data = out / f"train-{length}.jsonl"
-            steps.run(
+            _, seconds[f"data {length}"], _ = steps.run(
                 f"data {length}",
                 [data_settings, length, count],
                 "",
@@ -378,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
             # the same model on inputs twice as long as any it was trained on (MEGA has no position cap)
             beyond = 2 * s.length
             beyond_data = out / f"test-{beyond}.jsonl"
-            steps.run(
+            _, seconds[f"data {beyond}"], _ = steps.run(
                 f"data {beyond}",
                 [data_settings, beyond, s.beyond_examples],
                 "",
@@ -401,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
         if arm == "mega" and s.lone_examples:
             # one fact per input, `lone_examples` inputs per bucket: recall by depth without an order to keep
             lone_data = out / "test-lone.jsonl"
-            steps.run(
+            _, seconds["data lone"], _ = steps.run(
                 "data lone",
                 [data_settings, s.lone_examples],
                 "",

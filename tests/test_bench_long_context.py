@@ -224,6 +224,9 @@ def test_quick_run_end_to_end(tmp_path: Path) -> None:
     # the control cannot see facts past its 64 tokens: no code is recalled from there
     assert results["arms"]["truncated-64"]["score"]["recall_beyond_context"] == 0.0, results["arms"]["truncated-64"]
     assert (tmp_path / "recall_by_depth.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # every step the run finished is timed in results.json, whose sum the over-seeds report gives as minutes of steps
+    finished = {path.stem for path in (tmp_path / "done").glob("*.json")}
+    assert {name.replace(" ", "-") for name in results["seconds"]} == finished, (results["seconds"].keys(), finished)
     # the held-out JSONL is what `mega2bart eval` read: each fact sits at its recorded token depth
     from mega2bart.tokenization import load_offline_tokenizer
 
