@@ -290,7 +290,15 @@ def test_over_seeds_puts_the_controls_step_seconds_beside_megas(tmp_path: Path) 
             "seed": seed,
             "settings": {"length": 4096},
             "arms": arms,
-            "seconds": {"stage1": 600.0, "train mega-4k": 120.0},
+            "seconds": {  # the shared data steps, each arm's stages 1-2 and its own training and evaluation
+                "data": 60.0,
+                "data 2048": 60.0,
+                "stage1-longformer": 1800.0,
+                "stage1": 600.0,
+                "train led-1024 rung 2048": 3000.0,
+                "eval led-1024": 60.0,
+                "train mega-4k": 120.0,
+            },
             "stage_steps_by_encoder": {
                 "longformer": {"stage1": 120, "stage2": 1500},
                 "mega": {"stage1": 360, "stage2": 790},
@@ -307,7 +315,9 @@ def test_over_seeds_puts_the_controls_step_seconds_beside_megas(tmp_path: Path) 
     assert "| led-1024 | 12.00 s, 8.0x (12.00, 12.00) | 6.50 s, 13.0x (6.00, 7.00) |" in text, text
     assert "| mega-4k | 1.50 s (1.50, 1.50) | 0.50 s (0.50, 0.50) |" in text, text
     assert "seed 1: longformer 120 / 1500, mega 360 / 790" in text, text
-    assert "seed 1: 2k 150 / 4k 201 (12 min of steps)" in text, text
+    # each arm's minutes are the steps it needed, not the two-arm run's whole sum (88 min)
+    assert "seed 1: 2k 150 / 4k 201 (14 min of steps)" in text, text
+    assert "seed 1: 2k 500 / 4k 400 (83 min of steps)" in text, text
 
 
 def test_lone_fact_inputs_plant_one_fact_in_the_bucket_asked_for(offline_tokenizer) -> None:

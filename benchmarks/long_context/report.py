@@ -51,10 +51,22 @@ def bucket_labels(length: int) -> list[str]:
     return [f"{lo}-{hi}k" for lo, hi in itertools.pairwise(edges)]
 
 
+def arm_seconds(run: dict[str, Any], name: str) -> float:
+    """The seconds of the steps arm `name` of `run` needed (each timed by the run that made it, so a run resumed over
+    sessions counts every step once): the data, its encoder's build and stages 1-2 (the LED arm's own, suffixed
+    "-longformer"; MEGA and the truncated control share theirs) and its own training and evaluations."""
+    suffix = "-longformer" if name.startswith("led") else ""
+    trunk = {f"{step}{suffix}" for step in ("build", "stage1", "stage2", "widen")}
+    return sum(
+        seconds
+        for step, seconds in run["seconds"].items()
+        if step == "data" or step.startswith("data ") or step in trunk or f" {name} " in f" {step} "
+    )
+
+
 def climbs(runs: list[dict[str, Any]]) -> list[str]:
-    """A line of each arm's steps up its curriculum and in stage 3, per seed, with the sum of the run's step times
-    in minutes (each step timed by the run that made it, so a run resumed over sessions counts every step once);
-    none where no run had a curriculum."""
+    """A line of each arm's steps up its curriculum and in stage 3, per seed, with the minutes of the steps that arm
+    needed (`arm_seconds`); none where no run had a curriculum."""
     lines = []
     for name in runs[0]["arms"]:
         if not any(run["arms"].get(name, {}).get("curriculum") for run in runs):
@@ -65,7 +77,7 @@ def climbs(runs: list[dict[str, Any]]) -> list[str]:
             rungs = " / ".join(f"{r['length'] // 1024}k {r['steps']}" for r in arm.get("curriculum", []))
             final = f"{arm.get('context', run['settings']['length']) // 1024}k {arm.get('stage3_steps')}"
             parts.append(
-                f"seed {run['seed']}: {rungs} / {final} ({sum(run['seconds'].values()) / 60:.0f} min of steps)"
+                f"seed {run['seed']}: {rungs} / {final} ({arm_seconds(run, name) / 60:.0f} min of steps)"
                 if arm.get("stage3_steps") is not None
                 else f"seed {run['seed']}: {rungs}"
             )
