@@ -315,7 +315,7 @@ def test_over_seeds_puts_the_controls_step_seconds_beside_megas(tmp_path: Path) 
     assert "| led-1024 | 12.00 s, 8.0x (12.00, 12.00) | 6.50 s, 13.0x (6.00, 7.00) |" in text, text
     assert "| mega-4k | 1.50 s (1.50, 1.50) | 0.50 s (0.50, 0.50) |" in text, text
     assert "seed 1: longformer 120 / 1500, mega 360 / 790" in text, text
-    # each arm's minutes are the steps it needed, not the two-arm run's whole sum (88 min)
+    # each arm's minutes are the steps it needed, not the two-arm run's whole sum (95 min)
     assert "seed 1: 2k 150 / 4k 201 (14 min of steps)" in text, text
     assert "seed 1: 2k 500 / 4k 400 (83 min of steps)" in text, text
 
