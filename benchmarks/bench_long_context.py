@@ -196,7 +196,6 @@ def main(argv: list[str] | None = None) -> int:
         )
     out: Path = args.out_dir
     out.mkdir(parents=True, exist_ok=True)
-    seconds: dict[str, float] = {}
     started = time.perf_counter()
 
     from mega2bart.tokenization import load_offline_tokenizer
@@ -243,10 +242,10 @@ def main(argv: list[str] | None = None) -> int:
             make_examples(tokenizer, "test", s.test_examples, s.length, args.seed + 3, "test", code=args.code),
         )
 
-    _, seconds["data"], digest = steps.run("data", data_settings, "", make_data)
+    _, data_seconds, digest = steps.run("data", data_settings, "", make_data)
     print(
         f"data: {s.stage1_examples} x 1 fact in {s.stage1_filler} tokens, {s.stage2_examples} x {s.stage2_length}, "
-        f"{s.stage3_examples} x {s.length}, {s.test_examples} held-out x {s.length} tokens in {seconds['data']:.0f} s",
+        f"{s.stage3_examples} x {s.length}, {s.test_examples} held-out x {s.length} tokens in {data_seconds:.0f} s",
         flush=True,
     )
     logs = out / "logs"
@@ -261,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name}: interrupted in an earlier run, resumed from its newest checkpoint", flush=True)
             return run_cli(launch_args(cli_args, resume), logs / f"{name.replace(' ', '-')}.log", args.threads)
 
-        _, seconds[name], key = steps.run(name, cli_args, after, action)
+        _, _, key = steps.run(name, cli_args, after, action)
         return key
 
     def trunk(encoder: str, suffix: str) -> tuple[Path, str, dict[str, int]]:
@@ -270,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         led = encoder == "longformer"
         if led and max(s.stage1_filler + 64, s.stage2_length) > SHORT_WINDOW // 2:
             raise SystemExit(f"stages 1-2 inputs must fit in {SHORT_WINDOW // 2} tokens for the LED arm's window")
-        parameters, seconds[f"build{suffix}"], key = steps.run(
+        parameters, _, key = steps.run(
             f"build{suffix}",
             [model_configs(s.length, args.ema_init), args.ema_init, encoder, *([SHORT_WINDOW] if led else [])],
             digest,
@@ -295,9 +294,7 @@ def main(argv: list[str] | None = None) -> int:
             previous = out / name
         if led:
             wide = out / f"stage2{suffix}-window-{CONTROL_CONTEXT}"
-            _, seconds[f"widen{suffix}"], key = steps.run(
-                f"widen{suffix}", [CONTROL_CONTEXT], key, lambda: widen(previous, wide)
-            )
+            _, _, key = steps.run(f"widen{suffix}", [CONTROL_CONTEXT], key, lambda: widen(previous, wide))
             previous = wide
         return previous, key, parameters
 
@@ -306,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         its loss: (the last rung's model, its digest). Appends each rung's length, steps and losses to `record`."""
         for i, (length, count, *_) in enumerate(s.curriculum):
             data = out / f"train-{length}.jsonl"
-            _, seconds[f"data {length}"], _ = steps.run(
+            steps.run(
                 f"data {length}",
                 [data_settings, length, count],
                 "",
@@ -328,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
                     "length": length,
                     "steps": trained_steps(rung_dir),
                     "losses": training_losses(rung_dir),
-                    "seconds": seconds[f"train {name} rung {length}"],
+                    "seconds": steps.seconds[f"train {name} rung {length}"],
                     "seconds_per_step": seconds_per_step(rung_dir),
                 }
             )
@@ -380,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
             # the same model on inputs twice as long as any it was trained on (MEGA has no position cap)
             beyond = 2 * s.length
             beyond_data = out / f"test-{beyond}.jsonl"
-            _, seconds[f"data {beyond}"], _ = steps.run(
+            steps.run(
                 f"data {beyond}",
                 [data_settings, beyond, s.beyond_examples],
                 "",
@@ -403,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         if arm == "mega" and s.lone_examples:
             # one fact per input, `lone_examples` inputs per bucket: recall by depth without an order to keep
             lone_data = out / "test-lone.jsonl"
-            _, seconds["data lone"], _ = steps.run(
+            steps.run(
                 "data lone",
                 [data_settings, s.lone_examples],
                 "",
@@ -448,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
             kind: {f"stage{n}": trained_steps(out / f"stage{n}{'' if kind == 'mega' else '-' + kind}") for n in (1, 2)}
             for kind in trunks
         },
-        "seconds": seconds,
+        "seconds": steps.seconds,
         "total_seconds": time.perf_counter() - started,
         "test_inputs": s.test_examples,
         "arms": arms,

@@ -24,13 +24,14 @@ class Steps:
     """Each finished step (data, build, a `mega2bart` command) leaves a record in OUT/done/. A rerun into the
     same OUT skips every step whose record matches: same settings and the same steps before it (each record
     holds a digest of the previous one), so an interrupted run loses only the step it was in. `fresh`
-    forgets the records."""
+    forgets the records. `seconds` holds every step's seconds (run now or reused), by name, in the order run."""
 
     def __init__(self, out: Path, fresh: bool) -> None:
         self.directory = out / "done"
         if fresh:
             shutil.rmtree(self.directory, ignore_errors=True)
         self.directory.mkdir(parents=True, exist_ok=True)
+        self.seconds: dict[str, float] = {}
 
     @staticmethod
     def key(what: Any, after: str) -> str:
@@ -51,6 +52,7 @@ class Steps:
             done = json.loads(path.read_text(encoding="utf-8"))
             if done.get("key") == key:
                 print(f"{name}: done in an earlier run ({done['seconds']:.0f} s), reused; --fresh redoes it")
+                self.seconds[name] = done["seconds"]
                 return done["result"], done["seconds"], key
         start = time.perf_counter()
         result = action()
@@ -58,6 +60,7 @@ class Steps:
         partial = path.with_suffix(".partial")
         partial.write_text(json.dumps({"key": key, "seconds": seconds, "result": result}), encoding="utf-8")
         os.replace(partial, path)
+        self.seconds[name] = seconds
         return result, seconds, key
 
 
